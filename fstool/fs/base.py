@@ -1,0 +1,191 @@
+"""What every format shares: build parameters, option checking, and the reader's entry record.
+
+A writer module exposes `write(tree, out, params) -> int` (the image size in
+bytes); a reader module exposes `probe(region) -> bool` and `open(region) -> Reader`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ..errors import SpecError
+from ..sizes import parse_size
+from ..tree import Kind
+
+
+@dataclass
+class FsParams:
+    """Everything a writer needs besides the tree.
+
+    size None means "auto": the smallest image the content needs plus headroom.
+    seed feeds `fstool.ids` so UUIDs, hash seeds and volume ids are derived,
+    never random. timestamp is the filesystem's own time (mkfs time): the
+    spec's mtime, else SOURCE_DATE_EPOCH, else 0.
+    """
+
+    fs_type: str
+    size: int | None = None
+    headroom: int = 0
+    label: str | None = None
+    uuid: str | None = None
+    volume_id: str | None = None
+    block_size: int | None = None
+    journal_blocks: int | None = None
+    sparse: bool = True
+    timestamp: int = 0
+    seed: bytes = b"fstool"
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0  # 0: FSTOOL_THREADS or the CPU count
+    verbose: bool = False
+    where: str = "filesystem"  # the spec table or CLI flag these came from, for messages
+
+    def thread_count(self) -> int:
+        if self.threads > 0:
+            return self.threads
+        env = os.environ.get("FSTOOL_THREADS")
+        if env:
+            try:
+                return max(1, int(env))
+            except ValueError:
+                raise SpecError(f"FSTOOL_THREADS must be a number, got {env!r}") from None
+        return os.cpu_count() or 1
+
+    def log(self, msg: str) -> None:
+        if self.verbose:
+            import sys
+            print(f"fstool: {msg}", file=sys.stderr)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class OptionReader:
+    """Typed access to `[filesystem.options]` / `-O k=v` values.
+
+    Values may come typed (TOML) or as strings (-O). Every key read is marked
+    used; `finish()` raises SpecError for any key left, suggesting the nearest
+    valid one, so an option a format does not know is always an error.
+    """
+
+    def __init__(self, options: dict[str, Any], where: str = "filesystem.options"):
+        self.options = dict(options)
+        self.where = where
+        self.known: set[str] = set()
+
+    def _raw(self, key: str) -> Any:
+        self.known.add(key)
+        return self.options.get(key)
+
+    def has(self, key: str) -> bool:
+        self.known.add(key)
+        return key in self.options
+
+    def get_str(self, key: str, default: str | None = None, choices: tuple[str, ...] | None = None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise SpecError(f"expected a string, got {v!r}", where=f"{self.where}.{key}")
+        if choices is not None and v not in choices:
+            raise SpecError(f"must be one of {', '.join(choices)}; got {v!r}",
+                            where=f"{self.where}.{key}")
+        return v
+
+    def get_bool(self, key: str, default: bool | None = None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in _TRUE | _FALSE:
+            return v.lower() in _TRUE
+        raise SpecError(f"expected true or false, got {v!r}", where=f"{self.where}.{key}")
+
+    def get_int(self, key: str, default: int | None = None, lo: int | None = None,
+                hi: int | None = None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        if isinstance(v, str):
+            try:
+                v = int(v, 0)
+            except ValueError:
+                raise SpecError(f"expected a number, got {v!r}", where=f"{self.where}.{key}") from None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SpecError(f"expected a number, got {v!r}", where=f"{self.where}.{key}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise SpecError(f"must be between {lo} and {hi}; got {v}", where=f"{self.where}.{key}")
+        return v
+
+    def get_size(self, key: str, default: int | None = None):
+        v = self._raw(key)
+        if v is None:
+            return default
+        return parse_size(v, where=f"{self.where}.{key}")
+
+    def finish(self) -> None:
+        for key in self.options:
+            if key not in self.known:
+                near = difflib.get_close_matches(key, sorted(self.known), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                valid = ", ".join(sorted(self.known)) or "none"
+                raise SpecError(f"unknown option {key!r}{hint}; valid options: {valid}",
+                                where=f"{self.where}.{key}")
+
+
+@dataclass
+class REntry:
+    """One entry as a reader sees it (what `ls` prints and the tests compare)."""
+
+    path: str
+    kind: Kind
+    mode: int  # permission bits (07777)
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime: int = 0
+    nlink: int = 1
+    inode: int = 0
+    target: str | None = None
+    rdev: tuple[int, int] = (0, 0)
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1] or "/"
+
+
+class Reader:
+    """Base class for format readers. Paths are absolute image paths ('/a/b')."""
+
+    fs_type = "?"
+
+    def info(self) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def stat(self, path: str) -> REntry:
+        raise NotImplementedError
+
+    def listdir(self, path: str) -> list[REntry]:
+        """Entries of a directory (without . and ..), sorted by name bytes."""
+        raise NotImplementedError
+
+    def read_file(self, path: str) -> Iterator[bytes]:
+        """The file's bytes in bounded chunks."""
+        raise NotImplementedError
+
+    def walk(self, path: str = "/") -> Iterator[REntry]:
+        """Pre-order walk below path (path itself first)."""
+        top = self.stat(path)
+        stack = [top]
+        while stack:
+            e = stack.pop()
+            yield e
+            if e.kind is Kind.DIR:
+                stack.extend(reversed(self.listdir(e.path)))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,352 @@
+"""The input-tree model that every writer consumes.
+
+A `Tree` is a rooted hierarchy of `Node`s. A node is an *inode*: kind, mode,
+owner, mtime, xattrs and, for a regular file, a `FileSource` to stream its bytes
+from (a host file, or a region of a tar), never the bytes themselves. A hardlink
+is the same `Node` object reachable under several names, so writers share the
+inode and `Tree.nlink(node)` gives its link count.
+
+Invariants kept here:
+- names are `str` decoded with `os.fsdecode` (surrogateescape): `encode_name`
+  turns them back into the exact host bytes; no name is empty, `.`/`..`, holds
+  `/` or NUL, or is over 255 bytes;
+- `Tree.walk()` visits entries in a deterministic order (children sorted by
+  their encoded bytes), never in host `readdir` order;
+- file payloads are read through `FileSource.iter_chunks` or
+  `FileSource.data_segments` in bounded pieces; holes are never read.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import stat as _stat
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .errors import InputError
+
+CHUNK = 1 << 20  # file payloads stream through at most 1 MiB at a time
+SEEK_DATA = getattr(os, "SEEK_DATA", 3)
+SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+
+
+class Kind(enum.Enum):
+    DIR = "dir"
+    FILE = "file"
+    SYMLINK = "symlink"
+    CHR = "chr"
+    BLK = "blk"
+    FIFO = "fifo"
+    SOCK = "sock"
+
+    @property
+    def s_ifmt(self) -> int:
+        """The S_IF* type bits used by ext, squashfs and tar alike."""
+        return _IFMT[self]
+
+    @classmethod
+    def from_mode(cls, st_mode: int) -> "Kind":
+        for kind, bits in _IFMT.items():
+            if _stat.S_IFMT(st_mode) == bits:
+                return kind
+        raise ValueError(f"unknown file type in mode {st_mode:o}")
+
+
+_IFMT = {
+    Kind.DIR: _stat.S_IFDIR, Kind.FILE: _stat.S_IFREG, Kind.SYMLINK: _stat.S_IFLNK,
+    Kind.CHR: _stat.S_IFCHR, Kind.BLK: _stat.S_IFBLK, Kind.FIFO: _stat.S_IFIFO,
+    Kind.SOCK: _stat.S_IFSOCK,
+}
+
+
+def encode_name(name: str) -> bytes:
+    """The on-disk bytes of a name (the host's bytes, whatever their encoding)."""
+    return os.fsencode(name)
+
+
+def check_name(name: str, where: str) -> None:
+    raw = encode_name(name)
+    if not raw or raw in (b".", b".."):
+        raise InputError(f"invalid name {name!r}", where=where)
+    if b"/" in raw or b"\0" in raw:
+        raise InputError("name contains '/' or NUL", where=where)
+    if len(raw) > 255:
+        raise InputError(f"name is {len(raw)} bytes long, over the 255-byte limit", where=where)
+
+
+def split_path(path: str, where: str | None = None) -> list[str]:
+    """Normalise an image path ('/a//b/./c', 'a/b') into components; refuse '..'."""
+    parts = []
+    for comp in path.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            raise InputError("path climbs out with '..'", where=where or path)
+        if "\0" in comp:
+            raise InputError("path contains NUL", where=where or repr(path))
+        parts.append(comp)
+    return parts
+
+
+def join_path(parts: list[str] | tuple[str, ...]) -> str:
+    return "/" + "/".join(parts)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Where a regular file's bytes come from, without holding them.
+
+    `path` is a host file; the file's byte `i` is at `offset + i` in it.
+    `segments`, when given, lists the data extents as (file_offset, length,
+    source_offset) triples; everything else is a hole. When None, holes are
+    discovered in the host file with SEEK_DATA/SEEK_HOLE (only meaningful when
+    offset == 0, i.e. a plain host file). `path` may be None only for size 0.
+    """
+
+    path: str | None
+    size: int
+    offset: int = 0
+    segments: tuple[tuple[int, int, int], ...] | None = None
+
+    def data_segments(self) -> list[tuple[int, int, int]]:
+        """(file_offset, length, source_offset) of each data extent, in order."""
+        if self.size == 0:
+            return []
+        if self.segments is not None:
+            return list(self.segments)
+        if self.offset != 0:
+            return [(0, self.size, self.offset)]
+        return _host_data_segments(self.path, self.size)
+
+    def iter_chunks(self, chunk: int = CHUNK) -> Iterator[tuple[int, bytes | None, int]]:
+        """Yield (file_offset, data or None for a hole, length) covering [0, size).
+
+        Data pieces are at most `chunk` bytes; holes come as one (off, None, len).
+        """
+        pos = 0
+        if self.size == 0:
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for foff, length, soff in self.data_segments():
+                if foff > pos:
+                    yield pos, None, foff - pos
+                done = 0
+                while done < length:
+                    n = min(chunk, length - done)
+                    data = os.pread(fd, n, soff + done)
+                    if len(data) != n:
+                        raise InputError(
+                            f"file shrank while reading (wanted {n} bytes at {soff + done})",
+                            where=self.path)
+                    yield foff + done, data, n
+                    done += n
+                pos = foff + length
+            if pos < self.size:
+                yield pos, None, self.size - pos
+        finally:
+            os.close(fd)
+
+    def read(self, file_offset: int, length: int) -> bytes:
+        """Read a bounded range (holes as zeros). For small reads only."""
+        length = max(0, min(length, self.size - file_offset))
+        out = bytearray(length)
+        if length == 0:
+            return bytes(out)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for foff, seglen, soff in self.data_segments():
+                lo, hi = max(foff, file_offset), min(foff + seglen, file_offset + length)
+                if lo < hi:
+                    out[lo - file_offset:hi - file_offset] = os.pread(fd, hi - lo, soff + lo - foff)
+        finally:
+            os.close(fd)
+        return bytes(out)
+
+
+def _host_data_segments(path: str, size: int) -> list[tuple[int, int, int]]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        segs = []
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            if start >= size:
+                break
+            try:
+                end = os.lseek(fd, start, SEEK_HOLE)
+            except OSError:
+                end = size
+            end = min(end, size)
+            segs.append((start, end - start, start))
+            pos = end
+        return segs
+    finally:
+        os.close(fd)
+
+
+@dataclass(eq=False)
+class Node:
+    """One inode. Identity matters: the same Node under two names is a hardlink."""
+
+    kind: Kind
+    mode: int = 0o755  # permission bits and suid/sgid/sticky only (07777), never type bits
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0  # seconds since the epoch
+    mtime_ns: int = 0  # nanosecond part, kept where the format holds it
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    source: FileSource | None = None  # FILE only
+    target: str | None = None  # SYMLINK only (decoded like names)
+    rdev: tuple[int, int] = (0, 0)  # CHR/BLK: (major, minor)
+    children: dict[str, "Node"] | None = None  # DIR only
+    origin: str = ""  # where it came from, for error messages
+
+    def __post_init__(self) -> None:
+        if self.kind is Kind.DIR and self.children is None:
+            self.children = {}
+
+    @property
+    def size(self) -> int:
+        if self.kind is Kind.FILE:
+            return self.source.size if self.source else 0
+        if self.kind is Kind.SYMLINK:
+            return len(encode_name(self.target or ""))
+        return 0
+
+    @property
+    def st_mode(self) -> int:
+        return self.kind.s_ifmt | (self.mode & 0o7777)
+
+    def sorted_children(self) -> list[tuple[str, "Node"]]:
+        """Children sorted by their encoded bytes: the one order every writer uses."""
+        assert self.children is not None
+        return sorted(self.children.items(), key=lambda kv: encode_name(kv[0]))
+
+    def copy_attrs_from(self, other: "Node") -> None:
+        self.mode, self.uid, self.gid = other.mode, other.uid, other.gid
+        self.mtime, self.mtime_ns = other.mtime, other.mtime_ns
+        self.xattrs = dict(other.xattrs)
+
+
+class Tree:
+    """A rooted directory tree of Nodes."""
+
+    def __init__(self, root: Node | None = None):
+        self.root = root or Node(Kind.DIR, mode=0o755)
+        self._nlink: dict[int, int] | None = None
+
+    # -- lookups and edits -------------------------------------------------
+    def lookup(self, path: str) -> Node | None:
+        node = self.root
+        for comp in split_path(path):
+            if node.kind is not Kind.DIR or comp not in node.children:
+                return None
+            node = node.children[comp]
+        return node
+
+    def parent_of(self, path: str, *, create: bool = True, template: Node | None = None,
+                  where: str | None = None) -> tuple[Node, str]:
+        """Return (parent dir node, last name) for path, creating missing dirs."""
+        parts = split_path(path, where)
+        if not parts:
+            raise InputError("the root cannot be replaced by a non-directory", where=where or path)
+        node = self.root
+        for i, comp in enumerate(parts[:-1]):
+            child = node.children.get(comp)
+            if child is None:
+                if not create:
+                    raise InputError("parent directory does not exist",
+                                     where=where or join_path(parts[:i + 1]))
+                check_name(comp, where or path)
+                child = Node(Kind.DIR, mode=0o755)
+                if template is not None:
+                    child.copy_attrs_from(template)
+                    child.mode = 0o755
+                node.children[comp] = child
+            elif child.kind is not Kind.DIR:
+                raise InputError(f"{join_path(parts[:i + 1])} is a {child.kind.value}, not a directory",
+                                 where=where or path)
+            node = child
+        check_name(parts[-1], where or path)
+        return node, parts[-1]
+
+    def add(self, path: str, node: Node, *, replace: bool = False, where: str | None = None) -> None:
+        """Place node at path. An existing dir at a dir path keeps its children
+        (attributes are updated); any other clash is an error unless replace."""
+        self._nlink = None
+        if not split_path(path, where):
+            if node.kind is not Kind.DIR:
+                raise InputError("the root must be a directory", where=where or path)
+            self.root.copy_attrs_from(node)
+            return
+        parent, name = self.parent_of(path, where=where)
+        old = parent.children.get(name)
+        if old is not None and old is not node:
+            if old.kind is Kind.DIR and node.kind is Kind.DIR:
+                old.copy_attrs_from(node)
+                return
+            if not replace:
+                raise InputError(
+                    f"duplicate path: already a {old.kind.value}, now a {node.kind.value}",
+                    where=where or path)
+        parent.children[name] = node
+
+    def remove(self, path: str) -> Node | None:
+        self._nlink = None
+        parts = split_path(path)
+        if not parts:
+            return None
+        parent = self.lookup(join_path(parts[:-1]))
+        if parent is None or parent.kind is not Kind.DIR:
+            return None
+        return parent.children.pop(parts[-1], None)
+
+    # -- traversal ----------------------------------------------------------
+    def walk(self) -> Iterator[tuple[str, Node]]:
+        """Pre-order walk: ('/', root) first, then each entry in sorted order.
+        A hardlinked node appears once per name."""
+        stack: list[tuple[str, Node]] = [("/", self.root)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            if node.kind is Kind.DIR:
+                base = path.rstrip("/")
+                for name, child in reversed(node.sorted_children()):
+                    stack.append((f"{base}/{name}", child))
+
+    def nlink(self, node: Node) -> int:
+        """Link count as filesystems store it: names for non-dirs,
+        2 + number of subdirectories for dirs."""
+        if self._nlink is None:
+            counts: dict[int, int] = {}
+            for _, n in self.walk():
+                counts[id(n)] = counts.get(id(n), 0) + 1
+            self._nlink = counts
+        if node.kind is Kind.DIR:
+            return 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
+        return self._nlink.get(id(node), 0)
+
+    def invalidate(self) -> None:
+        """Call after editing children directly."""
+        self._nlink = None
+
+    def stats(self) -> dict[str, int]:
+        """Counts and sizes, used by writers to plan and by `-v`."""
+        seen: set[int] = set()
+        out = {"entries": 0, "inodes": 0, "dirs": 0, "files": 0, "bytes": 0}
+        for _, n in self.walk():
+            out["entries"] += 1
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            out["inodes"] += 1
+            if n.kind is Kind.DIR:
+                out["dirs"] += 1
+            elif n.kind is Kind.FILE:
+                out["files"] += 1
+                out["bytes"] += n.size
+        return out
