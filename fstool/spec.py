@@ -1,0 +1,441 @@
+"""The build spec: a TOML (or JSON) file describing one filesystem or a whole disk.
+
+The schema is the Rust fstool's, accepted exactly:
+
+    [filesystem]                      # one filesystem image
+    type = "ext4"; source = "rootfs/"; size = "64MiB"; block_size = 4096
+    journal_blocks, rootdevs, volume_label, mtime, sparse, volume_id
+    [filesystem.options]              # format options (unknown keys are errors)
+
+    [image]                           # or a partitioned disk
+    size = "1GiB"; partition_table = "gpt" | "mbr"
+    [[partitions]]
+    name = "esp"; type = "esp"; size = "64MiB" | "remaining"
+    [partitions.filesystem]           # same keys as [filesystem]
+
+plus extensions the Rust tool lacks: `size = "auto"` and `headroom` for
+filesystems and partitions; `source` as a list of layers; `all_root`,
+`device_table`, `uuid`, `seed`, `[[filesystem.overrides]]`; per-partition
+`uuid`, `attributes`, `bootable`, `image` (a prebuilt image); disk `uuid`,
+`disk_signature`, `alignment`, `sector_size`.
+
+Invariant: every key of the input is either consumed here or reported as an
+error naming its table and the nearest valid key; relative paths are resolved
+against the spec's directory; nothing read here depends on the host path of the
+spec (identifiers are seeded from its content).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError, SpecError
+from .fs import canonical_type
+from .sizes import parse_size
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - 3.10 and older
+    import tomli as tomllib  # type: ignore[no-redef]
+
+# Keys every format understands; in [filesystem.options] and `-O` they are lifted
+# out before the format sees the rest.
+GENERIC_OPTION_KEYS = ("mtime", "all_root", "rootdevs", "device_table", "block_size",
+                       "journal_blocks", "volume_id", "volume_label", "label", "uuid", "seed",
+                       "sparse", "headroom")
+
+FS_KEYS = ("type", "source", "size", "headroom", "block_size", "journal_blocks", "rootdevs",
+           "volume_label", "label", "mtime", "sparse", "volume_id", "uuid", "seed", "all_root",
+           "device_table", "options", "overrides")
+OVERRIDE_KEYS = ("path", "mode", "uid", "gid", "mtime")
+IMAGE_KEYS = ("size", "partition_table", "uuid", "disk_signature", "alignment", "sector_size")
+PART_KEYS = ("name", "type", "size", "headroom", "filesystem", "image", "uuid", "attributes",
+             "bootable")
+ROOTDEVS = ("none", "minimal", "standard")
+ATTRIBUTE_BITS = {"required": 0, "platform-required": 0, "no-block-io": 1, "efi-ignore": 1,
+                  "legacy-bios-bootable": 2, "bootable": 2,
+                  "read-only": 60, "no-auto": 63, "hidden": 62, "shadow-copy": 61, "growfs": 59}
+
+
+@dataclass
+class FsSpec:
+    """One filesystem to build: where its content comes from and how to lay it out."""
+
+    type: str
+    sources: list[str] = field(default_factory=list)
+    size: int | None = None  # None: auto (smallest that fits + headroom)
+    headroom: int = 0
+    label: str | None = None
+    uuid: str | None = None
+    volume_id: str | None = None
+    block_size: int | None = None
+    journal_blocks: int | None = None
+    sparse: bool = True
+    mtime: int | None = None
+    rootdevs: str = "none"
+    all_root: bool = False
+    device_table: str | None = None
+    seed: str | None = None
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    where: str = "filesystem"
+
+
+@dataclass
+class PartSpec:
+    index: int  # 1-based
+    name: str
+    type: str | None
+    size: int | str | None  # bytes, "remaining", or None (auto)
+    headroom: int = 0
+    fs: FsSpec | None = None
+    image: str | None = None
+    uuid: str | None = None
+    attributes: int = 0
+    bootable: bool = False
+    where: str = "partitions"
+
+
+@dataclass
+class DiskSpec:
+    table: str
+    size: int | None  # None: auto
+    partitions: list[PartSpec]
+    uuid: str | None = None
+    disk_signature: int | None = None
+    alignment: int = 1 << 20
+    sector_size: int = 512
+    where: str = "image"
+
+
+@dataclass
+class Spec:
+    path: str
+    seed: bytes  # hash of the spec's content: seeds every derived identifier
+    fs: FsSpec | None = None
+    disk: DiskSpec | None = None
+
+
+def check_keys(table: dict, allowed: tuple[str, ...], where: str) -> None:
+    """Raise SpecError for the first key of table not in allowed, suggesting the nearest."""
+    for key in table:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SpecError(f"unknown key {key!r}{hint}; valid keys: {', '.join(allowed)}",
+                            where=f"{where}.{key}")
+
+
+def _str(v: Any, where: str) -> str:
+    if not isinstance(v, str):
+        raise SpecError(f"expected a string, got {v!r}", where=where)
+    return v
+
+
+def _bool(v: Any, where: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        return v.lower() in ("true", "yes", "1", "on")
+    raise SpecError(f"expected true or false, got {v!r}", where=where)
+
+
+def _int(v: Any, where: str, lo: int = 0, hi: int | None = None) -> int:
+    if isinstance(v, str):
+        try:
+            v = int(v, 0)
+        except ValueError:
+            raise SpecError(f"expected a number, got {v!r}", where=where) from None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SpecError(f"expected a number, got {v!r}", where=where)
+    if v < lo or (hi is not None and v > hi):
+        raise SpecError(f"must be between {lo} and {hi}, got {v}" if hi is not None
+                        else f"must be at least {lo}, got {v}", where=where)
+    return v
+
+
+def _size_or_auto(v: Any, where: str, *, remaining: bool = False) -> int | str | None:
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return None
+    if remaining and isinstance(v, str) and v.strip().lower() == "remaining":
+        return "remaining"
+    n = parse_size(v, where=where)
+    if n <= 0:
+        raise SpecError("size must be positive", where=where)
+    return n
+
+
+def parse_mode(v: Any, where: str) -> int:
+    """A mode as an int (420) or an octal string ("0644", "644", "0o644")."""
+    if isinstance(v, str):
+        s = v.strip().lower().removeprefix("0o")
+        try:
+            v = int(s, 8)
+        except ValueError:
+            raise SpecError(f"expected an octal mode like \"0644\", got {v!r}", where=where) from None
+    return _int(v, where, 0, 0o7777)
+
+
+def parse_volume_id(v: Any, where: str) -> str:
+    """A FAT-style volume id: an int or hex "1234-ABCD" / "0x1234abcd"; kept as 8 hex digits."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    elif isinstance(v, str):
+        s = v.strip().replace("-", "").lower().removeprefix("0x")
+        try:
+            n = int(s, 16)
+        except ValueError:
+            raise SpecError(f"expected a hex volume id like \"1234-ABCD\", got {v!r}",
+                            where=where) from None
+    else:
+        raise SpecError(f"expected a volume id, got {v!r}", where=where)
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise SpecError(f"volume id {v!r} does not fit in 32 bits", where=where)
+    return f"{n:08x}"
+
+
+def parse_fs(table: Any, where: str, base_dir: str, *, in_partition: bool = False) -> FsSpec:
+    """Parse a [filesystem] table (or the equivalent from the CLI)."""
+    if not isinstance(table, dict):
+        raise SpecError("expected a table", where=where)
+    check_keys(table, FS_KEYS, where)
+    if "type" not in table:
+        raise SpecError("missing key 'type' (e.g. type = \"ext4\")", where=where)
+    fs = FsSpec(type=canonical_type(_str(table["type"], f"{where}.type"), f"{where}.type"),
+                where=where)
+    src = table.get("source")
+    if src is None:
+        srcs: list[str] = []
+    elif isinstance(src, str):
+        srcs = [src]
+    elif isinstance(src, list) and all(isinstance(s, str) for s in src):
+        srcs = list(src)
+    else:
+        raise SpecError("expected a path or a list of paths", where=f"{where}.source")
+    fs.sources = [os.path.normpath(os.path.join(base_dir, s)) for s in srcs]
+    merged = dict(table)
+    opts = table.get("options", {})
+    if not isinstance(opts, dict):
+        raise SpecError("expected a table", where=f"{where}.options")
+    fs.options = {}
+    for k, v in opts.items():
+        if k in GENERIC_OPTION_KEYS:
+            if k in table:
+                raise SpecError(f"{k!r} is set both here and in [{where}]", where=f"{where}.options.{k}")
+            merged[k] = v
+        else:
+            fs.options[k] = v
+    apply_generic(fs, merged, where, base_dir)
+    ov = table.get("overrides", [])
+    if not isinstance(ov, list):
+        raise SpecError("expected an array of tables ([[filesystem.overrides]])", where=f"{where}.overrides")
+    for i, o in enumerate(ov):
+        w = f"{where}.overrides[{i}]"
+        if not isinstance(o, dict):
+            raise SpecError("expected a table", where=w)
+        check_keys(o, OVERRIDE_KEYS, w)
+        if "path" not in o:
+            raise SpecError("missing key 'path'", where=w)
+        entry: dict[str, Any] = {"path": _str(o["path"], f"{w}.path"), "where": w}
+        if "mode" in o:
+            entry["mode"] = parse_mode(o["mode"], f"{w}.mode")
+        for k in ("uid", "gid", "mtime"):
+            if k in o:
+                entry[k] = _int(o[k], f"{w}.{k}", 0, 0xFFFFFFFF if k != "mtime" else None)
+        fs.overrides.append(entry)
+    return fs
+
+
+def apply_generic(fs: FsSpec, table: dict, where: str, base_dir: str) -> None:
+    """Set FsSpec fields from generic keys (spec table or lifted -O options)."""
+    def w(k: str) -> str:
+        return f"{where}.{k}"
+    if "size" in table:
+        fs.size = _size_or_auto(table["size"], w("size"))  # type: ignore[assignment]
+    if "headroom" in table:
+        fs.headroom = parse_size(table["headroom"], where=w("headroom"))
+    for k in ("volume_label", "label"):
+        if k in table:
+            fs.label = _str(table[k], w(k))
+    if "uuid" in table:
+        fs.uuid = _str(table["uuid"], w("uuid"))
+        from .ids import parse_uuid
+        parse_uuid(fs.uuid, w("uuid"))
+    if "volume_id" in table:
+        fs.volume_id = parse_volume_id(table["volume_id"], w("volume_id"))
+    if "block_size" in table:
+        fs.block_size = parse_size(table["block_size"], where=w("block_size"))
+    if "journal_blocks" in table:
+        fs.journal_blocks = _int(table["journal_blocks"], w("journal_blocks"))
+    if "sparse" in table:
+        fs.sparse = _bool(table["sparse"], w("sparse"))
+    if "mtime" in table:
+        fs.mtime = _int(table["mtime"], w("mtime"), 0, (1 << 34) - 1)
+    if "rootdevs" in table:
+        v = table["rootdevs"]
+        if isinstance(v, bool):  # the Rust tool's boolean form
+            v = "minimal" if v else "none"
+        v = _str(v, w("rootdevs"))
+        if v not in ROOTDEVS:
+            raise SpecError(f"must be one of {', '.join(ROOTDEVS)}; got {v!r}", where=w("rootdevs"))
+        fs.rootdevs = v
+    if "all_root" in table:
+        fs.all_root = _bool(table["all_root"], w("all_root"))
+    if "device_table" in table:
+        fs.device_table = os.path.normpath(os.path.join(base_dir, _str(table["device_table"],
+                                                                        w("device_table"))))
+    if "seed" in table:
+        fs.seed = _str(table["seed"], w("seed"))
+
+
+def parse_attributes(v: Any, where: str) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return _int(v, where, 0, (1 << 64) - 1)
+    if not isinstance(v, list):
+        raise SpecError("expected a list like [\"required\", 60]", where=where)
+    bits = 0
+    for i, a in enumerate(v):
+        wi = f"{where}[{i}]"
+        if isinstance(a, str) and a.lower() in ATTRIBUTE_BITS:
+            bits |= 1 << ATTRIBUTE_BITS[a.lower()]
+        elif isinstance(a, str) and a.isdigit() or isinstance(a, int) and not isinstance(a, bool):
+            n = int(a)
+            if not (n in (0, 1, 2) or 48 <= n <= 63):
+                raise SpecError(f"attribute bit {n} is reserved (use 0, 1, 2 or 48-63)", where=wi)
+            bits |= 1 << n
+        else:
+            near = difflib.get_close_matches(str(a), list(ATTRIBUTE_BITS), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SpecError(f"unknown attribute {a!r}{hint}; known: {', '.join(ATTRIBUTE_BITS)} "
+                            "or a bit number 48-63", where=wi)
+    return bits
+
+
+def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
+    img = doc["image"]
+    if not isinstance(img, dict):
+        raise SpecError("expected a table", where="image")
+    check_keys(img, IMAGE_KEYS, "image")
+    table = _str(img.get("partition_table", "gpt"), "image.partition_table").lower()
+    if table not in ("gpt", "mbr", "msdos", "dos"):
+        raise SpecError(f"must be \"gpt\" or \"mbr\", got {table!r}", where="image.partition_table")
+    table = "gpt" if table == "gpt" else "mbr"
+    size = _size_or_auto(img["size"], "image.size") if "size" in img else None
+    disk = DiskSpec(table=table, size=size, partitions=[])  # type: ignore[arg-type]
+    if "sector_size" in img:
+        disk.sector_size = parse_size(img["sector_size"], where="image.sector_size")
+        if disk.sector_size not in (512, 4096):
+            raise SpecError(f"must be 512 or 4096, got {disk.sector_size}", where="image.sector_size")
+    if "alignment" in img:
+        disk.alignment = parse_size(img["alignment"], where="image.alignment")
+        if disk.alignment <= 0 or disk.alignment % disk.sector_size:
+            raise SpecError(f"must be a positive multiple of the sector size ({disk.sector_size})",
+                            where="image.alignment")
+    elif disk.sector_size > disk.alignment:
+        disk.alignment = disk.sector_size
+    if "uuid" in img:
+        if table != "gpt":
+            raise SpecError("a disk GUID needs partition_table = \"gpt\" (MBR has disk_signature)",
+                            where="image.uuid")
+        from .ids import parse_uuid
+        disk.uuid = str(parse_uuid(img["uuid"], "image.uuid"))
+    if "disk_signature" in img:
+        if table != "mbr":
+            raise SpecError("disk_signature is for partition_table = \"mbr\" (GPT has uuid)",
+                            where="image.disk_signature")
+        disk.disk_signature = int(parse_volume_id(img["disk_signature"], "image.disk_signature"), 16)
+    if disk.size is not None and disk.size % disk.sector_size:
+        raise SpecError(f"disk size {disk.size} is not a multiple of the sector size "
+                        f"({disk.sector_size})", where="image.size")
+    parts = doc.get("partitions", [])
+    if not isinstance(parts, list) or not parts:
+        raise SpecError("a disk needs at least one [[partitions]] table", where="partitions")
+    for i, p in enumerate(parts):
+        w = f"partitions[{i}]"
+        if not isinstance(p, dict):
+            raise SpecError("expected a table", where=w)
+        check_keys(p, PART_KEYS, w)
+        name = _str(p.get("name", ""), f"{w}.name")
+        if name:
+            w = f"partitions[{i}] ({name})"
+        ps = PartSpec(index=i + 1, name=name, type=None, size=None, where=w)
+        if "type" in p:
+            ps.type = _str(p["type"], f"{w}.type")
+        if "size" in p:
+            ps.size = _size_or_auto(p["size"], f"{w}.size", remaining=True)
+            if isinstance(ps.size, int) and ps.size % disk.sector_size:
+                raise SpecError(f"size {ps.size} is not a multiple of the sector size "
+                                f"({disk.sector_size})", where=f"{w}.size")
+        if ps.size == "remaining" and i != len(parts) - 1:
+            raise SpecError("only the last partition can have size = \"remaining\"", where=f"{w}.size")
+        if ps.size == "remaining" and disk.size is None:
+            raise SpecError("size = \"remaining\" needs a fixed [image] size", where=f"{w}.size")
+        if "headroom" in p:
+            ps.headroom = parse_size(p["headroom"], where=f"{w}.headroom")
+        if "filesystem" in p and "image" in p:
+            raise SpecError("give either a filesystem or a prebuilt image, not both", where=w)
+        if "filesystem" in p:
+            ps.fs = parse_fs(p["filesystem"], f"{w}.filesystem", base_dir, in_partition=True)
+        if "image" in p:
+            ps.image = os.path.normpath(os.path.join(base_dir, _str(p["image"], f"{w}.image")))
+        if ps.fs is None and ps.image is None and ps.size is None:
+            raise SpecError("an empty partition needs a size", where=f"{w}.size")
+        if "uuid" in p:
+            if table != "gpt":
+                raise SpecError("partition UUIDs need partition_table = \"gpt\"", where=f"{w}.uuid")
+            from .ids import parse_uuid
+            ps.uuid = str(parse_uuid(p["uuid"], f"{w}.uuid"))
+        if "attributes" in p:
+            if table != "gpt":
+                raise SpecError("attributes need partition_table = \"gpt\" (MBR has bootable)",
+                                where=f"{w}.attributes")
+            ps.attributes = parse_attributes(p["attributes"], f"{w}.attributes")
+        if "bootable" in p:
+            if table != "mbr":
+                raise SpecError("bootable is an MBR flag; for GPT use attributes = "
+                                "[\"legacy-bios-bootable\"]", where=f"{w}.bootable")
+            ps.bootable = _bool(p["bootable"], f"{w}.bootable")
+        disk.partitions.append(ps)
+    return disk
+
+
+def load_spec(path: str) -> Spec:
+    """Read and validate a spec file (TOML, or JSON when it ends in .json)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InputError(e.strerror or str(e), where=path) from None
+    try:
+        if path.endswith(".json"):
+            doc = json.loads(raw)
+        else:
+            doc = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SpecError(f"not valid {'JSON' if path.endswith('.json') else 'TOML'}: {msg}",
+                        where=path) from None
+    if not isinstance(doc, dict):
+        raise SpecError("expected a table at the top level", where=path)
+    base_dir = os.path.dirname(os.path.abspath(path))
+    spec = Spec(path=path, seed=hashlib.sha256(raw).digest())
+    try:
+        check_keys(doc, ("filesystem", "image", "partitions"), "spec")
+        if "filesystem" in doc and ("image" in doc or "partitions" in doc):
+            raise SpecError("a spec has either [filesystem] or [image] with [[partitions]], not both",
+                            where="spec")
+        if "filesystem" in doc:
+            spec.fs = parse_fs(doc["filesystem"], "filesystem", base_dir)
+        elif "image" in doc:
+            spec.disk = parse_disk(doc, base_dir)
+        elif "partitions" in doc:
+            raise SpecError("[[partitions]] needs an [image] table (size, partition_table)", where="spec")
+        else:
+            raise SpecError("the spec needs a [filesystem] or an [image] table", where="spec")
+    except SpecError as e:
+        raise SpecError(str(e), where=path) from None
+    return spec
