@@ -102,3 +102,15 @@ if __name__ == "__main__":
     make_corpus(dest)
     n, total = corpus_stats(dest)
     print(f"{dest}: {n} entries, {total / 1e6:.1f} MB")
+
+
+def cached_corpus(total_bytes: int = 250 << 20, entries: int = 15000) -> str:
+    """The corpus under bench/out/, built once per (size, entries) and reused afterwards."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    dest = os.path.join(here, "out", f"corpus-{total_bytes >> 20}M-{entries}")
+    stamp = dest + ".done"
+    if not os.path.exists(stamp):
+        shutil.rmtree(dest, ignore_errors=True)
+        make_corpus(dest, total_bytes, entries)
+        open(stamp, "w").close()
+    return dest
