@@ -5,8 +5,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs \
-	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
-	nodejs npm
+	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c
 PYTEST_ARGS ?=
 
 .PHONY: demo test deps apt venv bench clean
@@ -20,7 +19,7 @@ venv: $(VENV)/.stamp
 
 $(VENV)/.stamp: pyproject.toml requirements_lock.txt
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements_lock.txt pytest==8.3.4 hypothesis==6.122.3
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements_lock.txt pytest==8.3.4 hypothesis==6.122.3 wheel==0.45.1
 	$(VPY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
