@@ -95,6 +95,16 @@ def cmd_build(args) -> int:
     from .spec import load_spec
 
     spec = load_spec(args.spec)
+    try:
+        return _build(args, spec)
+    except FstoolError as e:
+        if str(e).startswith(args.spec + ":"):
+            raise
+        # errors found while building name the spec they come from, as parse errors do
+        raise type(e)(str(e), where=args.spec) from None
+
+
+def _build(args, spec) -> int:
     t0 = time.monotonic()
     layout = None
     with atomic_output(args.output) as out:

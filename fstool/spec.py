@@ -360,6 +360,9 @@ def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
             raise SpecError("expected a table", where=w)
         check_keys(p, PART_KEYS, w)
         name = _str(p.get("name", ""), f"{w}.name")
+        if disk.table == "gpt" and len(name.encode("utf-16-le")) > 72:
+            raise SpecError(f"GPT partition names hold at most 36 UTF-16 code units; {name!r} has "
+                            f"{len(name.encode('utf-16-le')) // 2}", where=f"{w}.name")
         if name:
             w = f"partitions[{i}] ({name})"
         ps = PartSpec(index=i + 1, name=name, type=None, size=None, where=w)
