@@ -1,0 +1,148 @@
+"""JSON manifest input: the entry list the Bazel rules write (and anyone else may).
+
+    {"version": 1,
+     "relative_to": "manifest" | "cwd",          # where relative "source" paths start
+     "entries": [
+       {"kind": "dir", "path": "/etc", "mode": "0755"},
+       {"kind": "file", "path": "/etc/motd", "source": "src/motd", "mode": 420, "uid": 0},
+       {"kind": "symlink", "path": "/bin", "target": "usr/bin"},
+       {"kind": "hardlink", "path": "/usr/bin/vi", "target": "/usr/bin/vim"},
+       {"kind": "chr", "path": "/dev/null", "major": 1, "minor": 3, "mode": "0666"},
+       {"kind": "blk" | "fifo" | "sock", ...},
+       {"kind": "tree", "path": "/opt/app", "source": "out/app_dir"},    # a host directory
+       {"kind": "tar", "path": "/", "source": "base.tar.zst"}]}          # a tar, unpacked
+
+A bare list is read as the entries. Files keep the source's mode unless the
+entry sets one; owner defaults to 0:0 and mtime to 0 (the metadata rules then
+apply as for any input). Every error names the manifest and the entry index.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+
+from ..errors import InputError
+from ..tree import FileSource, Kind, Node, Tree, join_path, split_path
+
+KINDS = {"dir": Kind.DIR, "file": Kind.FILE, "symlink": Kind.SYMLINK, "chr": Kind.CHR,
+         "blk": Kind.BLK, "fifo": Kind.FIFO, "sock": Kind.SOCK}
+ENTRY_KEYS = {"kind", "path", "source", "target", "mode", "uid", "gid", "mtime", "xattrs", "major",
+              "minor"}
+
+
+def _int(e: dict, key: str, where: str, default: int, *, octal: bool = False) -> int:
+    v = e.get(key, default)
+    if isinstance(v, str) and octal:
+        try:
+            return int(v, 8)
+        except ValueError:
+            raise InputError(f"{key} {v!r} is not an octal number", where=where) from None
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise InputError(f"{key} must be a non-negative integer, got {v!r}", where=where)
+    return v
+
+
+def _xattrs(e: dict, where: str) -> dict[str, bytes]:
+    raw = e.get("xattrs", {})
+    if not isinstance(raw, dict):
+        raise InputError("xattrs must be an object of name -> value", where=where)
+    out = {}
+    for k, v in sorted(raw.items()):
+        if not isinstance(v, str):
+            raise InputError(f"xattr {k} must be a string", where=where)
+        if v.startswith("base64:"):
+            try:
+                out[k] = base64.b64decode(v[7:], validate=True)
+            except ValueError:
+                raise InputError(f"xattr {k}: bad base64", where=where) from None
+        else:
+            out[k] = v.encode()
+    return out
+
+
+def load_manifest(path: str) -> Tree:
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise InputError(e.strerror or str(e), where=path) from None
+    except ValueError as e:
+        raise InputError(f"not valid JSON: {e}", where=path) from None
+    if isinstance(doc, list):
+        doc = {"entries": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
+        raise InputError("expected {\"entries\": [...]} or a list of entries", where=path)
+    rel = doc.get("relative_to", "manifest")
+    if rel not in ("manifest", "cwd"):
+        raise InputError(f"relative_to must be \"manifest\" or \"cwd\", got {rel!r}", where=path)
+    base = os.path.dirname(os.path.abspath(path)) if rel == "manifest" else os.getcwd()
+    tree = Tree()
+    for i, e in enumerate(doc["entries"]):
+        _add_entry(tree, e, base, f"{path}: entries[{i}]")
+    tree.invalidate()
+    return tree
+
+
+def _add_entry(tree: Tree, e: object, base: str, where: str) -> None:
+    if not isinstance(e, dict):
+        raise InputError("expected an object", where=where)
+    unknown = set(e) - ENTRY_KEYS
+    if unknown:
+        raise InputError(f"unknown key {sorted(unknown)[0]!r}", where=where)
+    kind_name = e.get("kind")
+    dest = e.get("path")
+    if not isinstance(dest, str):
+        raise InputError("missing \"path\"", where=where)
+    where = f"{where} ({dest})"
+    dest = join_path(split_path(dest, where))
+
+    def source() -> str:
+        s = e.get("source")
+        if not isinstance(s, str) or not s:
+            raise InputError(f"a {kind_name} entry needs \"source\"", where=where)
+        return os.path.join(base, s)
+
+    if kind_name == "tree" or kind_name == "tar":
+        from . import graft, load_one
+        graft(tree, dest, load_one(source()).root, where)
+        return
+    if kind_name == "hardlink":
+        t = e.get("target")
+        if not isinstance(t, str):
+            raise InputError("a hardlink entry needs \"target\" (an image path)", where=where)
+        node = tree.lookup(join_path(split_path(t, where)))
+        if node is None or node.kind is Kind.DIR:
+            raise InputError(f"hardlink target {t!r} is not a non-directory listed earlier", where=where)
+        tree.add(dest, node, where=where)
+        return
+    kind = KINDS.get(kind_name)  # type: ignore[arg-type]
+    if kind is None:
+        raise InputError(f"unknown kind {kind_name!r} (one of {', '.join([*KINDS, 'hardlink', 'tree', 'tar'])})",
+                         where=where)
+    node = Node(kind, mode=0o755 if kind is Kind.DIR else 0o644, origin=where)
+    if kind is Kind.FILE:
+        src = source()
+        try:
+            st = os.stat(src)
+        except OSError as err:
+            raise InputError(err.strerror or str(err), where=f"{where}: {src}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"source {src} is not a regular file", where=where)
+        node.source = FileSource(src if st.st_size else None, st.st_size)
+        node.mode = stat.S_IMODE(st.st_mode)
+    elif kind is Kind.SYMLINK:
+        t = e.get("target")
+        if not isinstance(t, str) or not t:
+            raise InputError("a symlink entry needs \"target\"", where=where)
+        node.target = t
+    elif kind in (Kind.CHR, Kind.BLK):
+        node.rdev = (_int(e, "major", where, 0), _int(e, "minor", where, 0))
+    if "mode" in e:
+        node.mode = _int(e, "mode", where, 0, octal=True) & 0o7777
+    node.uid = _int(e, "uid", where, 0)
+    node.gid = _int(e, "gid", where, 0)
+    node.mtime = _int(e, "mtime", where, 0)
+    node.xattrs = _xattrs(e, where)
+    tree.add(dest, node, where=where)

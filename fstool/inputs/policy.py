@@ -1,0 +1,37 @@
+"""The metadata rules every format shares, applied after the inputs are merged.
+
+Order: all_root (uid = gid = 0) -> mtime = N (every timestamp N) -> clamp to
+SOURCE_DATE_EPOCH (no timestamp later than it) -> per-path overrides, which
+come last so a spec can still set one file's owner or time explicitly.
+"""
+from __future__ import annotations
+
+from ..errors import InputError
+from ..tree import Tree
+
+
+def apply_policy(tree: Tree, *, all_root: bool = False, mtime: int | None = None, clamp: int | None = None,
+                 overrides: list[dict] | None = None) -> None:
+    seen: set[int] = set()
+    for _, node in tree.walk():
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if all_root:
+            node.uid = node.gid = 0
+        if mtime is not None:
+            node.mtime, node.mtime_ns = mtime, 0
+        if clamp is not None and node.mtime >= clamp and (node.mtime > clamp or node.mtime_ns):
+            node.mtime, node.mtime_ns = clamp, 0
+    for ov in overrides or []:
+        node = tree.lookup(ov["path"])
+        if node is None:
+            raise InputError(f"override for {ov['path']!r}: no such path in the tree", where=ov.get("where"))
+        if "mode" in ov:
+            node.mode = ov["mode"] & 0o7777
+        if "uid" in ov:
+            node.uid = ov["uid"]
+        if "gid" in ov:
+            node.gid = ov["gid"]
+        if "mtime" in ov:
+            node.mtime, node.mtime_ns = ov["mtime"], 0
