@@ -91,7 +91,6 @@ def cmd_create(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .build import create_seed, load_tree, make_params, write_filesystem
     from .spec import load_spec
 
     spec = load_spec(args.spec)
@@ -105,6 +104,8 @@ def cmd_build(args) -> int:
 
 
 def _build(args, spec) -> int:
+    from .build import load_tree, make_params, write_filesystem
+
     t0 = time.monotonic()
     layout = None
     with atomic_output(args.output) as out:

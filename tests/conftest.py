@@ -1,6 +1,7 @@
 """Shared fixtures: run the CLI as a user would (a subprocess), and find the repository."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_fstool(*args, cwd=None, env=None, check=False, input=None):
+def run_fstool(*args, cwd=None, env=None, check=False, input=None, text_output=True):
     """Run `python -m fstool ARGS`; return the CompletedProcess (text stdout/stderr)."""
     e = dict(os.environ)
     e["PYTHONPATH"] = REPO + os.pathsep + e.get("PYTHONPATH", "")
@@ -18,7 +19,7 @@ def run_fstool(*args, cwd=None, env=None, check=False, input=None):
     if env:
         e.update(env)
     p = subprocess.run([sys.executable, "-m", "fstool", *map(str, args)], cwd=cwd, env=e,
-                       capture_output=True, text=True, input=input)
+                       capture_output=True, text=text_output, input=input)
     if check and p.returncode != 0:
         raise AssertionError(f"fstool {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
     return p
@@ -37,3 +38,44 @@ def assert_one_line_error(p, code, *needles):
 @pytest.fixture
 def fstool():
     return run_fstool
+
+
+_mounts = 0
+
+
+@contextlib.contextmanager
+def loop_mount(img, where):
+    """Mount img read-only through a loop device (the kernel is the reference reader)."""
+    global _mounts
+    _mounts += 1
+    mnt = os.path.join(str(where), f"mnt{_mounts}")
+    os.makedirs(mnt, exist_ok=True)
+    p = subprocess.run(["mount", "-o", "loop,ro", str(img), mnt], capture_output=True, text=True)
+    assert p.returncode == 0, f"the kernel refused to mount {img}: {p.stderr}"
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+        os.rmdir(mnt)
+
+
+def same_file(a, b) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 22), fb.read(1 << 22)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def diff_r(src, dst) -> None:
+    """`diff -r` must find no difference. GNU diff reports every special file (device, fifo,
+    socket) as 'File A is a T while file B is a T' even when both are the same kind; those
+    lines are accepted only when the kinds match (compare() checks their numbers)."""
+    import re
+    p = subprocess.run(["diff", "-r", "--no-dereference", str(src), str(dst)], capture_output=True, text=True)
+    assert p.returncode in (0, 1) and not p.stderr, p.stderr
+    bad = [ln for ln in p.stdout.splitlines()
+           if not re.fullmatch(r"File .* is a (.+) while file .* is a \1", ln)]
+    assert not bad, "\n".join(bad[:20])
