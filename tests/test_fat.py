@@ -490,3 +490,23 @@ def test_reader_rejects_garbage(tmp_path, small_src):
         r = fat_reader.open(region)
         with pytest.raises(ImageError, match="invalid cluster"):
             b"".join(r.read_file("/Makefile"))
+
+
+def test_holes_and_hardlinks(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "holey", "wb") as f:
+        f.write(b"head")
+        f.seek(8 * MiB)
+        f.write(b"tail")
+    os.link(src / "holey", src / "again")  # FAT has no hardlinks: stored twice
+    os.utime(src / "holey", (MTIME, MTIME))
+    sparse, dense = tmp_path / "sparse.img", tmp_path / "dense.img"
+    build(src, sparse, size=64 * MiB)
+    build(src, dense, size=64 * MiB, sparse=False)
+    assert filecmp.cmp(sparse, dense, shallow=False)
+    assert sparse.stat().st_blocks * 512 < 2 * MiB
+    assert dense.stat().st_blocks * 512 > 15 * MiB
+    fsck_clean(sparse)
+    check_with_mtools(sparse, src, tmp_path)
+    check_reader(sparse, src)

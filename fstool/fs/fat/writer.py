@@ -13,8 +13,9 @@ unique in its directory. Names that differ only by case in one directory, names
 FAT cannot represent, and non-file/non-directory nodes are input errors.
 
 Invariants: file bytes are streamed from `FileSource.iter_chunks`; holes and
-all-zero chunks are never written, so they stay holes in the image; the FATs,
-the root directory region and every directory cluster are written whole.
+all-zero chunks are never written (unless `sparse` is off), so they stay holes
+in the image; the FATs, the root directory region and every directory cluster
+are written whole. Free clusters are never written.
 """
 from __future__ import annotations
 
@@ -362,7 +363,7 @@ def _pad_reserved(g: Geometry) -> Geometry | None:
     return None
 
 
-def choose_geometry(fs_type: str, total: int, opts: _Options, root_needed: int) -> Geometry:
+def _choose_geometry(fs_type: str, total: int, opts: _Options, root_needed: int) -> Geometry:
     """The geometry for a volume of `total` sectors; raises _Layout when none is legal."""
     if fs_type in ("fat12", "fat16", "fat32"):
         return _geometry_for(int(fs_type[3:]), total, opts, root_needed)
@@ -405,14 +406,15 @@ def _read_options(params: FsParams) -> _Options:
     fats = r.get_int("fats", 2, 1, 2)
     media = r.get_int("media", 0xF8, 0xF0, 0xFF)
     if 0xF0 < media < 0xF8:
-        raise SpecError(f"must be 0xF0 or 0xF8..0xFF; got {media:#x}", where=f"{params.where}.options.media")
+        raise SpecError(f"must be 0xF0 or 0xF8..0xFF; got {media:#x}",
+                        where=f"{params.where}.options.media")
     reserved = r.get_int("reserved_sectors", None, 1, 0xFFFF)
     r.finish()
     if spc is None and params.block_size is not None:
         bs = params.block_size
         if bs < SECTOR or bs > 128 * SECTOR or bs & (bs - 1):
-            raise SpecError(f"a FAT cluster size must be a power of 2 from 512 to 65536 bytes; got {bs}",
-                            where=f"{params.where}.block_size")
+            raise SpecError("a FAT cluster size must be a power of 2 from 512 to 65536 bytes; "
+                            f"got {bs}", where=f"{params.where}.block_size")
         spc = bs // SECTOR
     return _Options(spc, hidden, fats, media, reserved)
 
@@ -508,7 +510,7 @@ def _auto_geometry(params: FsParams, plan: _Plan, opts: _Options, root_needed: i
         if total > MAX_SECTORS:
             break
         try:
-            g = choose_geometry(params.fs_type, total, opts, root_needed)
+            g = _choose_geometry(params.fs_type, total, opts, root_needed)
         except _Layout as e:
             if not e.too_small:
                 raise CapacityError(f"the content ({format_size(content)}) does not fit in any legal "
@@ -617,11 +619,14 @@ def _write_zeros(out: ImageFile, off: int, n: int) -> None:
         n -= k
 
 
-def _write_file(out: ImageFile, node: Node, off: int) -> None:
+def _write_file(out: ImageFile, node: Node, off: int, sparse: bool) -> None:
+    """Stream a file's bytes to off; holes and zero runs stay holes unless not sparse."""
     assert node.source is not None
     for foff, data, n in node.source.iter_chunks():
         if data is None or data.count(0) == n:
-            continue  # holes and zero runs stay holes
+            if not sparse:
+                _write_zeros(out, off + foff, n)
+            continue
         out.pwrite(data, off + foff)
 
 
@@ -644,7 +649,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             raise SpecError(f"{format_size(params.size)} is larger than a FAT volume can be (2 TiB)",
                             where=params.where)
         try:
-            g = choose_geometry(params.fs_type, total, opts, root_needed)
+            g = _choose_geometry(params.fs_type, total, opts, root_needed)
         except _Layout as e:
             raise SpecError(str(e), where=params.where) from None
         ok, need = _fits(g, plan, 0)
@@ -699,7 +704,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     # File contents, streamed.
     for path, node in plan.order:
         if node.kind is Kind.FILE and node.size:
-            _write_file(out, node, g.cluster_offset(start_of[path]))
+            _write_file(out, node, g.cluster_offset(start_of[path]), params.sparse)
 
     # The FATs, written whole.
     fat = _fat_bytes(g.bits, opts.media, runs, nxt)
