@@ -1,0 +1,37 @@
+"""Shared benchmark helpers: timing a command (best of N wall-clock runs) and printing a table."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "out")
+FSTOOL = [sys.executable, "-m", "fstool"]
+
+
+def timed(cmd: list[str], runs: int = 3, env: dict | None = None, before=None) -> float:
+    """Best wall-clock time of `runs` runs of cmd (the page cache is warm after the first)."""
+    best = float("inf")
+    e = dict(os.environ, PYTHONPATH=REPO)
+    e.update(env or {})
+    for _ in range(runs):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def table(title: str, rows: list[tuple]) -> None:
+    """rows: (case, tool, seconds, bytes); ratios are against the first row of each case."""
+    print(f"\n{title}")
+    print(f"{'case':<28}{'tool':<22}{'time s':>9}{'size MiB':>11}{'time ratio':>12}{'size ratio':>12}")
+    base: dict[str, tuple[float, int]] = {}
+    for case, tool, secs, size in rows:
+        b = base.setdefault(case, (secs, size))
+        print(f"{case:<28}{tool:<22}{secs:>9.2f}{size / 2**20:>11.1f}{secs / b[0]:>12.2f}{size / b[1]:>12.3f}")
+    sys.stdout.flush()
