@@ -55,9 +55,15 @@ def make_rich_tree(root, *, devices=True, big=5_000_000) -> None:
     _write(j("\u00fcn\u00efc\u00f8d\u00e9-\u65e5\u672c"), b"unicode\n")
     _write(j("n" * 255), b"longest name\n")
     os.makedirs(j("many"))
-    for i in range(3000):
+    for i in range(6000):
         _write(j("many", f"entry-{i:05d}-{'x' * (i % 40)}"), str(i).encode())
     os.makedirs(j("empty-dir"))
+    deep = j(*[f"d{i:02d}" for i in range(60)])
+    os.makedirs(deep)
+    _write(os.path.join(deep, "bottom"), b"60 levels down\n")
+    _write(j("name with  spaces "), b"spaces\n")
+    _write(j("big-ids"), b"ids\n")
+    os.chown(j("big-ids"), 70000, 4_000_000_000)
     _write(j("owned"), b"owned\n")
     os.chown(j("owned"), 1234, 5678)
     os.chown(j("dir", "sub", "deeper"), 42, 43)

@@ -13,8 +13,9 @@ import zlib
 from ...errors import ImageError, SpecError
 from .format import COMPRESSORS, LZ4_LEGACY, LZ4_OPTIONS
 
-DEFAULT_LEVELS = {"gzip": 9, "xz": 6, "lz4": 0, "zstd": 15}
-LEVEL_RANGES = {"gzip": (1, 9), "xz": (0, 9), "lz4": (0, 1), "zstd": (1, 22)}
+ALIASES = {"zlib": "gzip", "deflate": "gzip", "zstandard": "zstd"}
+DEFAULT_LEVELS = {"gzip": 9, "xz": 6, "lzma": 6, "lz4": 0, "zstd": 15}
+LEVEL_RANGES = {"gzip": (1, 9), "xz": (0, 9), "lzma": (0, 9), "lz4": (0, 1), "zstd": (1, 22)}
 
 
 class Codec:
@@ -58,6 +59,12 @@ class Codec:
             filters = [{"id": lzma.FILTER_LZMA2, "preset": self.level,
                         "dict_size": max(self.block_size, 8192)}]
             return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
+        if n == "lzma":
+            # squashfs-tools' legacy LZMA: the .lzma ("alone") header with the uncompressed size
+            # filled in, which Python's encoder leaves as unknown (-1).
+            filters = [{"id": lzma.FILTER_LZMA1, "preset": self.level, "dict_size": max(self.block_size, 8192)}]
+            c = lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters)
+            return c[:5] + len(data).to_bytes(8, "little") + c[13:]
         import lz4.block
         if self.level:
             return lz4.block.compress(data, mode="high_compression", compression=9, store_size=False)
@@ -74,6 +81,8 @@ class Codec:
                 out = zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
             elif n == "xz":
                 out = lzma.LZMADecompressor().decompress(data, max_length=limit)
+            elif n == "lzma":
+                out = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data, max_length=limit)
             else:
                 import lz4.block
                 out = lz4.block.decompress(data, uncompressed_size=limit)

@@ -30,9 +30,9 @@ from ...image import ImageFile
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
 from ..base import FsParams, OptionReader
-from .codec import DEFAULT_LEVELS, LEVEL_RANGES, Codec
+from .codec import ALIASES, DEFAULT_LEVELS, LEVEL_RANGES, Codec
 from .format import (
-    DATA_UNCOMPRESSED, DIR_ENTRY, DIR_HEADER, DIR_INODE, DEV_INODE, DUPLICATES, EXPORTABLE,
+    ALWAYS_FRAGMENTS, DATA_UNCOMPRESSED, DIR_ENTRY, DIR_HEADER, DIR_INODE, DEV_INODE, DUPLICATES, EXPORTABLE,
     COMPRESSOR_OPTIONS, FILE_INODE, FRAGMENT_ENTRY, INODE_HEADER, IPC_INODE, LDEV_INODE, LDIR_INODE,
     LFILE_INODE, LIPC_INODE, MAGIC, META_UNCOMPRESSED, METADATA_SIZE, NO_FRAGMENT, NO_FRAGMENTS,
     NO_TABLE, NO_XATTRS, SUPERBLOCK, SYMLINK_INODE, XATTR_ID, XATTR_KEY, XATTR_PREFIXES,
@@ -56,6 +56,16 @@ class MetaWriter:
 
     def ref(self) -> int:
         return (len(self.out) << 16) | len(self.cur)
+
+    def tell(self) -> int:
+        """Position in the uncompressed stream."""
+        return len(self.block_starts) * METADATA_SIZE + len(self.cur)
+
+    def block_start(self, upos: int) -> int:
+        """Offset (from the table start) of the block holding uncompressed position upos; valid
+        once everything up to upos has been added."""
+        k = upos // METADATA_SIZE
+        return self.block_starts[k] if k < len(self.block_starts) else len(self.out)
 
     def add(self, data: bytes) -> None:
         self.cur += data
@@ -173,9 +183,12 @@ class DataWriter:
                 rec.blocks_start = start
             rec.sizes[idx] = len(data) | (DATA_UNCOMPRESSED if raw else 0)
 
-    def add_file(self, node: Node, fragments: bool, seen: dict | None) -> FileRec:
+    def add_file(self, node: Node, fragments: str, seen: dict | None) -> FileRec:
+        """fragments: "none", "small" (files under a block, mksquashfs's default) or "always"
+        (every file's tail, mksquashfs -always-use-fragments)."""
         rec = FileRec(size=node.size)
         bs = self.bs
+        use_frag = fragments == "always" or (fragments == "small" and rec.size < bs)
         h = hashlib.sha256() if seen is not None else None
         tail: bytes | None = None
         for data, blen in iter_blocks(node, bs):
@@ -183,7 +196,7 @@ class DataWriter:
                 h.update(b"H%d;" % blen if data is None else b"D%d;" % blen)
                 if data is not None:
                     h.update(data)
-            if data is not None and blen < bs and fragments:
+            if data is not None and blen < bs and use_frag:
                 tail = bytes(data)
                 continue
             if data is None or (blen == bs and data == self.zero):
@@ -272,18 +285,31 @@ class XattrTable:
 def _parse_options(params: FsParams) -> dict:
     where = f"{params.where}.options"
     o = OptionReader(params.options, where)
-    comp = o.get_str("compression", "gzip", choices=tuple(DEFAULT_LEVELS))
+    comp = o.get_str("compression", "zstd", choices=tuple(DEFAULT_LEVELS) + tuple(ALIASES) + ("lzo",))
+    comp = ALIASES.get(comp, comp)
+    if comp == "lzo":
+        try:
+            import lzo  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            raise SpecError("lzo compression needs the python-lzo package, which is not installed "
+                            "(gzip, xz, lz4 and zstd need nothing more)", where=f"{where}.compression") from None
+        raise SpecError("lzo compression is not implemented; use lz4 for speed or zstd",
+                        where=f"{where}.compression")
     lo, hi = LEVEL_RANGES[comp]
     cfg = {
         "compression": comp,
         "level": o.get_int("compression_level", None, lo, hi),
-        "fragments": o.get_bool("fragments", True),
+        "no_fragments": o.get_bool("no_fragments", False),
+        "always_fragments": o.get_bool("always_fragments", False),
         "dedup": o.get_bool("dedup", True),
         "exportable": o.get_bool("exportable", True),
         "xattrs": o.get_bool("xattrs", True),
         "pad": o.get_bool("pad", True),
     }
     o.finish()
+    if cfg["no_fragments"] and cfg["always_fragments"]:
+        raise SpecError("no_fragments and always_fragments contradict each other", where=f"{where}.always_fragments")
+    cfg["fragments"] = "none" if cfg["no_fragments"] else "always" if cfg["always_fragments"] else "small"
     bs = params.block_size or 131072
     if bs & (bs - 1) or not 4096 <= bs <= 1 << 20:
         raise SpecError(f"squashfs block size must be a power of two from 4KiB to 1MiB, got {bs}",
@@ -403,28 +429,46 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             else:
                 inodes.add(header(node, basic + 7) + LIPC_INODE.pack(nlink, xi))
 
-    def listing(d: Node) -> bytes:
+    def listing(d: Node, ustart: int) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+        """The directory's listing, as it will sit at uncompressed position ustart of the
+        directory table, and its index: (offset of a header in the listing, uncompressed position
+        of that header, first name) for each header that starts a new metadata block. As
+        mksquashfs does, a header run never crosses into a new metadata block, so every block
+        of a large directory starts with a header the kernel's lookup can jump to."""
         out_b = bytearray()
         run: list[bytes] = []
-        base = block = None
+        index: list[tuple[int, int, bytes]] = []
+        base = block = 0
+        head_at = 0
+        first = b""
 
         def flush() -> None:
+            nonlocal head_at
             if run:
+                head_at = len(out_b)
+                upos = ustart + head_at
+                if not index or index[-1][1] // METADATA_SIZE != upos // METADATA_SIZE:
+                    index.append((head_at, upos, first))
                 out_b.extend(DIR_HEADER.pack(len(run) - 1, block, base))
                 out_b.extend(b"".join(run))
                 run.clear()
 
+        run_bytes = 0
         for name, child in d.sorted_children():
             ref = refs[id(child)]
             num = number[id(child)]
             cblock, coff = ref >> 16, ref & 0xFFFF
-            if not run or len(run) == 256 or cblock != block or not -32768 <= num - base <= 32767:
-                flush()
-                base, block = num, cblock
             raw = encode_name(name)
+            esize = DIR_ENTRY.size + len(raw)
+            here = ustart + len(out_b) + DIR_HEADER.size + run_bytes
+            crosses = run and (ustart + len(out_b)) // METADATA_SIZE != (here + esize) // METADATA_SIZE
+            if not run or len(run) == 256 or cblock != block or not -32768 <= num - base <= 32767 or crosses:
+                flush()
+                base, block, first, run_bytes = num, cblock, raw, 0
             run.append(DIR_ENTRY.pack(coff, num - base, BASIC_TYPE[child.kind], len(raw) - 1) + raw)
+            run_bytes += esize
         flush()
-        return bytes(out_b)
+        return bytes(out_b), index if len(index) > 1 else []
 
     def write_dir(d: Node, parent: int) -> None:
         for _, child in d.sorted_children():
@@ -432,17 +476,20 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
                 write_dir(child, number[id(d)])
             elif id(child) not in refs:
                 write_leaf(child)
-        lst = listing(d)
         dref = dirs.ref()
+        lst, index = listing(d, dirs.tell())
         dirs.add(lst)
         nlink = tree.nlink(d)
         xi = xattr_of(d)
         fsize = len(lst) + 3
         refs[id(d)] = inodes.ref()
-        if fsize <= 0xFFFF and xi == NO_XATTR:
+        if fsize <= 0xFFFF and xi == NO_XATTR and not index:
             inodes.add(header(d, 1) + DIR_INODE.pack(dref >> 16, nlink, fsize, dref & 0xFFFF, parent))
         else:
-            inodes.add(header(d, 8) + LDIR_INODE.pack(nlink, fsize, dref >> 16, parent, 0, dref & 0xFFFF, xi))
+            idx = b"".join(struct.pack("<III", off, dirs.block_start(upos), len(name) - 1) + name
+                           for off, upos, name in index)
+            inodes.add(header(d, 8) + LDIR_INODE.pack(nlink, fsize, dref >> 16, parent, len(index),
+                                                      dref & 0xFFFF, xi) + idx)
 
     write_dir(tree.root, inode_count + 1)
     root_ref = refs[id(tree.root)]
@@ -504,8 +551,10 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         out.pwrite(blob, off)
 
     flags = DUPLICATES if cfg["dedup"] else 0
-    if not cfg["fragments"]:
+    if cfg["fragments"] == "none":
         flags |= NO_FRAGMENTS
+    elif cfg["fragments"] == "always":
+        flags |= ALWAYS_FRAGMENTS
     if cfg["exportable"]:
         flags |= EXPORTABLE
     if xattr_table == NO_TABLE:
