@@ -178,3 +178,45 @@ class Region:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def copy_sources(out: ImageFile, items, threads: int = 1, sparse: bool = True) -> None:
+    """Copy many files' data into out: items are (FileSource, offset in out). Each data extent
+    moves with copy_file_range; holes stay holes (or become written zeros when not sparse).
+    Files go to fixed offsets, so copying them on several threads (the copies release the GIL)
+    cannot change the result."""
+    items = [(src, off) for src, off in items if src is not None and src.size]
+
+    def one(item) -> None:
+        src, off = item
+        segments = src.data_segments()
+        pos = 0
+        fd = os.open(src.path, os.O_RDONLY) if segments else -1
+        try:
+            for foff, length, soff in segments:
+                if foff > pos and not sparse:
+                    _zeros(out, off + pos, foff - pos)
+                out.copy_from(fd, soff, length, off + foff)
+                pos = foff + length
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if pos < src.size and not sparse:
+            _zeros(out, off + pos, src.size - pos)
+
+    if threads <= 1 or len(items) < 2:
+        for it in items:
+            one(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(one, items, chunksize=16):
+            pass
+
+
+def _zeros(out: ImageFile, off: int, n: int) -> None:
+    zero = bytes(min(n, COPY_CHUNK))
+    while n > 0:
+        k = min(n, len(zero))
+        out.pwrite(memoryview(zero)[:k], off)
+        off, n = off + k, n - k

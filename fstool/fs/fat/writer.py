@@ -20,13 +20,14 @@ are written whole. Free clusters are never written.
 from __future__ import annotations
 
 import array
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 
 from ...errors import CapacityError, InputError, SpecError
 from ...ids import derive_u32
-from ...image import ImageFile
+from ...image import ImageFile, copy_sources
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
 from ..base import FsParams, OptionReader
@@ -255,6 +256,7 @@ def _name_directory(d: _Dir) -> None:
                              "and FAT names are case-insensitive", where=f"{base}/{name}")
         seen[key] = name
     used: set[bytes] = set()
+    next_tail: dict[tuple[str, str], int] = {}
     # First pass: names that are 8.3 apart from case keep their own short name.
     reserved: dict[str, bytes] = {}
     for name, _ in children:
@@ -272,10 +274,13 @@ def _name_directory(d: _Dir) -> None:
             primary, ext, lossy = _basis(name)
             short = _pad83(primary, ext)
             if lossy or short in used:
-                for n in range(1, 1000000):
+                # resume from the last tail this basis got: a directory of many similar names
+                # costs one probe each, not a scan from ~1 every time
+                for n in range(next_tail.get((primary, ext), 1), 1000000):
                     tail = f"~{n}"
                     short = _pad83(primary[:8 - len(tail)] + tail, ext)
                     if short not in used:
+                        next_tail[(primary, ext)] = n + 1
                         break
                 else:  # pragma: no cover - a million clashing names
                     raise InputError("too many similar names to give each a short name", where=path)
@@ -619,17 +624,6 @@ def _write_zeros(out: ImageFile, off: int, n: int) -> None:
         n -= k
 
 
-def _write_file(out: ImageFile, node: Node, off: int, sparse: bool) -> None:
-    """Stream a file's bytes to off; holes and zero runs stay holes unless not sparse."""
-    assert node.source is not None
-    for foff, data, n in node.source.iter_chunks():
-        if data is None or data.count(0) == n:
-            if not sparse:
-                _write_zeros(out, off + foff, n)
-            continue
-        out.pwrite(data, off + foff)
-
-
 def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     """Write tree as a FAT volume into out; return the volume size in bytes."""
     opts = _read_options(params)
@@ -702,9 +696,10 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             out.pwrite(data, g.cluster_offset(start_of[path]))
 
     # File contents, streamed.
-    for path, node in plan.order:
-        if node.kind is Kind.FILE and node.size:
-            _write_file(out, node, g.cluster_offset(start_of[path]), params.sparse)
+    # One thread: page-cache copies contend with each other (measured: 2 threads 0.33 s,
+    # 1 thread 0.25 s for 300 MB).
+    copy_sources(out, [(node.source, g.cluster_offset(start_of[path])) for path, node in plan.order
+                       if node.kind is Kind.FILE and node.size], 1, params.sparse)
 
     # The FATs, written whole.
     fat = _fat_bytes(g.bits, opts.media, runs, nxt)
