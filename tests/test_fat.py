@@ -510,3 +510,49 @@ def test_holes_and_hardlinks(tmp_path):
     fsck_clean(sparse)
     check_with_mtools(sparse, src, tmp_path)
     check_reader(sparse, src)
+
+
+def test_follow_symlinks_stores_the_files(tmp_path):
+    src = tmp_path / "src"
+    (src / "boot").mkdir(parents=True)
+    (src / "boot" / "vmlinuz-6.1").write_bytes(b"kernel" * 1000)
+    os.symlink("vmlinuz-6.1", src / "boot" / "vmlinuz")
+    os.symlink("/boot/vmlinuz", src / "kernel")  # absolute, through another link
+    os.symlink("boot", src / "dirlink")
+    os.symlink("nothing", src / "dangling")
+    p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "x.img", cwd=tmp_path)
+    assert_one_line_error(p, 1, "4 symlinks", "follow_symlinks")
+    os.unlink(src / "dirlink")
+    os.unlink(src / "dangling")
+    img = tmp_path / "f.img"
+    run_fstool("create", "-t", "vfat", src, "-o", img, "-O", "follow_symlinks=true", check=True)
+    fsck_clean(img)
+    out = tmp_path / "out"
+    out.mkdir()
+    tool("mcopy", "-i", img, "-s", "-n", "::/", out)
+    assert (out / "kernel").read_bytes() == (out / "boot" / "vmlinuz").read_bytes() == b"kernel" * 1000
+
+
+def test_cluster_size_and_minfo_geometry(tmp_path, small_src):
+    img = tmp_path / "c.img"
+    run_fstool("create", "-t", "fat16", small_src, "-o", img, "--size", "64MiB",
+               "-O", "cluster_size=8KiB", check=True)
+    fsck_clean(img)
+    info = tool("minfo", "-i", img, "::").stdout
+    assert re.search(r"cluster size: 16 sectors", info), info
+    assert re.search(r"sector size: 512 bytes", info), info
+    ours = fat_info(img)
+    assert "8192" in ours.get("cluster size", ""), ours
+    p = run_fstool("create", "-t", "fat16", small_src, "-o", tmp_path / "d.img", "-O",
+                   "cluster_size=3000", cwd=tmp_path)
+    assert_one_line_error(p, 2, "cluster_size")
+
+
+def test_file_of_4gib_is_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge", "wb") as f:
+        f.truncate(4 << 30)
+    p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "x.img", cwd=tmp_path)
+    assert_one_line_error(p, 1, "/huge", "4 GiB")
+    assert not (tmp_path / "x.img").exists()

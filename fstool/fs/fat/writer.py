@@ -118,6 +118,7 @@ class _Options:
     fats: int
     media: int
     reserved: int | None
+    follow_symlinks: bool = False
 
 
 @dataclass
@@ -414,14 +415,24 @@ def _read_options(params: FsParams) -> _Options:
         raise SpecError(f"must be 0xF0 or 0xF8..0xFF; got {media:#x}",
                         where=f"{params.where}.options.media")
     reserved = r.get_int("reserved_sectors", None, 1, 0xFFFF)
+    follow = r.get_bool("follow_symlinks", False)
+    csize = r.get_size("cluster_size", None)
     r.finish()
+    if csize is not None:
+        if spc is not None:
+            raise SpecError("set cluster_size or sectors_per_cluster, not both",
+                            where=f"{params.where}.options.cluster_size")
+        if csize < SECTOR or csize > 128 * SECTOR or csize & (csize - 1):
+            raise SpecError(f"must be a power of 2 from 512 to 65536 bytes; got {csize}",
+                            where=f"{params.where}.options.cluster_size")
+        spc = csize // SECTOR
     if spc is None and params.block_size is not None:
         bs = params.block_size
         if bs < SECTOR or bs > 128 * SECTOR or bs & (bs - 1):
             raise SpecError("a FAT cluster size must be a power of 2 from 512 to 65536 bytes; "
                             f"got {bs}", where=f"{params.where}.block_size")
         spc = bs // SECTOR
-    return _Options(spc, hidden, fats, media, reserved)
+    return _Options(spc, hidden, fats, media, reserved, follow)
 
 
 def _label_bytes(params: FsParams) -> bytes | None:
@@ -477,12 +488,44 @@ _KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK
                Kind.FIFO: "fifos", Kind.SOCK: "sockets"}
 
 
+def _resolve(tree: Tree, path: str, target: str) -> Node | None:
+    """What a symlink at path points to inside the tree (following further links), or None."""
+    import posixpath
+    cur, hops = posixpath.normpath(posixpath.join(posixpath.dirname(path), target)), 0
+    while hops < 40:
+        node = tree.lookup(cur) if not cur.startswith("//") else tree.lookup(cur[1:])
+        if node is None or node.kind is not Kind.SYMLINK:
+            return node
+        cur = posixpath.normpath(posixpath.join(posixpath.dirname(cur), node.target or ""))
+        hops += 1
+    return None
+
+
+def _follow_symlinks(tree: Tree) -> None:
+    """Replace each symlink to a regular file by that file (stored as a copy); symlinks to
+    directories or to nothing stay, and are reported by _plan."""
+    for path, node in list(tree.walk()):
+        if node.kind is Kind.DIR:
+            for name, child in list(node.children.items()):
+                if child.kind is Kind.SYMLINK:
+                    target = _resolve(tree, f"{path.rstrip('/')}/{name}", child.target or "")
+                    if target is not None and target.kind is Kind.FILE:
+                        node.children[name] = target
+    tree.invalidate()
+
+
 def _plan(tree: Tree, label: bytes | None) -> _Plan:
     dirs: dict[str, _Dir] = {}
     order: list[tuple[str, Node]] = []
+    bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
+    if bad:
+        kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
+        what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
+        shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        hint = " (follow_symlinks = true stores the files that symlinks point to)" \
+            if Kind.SYMLINK in kinds else ""
+        raise InputError(f"FAT cannot store {what}: {shown}{hint}", where=bad[0][0])
     for path, node in tree.walk():
-        if node.kind not in (Kind.DIR, Kind.FILE):
-            raise InputError(f"FAT cannot store {_KIND_WORDS[node.kind]}", where=path)
         order.append((path, node))
         if node.kind is Kind.DIR:
             parent = None
@@ -629,6 +672,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     opts = _read_options(params)
     label = _label_bytes(params)
     vid = _volume_id(params)
+    if opts.follow_symlinks:
+        _follow_symlinks(tree)
     plan = _plan(tree, label)
     root_needed = _root_needed(plan)
     if root_needed > MAX_ROOT_ENTRIES and params.fs_type in ("fat12", "fat16"):
