@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import assert_one_line_error, run_fstool
+from conftest import assert_one_line_error, run_fstool, same_file
 
 MiB = 1 << 20
 
@@ -124,19 +124,9 @@ def test_gpt_disk_is_reproducible_and_sparse(tmp_path):
     run_fstool("build", "disk.toml", "-o", "two.img", cwd=other, check=True)
     one, two = tmp_path / "one.img", other / "two.img"
     assert one.stat().st_size == 8 << 30
-    assert _same(one, two)
+    assert same_file(one, two)
     assert one.stat().st_blocks * 512 < 1 * MiB  # an 8 GiB disk with a few KiB of data
     sgdisk_ok(one)
-
-
-def _same(a, b):
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 22), fb.read(1 << 22)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 def test_auto_sized_disk(tmp_path):
