@@ -71,7 +71,7 @@ def fs_timestamp(fs: FsSpec) -> int:
 
 
 def make_params(fs: FsSpec, seed: bytes, *, size: int | None, verbose: bool = False,
-                extra_options: dict | None = None) -> FsParams:
+                extra_options: dict | None = None, progress=None) -> FsParams:
     if fs.seed is not None:
         seed = hashlib.sha256(b"user-seed/" + fs.seed.encode()).digest()
     opts = dict(fs.options)
@@ -80,7 +80,7 @@ def make_params(fs: FsSpec, seed: bytes, *, size: int | None, verbose: bool = Fa
                     uuid=fs.uuid, volume_id=fs.volume_id, block_size=fs.block_size,
                     journal_blocks=fs.journal_blocks, sparse=fs.sparse,
                     timestamp=fs_timestamp(fs), seed=seed, options=opts, verbose=verbose,
-                    where=fs.where)
+                    where=fs.where, progress=progress)
 
 
 def create_seed(fs: FsSpec, tree: Tree) -> bytes:

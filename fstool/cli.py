@@ -16,6 +16,7 @@ import time
 from . import __version__
 from .errors import FstoolError, ImageError, InputError, SpecError, UsageError
 from .image import Region, atomic_output
+from .progress import for_terminal
 from .sizes import format_size, parse_size
 from .tree import Kind
 
@@ -81,9 +82,14 @@ def cmd_create(args) -> int:
         fs.device_table = os.path.abspath(args.device_table)
     t0 = time.monotonic()
     tree = load_tree(fs)
-    params = make_params(fs, create_seed(fs, tree), size=fs.size, verbose=args.verbose)
-    with atomic_output(args.output) as out:
-        size = write_filesystem(fs, tree, out, params)
+    progress = for_terminal(args.quiet)
+    params = make_params(fs, create_seed(fs, tree), size=fs.size, verbose=args.verbose, progress=progress)
+    try:
+        with atomic_output(args.output) as out:
+            size = write_filesystem(fs, tree, out, params)
+    finally:
+        if progress is not None:
+            progress.clear()
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
                    f"in {time.monotonic() - t0:.2f}s")
@@ -104,18 +110,13 @@ def cmd_build(args) -> int:
 
 
 def _build(args, spec) -> int:
-    from .build import load_tree, make_params, write_filesystem
-
     t0 = time.monotonic()
-    layout = None
-    with atomic_output(args.output) as out:
-        if spec.fs is not None:
-            tree = load_tree(spec.fs)
-            params = make_params(spec.fs, spec.seed, size=spec.fs.size, verbose=args.verbose)
-            write_filesystem(spec.fs, tree, out, params)
-        else:
-            from .disk import build_disk
-            layout = build_disk(spec, out, verbose=args.verbose)
+    progress = for_terminal(args.quiet)
+    try:
+        layout = _write_spec(args, spec, progress)
+    finally:
+        if progress is not None:
+            progress.clear()
     if args.layout_json:
         if layout is None:
             raise UsageError("--layout-json needs a disk spec ([image] with [[partitions]])")
@@ -124,6 +125,21 @@ def _build(args, spec) -> int:
     if args.verbose:
         _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
     return 0
+
+
+def _write_spec(args, spec, progress) -> dict | None:
+    """Write the spec's filesystem or disk to args.output; the disk's layout, or None."""
+    from .build import load_tree, make_params, write_filesystem
+
+    with atomic_output(args.output) as out:
+        if spec.fs is not None:
+            tree = load_tree(spec.fs)
+            params = make_params(spec.fs, spec.seed, size=spec.fs.size, verbose=args.verbose,
+                                 progress=progress)
+            write_filesystem(spec.fs, tree, out, params)
+            return None
+        from .disk import build_disk
+        return build_disk(spec, out, verbose=args.verbose, progress=progress)
 
 
 def _split_target(arg: str) -> tuple[str, int | None]:

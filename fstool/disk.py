@@ -58,7 +58,7 @@ def table_overhead(disk: DiskSpec) -> tuple[int, int]:
     return ss, 0
 
 
-def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False) -> dict:
+def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=None) -> dict:
     """Write the disk spec describes into out; return its layout (as --layout-json prints)."""
     from .part import types as ptypes
 
@@ -105,7 +105,8 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False) -> dict:
             if p.fs.type in ("vfat", "fat12", "fat16", "fat32") and "hidden_sectors" not in p.fs.options:
                 extra["hidden_sectors"] = start // ss
             tree = load_tree(p.fs)
-            params = make_params(p.fs, part_seed, size=fs_size, verbose=verbose, extra_options=extra)
+            params = make_params(p.fs, part_seed, size=fs_size, verbose=verbose, extra_options=extra,
+                                 progress=progress)
             window = ImageFile(out.fd, base=out.base + start, limit=room, path=f"{out.path} partition {p.index}")
             used = write_filesystem(p.fs, tree, window, params)
             if size is None:

@@ -180,11 +180,11 @@ class Region:
         self.close()
 
 
-def copy_sources(out: ImageFile, items, threads: int = 1, sparse: bool = True) -> None:
+def copy_sources(out: ImageFile, items, threads: int = 1, sparse: bool = True, report=None) -> None:
     """Copy many files' data into out: items are (FileSource, offset in out). Each data extent
     moves with copy_file_range; holes stay holes (or become written zeros when not sparse).
     Files go to fixed offsets, so copying them on several threads (the copies release the GIL)
-    cannot change the result."""
+    cannot change the result. report(done_bytes, total_bytes) is called after each file."""
     items = [(src, off) for src, off in items if src is not None and src.size]
 
     def one(item) -> None:
@@ -204,14 +204,21 @@ def copy_sources(out: ImageFile, items, threads: int = 1, sparse: bool = True) -
         if pos < src.size and not sparse:
             _zeros(out, off + pos, src.size - pos)
 
+    total = sum(src.size for src, _ in items)
+    done = 0
     if threads <= 1 or len(items) < 2:
         for it in items:
             one(it)
+            done += it[0].size
+            if report is not None:
+                report(done, total)
         return
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(one, items, chunksize=16):
-            pass
+        for it, _ in zip(items, pool.map(one, items, chunksize=16)):
+            done += it[0].size
+            if report is not None:
+                report(done, total)
 
 
 def _zeros(out: ImageFile, off: int, n: int) -> None:

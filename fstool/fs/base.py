@@ -40,6 +40,12 @@ class FsParams:
     threads: int = 0  # 0: FSTOOL_THREADS or the CPU count
     verbose: bool = False
     where: str = "filesystem"  # the spec table or CLI flag these came from, for messages
+    progress: Any = None  # fstool.progress.Progress (stderr is a terminal) or None
+
+    def report(self, done: int, total: int) -> None:
+        """Tell the user how far the data has got (a no-op unless stderr is a terminal)."""
+        if self.progress is not None:
+            self.progress(f"writing {self.fs_type}", done, total)
 
     def thread_count(self) -> int:
         if self.threads > 0:

@@ -365,10 +365,14 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     dw = DataWriter(out, codec, bs, params.thread_count(), start, limit)
     seen: dict | None = {} if cfg["dedup"] else None
     recs: dict[int, FileRec] = {}
+    total_bytes = sum(n.size for n in order if n.kind is Kind.FILE)
+    done_bytes = 0
     try:
         for node in order:
             if node.kind is Kind.FILE:
                 recs[id(node)] = dw.add_file(node, cfg["fragments"], seen)
+                done_bytes += node.size
+                params.report(done_bytes, total_bytes)
         dw.finish()
     finally:
         if dw.pool is not None:
