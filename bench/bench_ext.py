@@ -1,0 +1,72 @@
+"""ext4/ext2: fstool against mkfs.ext4 -d and genext2fs on the benchmark corpus.
+
+All tools get the same image size and block size: fstool's own auto size for the corpus
+(plus 10% room, since genext2fs and mke2fs need some slack), rounded to whole blocks.
+mkfs.ext4 writes into a sparse file created beforehand, as a build script would.
+Prints the best of three wall-clock runs, the space the image takes on the host, and
+ratios against the C tool of each case.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import FSTOOL, OUT, REPO, table, timed  # noqa: E402
+from corpus import cached_corpus, corpus_stats  # noqa: E402
+
+
+def _used(path: str) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def _fresh(path: str, size: int):
+    def make() -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+        with open(path, "wb") as f:
+            f.truncate(size)
+    return make
+
+
+def _gone(path: str):
+    def drop() -> None:  # as for the C tools, removing the last run's image is not timed
+        if os.path.exists(path):
+            os.unlink(path)
+    return drop
+
+
+def main() -> None:
+    src = cached_corpus()
+    n, total = corpus_stats(src)
+    print(f"corpus: {src}: {n} entries, {total / 2**20:.0f} MiB, {os.cpu_count()} cores")
+    probe = os.path.join(OUT, "ext-probe.img")
+    subprocess.run(FSTOOL + ["create", "-q", "-t", "ext4", src, "-o", probe], check=True,
+                   env=dict(os.environ, PYTHONPATH=REPO))
+    with open(probe, "rb") as f:
+        f.seek(1024 + 24)
+        bs = 1024 << int.from_bytes(f.read(4), "little")
+    size = os.path.getsize(probe) * 11 // 10 // bs * bs
+    blocks = size // bs
+    print(f"image: {size / 2**20:.0f} MiB, {bs}-byte blocks")
+    rows = []
+    for t in ("ext4", "ext2"):
+        ours = os.path.join(OUT, f"ours.{t}")
+        ref = os.path.join(OUT, f"ref-mke2fs.{t}")
+        t_ref = timed(["mke2fs", "-q", "-F", "-t", t, "-b", str(bs), "-d", src, ref, str(blocks)],
+                      before=_fresh(ref, size))
+        rows.append((t, f"mkfs.{t} -d", t_ref, _used(ref)))
+        if t == "ext2":
+            gen = os.path.join(OUT, "ref-genext2fs.ext2")
+            t_gen = timed(["genext2fs", "-B", str(bs), "-b", str(blocks), "-d", src, gen],
+                          before=_gone(gen))
+            rows.append((t, "genext2fs", t_gen, _used(gen)))
+        t_ours = timed(FSTOOL + ["create", "-t", t, src, "-o", ours, "--size", str(size),
+                                 "-O", f"block_size={bs}"], before=_gone(ours))
+        rows.append((t, "fstool", t_ours, _used(ours)))
+    table("ext (best of 3, wall clock; size = space used on the host)", rows)
+
+
+if __name__ == "__main__":
+    main()

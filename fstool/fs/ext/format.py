@@ -1,0 +1,505 @@
+"""The ext2/ext3/ext4 on-disk format: structures, constants, checksums and hashes.
+
+Everything here is little-endian except the JBD2 journal superblock, which is
+big-endian. The layouts follow the kernel's Documentation/filesystems/ext4/.
+
+Invariants the writer keeps and the reader checks:
+- the primary superblock is the 1024 bytes at byte 1024 of the image; block
+  `s_first_data_block` (1 for 1 KiB blocks, else 0) holds it; backups sit at the
+  start of groups 0, 1 and powers of 3, 5, 7 (sparse_super);
+- group g covers blocks [first_data_block + g*blocks_per_group, +blocks_per_group);
+  its block bitmap is one block, its inode bitmap one block, its inode table
+  `inodes_per_group * inode_size / block_size` blocks; bits past the end of a
+  group (or past inodes_per_group) are set to 1;
+- inode numbers start at 1; inode 2 is the root, 8 the journal, 11 lost+found;
+- with metadata_csum every checksum is crc32c "raw" (initial value given, no
+  final inversion): `csum(seed, data)`; the per-filesystem seed is
+  `csum(~0, uuid)`, the per-inode seed `csum(csum(fs_seed, le32 ino), le32 gen)`;
+- directory blocks end in a 12-byte dirent tail (checksum of what precedes it),
+  HTree index blocks keep an 8-byte dx tail after their last possible entry;
+- extent blocks carry a 4-byte tail right after `eh_max` entries.
+"""
+from __future__ import annotations
+
+import struct
+
+import crc32c as _crc32c
+
+# --- superblock --------------------------------------------------------------------
+SUPERBLOCK_OFFSET = 1024
+SUPERBLOCK_SIZE = 1024
+MAGIC = 0xEF53
+MAGIC_OFFSET = 0x38
+
+# (name, struct code) in on-disk order; SUPERBLOCK is the packed form of all fields.
+SB_LAYOUT = (
+    ("inodes_count", "I"), ("blocks_count_lo", "I"), ("r_blocks_count_lo", "I"),
+    ("free_blocks_count_lo", "I"), ("free_inodes_count", "I"), ("first_data_block", "I"),
+    ("log_block_size", "I"), ("log_cluster_size", "I"), ("blocks_per_group", "I"),
+    ("clusters_per_group", "I"), ("inodes_per_group", "I"), ("mtime", "I"), ("wtime", "I"),
+    ("mnt_count", "H"), ("max_mnt_count", "h"), ("magic", "H"), ("state", "H"), ("errors", "H"),
+    ("minor_rev_level", "H"), ("lastcheck", "I"), ("checkinterval", "I"), ("creator_os", "I"),
+    ("rev_level", "I"), ("def_resuid", "H"), ("def_resgid", "H"),
+    ("first_ino", "I"), ("inode_size", "H"), ("block_group_nr", "H"), ("feature_compat", "I"),
+    ("feature_incompat", "I"), ("feature_ro_compat", "I"), ("uuid", "16s"), ("volume_name", "16s"),
+    ("last_mounted", "64s"), ("algorithm_usage_bitmap", "I"),
+    ("prealloc_blocks", "B"), ("prealloc_dir_blocks", "B"), ("reserved_gdt_blocks", "H"),
+    ("journal_uuid", "16s"), ("journal_inum", "I"), ("journal_dev", "I"), ("last_orphan", "I"),
+    ("hash_seed", "16s"), ("def_hash_version", "B"), ("jnl_backup_type", "B"), ("desc_size", "H"),
+    ("default_mount_opts", "I"), ("first_meta_bg", "I"), ("mkfs_time", "I"), ("jnl_blocks", "68s"),
+    ("blocks_count_hi", "I"), ("r_blocks_count_hi", "I"), ("free_blocks_count_hi", "I"),
+    ("min_extra_isize", "H"), ("want_extra_isize", "H"), ("flags", "I"), ("raid_stride", "H"),
+    ("mmp_interval", "H"), ("mmp_block", "Q"), ("raid_stripe_width", "I"),
+    ("log_groups_per_flex", "B"), ("checksum_type", "B"), ("encryption_level", "B"),
+    ("reserved_pad", "B"), ("kbytes_written", "Q"), ("snapshot_inum", "I"), ("snapshot_id", "I"),
+    ("snapshot_r_blocks_count", "Q"), ("snapshot_list", "I"), ("error_count", "I"),
+    ("first_error_time", "I"), ("first_error_ino", "I"), ("first_error_block", "Q"),
+    ("first_error_func", "32s"), ("first_error_line", "I"), ("last_error_time", "I"),
+    ("last_error_ino", "I"), ("last_error_line", "I"), ("last_error_block", "Q"),
+    ("last_error_func", "32s"), ("mount_opts", "64s"), ("usr_quota_inum", "I"),
+    ("grp_quota_inum", "I"), ("overhead_clusters", "I"), ("backup_bgs", "8s"),
+    ("encrypt_algos", "4s"), ("encrypt_pw_salt", "16s"), ("lpf_ino", "I"), ("prj_quota_inum", "I"),
+    ("checksum_seed", "I"), ("wtime_hi", "B"), ("mtime_hi", "B"), ("mkfs_time_hi", "B"),
+    ("lastcheck_hi", "B"), ("first_error_time_hi", "B"), ("last_error_time_hi", "B"),
+    ("first_error_errcode", "B"), ("last_error_errcode", "B"), ("encoding", "H"),
+    ("encoding_flags", "H"), ("orphan_file_inum", "I"), ("reserved", "376s"), ("checksum", "I"),
+)
+SB_FIELDS = tuple(n for n, _ in SB_LAYOUT)
+SUPERBLOCK = struct.Struct("<" + "".join(c for _, c in SB_LAYOUT))
+assert SUPERBLOCK.size == SUPERBLOCK_SIZE
+SB_CHECKSUM_OFFSET = 0x3FC
+
+# feature bits
+COMPAT_DIR_PREALLOC = 0x1
+COMPAT_HAS_JOURNAL = 0x4
+COMPAT_EXT_ATTR = 0x8
+COMPAT_RESIZE_INODE = 0x10
+COMPAT_DIR_INDEX = 0x20
+COMPAT_SPARSE_SUPER2 = 0x200
+COMPAT_FAST_COMMIT = 0x400
+COMPAT_ORPHAN_FILE = 0x1000
+
+INCOMPAT_COMPRESSION = 0x1
+INCOMPAT_FILETYPE = 0x2
+INCOMPAT_RECOVER = 0x4
+INCOMPAT_JOURNAL_DEV = 0x8
+INCOMPAT_META_BG = 0x10
+INCOMPAT_EXTENTS = 0x40
+INCOMPAT_64BIT = 0x80
+INCOMPAT_MMP = 0x100
+INCOMPAT_FLEX_BG = 0x200
+INCOMPAT_EA_INODE = 0x400
+INCOMPAT_DIRDATA = 0x1000
+INCOMPAT_CSUM_SEED = 0x2000
+INCOMPAT_LARGEDIR = 0x4000
+INCOMPAT_INLINE_DATA = 0x8000
+INCOMPAT_ENCRYPT = 0x10000
+INCOMPAT_CASEFOLD = 0x20000
+
+RO_COMPAT_SPARSE_SUPER = 0x1
+RO_COMPAT_LARGE_FILE = 0x2
+RO_COMPAT_BTREE_DIR = 0x4
+RO_COMPAT_HUGE_FILE = 0x8
+RO_COMPAT_GDT_CSUM = 0x10
+RO_COMPAT_DIR_NLINK = 0x20
+RO_COMPAT_EXTRA_ISIZE = 0x40
+RO_COMPAT_QUOTA = 0x100
+RO_COMPAT_BIGALLOC = 0x200
+RO_COMPAT_METADATA_CSUM = 0x400
+RO_COMPAT_READONLY = 0x1000
+RO_COMPAT_PROJECT = 0x2000
+RO_COMPAT_VERITY = 0x8000
+RO_COMPAT_ORPHAN_PRESENT = 0x10000
+
+COMPAT_NAMES = {COMPAT_DIR_PREALLOC: "dir_prealloc", 0x2: "imagic_inodes",
+                COMPAT_HAS_JOURNAL: "has_journal", COMPAT_EXT_ATTR: "ext_attr",
+                COMPAT_RESIZE_INODE: "resize_inode", COMPAT_DIR_INDEX: "dir_index",
+                0x40: "lazy_bg", 0x100: "exclude_bitmap", COMPAT_SPARSE_SUPER2: "sparse_super2",
+                COMPAT_FAST_COMMIT: "fast_commit", 0x800: "stable_inodes",
+                COMPAT_ORPHAN_FILE: "orphan_file"}
+INCOMPAT_NAMES = {INCOMPAT_COMPRESSION: "compression", INCOMPAT_FILETYPE: "filetype",
+                  INCOMPAT_RECOVER: "needs_recovery", INCOMPAT_JOURNAL_DEV: "journal_dev",
+                  INCOMPAT_META_BG: "meta_bg", INCOMPAT_EXTENTS: "extent", INCOMPAT_64BIT: "64bit",
+                  INCOMPAT_MMP: "mmp", INCOMPAT_FLEX_BG: "flex_bg", INCOMPAT_EA_INODE: "ea_inode",
+                  INCOMPAT_DIRDATA: "dirdata", INCOMPAT_CSUM_SEED: "metadata_csum_seed",
+                  INCOMPAT_LARGEDIR: "large_dir", INCOMPAT_INLINE_DATA: "inline_data",
+                  INCOMPAT_ENCRYPT: "encrypt", INCOMPAT_CASEFOLD: "casefold"}
+RO_COMPAT_NAMES = {RO_COMPAT_SPARSE_SUPER: "sparse_super", RO_COMPAT_LARGE_FILE: "large_file",
+                   RO_COMPAT_BTREE_DIR: "btree_dir", RO_COMPAT_HUGE_FILE: "huge_file",
+                   RO_COMPAT_GDT_CSUM: "uninit_bg", RO_COMPAT_DIR_NLINK: "dir_nlink",
+                   RO_COMPAT_EXTRA_ISIZE: "extra_isize", RO_COMPAT_QUOTA: "quota",
+                   RO_COMPAT_BIGALLOC: "bigalloc", RO_COMPAT_METADATA_CSUM: "metadata_csum",
+                   0x800: "replica", RO_COMPAT_READONLY: "read-only", RO_COMPAT_PROJECT: "project",
+                   0x4000: "shared_blocks", RO_COMPAT_VERITY: "verity",
+                   RO_COMPAT_ORPHAN_PRESENT: "orphan_present"}
+# what our reader understands; an image asking for anything else is refused
+READER_INCOMPAT = (INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG | INCOMPAT_EXTENTS
+                   | INCOMPAT_64BIT | INCOMPAT_MMP | INCOMPAT_FLEX_BG | INCOMPAT_CSUM_SEED
+                   | INCOMPAT_LARGEDIR | INCOMPAT_INLINE_DATA | INCOMPAT_EA_INODE)
+
+FLAGS_SIGNED_HASH = 0x1
+FLAGS_UNSIGNED_HASH = 0x2
+DEFM_XATTR_USER = 0x4
+DEFM_ACL = 0x8
+HASH_LEGACY, HASH_HALF_MD4, HASH_TEA = 0, 1, 2
+STATE_CLEAN = 1
+ERRORS_CONTINUE = 1
+CRC32C_CHKSUM = 1
+JNL_BACKUP_BLOCKS = 1
+
+# --- group descriptor ----------------------------------------------------------------
+GROUP_DESC = struct.Struct("<IIIHHHHIHHHH")          # 32 bytes (no 64bit)
+GROUP_DESC_HI = struct.Struct("<IIIHHHHIHHI")        # the extra 32 bytes of a 64-byte one
+GD_FIELDS = ("block_bitmap", "inode_bitmap", "inode_table", "free_blocks", "free_inodes",
+             "used_dirs", "flags", "exclude_bitmap", "block_bitmap_csum", "inode_bitmap_csum",
+             "itable_unused", "checksum")
+GD_CHECKSUM_OFFSET = 0x1E
+BG_INODE_UNINIT = 0x1
+BG_BLOCK_UNINIT = 0x2
+BG_INODE_ZEROED = 0x4
+DESC_SIZE_64 = 64
+
+# --- inode ---------------------------------------------------------------------------
+# i_mode, i_uid, i_size_lo, i_atime, i_ctime, i_mtime, i_dtime, i_gid, i_links_count,
+# i_blocks_lo, i_flags, l_i_version, i_block (60 bytes), i_generation, i_file_acl_lo,
+# i_size_high, i_obso_faddr, l_i_blocks_high, l_i_file_acl_high, l_i_uid_high,
+# l_i_gid_high, l_i_checksum_lo, l_i_reserved
+INODE_BASE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHH")
+assert INODE_BASE.size == 128
+# i_extra_isize, i_checksum_hi, i_ctime_extra, i_mtime_extra, i_atime_extra, i_crtime,
+# i_crtime_extra, i_version_hi, i_projid
+INODE_EXTRA = struct.Struct("<HHIIIIIII")
+assert INODE_EXTRA.size == 32
+EXTRA_ISIZE = INODE_EXTRA.size
+I_CHECKSUM_LO_OFFSET = 0x7C
+I_CHECKSUM_HI_OFFSET = 0x82
+
+ROOT_INO = 2
+JOURNAL_INO = 8
+FIRST_INO = 11
+LPF_INO = 11
+N_BLOCKS = 15
+NDIR_BLOCKS = 12
+
+EXTENTS_FL = 0x80000
+INDEX_FL = 0x1000
+HUGE_FILE_FL = 0x40000
+INLINE_DATA_FL = 0x10000000
+EA_INODE_FL = 0x200000
+
+# --- extents -------------------------------------------------------------------------
+EXTENT_HEADER = struct.Struct("<HHHHI")    # eh_magic, eh_entries, eh_max, eh_depth, eh_generation
+EXTENT_INDEX = struct.Struct("<IIHH")      # ei_block, ei_leaf_lo, ei_leaf_hi, ei_unused
+EXTENT_LEAF = struct.Struct("<IHHI")       # ee_block, ee_len, ee_start_hi, ee_start_lo
+EXTENT_MAGIC = 0xF30A
+EXT_INIT_MAX_LEN = 32768
+EXTENT_TAIL = struct.Struct("<I")
+
+# --- directories ---------------------------------------------------------------------
+DIRENT = struct.Struct("<IHBB")            # inode, rec_len, name_len, file_type (+ name)
+DIRENT_TAIL = struct.Struct("<IHBBI")      # zero, rec_len=12, zero, 0xDE, checksum
+DIRENT_TAIL_FT = 0xDE
+FT_UNKNOWN, FT_REG, FT_DIR, FT_CHR, FT_BLK, FT_FIFO, FT_SOCK, FT_SYMLINK = range(8)
+# dx_root: "." dirent (12 bytes), ".." dirent header (12 bytes), then dx_root_info
+DX_ROOT_INFO = struct.Struct("<IBBBB")     # reserved_zero, hash_version, info_length, levels, flags
+DX_COUNTLIMIT = struct.Struct("<HHI")      # limit, count, block (of entry 0)
+DX_ENTRY = struct.Struct("<II")            # hash, block
+DX_TAIL = struct.Struct("<II")             # reserved, checksum
+DX_NODE_FAKE = struct.Struct("<IHBB")      # inode 0, rec_len = block size, 0, 0
+DX_ROOT_COUNT_OFFSET = 0x20
+DX_NODE_COUNT_OFFSET = 0x8
+
+# --- extended attributes -------------------------------------------------------------
+XATTR_MAGIC = 0xEA020000
+XATTR_HEADER = struct.Struct("<IIIII12s")  # magic, refcount, blocks, hash, checksum, reserved
+XATTR_IBODY_HEADER = struct.Struct("<I")   # magic
+XATTR_ENTRY = struct.Struct("<BBHIII")     # name_len, name_index, value_offs, value_inum, value_size, hash
+XATTR_PREFIXES = (  # (name index, prefix); longest prefixes first
+    (2, "system.posix_acl_access"), (3, "system.posix_acl_default"), (8, "system.richacl"),
+    (1, "user."), (4, "trusted."), (6, "security."), (7, "system."),
+)
+XATTR_INDEX_PREFIX = {i: p for i, p in XATTR_PREFIXES}
+ACL_VFS_VERSION = 2
+ACL_EXT4_VERSION = 1
+
+# --- JBD2 (big-endian) ---------------------------------------------------------------
+JBD2_MAGIC = 0xC03B3998
+JBD2_SUPERBLOCK_V2 = 4
+# header (magic, blocktype, sequence), blocksize, maxlen, first, sequence, start, errno,
+# compat, incompat, ro_compat, uuid, nr_users, dynsuper, max_transaction, max_trans_data,
+# checksum_type (+3 pad), num_fc_blocks, head, padding (40 bytes), checksum, users (768 bytes)
+JBD2_SUPERBLOCK = struct.Struct(">III IIIII I III 16s IIII B3x II 160s I 768s")
+assert JBD2_SUPERBLOCK.size == 1024
+JBD2_CHECKSUM_OFFSET = 0xFC
+JBD2_INCOMPAT_REVOKE = 0x1
+JBD2_INCOMPAT_64BIT = 0x2
+JBD2_INCOMPAT_CSUM_V3 = 0x10
+JBD2_CRC32C_CHKSUM = 4
+JBD2_MIN_BLOCKS = 1024
+
+
+# --- checksums -----------------------------------------------------------------------
+def csum(seed: int, data: bytes | bytearray | memoryview) -> int:
+    """crc32c without the final inversion, starting from `seed` (the kernel's ext4_chksum)."""
+    return _crc32c.crc32c(data, seed ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+def fs_csum_seed(uuid: bytes) -> int:
+    return csum(0xFFFFFFFF, uuid)
+
+
+def inode_csum_seed(fs_seed: int, ino: int, generation: int = 0) -> int:
+    return csum(csum(fs_seed, ino.to_bytes(4, "little")), generation.to_bytes(4, "little"))
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16 (ANSI, reflected 0xA001) used by the old uninit_bg group descriptor checksum."""
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+# --- directory hash (half MD4, as the kernel's fs/ext4/hash.c defines it) -------------
+_M = 0xFFFFFFFF
+_DEFAULT_HASH_SEED = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
+
+
+def _rol(x: int, s: int) -> int:
+    return ((x << s) | (x >> (32 - s))) & _M
+
+
+def _half_md4(buf: list[int], i: list[int]) -> None:
+    """One half-MD4 transform of buf by the 8 words i (three rounds, as the kernel's hash.c),
+    unrolled: round 1 uses F(x, y, z) = z ^ (x & (y ^ z)), round 2 G(x, y, z) =
+    (x & y) + ((x ^ y) & z) + 0x5A827999, round 3 H(x, y, z) = x ^ y ^ z + 0x6ED9EBA1."""
+    a, b, c, d = buf
+    M = _M
+    t = (a + (d ^ (b & (c ^ d))) + i[0]) & M
+    a = ((t << 3) | (t >> 29)) & M
+    t = (d + (c ^ (a & (b ^ c))) + i[1]) & M
+    d = ((t << 7) | (t >> 25)) & M
+    t = (c + (b ^ (d & (a ^ b))) + i[2]) & M
+    c = ((t << 11) | (t >> 21)) & M
+    t = (b + (a ^ (c & (d ^ a))) + i[3]) & M
+    b = ((t << 19) | (t >> 13)) & M
+    t = (a + (d ^ (b & (c ^ d))) + i[4]) & M
+    a = ((t << 3) | (t >> 29)) & M
+    t = (d + (c ^ (a & (b ^ c))) + i[5]) & M
+    d = ((t << 7) | (t >> 25)) & M
+    t = (c + (b ^ (d & (a ^ b))) + i[6]) & M
+    c = ((t << 11) | (t >> 21)) & M
+    t = (b + (a ^ (c & (d ^ a))) + i[7]) & M
+    b = ((t << 19) | (t >> 13)) & M
+    t = (a + ((b & c) + ((b ^ c) & d)) + i[1] + 0x5a827999) & M
+    a = ((t << 3) | (t >> 29)) & M
+    t = (d + ((a & b) + ((a ^ b) & c)) + i[3] + 0x5a827999) & M
+    d = ((t << 5) | (t >> 27)) & M
+    t = (c + ((d & a) + ((d ^ a) & b)) + i[5] + 0x5a827999) & M
+    c = ((t << 9) | (t >> 23)) & M
+    t = (b + ((c & d) + ((c ^ d) & a)) + i[7] + 0x5a827999) & M
+    b = ((t << 13) | (t >> 19)) & M
+    t = (a + ((b & c) + ((b ^ c) & d)) + i[0] + 0x5a827999) & M
+    a = ((t << 3) | (t >> 29)) & M
+    t = (d + ((a & b) + ((a ^ b) & c)) + i[2] + 0x5a827999) & M
+    d = ((t << 5) | (t >> 27)) & M
+    t = (c + ((d & a) + ((d ^ a) & b)) + i[4] + 0x5a827999) & M
+    c = ((t << 9) | (t >> 23)) & M
+    t = (b + ((c & d) + ((c ^ d) & a)) + i[6] + 0x5a827999) & M
+    b = ((t << 13) | (t >> 19)) & M
+    t = (a + (b ^ c ^ d) + i[3] + 0x6ed9eba1) & M
+    a = ((t << 3) | (t >> 29)) & M
+    t = (d + (a ^ b ^ c) + i[7] + 0x6ed9eba1) & M
+    d = ((t << 9) | (t >> 23)) & M
+    t = (c + (d ^ a ^ b) + i[2] + 0x6ed9eba1) & M
+    c = ((t << 11) | (t >> 21)) & M
+    t = (b + (c ^ d ^ a) + i[6] + 0x6ed9eba1) & M
+    b = ((t << 15) | (t >> 17)) & M
+    t = (a + (b ^ c ^ d) + i[1] + 0x6ed9eba1) & M
+    a = ((t << 3) | (t >> 29)) & M
+    t = (d + (a ^ b ^ c) + i[5] + 0x6ed9eba1) & M
+    d = ((t << 9) | (t >> 23)) & M
+    t = (c + (d ^ a ^ b) + i[0] + 0x6ed9eba1) & M
+    c = ((t << 11) | (t >> 21)) & M
+    t = (b + (c ^ d ^ a) + i[4] + 0x6ed9eba1) & M
+    b = ((t << 15) | (t >> 17)) & M
+    buf[0] = (buf[0] + a) & M
+    buf[1] = (buf[1] + b) & M
+    buf[2] = (buf[2] + c) & M
+    buf[3] = (buf[3] + d) & M
+
+
+def _str2hashbuf(msg: bytes, num: int, signed: bool) -> list[int]:
+    """The kernel's str2hashbuf: bytes into `num` words, big-endian within a word, padded
+    with a word made of the remaining length; with `signed`, bytes >= 0x80 count negative."""
+    n = len(msg)
+    pad = (n | (n << 8)) & _M
+    pad = (pad | (pad << 16)) & _M
+    part = msg[:num * 4]
+    if not signed or part.isascii():  # no sign borrow: whole words are plain big-endian
+        full = len(part) // 4
+        out = [int.from_bytes(part[k:k + 4], "big") for k in range(0, full * 4, 4)]
+        if len(out) < num:
+            rest = len(part) - full * 4
+            out.append(((pad << (8 * rest)) | int.from_bytes(part[full * 4:], "big")) & _M)
+        while len(out) < num:
+            out.append(pad)
+        return out
+    val = pad
+    out: list[int] = []
+    for k, ch in enumerate(msg[:num * 4]):
+        if signed and ch >= 0x80:
+            ch -= 256
+        val = (ch + (val << 8)) & _M
+        if k % 4 == 3:
+            out.append(val)
+            val = pad
+    if len(out) < num:
+        out.append(val)
+    while len(out) < num:
+        out.append(pad)
+    return out
+
+
+def dx_hash(name: bytes, seed: tuple[int, int, int, int] | None, signed: bool) -> tuple[int, int]:
+    """(hash, minor_hash) of a name with half_md4, as an HTree indexes it."""
+    buf = list(seed) if seed and any(seed) else list(_DEFAULT_HASH_SEED)
+    p = 0
+    while p < len(name):  # the padding word encodes the length still to hash
+        _half_md4(buf, _str2hashbuf(name[p:], 8, signed))
+        p += 32
+    h = buf[1] & ~1 & _M
+    if h == (0x7FFFFFFF << 1):
+        h = (0x7FFFFFFF - 1) << 1
+    return h, buf[2]
+
+
+# --- xattr hashes --------------------------------------------------------------------
+def xattr_entry_hash(name: bytes, value: bytes) -> int:
+    h = 0
+    for ch in name:
+        h = ((h << 5) ^ (h >> 27) ^ ch) & _M
+    if value:
+        padded = value + bytes(-len(value) % 4)
+        for (w,) in struct.iter_unpack("<I", padded):
+            h = ((h << 16) ^ (h >> 16) ^ w) & _M
+    return h
+
+
+def xattr_block_hash(entry_hashes: list[int]) -> int:
+    h = 0
+    for eh in entry_hashes:
+        if eh == 0:
+            return 0
+        h = ((h << 16) ^ (h >> 16) ^ eh) & _M
+    return h
+
+
+def split_xattr_name(name: str) -> tuple[int, bytes] | None:
+    """(name index, suffix bytes) for a full xattr name, or None if ext cannot store it."""
+    for idx, prefix in XATTR_PREFIXES:
+        if idx in (2, 3):
+            if name == prefix:
+                return idx, b""
+            continue
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return idx, name[len(prefix):].encode("utf-8", "surrogateescape")
+    return None
+
+
+def acl_to_disk(value: bytes) -> bytes:
+    """A POSIX ACL as the VFS hands it (version 2, 8-byte entries) -> ext4's compact form."""
+    if len(value) < 4 or (len(value) - 4) % 8 or struct.unpack_from("<I", value)[0] != ACL_VFS_VERSION:
+        raise ValueError("not a POSIX ACL (version 2) value")
+    out = bytearray(struct.pack("<I", ACL_EXT4_VERSION))
+    for tag, perm, ident in struct.iter_unpack("<HHI", value[4:]):
+        if tag in (2, 8):  # ACL_USER, ACL_GROUP carry an id
+            out += struct.pack("<HHI", tag, perm, ident)
+        else:
+            out += struct.pack("<HH", tag, perm)
+    return bytes(out)
+
+
+def acl_from_disk(value: bytes) -> bytes:
+    """ext4's compact ACL -> the VFS form (version 2)."""
+    if len(value) < 4 or struct.unpack_from("<I", value)[0] != ACL_EXT4_VERSION:
+        raise ValueError("not an ext4 ACL")
+    out = bytearray(struct.pack("<I", ACL_VFS_VERSION))
+    pos = 4
+    while pos < len(value):
+        if pos + 4 > len(value):
+            raise ValueError("truncated ACL")
+        tag, perm = struct.unpack_from("<HH", value, pos)
+        if tag in (2, 8):
+            if pos + 8 > len(value):
+                raise ValueError("truncated ACL")
+            ident = struct.unpack_from("<I", value, pos + 4)[0]
+            pos += 8
+        else:
+            ident = 0xFFFFFFFF
+            pos += 4
+        out += struct.pack("<HHI", tag, perm, ident)
+    return bytes(out)
+
+
+# --- times ---------------------------------------------------------------------------
+def encode_time(sec: int, ns: int = 0) -> tuple[int, int]:
+    """(32-bit seconds field, extra field: nanoseconds << 2 | epoch bits)."""
+    low = sec & _M
+    signed_low = low - (1 << 32) if low & 0x80000000 else low
+    epoch = ((sec - signed_low) >> 32) & 3
+    return low, ((ns & 0x3FFFFFFF) << 2) | epoch
+
+
+def decode_time(low: int, extra: int | None) -> int:
+    sec = low - (1 << 32) if low & 0x80000000 else low
+    if extra is not None:
+        sec += (extra & 3) << 32
+    return sec
+
+
+# --- devices -------------------------------------------------------------------------
+def encode_dev(major: int, minor: int) -> tuple[int, int]:
+    """(i_block[0], i_block[1]): the old 8:8 form when it fits, else the new one."""
+    if major < 256 and minor < 256:
+        return (major << 8) | minor, 0
+    return 0, (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+
+
+def decode_dev(b0: int, b1: int) -> tuple[int, int]:
+    if b0:
+        return (b0 >> 8) & 0xFF, b0 & 0xFF
+    return (b1 & 0xFFF00) >> 8, (b1 & 0xFF) | ((b1 >> 12) & 0xFFF00)
+
+
+def has_super(group: int, sparse: bool) -> bool:
+    """Whether group holds a superblock backup (groups 0, 1 and powers of 3, 5, 7)."""
+    if not sparse or group <= 1:
+        return True
+    for base in (3, 5, 7):
+        g = group
+        while g % base == 0:
+            g //= base
+        if g == 1:
+            return True
+    return False
+
+
+def default_journal_blocks(blocks: int) -> int:
+    """The journal size mke2fs picks for a filesystem of `blocks` blocks."""
+    if blocks < 32768:
+        return 1024
+    if blocks < 256 * 1024:
+        return 4096
+    if blocks < 512 * 1024:
+        return 8192
+    if blocks < 4096 * 1024:
+        return 16384
+    if blocks < 8192 * 1024:
+        return 32768
+    if blocks < 16384 * 1024:
+        return 65536
+    if blocks < 32768 * 1024:
+        return 131072
+    return 262144
