@@ -93,7 +93,8 @@ def create_seed(fs: FsSpec, tree: Tree) -> bytes:
 
 def write_filesystem(fs: FsSpec, tree: Tree, out: ImageFile, params: FsParams) -> int:
     writer = writer_for(fs.type, where=f"{fs.where}.type")
-    params.log(f"writing {fs.type}: {tree.stats()}")
+    if params.verbose:  # stats() walks the whole tree: only when someone reads it
+        params.log(f"writing {fs.type}: {tree.stats()}")
     return writer.write(tree, out, params)
 
 

@@ -1390,9 +1390,13 @@ class ExtWriter:
 
     def _copy_data(self) -> None:
         bs, out = self.bs, self.out
+        total = sum(r.node.size for r in self.inos if r.kind is Kind.FILE and r.segs)
+        done = 0
         for r in self.inos:
             if r.kind is not Kind.FILE or not r.segs:
                 continue
+            done += r.node.size
+            self.params.report(done, total)
             src = r.node.source
             fd = os.open(src.path, os.O_RDONLY)
             try:
