@@ -1,0 +1,129 @@
+"""Public API of rules_fstool: reproducible filesystem and disk images as build outputs.
+
+    load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "partition", "squashfs_image")
+
+    fs_image(
+        name = "rootfs",
+        fs_type = "ext4",
+        srcs = ["//rootfs:files"],
+        strip_prefix = "/rootfs",
+        tars = [":overlay.tar.gz"],
+        symlinks = {"/bin": "usr/bin"},
+        label = "root",
+    )
+
+    squashfs_image(
+        name = "data",
+        srcs = [":docs"],
+        package_dir = "/share",
+    )
+
+    partition(name = "root_part", image = ":rootfs", type = "linux-root-x86-64", label = "root")
+
+    gpt_disk(
+        name = "disk",
+        partitions = [":esp_part", ":root_part", ":data"],
+    )
+
+Rules:
+- `fs_image`: ext2/3/4, vfat/fat12/16/32 or squashfs `<name>.img` (provides FsImageInfo).
+- `squashfs_image`: SquashFS `<name>.img` with compression settings (FsImageInfo).
+- `partition`: one partition of a disk (PartitionInfo); disks keep the listed order.
+- `gpt_disk`, `mbr_disk`: `<name>.img` and, in output group `layout`,
+  `<name>.layout.json` (DiskImageInfo).
+- `fstool_image`: `<name>.img` from a TOML/JSON spec for the fstool command line.
+
+Every attribute is documented in docs/rules.md; the providers are in providers.bzl.
+"""
+
+load(
+    "//rules:providers.bzl",
+    _DiskImageInfo = "DiskImageInfo",
+    _FsImageInfo = "FsImageInfo",
+    _PartitionInfo = "PartitionInfo",
+)
+load(
+    "//rules/private:disk.bzl",
+    _gpt_disk_rule = "gpt_disk",
+    _mbr_disk_rule = "mbr_disk",
+    _partition_rule = "partition",
+)
+load(
+    "//rules/private:fs_image.bzl",
+    _fs_image_rule = "fs_image",
+    _squashfs_image_rule = "squashfs_image",
+)
+load("//rules/private:fstool_image.bzl", _fstool_image_rule = "fstool_image")
+
+FsImageInfo = _FsImageInfo
+PartitionInfo = _PartitionInfo
+DiskImageInfo = _DiskImageInfo
+
+# The rules are wrapped in macros only to offer an attribute called `size`: Bazel 4.2.3
+# reserves that name for tests and crashes on a rule attribute with it.
+
+def fs_image(name, size = "auto", **kwargs):
+    """A filesystem image `<name>.img`: ext2/3/4 (default ext4), vfat, fat12/16/32, squashfs.
+
+    Args:
+      name: the target; the image is `<name>.img`.
+      size: `"auto"` (the smallest size holding the content plus `headroom`) or a
+        size such as `"64MiB"`.
+      **kwargs: `fs_type`, the content attributes (`srcs`, `package_dir`,
+        `strip_prefix`, `tars`, `symlinks`, `empty_dirs`, `modes`, `owners`,
+        `device_table`, `rootdevs`, `mtime`, `headroom`, `block_size`,
+        `extra_options`), `label`, `uuid` and the common ones (`visibility`,
+        `tags`, ...); see docs/rules.md.
+    """
+    _fs_image_rule(name = name, image_size = size, **kwargs)
+
+def squashfs_image(name, size = "auto", **kwargs):
+    """A SquashFS image `<name>.img`.
+
+    Args:
+      name: the target; the image is `<name>.img`.
+      size: `"auto"` (default: as small as the content) or a size to pad the image to.
+      **kwargs: `compression` (default `"zstd"`), `compression_level`,
+        `block_size`, the content attributes of fs_image and the common ones.
+    """
+    _squashfs_image_rule(name = name, image_size = size, **kwargs)
+
+def partition(name, image, size = "auto", **kwargs):
+    """One partition of a gpt_disk or mbr_disk.
+
+    Args:
+      name: the target (and the default GPT partition name).
+      image: the filesystem image (an fs_image, squashfs_image or fstool_image
+        target, or a prebuilt image file).
+      size: `"auto"` (the image's size plus `headroom`), a size such as `"64MiB"`,
+        or `"remaining"` (the last partition of a fixed-size disk).
+      **kwargs: `type`, `label` (the GPT partition name), `headroom`, `uuid`,
+        `attributes`, `bootable` and the common ones.
+    """
+    _partition_rule(name = name, image = image, partition_size = size, **kwargs)
+
+def gpt_disk(name, partitions, size = "auto", **kwargs):
+    """A GPT disk image `<name>.img`, with `<name>.layout.json` in output group `layout`.
+
+    Args:
+      name: the target; the disk is `<name>.img`.
+      partitions: partition targets (or filesystem targets, for a partition with the
+        defaults) in disk order.
+      size: `"auto"` (the partitions plus the tables, aligned) or a size such as `"8GiB"`.
+      **kwargs: `uuid`, `alignment`, `sector_size` and the common ones.
+    """
+    _gpt_disk_rule(name = name, partitions = partitions, disk_size = size, **kwargs)
+
+def mbr_disk(name, partitions, size = "auto", **kwargs):
+    """An MBR disk image `<name>.img`, with `<name>.layout.json` in output group `layout`.
+
+    Args:
+      name: the target; the disk is `<name>.img`.
+      partitions: partition targets (or filesystem targets) in disk order; with more
+        than four, the fourth and later become logical partitions.
+      size: `"auto"` (the partitions plus the table, aligned) or a size such as `"8GiB"`.
+      **kwargs: `disk_signature`, `alignment`, `sector_size` and the common ones.
+    """
+    _mbr_disk_rule(name = name, partitions = partitions, disk_size = size, **kwargs)
+
+fstool_image = _fstool_image_rule

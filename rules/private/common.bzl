@@ -1,0 +1,81 @@
+"""Helpers shared by the rules: paths, the tool attribute, running the tool.
+
+Every path handed to the tool is either an exec path (relative to the execroot, the
+action's working directory) or relative to the generated spec's directory; none is
+absolute, so the same inputs give the same action key in any checkout.
+"""
+
+# The tool as every rule runs it: a py_binary built for the exec platform.
+TOOL_ATTRS = {
+    "_tool": attr.label(
+        default = Label("//fstool:fstool_bin"),
+        cfg = "exec",
+        executable = True,
+    ),
+}
+
+def relative_path(from_dir, to):
+    """The path of `to` seen from directory `from_dir`.
+
+    Args:
+      from_dir: a directory, relative to the execroot.
+      to: a path, relative to the execroot.
+
+    Returns:
+      `to` relative to `from_dir`, climbing with `..` where needed.
+    """
+    a = [c for c in from_dir.split("/") if c]
+    b = [c for c in to.split("/") if c]
+    common = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        common += 1
+    return "/".join([".."] * (len(a) - common) + b[common:])
+
+def repo_relative_path(f):
+    """The path of a file inside its repository, whether source or generated.
+
+    Args:
+      f: a File.
+
+    Returns:
+      `pkg/dir/file` (no `external/<repo>/`, no `bazel-out/<config>/bin/`).
+    """
+    path = f.short_path
+    if path.startswith("../"):
+        # A file of an external repository: short_path is `../<repo>/<path>`.
+        path = path.split("/", 2)[2] if path.count("/") >= 2 else ""
+    return path
+
+def normalize_image_path(path):
+    """`/a/b` for any of `a/b`, `/a//b/`, `./a/b`."""
+    parts = [c for c in path.split("/") if c and c != "."]
+    return "/" + "/".join(parts)
+
+def run_fstool(ctx, *, mnemonic, progress_message, arguments, inputs, outputs):
+    """Runs the tool hermetically: declared inputs only, no environment, no shell."""
+    ctx.actions.run(
+        executable = ctx.attr._tool[DefaultInfo].files_to_run,
+        arguments = arguments,
+        inputs = inputs,
+        outputs = outputs,
+        mnemonic = mnemonic,
+        progress_message = progress_message,
+    )
+
+def declare_spec(ctx):
+    """Declares `<name>.spec.json`; the spec's relative paths start at its directory."""
+    return ctx.actions.declare_file(ctx.label.name + ".spec.json")
+
+def write_json(ctx, output, content):
+    """Writes `content` as indented JSON (no paths of the host, no times: byte-stable)."""
+    ctx.actions.write(output, json.encode_indent(content, indent = "  ") + "\n")
+
+def spec_path(spec, f):
+    """How the spec File `spec` names File `f`: relative to the spec's directory."""
+    return relative_path(spec.dirname, f.path)
+
+def attr_error(ctx, attribute, message):
+    """Fails the analysis with a message naming the target and the attribute."""
+    fail("%s: attribute '%s': %s" % (ctx.label, attribute, message))

@@ -1,0 +1,568 @@
+"""The Bazel rules (rules/) driven by the real Bazel 4.2.3, offline (--config=offline).
+
+Every Bazel world here is clean: the repository is copied to a temporary "checkout",
+and each world gets an output base of its own under one shared --output_user_root (so
+Bazel's install base is unpacked once). Which spawns ran is read from Bazel's
+--execution_log_json_file, where a disk cache hit is a spawn with remoteCacheHit.
+
+The examples' root filesystem is ext4: test_examples_disk needs the ext4 writer
+(fstool/fs/ext/writer.py). Everything else builds vfat and SquashFS images only
+(the package `cachetest`, written into the examples workspace below).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_fstool
+
+pytestmark = pytest.mark.slow
+
+BAZEL = shutil.which("bazel") or "bazel"
+BUILDIFIER_VERSION = "8.2.1"
+
+
+def _system_startup_options() -> list[str]:
+    """The startup lines of the system bazelrc: Debian's says where Bazel is installed
+    (--install_base); its build options (--sandbox_debug, ...) are left out."""
+    out = []
+    for rc in ("/etc/bazel/bazelrc", "/etc/bazel.bazelrc"):
+        if os.path.exists(rc):
+            with open(rc) as f:
+                for line in f:
+                    words = line.split("#")[0].split()
+                    if words[:1] == ["startup"]:
+                        out += words[1:]
+    return out
+
+
+SYSTEM_STARTUP = _system_startup_options()
+
+# What a checkout needs: the ruleset, the engine, the offline stand-ins, the examples.
+CHECKOUT_ITEMS = (".bazelrc", ".bazelignore", "BUILD.bazel", "MODULE.bazel", "WORKSPACE.bazel",
+                  "requirements_lock.txt", "fstool", "rules", "tests/offline", "examples", "scripts")
+
+# A package of the examples workspace that needs no ext4: a vfat ESP, a SquashFS root
+# (the examples' files, the tar, symlinks, modes, owners), a GPT and an MBR disk holding
+# both, an image of generated files and a directory (tree artifact), and fstool_image
+# specs (written from CACHETEST_FILES).
+CACHETEST_BUILD = '''
+load("@rules_fstool//rules:defs.bzl", "fs_image", "fstool_image", "gpt_disk", "mbr_disk", "partition", "squashfs_image")
+load(":tree.bzl", "make_text", "make_tool", "make_tree")
+
+fs_image(
+    name = "esp",
+    srcs = ["//:esp_files"],
+    fs_type = "vfat",
+    label = "ESP",
+    strip_prefix = "/esp",
+)
+
+squashfs_image(
+    name = "rootfs",
+    srcs = ["//:rootfs_files"],
+    empty_dirs = ["/tmp"],
+    modes = {"/tmp": "1777", "/etc/hostname": "0600"},
+    owners = {"/etc/hostname": "5.6"},
+    rootdevs = "minimal",
+    strip_prefix = "/rootfs",
+    symlinks = {"/bin": "usr/bin"},
+    tars = ["//images:overlay.tar.gz"],
+)
+
+partition(name = "esp_part", image = ":esp", type = "esp", label = "esp")
+
+partition(name = "root_part", image = ":rootfs", type = "linux-root-x86-64", label = "root")
+
+gpt_disk(name = "disk", partitions = [":esp_part", ":root_part"])
+
+mbr_disk(name = "mbr", partitions = [":esp", ":rootfs"])
+
+# A directory made by another rule (a tree artifact), and a device table.
+make_tree(name = "app")
+
+make_tool(name = "tool")
+
+make_text(name = "notes")
+
+squashfs_image(
+    name = "with_tree",
+    srcs = [":app", ":notes", ":tool"],
+    device_table = "devices.txt",
+    package_dir = "/opt",
+)
+
+# Specs written for the fstool command line, their inputs staged under the names they use.
+fstool_image(
+    name = "from_spec",
+    srcs = {"//images:overlay.tar.gz": "layers/overlay.tar.gz"},
+    fs_type = "squashfs",
+    spec = "fs.toml",
+)
+
+fstool_image(
+    name = "disk_from_spec",
+    srcs = {":esp": "esp.img", ":from_spec": "data.img"},
+    disk = True,
+    spec = "disk.json",
+)
+'''
+
+CACHETEST_FILES = {
+    "tree.bzl": '''def _impl(ctx):
+    d = ctx.actions.declare_directory(ctx.label.name)
+    ctx.actions.run_shell(
+        outputs = [d],
+        command = "mkdir -p $1/bin $1/etc && printf 'tree data\\\\n' > $1/etc/app.conf && " +
+                  "printf '#!/bin/sh\\\\n' > $1/bin/app && chmod 755 $1/bin/app",
+        arguments = [d.path],
+    )
+    return [DefaultInfo(files = depset([d]))]
+
+make_tree = rule(implementation = _impl)
+
+def _tool_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name)
+    ctx.actions.write(out, "#!/bin/sh\\n", is_executable = True)
+    return [DefaultInfo(executable = out)]
+
+make_tool = rule(implementation = _tool_impl, executable = True)
+
+def _text_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".txt")
+    ctx.actions.write(out, "generated\\n")
+    return [DefaultInfo(files = depset([out]))]
+
+make_text = rule(implementation = _text_impl)
+''',
+    "devices.txt": "/dev/mydev c 640 0 0 10 200 - - -\n",
+    "fs.toml": '''[filesystem]
+type = "squashfs"
+source = "layers/overlay.tar.gz"
+mtime = 0
+''',
+    "disk.json": json.dumps({
+        "image": {"partition_table": "gpt"},
+        "partitions": [{"name": "esp", "type": "esp", "image": "esp.img"},
+                       {"name": "data", "type": "linux", "image": "data.img"}]}),
+}
+
+CACHETEST_OUTPUTS = ("cachetest/esp.img", "cachetest/rootfs.img", "cachetest/disk.img",
+                     "cachetest/disk.layout.json", "cachetest/mbr.img", "cachetest/from_spec.img",
+                     "cachetest/disk_from_spec.img", "cachetest/disk_from_spec.layout.json",
+                     "cachetest/with_tree.img")
+
+# One package per error: a bad attribute value fails the whole package at loading.
+ERROR_PACKAGES = {
+    "bad_type": '''
+load("@rules_fstool//rules:defs.bzl", "fs_image")
+
+fs_image(name = "bad_type", fs_type = "ext5", srcs = ["//:esp_files"])
+''',
+    "bad_option": '''
+load("@rules_fstool//rules:defs.bzl", "squashfs_image")
+
+squashfs_image(name = "bad_option", srcs = ["//:doc_files"], extra_options = {"bogus_opt": "1"})
+''',
+    "no_fit": '''
+load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "partition")
+
+fs_image(name = "esp", fs_type = "vfat", srcs = ["//:esp_files"], size = "8MiB")
+
+partition(name = "tiny_part", image = ":esp", size = "1MiB")
+
+gpt_disk(name = "no_fit", partitions = [":tiny_part"])
+''',
+}
+
+
+# -- worlds -------------------------------------------------------------------------------
+
+def make_checkout(dest) -> str:
+    """Copy what Bazel needs of the repository to dest (no outputs, no caches)."""
+    dest = str(dest)
+
+    def ignore(directory, names):
+        # Bytecode, and the bazel-* convenience symlinks of a workspace built in place.
+        return [n for n in names if n == "__pycache__" or n.endswith(".pyc") or
+                (n.startswith("bazel-") and os.path.islink(os.path.join(directory, n)))]
+
+    for item in CHECKOUT_ITEMS:
+        src, dst = os.path.join(REPO, item), os.path.join(dest, item)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, symlinks=True, ignore=ignore)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(src, dst)
+    return dest
+
+
+def read_exec_log(path: str) -> list[dict]:
+    """Bazel 4's JSON execution log: a stream of SpawnExec objects, not one document."""
+    with open(path) as f:
+        text = f.read()
+    dec, pos, out = json.JSONDecoder(), 0, []
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return out
+        obj, pos = dec.raw_decode(text, pos)
+        out.append(obj)
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess, spawns: list[dict]):
+        self.returncode = proc.returncode
+        self.output = proc.stdout + proc.stderr
+        self.spawns = spawns
+
+    @property
+    def executed(self) -> list[dict]:
+        """Spawns that really ran (not served by the disk cache)."""
+        return [s for s in self.spawns if not s.get("remoteCacheHit")]
+
+
+class Bazel:
+    """One Bazel world: a workspace and an output base of its own."""
+
+    def __init__(self, workspace: str, output_base: str, user_root: str):
+        self.workspace, self.output_base, self.user_root = workspace, output_base, user_root
+        self.runs = 0
+
+    def startup(self) -> list[str]:
+        return [BAZEL, "--nohome_rc", "--nosystem_rc", *SYSTEM_STARTUP,
+                f"--output_user_root={self.user_root}", f"--output_base={self.output_base}",
+                "--max_idle_secs=600"]
+
+    def build(self, *args: str, disk_cache: str | None = None) -> Result:
+        self.runs += 1
+        log = os.path.join(self.output_base + "-logs", f"exec{self.runs}.json")
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        cmd = [*self.startup(), "build", "--config=offline", f"--execution_log_json_file={log}",
+               "--color=no", "--curses=no", *args]
+        if disk_cache:
+            cmd.append(f"--disk_cache={disk_cache}")
+        proc = subprocess.run(cmd, cwd=self.workspace, capture_output=True, text=True, timeout=900)
+        spawns = read_exec_log(log) if os.path.exists(log) else []
+        return Result(proc, spawns)
+
+    def ok(self, *args: str, disk_cache: str | None = None) -> Result:
+        r = self.build(*args, disk_cache=disk_cache)
+        assert r.returncode == 0, _tail(r.output)
+        return r
+
+    def bin(self, path: str) -> str:
+        return os.path.join(self.workspace, "bazel-bin", path)
+
+    def shutdown(self) -> None:
+        if os.path.isdir(self.output_base):
+            subprocess.run([*self.startup(), "shutdown"], cwd=self.workspace, capture_output=True,
+                           timeout=120)
+
+
+def _tail(text: str, n: int = 60) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    """Make Bazel worlds; every server is shut down when the module is done."""
+    root = tmp_path_factory.mktemp("bazel")
+    made: list[Bazel] = []
+
+    def make(name: str, workspace: str) -> Bazel:
+        b = Bazel(workspace, str(root / "obase" / name), str(root / "user_root"))
+        made.append(b)
+        return b
+
+    make.root = root
+    yield make
+    for b in made:
+        b.shutdown()
+
+
+def make_cachetest_checkout(dest) -> str:
+    ws = make_checkout(dest)
+    _write(os.path.join(ws, "examples", "cachetest", "BUILD.bazel"), CACHETEST_BUILD)
+    for name, text in CACHETEST_FILES.items():
+        _write(os.path.join(ws, "examples", "cachetest", name), text)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def checkout1(worlds):
+    return make_cachetest_checkout(worlds.root / "checkout1")
+
+
+@pytest.fixture(scope="module")
+def first_build(worlds, checkout1):
+    """//cachetest:all built once in checkout1, filling a fresh disk cache."""
+    bazel = worlds("first", os.path.join(checkout1, "examples"))
+    cache = str(worlds.root / "disk_cache")
+    r = bazel.ok("//cachetest:all", disk_cache=cache)
+    outputs = {p: _read(bazel.bin(p)) for p in CACHETEST_OUTPUTS}
+    return bazel, cache, r, outputs
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _tool(*args) -> str:
+    """Run a reference tool; it must succeed. Returns its stdout."""
+    p = subprocess.run(list(args), capture_output=True, text=True)
+    assert p.returncode == 0, f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def _extract_partitions(disk: str, layout_json: str, dest) -> dict[str, str]:
+    """Each partition of disk as a file of its own (by name), from the layout JSON."""
+    with open(layout_json) as f:
+        layout = json.load(f)
+    out = {}
+    with open(disk, "rb") as src:
+        for p in layout["partitions"]:
+            path = os.path.join(str(dest), f"part-{p['name']}.img")
+            src.seek(p["offset"])
+            with open(path, "wb") as f:
+                f.write(src.read(p["size"]))
+            out[p["name"]] = path
+    return out
+
+
+def _ls(image: str) -> dict[str, tuple[str, str, str]]:
+    """fstool ls -R: path -> (mode string, uid, gid) (and the symlink target in the path)."""
+    out = {}
+    for line in run_fstool("ls", "-R", image, check=True).stdout.splitlines():
+        mode, uid, gid, _size, _t, name = line.split("\t")
+        out[name] = (mode, uid, gid)
+    return out
+
+
+def _debugfs(image: str, request: str) -> str:
+    return _tool("debugfs", "-R", request, image)
+
+
+def _ext_stat(image: str, path: str) -> tuple[str, str, str, str]:
+    """(type, octal mode, uid, gid) of path in an ext image, as debugfs reports them."""
+    out = _debugfs(image, f"stat {path}")
+    m = re.search(r"Type: (.+?)\s+Mode:\s+(\d+)", out)
+    u = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", out)
+    assert m and u, f"debugfs stat {path}: {out}"
+    return m.group(1), m.group(2), u.group(1), u.group(2)
+
+
+def _cat(image: str, path: str) -> bytes:
+    return run_fstool("cat", image, path, check=True, text_output=False).stdout
+
+
+EXAMPLES = os.path.join(REPO, "examples")
+ROOTFS_FILES = ("etc/hostname", "etc/os-release", "usr/bin/hello", "usr/share/doc/demo/README")
+
+
+# -- the examples (need the ext4 writer) --------------------------------------------------
+
+def test_examples_disk(worlds, tmp_path):
+    """scripts/bazel-demo.sh builds //images:rootfs and //images:disk; every partition
+    passes its fsck, and the files are those of the sources."""
+    ws = make_checkout(tmp_path / "checkout")
+    bazel = worlds("examples", os.path.join(ws, "examples"))
+    env = dict(os.environ, BAZEL_STARTUP_OPTIONS=" ".join(bazel.startup()[1:]))
+    p = subprocess.run(["bash", os.path.join(ws, "scripts", "bazel-demo.sh"), sys.executable], env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, _tail(p.stdout + p.stderr)
+    assert "GPT disk" in p.stdout and "name=root" in p.stdout, p.stdout
+    bazel.ok("//images:disk", "--output_groups=+layout")
+
+    disk = bazel.bin("images/disk.img")
+    assert "No problems found" in _tool("sgdisk", "-v", disk)
+    with open(bazel.bin("images/disk.layout.json")) as f:
+        layout = json.load(f)
+    assert [(q["name"], q["type"]) for q in layout["partitions"]] == [
+        ("esp", "esp"), ("root", "linux-root-x86-64"), ("data", "linux")]
+    parts = _extract_partitions(disk, bazel.bin("images/disk.layout.json"), tmp_path)
+    # The disk places the filesystem images byte for byte.
+    for name, target in (("esp", "esp"), ("root", "rootfs"), ("data", "data")):
+        img = _read(bazel.bin(f"images/{target}.img"))
+        assert _read(parts[name])[:len(img)] == img, name
+
+    _tool("fsck.vfat", "-n", parts["esp"])
+    _tool("e2fsck", "-fn", parts["root"])
+    assert "zstd" in _tool("unsquashfs", "-s", parts["data"])
+    listing = _tool("unsquashfs", "-l", "-d", "", parts["data"])
+    assert "/share/doc/demo/README" in listing
+
+    # ext4, read by the reference tool (debugfs).
+    root = parts["root"]
+    for rel in ROOTFS_FILES:
+        assert _debugfs(root, f"cat /{rel}") == _read(os.path.join(EXAMPLES, "rootfs", rel)).decode(), rel
+    assert _debugfs(root, "cat /etc/motd") == "Built by Bazel with rules_fstool.\n"  # from the tar
+    assert _ext_stat(root, "/usr/bin/hello") == ("regular", "0755", "0", "0")
+    assert _ext_stat(root, "/etc/hostname") == ("regular", "0644", "0", "0")
+    assert _ext_stat(root, "/tmp") == ("directory", "01777", "0", "0")
+    assert _ext_stat(root, "/home/demo/.profile") == ("regular", "0640", "1000", "1000")  # the tar's
+    assert _ext_stat(root, "/bin")[0] == "symlink"
+    assert 'link dest: "usr/bin"' in _debugfs(root, "stat /bin")
+    assert _ext_stat(root, "/dev/console")[0] == "character special"  # rootdevs = "minimal"
+    assert _tool("e2label", root).strip() == "root"
+
+    esp = parts["esp"]
+    for rel in ("EFI/BOOT/BOOTX64.EFI", "loader/loader.conf"):
+        assert _cat(esp, "/" + rel) == _read(os.path.join(EXAMPLES, "esp", rel)), rel
+    assert _tool("mtype", "-i", esp, "::/loader/loader.conf") == \
+        _read(os.path.join(EXAMPLES, "esp/loader/loader.conf")).decode()
+    assert _cat(parts["data"], "/share/doc/demo/README") == \
+        _read(os.path.join(EXAMPLES, "rootfs/usr/share/doc/demo/README"))
+
+
+# -- vfat and SquashFS: validity, caching, reproducibility, incrementality -----------------
+
+def test_cachetest_images_are_valid(first_build, tmp_path):
+    bazel, _cache, r, _outputs = first_build
+    assert {s["mnemonic"] for s in r.executed} >= {"FsImage", "SquashfsImage", "DiskImage"}
+    # Hermetic actions: no environment, no absolute path on the command line.
+    for s in r.spawns:
+        if s["mnemonic"] in ("FsImage", "SquashfsImage", "DiskImage"):
+            assert s.get("environmentVariables", []) == [], s["environmentVariables"]
+            assert not [a for a in s["commandArgs"] if a.startswith("/")], s["commandArgs"]
+            assert "//cachetest:" in s["progressMessage"]
+    disk = bazel.bin("cachetest/disk.img")
+    assert "No problems found" in _tool("sgdisk", "-v", disk)
+    parts = _extract_partitions(disk, bazel.bin("cachetest/disk.layout.json"), tmp_path)
+    _tool("fsck.vfat", "-n", parts["esp"])
+    _tool("unsquashfs", "-s", parts["root"])
+    root = parts["root"]
+    for rel in ROOTFS_FILES:
+        assert _cat(root, "/" + rel) == _read(os.path.join(EXAMPLES, "rootfs", rel)), rel
+    entries = _ls(root)
+    assert entries["/usr/bin/hello"] == ("-rwxr-xr-x", "0", "0")
+    assert entries["/etc/hostname"] == ("-rw-------", "5", "6")
+    assert entries["/tmp"][0] == "drwxrwxrwt"
+    assert entries["/home/demo/.profile"] == ("-rw-r-----", "1000", "1000")
+    assert "/bin -> usr/bin" in entries and "/dev/console" in entries
+    assert _cat(root, "/etc/motd") == b"Built by Bazel with rules_fstool.\n"
+    for rel in ("EFI/BOOT/BOOTX64.EFI", "loader/loader.conf"):
+        assert _cat(parts["esp"], "/" + rel) == _read(os.path.join(EXAMPLES, "esp", rel)), rel
+    sfdisk = json.loads(_tool("sfdisk", "--json", bazel.bin("cachetest/mbr.img")))
+    assert sfdisk["partitiontable"]["label"] == "dos"
+    assert len(sfdisk["partitiontable"]["partitions"]) == 2
+
+    # A tree artifact in srcs keeps its layout and modes; the device table adds a node.
+    with_tree = bazel.bin("cachetest/with_tree.img")
+    tree_entries = _ls(with_tree)
+    assert _cat(with_tree, "/opt/app/etc/app.conf") == b"tree data\n"
+    assert tree_entries["/opt/app/bin/app"] == ("-rwxr-xr-x", "0", "0")
+    assert tree_entries["/opt/app"][0] == "drwxr-xr-x"
+    # Generated files: a rule's program is 0755, other files 0644, whatever Bazel left.
+    assert tree_entries["/opt/tool"] == ("-rwxr-xr-x", "0", "0")
+    assert tree_entries["/opt/notes.txt"] == ("-rw-r--r--", "0", "0")
+    assert tree_entries["/dev/mydev"][0] == "crw-r-----"
+
+    # fstool_image: a filesystem spec and a disk spec with their staged inputs.
+    from_spec = bazel.bin("cachetest/from_spec.img")
+    _tool("unsquashfs", "-s", from_spec)
+    assert _cat(from_spec, "/etc/motd") == b"Built by Bazel with rules_fstool.\n"
+    disk2 = bazel.bin("cachetest/disk_from_spec.img")
+    assert "No problems found" in _tool("sgdisk", "-v", disk2)
+    parts2 = _extract_partitions(disk2, bazel.bin("cachetest/disk_from_spec.layout.json"), tmp_path)
+    assert _read(parts2["data"])[:os.path.getsize(from_spec)] == _read(from_spec)
+
+
+def test_disk_cache_serves_a_clean_output_base(worlds, first_build):
+    """A second, clean output base sharing the disk cache executes nothing and gets
+    byte-identical outputs."""
+    first, cache, _r, outputs = first_build
+    second = worlds("second", first.workspace)
+    r = second.ok("//cachetest:all", disk_cache=cache)
+    assert r.spawns, "the execution log is empty"
+    assert r.executed == [], [s["progressMessage"] for s in r.executed]
+    for path, data in outputs.items():
+        assert _read(second.bin(path)) == data, path
+
+
+def test_checkouts_at_different_paths_give_identical_outputs(worlds, first_build):
+    _first, _cache, _r, outputs = first_build
+    ws = make_cachetest_checkout(worlds.root / "elsewhere" / "deeper" / "checkout2")
+    other = worlds("elsewhere", os.path.join(ws, "examples"))
+    r = other.ok("//cachetest:all")  # no cache: everything runs again
+    assert {s["mnemonic"] for s in r.executed} >= {"FsImage", "SquashfsImage", "DiskImage"}
+    for path, data in outputs.items():
+        assert _read(other.bin(path)) == data, path
+
+
+def test_rebuilds_run_only_what_changed(first_build):
+    """A no-op rebuild runs nothing; editing one rootfs input reruns the rootfs writer and
+    the disks that hold it, nothing else."""
+    bazel, _cache, _r, outputs = first_build
+    r = bazel.ok("//cachetest:all")
+    assert r.spawns == [], [s["progressMessage"] for s in r.spawns]
+    hostname = os.path.join(bazel.workspace, "rootfs", "etc", "hostname")
+    original = _read(hostname)
+    try:
+        with open(hostname, "ab") as f:
+            f.write(b"edited\n")
+        r = bazel.ok("//cachetest:all")
+        ran = sorted(s["progressMessage"] for s in r.executed)
+        assert ran == ["Assembling GPT disk //cachetest:disk", "Assembling MBR disk //cachetest:mbr",
+                       "Writing squashfs image //cachetest:rootfs"], ran
+        assert _read(bazel.bin("cachetest/esp.img")) == outputs["cachetest/esp.img"]
+        assert _cat(bazel.bin("cachetest/rootfs.img"), "/etc/hostname") == original + b"edited\n"
+    finally:
+        with open(hostname, "wb") as f:
+            f.write(original)
+
+
+@pytest.mark.parametrize("target, needles", [
+    ("bad_type", ["//bad_type:bad_type", "'fs_type' attribute", "ext5"]),
+    ("bad_option", ["//bad_option:bad_option", "options.bogus_opt", "unknown option"]),
+    ("no_fit", ["//no_fit:no_fit", "(tiny_part).size", "but the partition has 1 MiB"]),
+])
+def test_attribute_errors_name_target_and_attribute(first_build, target, needles):
+    bazel, _cache, _r, _outputs = first_build
+    _write(os.path.join(bazel.workspace, target, "BUILD.bazel"), ERROR_PACKAGES[target])
+    r = bazel.build(f"//{target}:{target}")
+    assert r.returncode != 0
+    for n in needles:
+        assert n in r.output, (n, _tail(r.output))
+    assert "Traceback (most recent call last)" not in r.output
+
+
+# -- lint ------------------------------------------------------------------------------------
+
+def _buildifier() -> str:
+    found = shutil.which("buildifier")
+    if found and BUILDIFIER_VERSION in subprocess.run([found, "--version"], capture_output=True,
+                                                      text=True).stdout:
+        return found
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                         "fstool-tests", f"buildifier-{BUILDIFIER_VERSION}")
+    exe = os.path.join(cache, "node_modules", ".bin", "buildifier")
+    if not os.path.exists(exe):
+        npm = shutil.which("npm")
+        assert npm, "buildifier is needed: install npm (apt-get install npm) or buildifier itself"
+        p = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", cache,
+                            f"@bazel/buildifier@{BUILDIFIER_VERSION}"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    return exe
+
+
+def test_buildifier_reports_nothing():
+    files = ["BUILD.bazel", "MODULE.bazel", "WORKSPACE.bazel", "WORKSPACE.bzlmod"]
+    dirs = ["fstool", "rules", "tests", "examples"]
+    p = subprocess.run([_buildifier(), "-mode=check", "-lint=warn", "-r", *files, *dirs],
+                       cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
