@@ -8,7 +8,7 @@ APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps apt venv bench clean
+.PHONY: demo demo-cli test deps apt venv bench clean
 
 deps: apt venv
 
@@ -24,6 +24,9 @@ $(VENV)/.stamp: pyproject.toml requirements_lock.txt
 	touch $@
 
 demo: deps
+	@scripts/bazel-demo.sh $(VPY)
+
+demo-cli: deps
 	@scripts/demo.sh $(VPY)
 
 test: deps

@@ -103,7 +103,7 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=No
                 p.fs.headroom += p.headroom
             extra = {}
             if p.fs.type in ("vfat", "fat12", "fat16", "fat32") and "hidden_sectors" not in p.fs.options:
-                extra["hidden_sectors"] = start // ss
+                extra["hidden_sectors"] = start // 512  # in the FAT's own 512-byte sectors
             tree = load_tree(p.fs)
             params = make_params(p.fs, part_seed, size=fs_size, verbose=verbose, extra_options=extra,
                                  progress=progress)

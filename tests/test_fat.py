@@ -556,3 +556,12 @@ def test_file_of_4gib_is_refused(tmp_path):
     p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "x.img", cwd=tmp_path)
     assert_one_line_error(p, 1, "/huge", "4 GiB")
     assert not (tmp_path / "x.img").exists()
+
+
+def test_uuid_is_refused_volume_id_is_used(tmp_path, small_src):
+    p = run_fstool("create", "-t", "vfat", small_src, "-o", tmp_path / "x.img", "--uuid",
+                   "11111111-2222-3333-4444-555555555555", cwd=tmp_path)
+    assert_one_line_error(p, 2, "volume_id")
+    img = tmp_path / "v.img"
+    run_fstool("create", "-t", "vfat", small_src, "-o", img, "-O", "volume_id=1234-ABCD", check=True)
+    assert "serial number: 1234ABCD" in tool("minfo", "-i", img, "::").stdout

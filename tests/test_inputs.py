@@ -285,3 +285,21 @@ def test_policy_order(tmp_path):
     assert {n.mtime for _, n in tree.walk()} == {42}
     with pytest.raises(InputError, match="ov.1.*'/nope'.*no such path"):
         apply_policy(tree, overrides=[{"path": "/nope", "uid": 1, "where": "ov[1]"}])
+
+
+def test_manifest_file_modes_by_exec_bit(tmp_path):
+    """Two checkouts made under different umasks give the same modes with file_modes=exec_bit."""
+    for name, mode in (("tool", 0o700), ("data", 0o600), ("shared", 0o664)):
+        (tmp_path / name).write_bytes(b"x")
+        os.chmod(tmp_path / name, mode)
+    entries = [{"kind": "file", "path": f"/{n}", "source": n} for n in ("tool", "data", "shared")]
+    entries.append({"kind": "symlink", "path": "/link", "target": "tool"})
+    (tmp_path / "m.json").write_text(json.dumps({"file_modes": "exec_bit", "entries": entries}))
+    tree = load_sources([str(tmp_path / "m.json")])
+    assert {p: oct(n.mode) for p, n in tree.walk() if p != "/"} == {
+        "/tool": "0o755", "/data": "0o644", "/shared": "0o644", "/link": "0o777"}
+    (tmp_path / "k.json").write_text(json.dumps({"entries": entries}))
+    assert load_sources([str(tmp_path / "k.json")]).lookup("/data").mode == 0o600
+    (tmp_path / "bad.json").write_text(json.dumps({"file_modes": "umask", "entries": []}))
+    with pytest.raises(InputError, match="bad.json: file_modes"):
+        load_sources([str(tmp_path / "bad.json")])

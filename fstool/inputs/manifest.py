@@ -2,6 +2,7 @@
 
     {"version": 1,
      "relative_to": "manifest" | "cwd",          # where relative "source" paths start
+     "file_modes": "keep" | "exec_bit",          # exec_bit: 0755 if any x bit, else 0644
      "entries": [
        {"kind": "dir", "path": "/etc", "mode": "0755"},
        {"kind": "file", "path": "/etc/motd", "source": "src/motd", "mode": 420, "uid": 0},
@@ -13,7 +14,9 @@
        {"kind": "tar", "path": "/", "source": "base.tar.zst"}]}          # a tar, unpacked
 
 A bare list is read as the entries. Files keep the source's mode unless the
-entry sets one; owner defaults to 0:0 and mtime to 0 (the metadata rules then
+entry sets one, or, with "file_modes": "exec_bit", get 0755 or 0644 by their
+executable bit alone, so a checkout's umask cannot change the image (what the
+Bazel rules use); symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
 apply as for any input). Every error names the manifest and the entry index.
 """
 from __future__ import annotations
@@ -78,14 +81,21 @@ def load_manifest(path: str) -> Tree:
     if rel not in ("manifest", "cwd"):
         raise InputError(f"relative_to must be \"manifest\" or \"cwd\", got {rel!r}", where=path)
     base = os.path.dirname(os.path.abspath(path)) if rel == "manifest" else os.getcwd()
+    modes = doc.get("file_modes", "keep")
+    if modes not in ("keep", "exec_bit"):
+        raise InputError(f"file_modes must be \"keep\" or \"exec_bit\", got {modes!r}", where=path)
     tree = Tree()
     for i, e in enumerate(doc["entries"]):
-        _add_entry(tree, e, base, f"{path}: entries[{i}]")
+        _add_entry(tree, e, base, f"{path}: entries[{i}]", modes == "exec_bit")
     tree.invalidate()
     return tree
 
 
-def _add_entry(tree: Tree, e: object, base: str, where: str) -> None:
+def _by_exec_bit(mode: int) -> int:
+    return 0o755 if mode & 0o111 else 0o644
+
+
+def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = False) -> None:
     if not isinstance(e, dict):
         raise InputError("expected an object", where=where)
     unknown = set(e) - ENTRY_KEYS
@@ -106,7 +116,14 @@ def _add_entry(tree: Tree, e: object, base: str, where: str) -> None:
 
     if kind_name == "tree" or kind_name == "tar":
         from . import graft, load_one
-        graft(tree, dest, load_one(source()).root, where)
+        sub = load_one(source())
+        if exec_bit and kind_name == "tree":
+            for _, n in sub.walk():
+                if n.kind is Kind.FILE:
+                    n.mode = _by_exec_bit(n.mode)
+                elif n.kind is Kind.DIR:
+                    n.mode = 0o755
+        graft(tree, dest, sub.root, where)
         return
     if kind_name == "hardlink":
         t = e.get("target")
@@ -131,12 +148,13 @@ def _add_entry(tree: Tree, e: object, base: str, where: str) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"source {src} is not a regular file", where=where)
         node.source = FileSource(src if st.st_size else None, st.st_size)
-        node.mode = stat.S_IMODE(st.st_mode)
+        node.mode = _by_exec_bit(st.st_mode) if exec_bit else stat.S_IMODE(st.st_mode)
     elif kind is Kind.SYMLINK:
         t = e.get("target")
         if not isinstance(t, str) or not t:
             raise InputError("a symlink entry needs \"target\"", where=where)
         node.target = t
+        node.mode = 0o777
     elif kind in (Kind.CHR, Kind.BLK):
         node.rdev = (_int(e, "major", where, 0), _int(e, "minor", where, 0))
     if "mode" in e:

@@ -148,7 +148,7 @@ def _tree_manifest(ctx, directory, index):
     out = ctx.actions.declare_file("%s.dir%d.manifest.json" % (ctx.label.name, index))
     args = ctx.actions.args()
     args.set_param_file_format("multiline")
-    args.add('{"relative_to": "cwd", "entries": [{"kind": "dir", "path": "/"}')
+    args.add('{"relative_to": "cwd", "file_modes": "exec_bit", "entries": [{"kind": "dir", "path": "/"}')
     args.add_all([directory], map_each = _tree_file_entry, format_each = ",%s", expand_directories = True)
     args.add("]}")
     ctx.actions.write(out, args)
@@ -162,7 +162,7 @@ def _manifest_entries(ctx):
     for d in ctx.attr.empty_dirs:
         entries.append({"kind": "dir", "path": normalize_image_path(d)})
     for target in ctx.attr.srcs:
-        # A source file keeps its mode (the executable bit it has in the checkout). A
+        # A source file keeps its executable bit (0755 or 0644: file_modes = exec_bit). A
         # generated file's mode says nothing (Bazel leaves every output r-xr-xr-x), so,
         # as rules_pkg does, the program of an executable rule is 0755 and others 0644.
         executable = target[DefaultInfo].files_to_run.executable
@@ -244,6 +244,8 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
     write_json(ctx, manifest, {
         "version": 1,
         "relative_to": "cwd",
+        # 0755/0644 by the executable bit: the checkout's umask must not change the image
+        "file_modes": "exec_bit",
         "entries": entries,
     })
     spec = declare_spec(ctx)

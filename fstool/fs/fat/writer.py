@@ -669,6 +669,9 @@ def _write_zeros(out: ImageFile, off: int, n: int) -> None:
 
 def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     """Write tree as a FAT volume into out; return the volume size in bytes."""
+    if params.uuid:
+        raise SpecError("FAT has no UUID; its serial number is volume_id (e.g. \"1234-ABCD\")",
+                        where=f"{params.where}.uuid")
     opts = _read_options(params)
     label = _label_bytes(params)
     vid = _volume_id(params)
