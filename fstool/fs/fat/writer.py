@@ -54,6 +54,7 @@ _SHORT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + _SHORT_SPECIAL
 _SHORT_NAME_RE = re.compile(r"^([A-Z0-9$%'\-_@~`!(){}^#&]{1,8})(?:\.([A-Z0-9$%'\-_@~`!(){}^#&]{1,3}))?$")
 # Characters a long name may not hold (besides controls below 0x20).
 _LFN_FORBIDDEN = frozenset('"*/:<>?\\|')
+_LFN_BAD_RE = re.compile(r'["*/:<>?\\|\x00-\x1f]')
 _LABEL_RE = re.compile(r"^[A-Z0-9$%'\-_@~`!(){}^#& ]{1,11}$")
 
 # A tiny real-mode boot program: print a message, wait for a key, reboot.
@@ -208,6 +209,9 @@ def _basis(name: str) -> tuple[str, str, bool]:
 
 def _upper_key(name: str) -> str:
     """Case-folding key for clash detection (one char in, one char out)."""
+    up = name.upper()
+    if len(up) == len(name) and name.isascii():
+        return up
     return "".join(c.upper() if len(c.upper()) == 1 else c for c in name)
 
 
@@ -217,7 +221,7 @@ def _check_long_name(name: str, path: str) -> bytes:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise InputError("name is not valid UTF-8, and FAT stores names as UTF-16", where=path) from None
-    bad = sorted({c for c in name if c in _LFN_FORBIDDEN or ord(c) < 0x20})
+    bad = sorted({c for c in name if c in _LFN_FORBIDDEN or ord(c) < 0x20}) if _LFN_BAD_RE.search(name) else None
     if bad:
         raise InputError(f"FAT names cannot contain {', '.join(repr(c) for c in bad)}", where=path)
     if name.endswith((".", " ")):
