@@ -382,6 +382,8 @@ source = "{small_src}"
 label = "ESP"
 """)
     run_fstool("build", spec, "-o", tmp_path / "disk.img", cwd=tmp_path, check=True)
+    v = tool("sgdisk", "-v", tmp_path / "disk.img")
+    assert "No problems found" in v.stdout and "Creating new GPT" not in v.stdout, v.stdout
     part = tmp_path / "part.img"
     with open(tmp_path / "disk.img", "rb") as f, open(part, "wb") as g:
         f.seek(MiB)

@@ -74,6 +74,11 @@ def make_rich_tree(root, *, devices=True, big=5_000_000) -> None:
     if devices:
         os.mknod(j("chr"), 0o620 | stat.S_IFCHR, os.makedev(4, 64))
         os.mknod(j("blk"), 0o660 | stat.S_IFBLK, os.makedev(259, 300000))
+    # user xattrs (the host filesystem under the tests, ext4 or tmpfs, keeps them)
+    os.setxattr(j("text.txt"), "user.comment", b"plain text")
+    os.setxattr(j("text.txt"), "user.mime_type", b"text/plain")
+    os.setxattr(j("dir"), "user.dir-note", "caf\u00e9".encode())
+    os.setxattr(j("dup-a"), "user.comment", b"plain text")
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
             p = os.path.join(dirpath, n)
