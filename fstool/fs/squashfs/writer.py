@@ -332,10 +332,20 @@ def _table_with_index(meta: MetaWriter, entries: bytes, pos: int) -> tuple[bytes
 
 
 def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
+    # the plan and the directory pass recurse once per level; a path of 4096 bytes can nest
+    # about 2000 deep, past Python's default limit
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 10000))
+    try:
+        return _write(tree, out, params)
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     cfg = _parse_options(params)
     bs = cfg["block_size"]
     codec = Codec(cfg["compression"], cfg["level"], bs)
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
 
     # -- plan: inode numbers in post-order ---------------------------------
     order: list[Node] = []
