@@ -91,9 +91,24 @@ class Codec:
         return out
 
 
-def codec_for_id(comp_id: int, block_size: int) -> Codec:
+class LzoReader:
+    """Reads mksquashfs's lzo images (pure-Python LZO1X decompression); fstool does not write lzo."""
+
+    name = "lzo"
+
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        from .lzo import LzoError, decompress
+        try:
+            return decompress(data, limit)
+        except LzoError as e:
+            raise ImageError(f"corrupt lzo block: {e}") from None
+
+
+def codec_for_id(comp_id: int, block_size: int):
     from .format import COMPRESSOR_NAMES
     name = COMPRESSOR_NAMES.get(comp_id)
+    if name == "lzo":
+        return LzoReader()
     if name not in DEFAULT_LEVELS:
         raise ImageError(f"compressor {name or comp_id} is not supported")
     return Codec(name, None, block_size)
