@@ -16,7 +16,7 @@ import time
 from . import __version__
 from .errors import FstoolError, ImageError, InputError, SpecError, UsageError
 from .image import Region, atomic_output
-from .progress import for_terminal
+from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
 
@@ -82,14 +82,11 @@ def cmd_create(args) -> int:
         fs.device_table = os.path.abspath(args.device_table)
     t0 = time.monotonic()
     tree = load_tree(fs)
-    progress = for_terminal(args.quiet)
-    params = make_params(fs, create_seed(fs, tree), size=fs.size, verbose=args.verbose, progress=progress)
-    try:
+    with terminal_progress(args.quiet) as progress:
+        params = make_params(fs, create_seed(fs, tree), size=fs.size, verbose=args.verbose,
+                             progress=progress)
         with atomic_output(args.output) as out:
             size = write_filesystem(fs, tree, out, params)
-    finally:
-        if progress is not None:
-            progress.clear()
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
                    f"in {time.monotonic() - t0:.2f}s")
@@ -111,12 +108,8 @@ def cmd_build(args) -> int:
 
 def _build(args, spec) -> int:
     t0 = time.monotonic()
-    progress = for_terminal(args.quiet)
-    try:
+    with terminal_progress(args.quiet) as progress:
         layout = _write_spec(args, spec, progress)
-    finally:
-        if progress is not None:
-            progress.clear()
     if args.layout_json:
         if layout is None:
             raise UsageError("--layout-json needs a disk spec ([image] with [[partitions]])")

@@ -180,48 +180,36 @@ class Region:
         self.close()
 
 
-def copy_sources(out: ImageFile, items, threads: int = 1, sparse: bool = True, report=None) -> None:
+def copy_sources(out: ImageFile, items, sparse: bool = True, report=None) -> None:
     """Copy many files' data into out: items are (FileSource, offset in out). Each data extent
     moves with copy_file_range; holes stay holes (or become written zeros when not sparse).
-    Files go to fixed offsets, so copying them on several threads (the copies release the GIL)
-    cannot change the result. report(done_bytes, total_bytes) is called after each file."""
+    One thread: page-cache copies on two threads contended (measured on 300 MB: 0.33 s
+    against 0.25 s). report(done_bytes, total_bytes) is called after each file."""
     items = [(src, off) for src, off in items if src is not None and src.size]
-
-    def one(item) -> None:
-        src, off = item
+    total = sum(src.size for src, _ in items)
+    done = 0
+    for src, off in items:
         segments = src.data_segments()
         pos = 0
         fd = os.open(src.path, os.O_RDONLY) if segments else -1
         try:
             for foff, length, soff in segments:
                 if foff > pos and not sparse:
-                    _zeros(out, off + pos, foff - pos)
+                    write_zeros(out, off + pos, foff - pos)
                 out.copy_from(fd, soff, length, off + foff)
                 pos = foff + length
         finally:
             if fd >= 0:
                 os.close(fd)
         if pos < src.size and not sparse:
-            _zeros(out, off + pos, src.size - pos)
-
-    total = sum(src.size for src, _ in items)
-    done = 0
-    if threads <= 1 or len(items) < 2:
-        for it in items:
-            one(it)
-            done += it[0].size
-            if report is not None:
-                report(done, total)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(threads) as pool:
-        for it, _ in zip(items, pool.map(one, items, chunksize=16)):
-            done += it[0].size
-            if report is not None:
-                report(done, total)
+            write_zeros(out, off + pos, src.size - pos)
+        done += src.size
+        if report is not None:
+            report(done, total)
 
 
-def _zeros(out: ImageFile, off: int, n: int) -> None:
+def write_zeros(out: ImageFile, off: int, n: int) -> None:
+    """Write n zero bytes at off (where a hole is not wanted), at most COPY_CHUNK at a time."""
     zero = bytes(min(n, COPY_CHUNK))
     while n > 0:
         k = min(n, len(zero))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from .sizes import format_size
 
@@ -40,3 +42,14 @@ def for_terminal(quiet: bool) -> Progress | None:
     if quiet or not sys.stderr.isatty():
         return None
     return Progress()
+
+
+@contextmanager
+def terminal_progress(quiet: bool) -> Iterator[Progress | None]:
+    """for_terminal(quiet), with its line cleared when the block ends, however it ends."""
+    progress = for_terminal(quiet)
+    try:
+        yield progress
+    finally:
+        if progress is not None:
+            progress.clear()

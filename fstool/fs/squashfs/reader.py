@@ -99,15 +99,7 @@ class SquashfsReader(Reader):
 
     def _read_meta(self, table: int, ref: int, n: int) -> bytes:
         """n bytes of a metadata stream starting at reference ref inside table."""
-        pos, off = table + (ref >> 16), ref & 0xFFFF
-        out = bytearray()
-        while len(out) < n:
-            block, nxt = self._meta_block(pos)
-            if off > len(block):
-                raise ImageError(f"metadata offset {off} beyond its block at {pos}", where=self.where)
-            out += block[off:off + n - len(out)]
-            pos, off = nxt, 0
-        return bytes(out)
+        return self._Stream(self, table, ref).read(n)
 
     class _Stream:
         """Sequential reads from a metadata stream (inodes of variable length)."""
@@ -119,6 +111,9 @@ class SquashfsReader(Reader):
             out = bytearray()
             while len(out) < n:
                 block, nxt = self.rd._meta_block(self.pos)
+                if self.off > len(block):
+                    raise ImageError(f"metadata offset {self.off} beyond its block at {self.pos}",
+                                     where=self.rd.where)
                 take = block[self.off:self.off + n - len(out)]
                 out += take
                 self.off += len(take)

@@ -365,9 +365,8 @@ def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     inode_count = len(order)
 
     # -- data ----------------------------------------------------------------
-    limit = params.size if params.size is not None else out.limit
-    if params.size is not None and out.limit is not None:
-        limit = min(params.size, out.limit)
+    limits = [x for x in (params.size, out.limit) if x is not None]
+    limit = min(limits) if limits else None
     opts_block = codec.options()
     start = SUPERBLOCK.size
     if opts_block is not None:
