@@ -1,63 +1,80 @@
-"""The format registry: filesystem type names to writer and reader modules.
+"""The format registry: every filesystem or archive format, found by type name.
 
-Each format package exposes `write(tree, out: ImageFile, params: FsParams) -> int`
-in `writer.py` and `probe(region) -> bool` / `open(region) -> Reader` in
-`reader.py`. Modules are imported lazily so a missing optional codec only
-matters for the format that needs it.
+Adding a format is adding its package under `fstool/fs/` (which defines one
+`FORMAT = Format(...)`, see `registry.py`) and one line to `FORMAT_PACKAGES`.
+Nothing else in the engine, the CLI or the Bazel rules names a format.
+Packages are imported when first asked for; their writers and readers only when used,
+so a missing optional codec only matters for the format that needs it.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 
 from ..errors import ImageError, SpecError
+from .registry import Capabilities, Format, Limits, check_tree  # noqa: F401  (the public shape)
 
-# type name (and aliases) -> (package, canonical type)
-FS_TYPES: dict[str, tuple[str, str]] = {
-    "ext2": ("fstool.fs.ext", "ext2"),
-    "ext3": ("fstool.fs.ext", "ext3"),
-    "ext4": ("fstool.fs.ext", "ext4"),
-    "squashfs": ("fstool.fs.squashfs", "squashfs"),
-    "vfat": ("fstool.fs.fat", "vfat"),
-    "fat": ("fstool.fs.fat", "vfat"),
-    "msdos": ("fstool.fs.fat", "vfat"),
-    "fat12": ("fstool.fs.fat", "fat12"),
-    "fat16": ("fstool.fs.fat", "fat16"),
-    "fat32": ("fstool.fs.fat", "fat32"),
-}
+FORMAT_PACKAGES: tuple[str, ...] = (
+    "fstool.fs.squashfs",
+    "fstool.fs.ext",
+    "fstool.fs.fat",
+)
 
-READER_ORDER = ("fstool.fs.squashfs", "fstool.fs.ext", "fstool.fs.fat")
+_formats: list[Format] | None = None
+_by_name: dict[str, tuple[Format, str]] = {}
+
+
+def formats() -> list[Format]:
+    """Every registered format, in probe order."""
+    global _formats
+    if _formats is None:
+        found = []
+        for pkg in FORMAT_PACKAGES:
+            fmt = importlib.import_module(pkg).FORMAT
+            found.append(fmt)
+            for t in fmt.types:
+                _by_name[t] = (fmt, t)
+            for alias, t in fmt.aliases.items():
+                _by_name[alias] = (fmt, t)
+        _formats = sorted(found, key=lambda f: f.probe_order)
+    return _formats
+
+
+def type_names() -> list[str]:
+    """Every accepted type name (canonical names and aliases), sorted."""
+    formats()
+    return sorted(_by_name)
+
+
+def lookup(name: str, where: str = "type") -> tuple[Format, str]:
+    """(the Format, the canonical type) for a type name or alias; SpecError naming the nearest."""
+    formats()
+    try:
+        return _by_name[name.lower()]
+    except KeyError:
+        near = difflib.get_close_matches(name.lower(), list(_by_name), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise SpecError(f"unknown filesystem type {name!r}{hint}; known: {', '.join(type_names())}",
+                        where=where) from None
 
 
 def canonical_type(name: str, where: str = "type") -> str:
-    try:
-        return FS_TYPES[name.lower()][1]
-    except KeyError:
-        raise SpecError(f"unknown filesystem type {name!r}; known: "
-                        f"{', '.join(sorted(FS_TYPES))}", where=where) from None
+    return lookup(name, where)[1]
+
+
+def format_for(fs_type: str, where: str = "type") -> Format:
+    return lookup(fs_type, where)[0]
 
 
 def writer_for(fs_type: str, where: str = "type"):
-    pkg, _ = FS_TYPES.get(fs_type.lower(), (None, None))
-    if pkg is None:
-        canonical_type(fs_type, where)
-    try:
-        return importlib.import_module(pkg + ".writer")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith(pkg):
-            raise SpecError(f"writing {fs_type} is not supported yet", where=where) from None
-        raise
+    return format_for(fs_type, where).writer_module(where)
 
 
 def open_reader(region):
-    """Probe region with each format reader; return an open Reader or raise ImageError."""
-    for pkg in READER_ORDER:
-        try:
-            mod = importlib.import_module(pkg + ".reader")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(pkg):
-                continue
-            raise
-        if mod.probe(region):
+    """Probe region with each format's reader; return an open Reader or raise ImageError."""
+    for fmt in formats():
+        mod = fmt.reader_module()
+        if mod is not None and mod.probe(region):
             return mod.open(region)
-    raise ImageError("no filesystem this tool can read was found (known: squashfs, ext2/3/4, FAT)",
-                     where=region.path)
+    known = ", ".join(f.name for f in formats() if f.reader)
+    raise ImageError(f"no filesystem this tool can read was found (known: {known})", where=region.path)

@@ -37,6 +37,7 @@ class FsParams:
     timestamp: int = 0
     seed: bytes = b"fstool"
     options: dict[str, Any] = field(default_factory=dict)
+    opts: Any = None  # the format's typed options (Format.parse_options), parsed when the spec is read
     threads: int = 0  # 0: FSTOOL_THREADS or the CPU count
     verbose: bool = False
     where: str = "filesystem"  # the spec table or CLI flag these came from, for messages

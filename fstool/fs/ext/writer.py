@@ -612,7 +612,7 @@ class _TooBig(Exception):
 class ExtWriter:
     def __init__(self, tree: Tree, out: ImageFile, params: FsParams):
         self.tree, self.out, self.params = tree, out, params
-        self.cfg = _parse_options(params)
+        self.cfg = params.opts if params.opts is not None else _parse_options(params)
         self.fs_seed = fs_csum_seed(self.cfg.uuid) if self.cfg.csum else 0
         self.ts = params.timestamp
 

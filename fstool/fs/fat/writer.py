@@ -667,7 +667,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     if params.uuid:
         raise SpecError("FAT has no UUID; its serial number is volume_id (e.g. \"1234-ABCD\")",
                         where=f"{params.where}.uuid")
-    opts = _read_options(params)
+    opts = params.opts if params.opts is not None else _read_options(params)
     label = _label_bytes(params)
     vid = _volume_id(params)
     if opts.follow_symlinks:

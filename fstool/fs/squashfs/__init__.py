@@ -1,0 +1,25 @@
+"""SquashFS 4.0: writer (`writer.py`), reader (`reader.py`), records (`format.py`), codecs (`codec.py`)."""
+from __future__ import annotations
+
+from ..registry import Capabilities, Format, Limits
+
+
+def _parse_options(params):
+    from .writer import _parse_options as parse
+    return parse(params)
+
+
+FORMAT = Format(
+    name="squashfs",
+    types=("squashfs",),
+    aliases={"sqfs": "squashfs", "squashfs4": "squashfs"},
+    caps=Capabilities(label=None, uuid=False, block_sizes=tuple(1 << i for i in range(12, 21))),
+    # the kernel refuses symlinks longer than a page ("Corrupted symlink")
+    limits=Limits(max_time=(1 << 32) - 1, max_symlink=4095, max_xattr_value=65536),
+    parse_options=_parse_options,
+    writer="fstool.fs.squashfs.writer",
+    reader="fstool.fs.squashfs.reader",
+    extensions=(".sqfs", ".squashfs"),
+    probe_order=10,
+    description="SquashFS 4.0 (compressed, read-only)",
+)

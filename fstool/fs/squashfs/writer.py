@@ -343,7 +343,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
 
 def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
-    cfg = _parse_options(params)
+    cfg = params.opts if params.opts is not None else _parse_options(params)
     bs = cfg["block_size"]
     codec = Codec(cfg["compression"], cfg["level"], bs)
 

@@ -1,0 +1,131 @@
+"""The `Format` object every filesystem package registers, and what it can store.
+
+A format package `fstool/fs/<name>/` exposes exactly one `FORMAT = Format(...)`
+in its `__init__.py` (which must import nothing heavy); `fstool.fs.FORMAT_PACKAGES`
+lists the packages, one line each. The CLI, the spec parser, the disk assembler
+and the Bazel rules only ask the registry (`fstool.fs.lookup`, `fstool.fs.formats`).
+
+Invariant: a `Format` is pure data plus three entry points.
+- `parse_options(params) -> typed options` runs when the spec is read (before any
+  input is loaded or byte written), so every option error of every partition comes
+  first; its result travels to the writer as `params.opts`.
+- `writer` names a module with `write(tree, out: ImageFile, params: FsParams) -> int`
+  (the image size in bytes; `params.size is None` means "the smallest that holds it").
+- `reader` names a module with `probe(region) -> bool` and `open(region) -> Reader`.
+`Capabilities` and `Limits` say what the format stores; `check_tree` refuses, with
+the path and value named, anything outside them, so no writer ever wraps or clamps.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import CapacityError, SpecError
+
+U32 = (1 << 32) - 1
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a format can store. A spec asking for something it cannot is an error."""
+
+    label: int | None = None  # longest label in bytes; None: the format has no label
+    uuid: bool = False  # a filesystem UUID (`uuid` key)
+    volume_id: bool = False  # a 32-bit volume serial (`volume_id` key, FAT-style)
+    journal: bool = False
+    owners: bool = True  # uid/gid
+    times: bool = True  # per-entry mtimes
+    symlinks: bool = True
+    hardlinks: bool = True
+    devices: bool = True  # character and block devices
+    fifos: bool = True
+    sockets: bool = True
+    xattrs: bool = True
+    block_sizes: tuple[int, ...] | None = None  # None: `block_size` is not a key of this format
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The value ranges a format stores exactly (checked on every tree before writing)."""
+
+    max_id: int = U32  # uid and gid
+    min_time: int = 0  # mtime range, seconds since the epoch
+    max_time: int = U32
+    max_major: int = (1 << 12) - 1
+    max_minor: int = (1 << 20) - 1
+    max_symlink: int = 4095  # bytes of a symlink target
+    max_xattr_value: int = 65536
+    max_file_size: int = (1 << 63) - 1
+    max_name: int = 255
+
+
+@dataclass(frozen=True)
+class Format:
+    """One registered filesystem (or archive) format."""
+
+    name: str  # the family name ("ext", "squashfs", "fat")
+    types: tuple[str, ...]  # canonical type names this format writes ("ext2", "ext3", "ext4")
+    aliases: dict[str, str] = field(default_factory=dict)  # other accepted names -> canonical type
+    caps: Capabilities = field(default_factory=Capabilities)
+    limits: Limits = field(default_factory=Limits)
+    parse_options: Callable[[Any], Any] | None = None  # (FsParams) -> typed options
+    writer: str | None = None  # module path, imported lazily
+    reader: str | None = None  # module path, imported lazily
+    extensions: tuple[str, ...] = ()  # output file name endings that imply this format
+    probe_order: int = 50  # lower probes first (formats with a strong magic first)
+    description: str = ""
+
+    def writer_module(self, where: str = "type"):
+        if self.writer is None:
+            raise SpecError(f"writing {self.name} is not supported", where=where)
+        return importlib.import_module(self.writer)
+
+    def reader_module(self):
+        if self.reader is None:
+            return None
+        return importlib.import_module(self.reader)
+
+
+def check_tree(fmt: Format, tree, where: str) -> None:
+    """Refuse values the format cannot store exactly, naming the path and the value.
+
+    Kinds the format cannot store at all (FAT and devices, say) are the writer's
+    business, since some formats drop them with a warning; this checks ranges.
+    """
+    from ..tree import Kind, encode_name
+
+    lim = fmt.limits
+    caps = fmt.caps
+    for path, node in tree.walk():
+        if caps.owners:
+            for what, v in (("uid", node.uid), ("gid", node.gid)):
+                if not 0 <= v <= lim.max_id:
+                    raise CapacityError(f"{what} {v} does not fit in {fmt.name} (at most {lim.max_id})",
+                                        where=f"{where}: {path}")
+        if caps.times and not lim.min_time <= node.mtime <= lim.max_time:
+            raise CapacityError(f"mtime {node.mtime} is outside what {fmt.name} stores "
+                                f"({lim.min_time} to {lim.max_time})", where=f"{where}: {path}")
+        if node.kind in (Kind.CHR, Kind.BLK) and caps.devices:
+            major, minor = node.rdev
+            if not (0 <= major <= lim.max_major and 0 <= minor <= lim.max_minor):
+                raise CapacityError(f"device {major},{minor} does not fit in {fmt.name} (major at most "
+                                    f"{lim.max_major}, minor at most {lim.max_minor})",
+                                    where=f"{where}: {path}")
+        elif node.kind is Kind.SYMLINK and caps.symlinks:
+            n = len(encode_name(node.target or ""))
+            if n > lim.max_symlink:
+                raise CapacityError(f"symlink target is {n} bytes; {fmt.name} stores at most "
+                                    f"{lim.max_symlink}", where=f"{where}: {path}")
+        elif node.kind is Kind.FILE and node.size > lim.max_file_size:
+            raise CapacityError(f"file is {node.size} bytes; {fmt.name} stores at most "
+                                f"{lim.max_file_size}", where=f"{where}: {path}")
+        if caps.xattrs:
+            for k, v in node.xattrs.items():
+                if len(v) > lim.max_xattr_value:
+                    raise CapacityError(f"xattr {k} is {len(v)} bytes; {fmt.name} stores at most "
+                                        f"{lim.max_xattr_value}", where=f"{where}: {path}")
+        last = path.rsplit("/", 1)[-1]
+        if last and len(encode_name(last)) > lim.max_name:
+            raise CapacityError(f"name is {len(encode_name(last))} bytes; {fmt.name} stores at most "
+                                f"{lim.max_name}", where=f"{where}: {path}")
