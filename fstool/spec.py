@@ -83,6 +83,7 @@ class FsSpec:
     overrides: list[dict[str, Any]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     where: str = "filesystem"
+    opts: Any = None  # the format's typed options, parsed with the spec (Format.parse_options)
 
 
 @dataclass
@@ -198,7 +199,7 @@ def parse_volume_id(v: Any, where: str) -> str:
     return f"{n:08x}"
 
 
-def parse_fs(table: Any, where: str, base_dir: str, *, in_partition: bool = False) -> FsSpec:
+def parse_fs(table: Any, where: str, base_dir: str) -> FsSpec:
     """Parse a [filesystem] table (or the equivalent from the CLI)."""
     if not isinstance(table, dict):
         raise SpecError("expected a table", where=where)
@@ -247,6 +248,8 @@ def parse_fs(table: Any, where: str, base_dir: str, *, in_partition: bool = Fals
             if k in o:
                 entry[k] = _int(o[k], f"{w}.{k}", 0, 0xFFFFFFFF if k != "mtime" else None)
         fs.overrides.append(entry)
+    from .build import parse_format_options
+    parse_format_options(fs)
     return fs
 
 
@@ -382,7 +385,7 @@ def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
         if "filesystem" in p and "image" in p:
             raise SpecError("give either a filesystem or a prebuilt image, not both", where=w)
         if "filesystem" in p:
-            ps.fs = parse_fs(p["filesystem"], f"{w}.filesystem", base_dir, in_partition=True)
+            ps.fs = parse_fs(p["filesystem"], f"{w}.filesystem", base_dir)
         if "image" in p:
             ps.image = os.path.normpath(os.path.join(base_dir, _str(p["image"], f"{w}.image")))
         if ps.fs is None and ps.image is None and ps.size is None:
@@ -440,5 +443,5 @@ def load_spec(path: str) -> Spec:
         else:
             raise SpecError("the spec needs a [filesystem] or an [image] table", where="spec")
     except SpecError as e:
-        raise SpecError(str(e), where=path) from None
+        raise e.within(path) from None
     return spec

@@ -171,10 +171,16 @@ def _parse_options(params: FsParams) -> Config:
             cfg.uuid = _uuid.UUID(params.uuid).bytes
         except ValueError:
             raise SpecError(f"invalid UUID {params.uuid!r}", where=f"{params.where}.uuid") from None
-    else:
-        cfg.uuid = derive_uuid(params.seed, "ext/uuid").bytes
-    cfg.hash_seed = derive_uuid(params.seed, "ext/hash_seed").bytes
+    # a derived UUID and the hash seed come from params.seed when writing (seed_identifiers):
+    # options are parsed with the spec, before the seed is known
     return cfg
+
+
+def seed_identifiers(cfg: Config, seed: bytes) -> Config:
+    """cfg with its derived identifiers filled in from the build's seed."""
+    import dataclasses
+    return dataclasses.replace(cfg, uuid=cfg.uuid or derive_uuid(seed, "ext/uuid").bytes,
+                               hash_seed=derive_uuid(seed, "ext/hash_seed").bytes)
 
 
 # -- inodes ----------------------------------------------------------------------------
@@ -612,7 +618,8 @@ class _TooBig(Exception):
 class ExtWriter:
     def __init__(self, tree: Tree, out: ImageFile, params: FsParams):
         self.tree, self.out, self.params = tree, out, params
-        self.cfg = params.opts if params.opts is not None else _parse_options(params)
+        self.cfg = seed_identifiers(params.opts if params.opts is not None else _parse_options(params),
+                                    params.seed)
         self.fs_seed = fs_csum_seed(self.cfg.uuid) if self.cfg.csum else 0
         self.ts = params.timestamp
 
