@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 
-from .errors import FstoolError, SpecError, warn
+from .errors import FstoolError, OutputError, SpecError, warn
 from .fs import check_tree, format_for
 from .fs.base import FsParams
 from .image import ImageFile
@@ -143,6 +143,33 @@ def create_seed(fs: FsSpec, tree: Tree) -> bytes:
     return hashlib.sha256(desc.encode() + tree_fingerprint(tree)).digest()
 
 
+def check_output_against_inputs(output: str, inputs: list[str], where: str) -> None:
+    """Refuse an output that is one of the inputs or lies inside a source directory: the
+    build would replace its input, or image its own previous output."""
+    out = os.path.realpath(output)
+    for src in inputs:
+        real = os.path.realpath(src)
+        if out == real:
+            raise OutputError(f"the output is also an input ({src}); nothing was written",
+                              where=output)
+        if os.path.isdir(real) and out.startswith(real.rstrip("/") + "/"):
+            raise OutputError(f"the output is inside the source directory {src}, so a rebuild "
+                              "would image it; write it elsewhere", where=output)
+
+
+def spec_inputs(spec: Spec) -> list[str]:
+    """Every host path a spec reads: sources, device tables, prebuilt partition images."""
+    fss = [spec.fs] if spec.fs is not None else [p.fs for p in spec.disk.partitions if p.fs]
+    paths = [spec.path]
+    for fs in fss:
+        paths += fs.sources
+        if fs.device_table:
+            paths.append(fs.device_table)
+    if spec.disk is not None:
+        paths += [p.image for p in spec.disk.partitions if p.image]
+    return paths
+
+
 def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
           verbose: bool = False, progress=None) -> dict | None:
     """Build what a spec describes (a filesystem or a disk) into output, atomically.
@@ -158,6 +185,7 @@ def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
     try:
         if layout_json and spec.disk is None:
             raise SpecError("--layout-json needs a disk spec ([image] with [[partitions]])")
+        check_output_against_inputs(output, spec_inputs(spec), spec.path)
         with atomic_output(output) as out:
             if spec.fs is not None:
                 build_filesystem(spec.fs, out, spec.seed, size=spec.fs.size, verbose=verbose,

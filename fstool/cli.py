@@ -10,12 +10,13 @@ import argparse
 import json
 import os
 import stat
+import struct
 import sys
 import time
 
 from . import __version__
 from .errors import FstoolError, ImageError, InputError, SpecError, UsageError, set_quiet
-from .image import Region, atomic_output
+from .image import Region, Terminated, atomic_output
 from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
@@ -50,7 +51,7 @@ def _log(args, msg: str) -> None:
 
 
 def cmd_create(args) -> int:
-    from .build import build_filesystem, parse_format_options
+    from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
     from .spec import FsSpec
     from .fs import canonical_type
@@ -81,6 +82,8 @@ def cmd_create(args) -> int:
     if args.device_table:
         fs.device_table = os.path.abspath(args.device_table)
     parse_format_options(fs)
+    check_output_against_inputs(args.output, fs.sources + ([fs.device_table] if fs.device_table else []),
+                                "-o")
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
         with atomic_output(args.output) as out:
@@ -158,6 +161,27 @@ def _open_fs(arg: str):
     return open_reader(region)
 
 
+# what a reader's parsing raises on records it did not expect; on an untrusted image that is
+# a malformed image, reported in one line naming it, never an internal error
+_MALFORMED = (struct.error, IndexError, KeyError, ValueError, UnicodeDecodeError, OverflowError,
+              RecursionError, ZeroDivisionError)
+
+
+def _reading(fn):
+    """Wrap a read verb so a malformed image is one clean line naming it."""
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except ImageError as e:
+            raise e.within(args.image) from None
+        except _MALFORMED as e:
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise ImageError(f"malformed image ({detail})", where=args.image) from None
+    run.__name__ = fn.__name__
+    return run
+
+
+@_reading
 def cmd_info(args) -> int:
     path, num = _split_target(args.image)
     out = sys.stdout
@@ -202,6 +226,7 @@ def _fmt_entry(e) -> str:
     return f"{mode}\t{e.uid}\t{e.gid}\t{size}\t{t}\t{name}"
 
 
+@_reading
 def cmd_ls(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/") if args.path else "/"
@@ -217,6 +242,7 @@ def cmd_ls(args) -> int:
     return 0
 
 
+@_reading
 def cmd_cat(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/")
@@ -294,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fstool: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:  # SIGTERM/SIGHUP (a CI timeout): the output was removed
+        print(f"fstool: terminated by signal {e.signum}; nothing was written", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         try:
             sys.stdout = None  # type: ignore[assignment]

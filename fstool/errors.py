@@ -55,6 +55,10 @@ class CapacityError(FstoolError):
     """The content does not fit where it was asked to go."""
 
 
+class OutputError(FstoolError):
+    """The output cannot be written (no space, no permission, a path that must not be replaced)."""
+
+
 class ImageError(FstoolError):
     """An image being read is malformed or of an unknown format."""
 

@@ -184,13 +184,23 @@ class Reader:
         raise NotImplementedError
 
     def walk(self, path: str = "/") -> Iterator[REntry]:
-        """Pre-order walk below path (path itself first)."""
+        """Pre-order walk below path (path itself first).
+
+        A directory reached twice (no format has hardlinked directories) is a cycle in a
+        damaged or hostile image: refused, so `ls -R` ends instead of running forever.
+        """
+        from ..errors import ImageError
         top = self.stat(path)
         stack = [top]
+        seen_dirs: set[int] = set()
         while stack:
             e = stack.pop()
             yield e
             if e.kind is Kind.DIR:
+                if e.inode in seen_dirs:
+                    raise ImageError("directory cycle: this directory is also reached by "
+                                     "another path", where=e.path)
+                seen_dirs.add(e.inode)
                 stack.extend(reversed(self.listdir(e.path)))
 
     def close(self) -> None:
