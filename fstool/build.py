@@ -49,7 +49,8 @@ def load_tree(fs: FsSpec) -> Tree:
     if fs.device_table:
         apply_device_table(tree, fs.device_table)
     apply_policy(tree, all_root=fs.all_root, mtime=fs.mtime, clamp=source_date_epoch(),
-                 overrides=fs.overrides)
+                 overrides=fs.overrides, file_contexts=fs.selinux_file_contexts,
+                 fs_config=fs.fs_config)
     tree.invalidate()
     return tree
 
@@ -97,6 +98,11 @@ def check_capabilities(fs: FsSpec) -> None:
         # the Rust fstool takes volume_id in every [filesystem] and uses it for FAT only
         hint = " (its identifier is uuid)" if caps.uuid else ""
         warn(f"ignored: {fs.type} has no volume serial{hint}", where=f"{fs.where}.volume_id")
+    declared = [k for k in ("selinux_file_contexts",) if getattr(fs, k)]
+    declared += [f"overrides ({o['path']})" for o in fs.overrides if o.get("xattrs")]
+    if declared and not caps.xattrs:
+        raise SpecError(f"{fs.type} stores no xattrs, so it cannot hold the security metadata "
+                        f"declared in {', '.join(declared)}", where=fs.where)
     if fs.block_size is not None and caps.block_sizes is None:
         raise SpecError(f"{fs.type} has no block size to choose", where=f"{fs.where}.block_size")
 
@@ -163,8 +169,7 @@ def spec_inputs(spec: Spec) -> list[str]:
     paths = [spec.path]
     for fs in fss:
         paths += fs.sources
-        if fs.device_table:
-            paths.append(fs.device_table)
+        paths += [p for p in (fs.device_table, fs.selinux_file_contexts, fs.fs_config) if p]
     if spec.disk is not None:
         paths += [p.image for p in spec.disk.partitions if p.image]
     return paths

@@ -129,6 +129,10 @@ def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
     for k, v in member.pax_headers.items():
         if k.startswith("SCHILY.xattr."):
             out[k[len("SCHILY.xattr."):]] = v.encode("utf-8", "surrogateescape")
+        elif k in ("SCHILY.acl.access", "SCHILY.acl.default") and v.strip():
+            from .security import acl_from_text
+            name = "system.posix_acl_" + k.rsplit(".", 1)[1]
+            out[name] = acl_from_text(v, f"{member.name}: {k}")
         elif k.startswith("LIBARCHIVE.xattr."):
             name = k[len("LIBARCHIVE.xattr."):]
             try:
