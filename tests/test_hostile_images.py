@@ -104,3 +104,60 @@ def test_seeded_mutations_never_hang_or_crash(tmp_path, images):
                         assert len(err.strip().splitlines()) == 1, (t, case, argv[0], err)
     finally:
         signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def fat_img(tmp_path):
+    src = tmp_path / "fsrc"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "deep").write_text("deep\n")
+    (src / "three").write_bytes(b"1" * 512 + b"2" * 512 + b"3" * 100)
+    (src / "a long file name.txt").write_text("long\n")
+    img = tmp_path / "f.img"
+    run_fstool("create", "-t", "fat16", src, "-o", img, "--size", "16MiB", "-O", "cluster_size=512",
+               check=True)
+    from fstool.fs.fat.reader import open as open_fat
+    from fstool.image import Region
+    r = open_fat(Region(str(img)))
+    return img, r
+
+
+def _patch(img, off, data):
+    with open(img, "r+b") as f:
+        f.seek(off)
+        f.write(data)
+
+
+def test_circular_fat_chain_is_refused_not_read(fat_img):
+    img, r = fat_img
+    _, e = r._lookup("/three")
+    c = e.cluster
+    fat_bytes = r.boot.fat_sectors * r.boot.sector_size
+    for copy in range(r.boot.fats):  # last cluster of /three points back to its first
+        _patch(img, r.fat_start + copy * fat_bytes + (c + 2) * 2, c.to_bytes(2, "little"))
+    p = run_fstool("cat", img, "/three")
+    assert_one_line_error(p, 1, "loops")
+    assert subprocess.run(["fsck.vfat", "-n", str(img)], capture_output=True).returncode != 0
+
+
+def test_fat_directory_pointing_at_its_parent_is_a_cycle(fat_img):
+    img, r = fat_img
+    _, a = r._lookup("/a")
+    data = bytearray(open(img, "rb").read())
+    off = r._cluster_off(a.cluster)
+    pos = data.index(b"B          ", off)  # b's short entry inside a's directory cluster
+    data[pos + 26:pos + 28] = a.cluster.to_bytes(2, "little")
+    open(img, "wb").write(bytes(data))
+    p = run_fstool("ls", "-R", img)
+    assert p.returncode == 1 and "directory cycle" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_lone_surrogate_in_a_long_name_is_listed(fat_img):
+    img, r = fat_img
+    data = bytearray(open(img, "rb").read())
+    pos = data.index("file".encode("utf-16-le"))
+    data[pos:pos + 2] = (0xD800).to_bytes(2, "little")
+    open(img, "wb").write(bytes(data))
+    p = run_fstool("ls", img, "/")
+    assert p.returncode == 0, p.stderr
+    assert "\ufffd" in p.stdout
