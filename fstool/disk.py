@@ -42,11 +42,32 @@ class Placed:
 
 
 def default_type(p: PartSpec) -> str:
+    """The partition type when the spec names none: msdata for FAT, linux otherwise. A
+    prebuilt image is probed, so a FAT image from elsewhere gets msdata too."""
     if p.type:
         return p.type
-    if p.fs is not None and p.fs.type in ("vfat", "fat12", "fat16", "fat32"):
-        return "msdata"
-    return "linux"
+    from .fs import format_for
+    if p.fs is not None:
+        family = format_for(p.fs.type).name
+    else:
+        family = _probe_family(p.image) if p.image else None
+    return "msdata" if family == "fat" else "linux"
+
+
+def _probe_family(path: str) -> str | None:
+    """The format family of a prebuilt image, or None when no reader recognises it."""
+    from .errors import FstoolError
+    from .fs import formats
+    from .image import Region
+    try:
+        with Region(path) as region:
+            for fmt in formats():
+                mod = fmt.reader_module()
+                if mod is not None and mod.probe(region):
+                    return fmt.name
+    except (FstoolError, OSError):
+        return None
+    return None
 
 
 def table_overhead(disk: DiskSpec) -> tuple[int, int]:

@@ -2,7 +2,9 @@
 
     {"version": 1,
      "relative_to": "manifest" | "cwd",          # where relative "source" paths start
-     "file_modes": "keep" | "exec_bit",          # exec_bit: 0755 if any x bit, else 0644
+     "file_modes": "keep" | "exec_bit" | "explicit",
+                         # exec_bit: 0755 if any x bit, else 0644; explicit: every file
+                         # entry says its mode and no mode is read from the host
      "entries": [
        {"kind": "dir", "path": "/etc", "mode": "0755"},
        {"kind": "file", "path": "/etc/motd", "source": "src/motd", "mode": 420, "uid": 0},
@@ -11,12 +13,24 @@
        {"kind": "chr", "path": "/dev/null", "major": 1, "minor": 3, "mode": "0666"},
        {"kind": "blk" | "fifo" | "sock", ...},
        {"kind": "tree", "path": "/opt/app", "source": "out/app_dir"},    # a host directory
-       {"kind": "tar", "path": "/", "source": "base.tar.zst"}]}          # a tar, unpacked
+       {"kind": "tar", "path": "/", "source": "base.tar.zst"},           # a tar, unpacked
+       {"kind": "staged", "path": "/opt/a/x", "source": "out/a/x", "mode": "0644"},
+       {"kind": "subdirs", "path": "/opt/a", "source": "out/a"}]}
+
+"staged" is one file of a directory built by Bazel (a tree artifact), as Bazel lists
+it: a sandbox stages each such file as a symlink to an absolute path, so a source
+that is a symlink to an absolute path which is itself a symlink is that inner
+symlink; a relative symlink is kept; anything else is a file with the entry's mode.
+"subdirs" creates every directory found below source (0755): the empty ones Bazel
+lists no file of, where the action can see them.
 
 A bare list is read as the entries. Files keep the source's mode unless the
 entry sets one, or, with "file_modes": "exec_bit", get 0755 or 0644 by their
-executable bit alone, so a checkout's umask cannot change the image (what the
-Bazel rules use); symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
+executable bit alone, so a checkout's umask cannot change the image. With
+"file_modes": "explicit" (what the Bazel rules write) a file entry without
+"mode" is an error and "tree" entries are refused: the host's mode bits are not
+part of Bazel's action key (a remote executor stages every input executable), so
+reading them would let a cache serve an image made from other modes. Symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
 apply as for any input). Every error names the manifest and the entry index.
 """
 from __future__ import annotations
@@ -82,11 +96,12 @@ def load_manifest(path: str) -> Tree:
         raise InputError(f"relative_to must be \"manifest\" or \"cwd\", got {rel!r}", where=path)
     base = os.path.dirname(os.path.abspath(path)) if rel == "manifest" else os.getcwd()
     modes = doc.get("file_modes", "keep")
-    if modes not in ("keep", "exec_bit"):
-        raise InputError(f"file_modes must be \"keep\" or \"exec_bit\", got {modes!r}", where=path)
+    if modes not in ("keep", "exec_bit", "explicit"):
+        raise InputError(f"file_modes must be \"keep\", \"exec_bit\" or \"explicit\", got {modes!r}",
+                         where=path)
     tree = Tree()
     for i, e in enumerate(doc["entries"]):
-        _add_entry(tree, e, base, f"{path}: entries[{i}]", modes == "exec_bit")
+        _add_entry(tree, e, base, f"{path}: entries[{i}]", modes)
     tree.invalidate()
     return tree
 
@@ -95,7 +110,9 @@ def _by_exec_bit(mode: int) -> int:
     return 0o755 if mode & 0o111 else 0o644
 
 
-def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = False) -> None:
+def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep") -> None:
+    exec_bit = modes == "exec_bit"
+    explicit = modes == "explicit"
     if not isinstance(e, dict):
         raise InputError("expected an object", where=where)
     unknown = set(e) - ENTRY_KEYS
@@ -114,6 +131,15 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = Fa
             raise InputError(f"a {kind_name} entry needs \"source\"", where=where)
         return os.path.join(base, s)
 
+    if kind_name == "tree" and explicit:
+        raise InputError("a \"tree\" entry reads modes from the host, which \"file_modes\": "
+                         "\"explicit\" forbids: list its files as \"staged\" entries", where=where)
+    if kind_name == "subdirs":
+        _add_subdirs(tree, dest, source(), e, where)
+        return
+    if kind_name == "staged":
+        _add_staged(tree, dest, source(), e, where)
+        return
     if kind_name == "tree" or kind_name == "tar":
         from . import graft, load_one
         sub = load_one(source())
@@ -136,7 +162,7 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = Fa
         return
     kind = KINDS.get(kind_name)  # type: ignore[arg-type]
     if kind is None:
-        raise InputError(f"unknown kind {kind_name!r} (one of {', '.join([*KINDS, 'hardlink', 'tree', 'tar'])})",
+        raise InputError(f"unknown kind {kind_name!r} (one of {', '.join([*KINDS, 'hardlink', 'tree', 'tar', 'staged', 'subdirs'])})",
                          where=where)
     node = Node(kind, mode=0o755 if kind is Kind.DIR else 0o644, origin=where)
     if kind is Kind.FILE:
@@ -148,6 +174,8 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = Fa
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"source {src} is not a regular file", where=where)
         node.source = FileSource(src if st.st_size else None, st.st_size)
+        if explicit and "mode" not in e:
+            raise InputError("a file entry needs \"mode\" (\"file_modes\": \"explicit\")", where=where)
         node.mode = _by_exec_bit(st.st_mode) if exec_bit else stat.S_IMODE(st.st_mode)
     elif kind is Kind.SYMLINK:
         t = e.get("target")
@@ -164,3 +192,54 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = Fa
     node.mtime = _int(e, "mtime", where, 0)
     node.xattrs = _xattrs(e, where)
     tree.add(dest, node, where=where)
+
+
+def _owner(node: Node, e: dict, where: str) -> None:
+    node.uid = _int(e, "uid", where, 0)
+    node.gid = _int(e, "gid", where, 0)
+    node.mtime = _int(e, "mtime", where, 0)
+
+
+def _add_staged(tree: Tree, dest: str, src: str, e: dict, where: str) -> None:
+    """One file of a Bazel directory output (see the module docstring)."""
+    if "mode" not in e:
+        raise InputError("a staged entry needs \"mode\"", where=where)
+    try:
+        st = os.lstat(src)
+        link = None
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(src)
+            if not os.path.isabs(target):
+                link = target
+            elif os.path.islink(target):  # a sandbox's link to the real (inner) symlink
+                link = os.readlink(target)
+            if link is None:
+                st = os.stat(src)
+    except OSError as err:
+        raise InputError(err.strerror or str(err), where=f"{where}: {src}") from None
+    if link is not None:
+        node = Node(Kind.SYMLINK, mode=0o777, origin=where)
+        node.target = link
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"source {src} is not a regular file or a symlink", where=where)
+        node = Node(Kind.FILE, mode=_int(e, "mode", where, 0, octal=True) & 0o7777, origin=where)
+        node.source = FileSource(src if st.st_size else None, st.st_size)
+    _owner(node, e, where)
+    tree.add(dest, node, where=where)
+
+
+def _add_subdirs(tree: Tree, dest: str, src: str, e: dict, where: str) -> None:
+    """Every directory below src (src included) as a 0755 directory at dest."""
+    if not os.path.isdir(src):
+        raise InputError(f"source {src} is not a directory", where=where)
+    found = []
+    for top, dirs, _files in os.walk(src):
+        dirs.sort()
+        rel = os.path.relpath(top, src)
+        found.append(dest if rel == "." else join_path(split_path(dest + "/" + rel, where)))
+    for path in found:
+        if tree.lookup(path) is None:
+            node = Node(Kind.DIR, mode=0o755, origin=where)
+            _owner(node, e, where)
+            tree.add(path, node, where=where)
