@@ -131,9 +131,10 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep"
             raise InputError(f"a {kind_name} entry needs \"source\"", where=where)
         return os.path.join(base, s)
 
-    if kind_name == "tree" and explicit:
-        raise InputError("a \"tree\" entry reads modes from the host, which \"file_modes\": "
-                         "\"explicit\" forbids: list its files as \"staged\" entries", where=where)
+    if kind_name == "tree" and explicit and os.path.isdir(source()):
+        raise InputError("a \"tree\" entry of a host directory reads modes from the host, which "
+                         "\"file_modes\": \"explicit\" forbids: list its files as \"staged\" "
+                         "entries (or point it at a manifest)", where=where)
     if kind_name == "subdirs":
         _add_subdirs(tree, dest, source(), e, where)
         return
