@@ -5,7 +5,8 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
-	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c
+	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
+	bazel-skylib
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-cli test deps apt venv bench clean
@@ -19,7 +20,8 @@ venv: $(VENV)/.stamp
 
 $(VENV)/.stamp: pyproject.toml requirements_lock.txt
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements_lock.txt pytest==8.3.4 hypothesis==6.122.3 wheel==0.45.1
+	$(VPY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements_lock.txt
+	$(VPY) -m pip install -q --disable-pip-version-check pytest==8.3.4 hypothesis==6.122.3 wheel==0.45.1
 	$(VPY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
