@@ -8,8 +8,10 @@ APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs tim
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
 	bazel-skylib
 PYTEST_ARGS ?=
+# BuildGrid (a Remote Execution API server) for the remote execution test, in a venv of its own.
+BG_VENV := .venv-buildgrid
 
-.PHONY: demo demo-cli test deps apt venv bench clean
+.PHONY: demo demo-cli test deps apt venv buildgrid bench clean
 
 deps: apt venv
 
@@ -25,17 +27,24 @@ $(VENV)/.stamp: pyproject.toml requirements_lock.txt
 	$(VPY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+buildgrid: $(BG_VENV)/.stamp
+
+$(BG_VENV)/.stamp: tests/buildgrid_requirements.txt
+	$(PY) -m venv $(BG_VENV)
+	$(BG_VENV)/bin/python -m pip install -q --disable-pip-version-check -r tests/buildgrid_requirements.txt
+	touch $@
+
 demo: deps
 	@scripts/bazel-demo.sh $(VPY)
 
 demo-cli: deps
 	@scripts/demo.sh $(VPY)
 
-test: deps
+test: deps buildgrid
 	$(VPY) -m pytest -q -ra $(PYTEST_ARGS) tests
 
 bench: deps
 	$(VPY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build bench/out
+	rm -rf $(VENV) $(BG_VENV) build bench/out

@@ -5,6 +5,8 @@ and each world gets an output base of its own under one shared --output_user_roo
 Bazel's install base is unpacked once). Caching goes through an HTTP remote cache
 (tests/http_cache_server.py, one per module, on 127.0.0.1). Which spawns ran is read
 from Bazel's --execution_log_json_file, where a cache hit is a spawn with remoteCacheHit.
+Remote execution runs against BuildGrid (its own venv, `make buildgrid`) with the host
+worker tests/rex_worker.py.
 
 The examples' root filesystem is ext4: test_examples_disk needs the ext4 writer
 (fstool/fs/ext/writer.py). Everything else builds vfat and SquashFS images only
@@ -466,10 +468,14 @@ ROOTFS_FILES = ("etc/hostname", "etc/os-release", "usr/bin/hello", "usr/share/do
 
 # -- the examples (need the ext4 writer) --------------------------------------------------
 
-def test_examples_disk(worlds, tmp_path):
-    """scripts/bazel-demo.sh builds //images:rootfs and //images:disk; every partition
-    passes its fsck, and the files are those of the sources."""
-    ws = make_checkout(tmp_path / "checkout")
+EXAMPLE_IMAGES = ("images/disk.img", "images/rootfs.img", "images/esp.img", "images/data.img")
+
+
+@pytest.fixture(scope="module")
+def examples_build(worlds):
+    """scripts/bazel-demo.sh (what `make demo` runs) in a fresh checkout, then the disk
+    with its layout: (the world, {path: bytes} of the example images)."""
+    ws = make_checkout(worlds.root / "examples-checkout")
     bazel = worlds("examples", os.path.join(ws, "examples"))
     env = dict(os.environ, BAZEL_STARTUP_OPTIONS=" ".join(bazel.startup()[1:]))
     p = subprocess.run(["bash", os.path.join(ws, "scripts", "bazel-demo.sh"), sys.executable], env=env,
@@ -477,6 +483,13 @@ def test_examples_disk(worlds, tmp_path):
     assert p.returncode == 0, _tail(p.stdout + p.stderr)
     assert "GPT disk" in p.stdout and "name=root" in p.stdout, p.stdout
     bazel.ok("//images:disk", "--output_groups=+layout")
+    return bazel, {path: _read(bazel.bin(path)) for path in EXAMPLE_IMAGES}
+
+
+def test_examples_disk(examples_build, tmp_path):
+    """scripts/bazel-demo.sh builds //images:rootfs and //images:disk; every partition
+    passes its fsck, and the files are those of the sources."""
+    bazel, _images = examples_build
 
     disk = bazel.bin("images/disk.img")
     assert "No problems found" in _tool("sgdisk", "-v", disk)
@@ -517,6 +530,129 @@ def test_examples_disk(worlds, tmp_path):
         _read(os.path.join(EXAMPLES, "esp/loader/loader.conf")).decode()
     assert _cat(parts["data"], "/share/doc/demo/README") == \
         _read(os.path.join(EXAMPLES, "rootfs/usr/share/doc/demo/README"))
+
+
+# -- remote execution: BuildGrid and a host worker ----------------------------------------
+
+BUILDGRID_VENV = os.path.join(REPO, ".venv-buildgrid")
+
+BUILDGRID_CONFIG = """
+server:
+  - !channel
+    address: "127.0.0.1:{port}"
+    insecure-mode: true
+authorization:
+  method: none
+connections:
+  # An empty connection string: SQLite in a temporary file (BuildGrid 0.2.53).
+  - !sql-connection &sql
+    connection-string: ""
+storages:
+  - !disk-storage &cas
+    path: {cas}
+caches:
+  - !lru-action-cache &ac
+    storage: *cas
+    max-cached-refs: 10000
+    allow-updates: true
+    cache-failed-actions: false
+schedulers:
+  - !sql-scheduler &scheduler
+    sql: *sql
+    storage: *cas
+    action-cache: *ac
+instances:
+  - name: ""
+    services:
+      - !action-cache
+        cache: *ac
+      - !execution
+        scheduler: *scheduler
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
+      - !bots
+        scheduler: *scheduler
+"""
+
+
+def _buildgrid_python() -> str:
+    """BuildGrid's venv (`make buildgrid`, part of `make test`); made here if missing."""
+    py = os.path.join(BUILDGRID_VENV, "bin", "python")
+    if not os.path.exists(os.path.join(BUILDGRID_VENV, ".stamp")):
+        p = subprocess.run(["make", "-C", REPO, "buildgrid"], capture_output=True, text=True, timeout=1800)
+        assert p.returncode == 0, p.stdout + p.stderr
+    return py
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: str, seconds: float = 180) -> None:
+    import socket
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"BuildGrid exited:\n{_tail(_read(log).decode(errors='replace'))}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"BuildGrid did not listen on {port}:\n{_tail(_read(log).decode(errors='replace'))}")
+
+
+@pytest.fixture(scope="module")
+def buildgrid(worlds):
+    """A BuildGrid server (CAS, ActionCache, ByteStream, Execution, Bots) on 127.0.0.1 and
+    one host worker (tests/rex_worker.py): grpc://127.0.0.1:PORT."""
+    py = _buildgrid_python()
+    root = worlds.root / "buildgrid"
+    os.makedirs(root / "cas")
+    port = _free_port()
+    config = root / "bgd.yml"
+    config.write_text(BUILDGRID_CONFIG.format(port=port, cas=root / "cas"))
+    procs = []
+    try:
+        log = str(root / "bgd.log")
+        with open(log, "wb") as out:
+            server = subprocess.Popen([os.path.join(BUILDGRID_VENV, "bin", "bgd"), "server", "start", str(config)],
+                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(server)
+        _wait_for_port(port, server, log)
+        with open(root / "worker.log", "wb") as out:
+            procs.append(subprocess.Popen(
+                [py, os.path.join(REPO, "tests", "rex_worker.py"), "--server", f"127.0.0.1:{port}",
+                 "--workdir", str(root / "work")], stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        yield f"grpc://127.0.0.1:{port}", root
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_remote_execution_is_byte_identical(worlds, examples_build, buildgrid):
+    """The example disk built with every action on a remote executor (BuildGrid, and a
+    worker that stages every input executable as a remote executor may) is
+    byte-identical to the local build."""
+    local, images = examples_build
+    url, root = buildgrid
+    remote = worlds("remote-execution", local.workspace)
+    r = remote.build("//images:disk", f"--remote_executor={url}", "--spawn_strategy=remote",
+                     "--remote_local_fallback=false")
+    assert r.returncode == 0, _tail(r.output) + "\n-- worker:\n" + _tail(_read(str(root / "worker.log")).decode())
+    ran = {s["mnemonic"]: s.get("runner") for s in r.executed}
+    assert {"FsImage", "SquashfsImage", "DiskImage"} <= set(ran), ran
+    assert all(runner == "remote" for runner in ran.values()), ran
+    for path, data in images.items():
+        assert _read(remote.bin(path)) == data, path
 
 
 # -- vfat and SquashFS: validity, caching, reproducibility, incrementality -----------------
