@@ -293,7 +293,7 @@ def _add_target(ctx, content, target):
     # target 0755, every other file `mode`. The checkout's executable bit is not part of
     # Bazel's action key, so reading it would let a cache serve a stale image.
     executable = target[DefaultInfo].files_to_run.executable
-    for f in target.files.to_list():
+    for f in target[DefaultInfo].files.to_list():
         dest = _dest_path(ctx, f)
         _add_file(ctx, content, dest, f, "0755" if f == executable else ctx.attr.mode)
         if f == executable and ctx.attr.include_runfiles:

@@ -24,7 +24,7 @@ def _fstool_image_impl(ctx):
     spec = _stage(ctx, ctx.file.spec.basename, ctx.file.spec, "spec")
     staged = [spec]
     for target, name in ctx.attr.srcs.items():
-        files = target.files.to_list()
+        files = target[DefaultInfo].files.to_list()
         if len(files) != 1:
             attr_error(ctx, "srcs", "%s gives %d files; each key must give exactly one (the spec names it %r)" %
                                     (target.label, len(files), name))
