@@ -338,8 +338,17 @@ class Bazel:
         assert r.returncode == 0, _tail(r.output)
         return r
 
+    def out(self, path: str) -> str:
+        """path below this world's bazel-out (not the workspace's bazel-out symlink, which
+        points to whichever world built there last)."""
+        execroot = os.path.join(self.output_base, "execroot")
+        (name,) = [n for n in os.listdir(execroot) if n != "DO_NOT_BUILD_HERE"]
+        return os.path.join(execroot, name, "bazel-out", path)
+
     def bin(self, path: str) -> str:
-        return os.path.join(self.workspace, "bazel-bin", path)
+        import glob
+        (config,) = glob.glob(self.out("*-fastbuild"))
+        return os.path.join(config, "bin", path)
 
     def shutdown(self) -> None:
         if os.path.isdir(self.output_base):
@@ -638,6 +647,17 @@ def buildgrid(worlds):
                 proc.kill()
 
 
+REMOTE_FLAGS = ("--spawn_strategy=remote", "--remote_local_fallback=false")
+
+
+def _remote_build(world, url: str, root, *targets: str) -> Result:
+    r = world.build(*targets, f"--remote_executor={url}", *REMOTE_FLAGS)
+    assert r.returncode == 0, _tail(r.output) + "\n-- worker:\n" + _tail(_read(str(root / "worker.log")).decode())
+    runners = {s.get("runner") for s in r.executed}
+    assert runners == {"remote"}, runners
+    return r
+
+
 def test_remote_execution_is_byte_identical(worlds, examples_build, buildgrid):
     """The example disk built with every action on a remote executor (BuildGrid, and a
     worker that stages every input executable as a remote executor may) is
@@ -645,14 +665,22 @@ def test_remote_execution_is_byte_identical(worlds, examples_build, buildgrid):
     local, images = examples_build
     url, root = buildgrid
     remote = worlds("remote-execution", local.workspace)
-    r = remote.build("//images:disk", f"--remote_executor={url}", "--spawn_strategy=remote",
-                     "--remote_local_fallback=false")
-    assert r.returncode == 0, _tail(r.output) + "\n-- worker:\n" + _tail(_read(str(root / "worker.log")).decode())
-    ran = {s["mnemonic"]: s.get("runner") for s in r.executed}
-    assert {"FsImage", "SquashfsImage", "DiskImage"} <= set(ran), ran
-    assert all(runner == "remote" for runner in ran.values()), ran
+    r = _remote_build(remote, url, root, "//images:disk")
+    assert {"FsImage", "SquashfsImage", "DiskImage"} <= {s["mnemonic"] for s in r.executed}
     for path, data in images.items():
         assert _read(remote.bin(path)) == data, path
+
+
+def test_remote_execution_of_directories_and_rules_pkg(worlds, first_build, buildgrid):
+    """Directory outputs (with a relative symlink and an empty directory, which a remote
+    executor receives differently from a sandbox) and rules_pkg targets: the images
+    built remotely are those built locally."""
+    first, _cache, _r, outputs = first_build
+    url, root = buildgrid
+    remote = worlds("remote-execution-cachetest", first.workspace)
+    _remote_build(remote, url, root, "//cachetest:with_tree", "//cachetest:pkg")
+    for path in ("cachetest/with_tree.img", "cachetest/pkg.img"):
+        assert _read(remote.bin(path)) == outputs[path], path
 
 
 # -- vfat and SquashFS: validity, caching, reproducibility, incrementality -----------------
@@ -695,9 +723,11 @@ def test_cachetest_images_are_valid(first_build, tmp_path):
     # Bazel leaves every file of a directory r-xr-xr-x: they get `mode` (0644), not that.
     assert tree_entries["/opt/app/etc/app.conf"] == ("-rw-r--r--", "0", "0")
     assert tree_entries["/opt/app"][0] == "drwxr-xr-x"
-    # The directory's own relative symlink stays a symlink (the sandbox stages it as a
-    # link to a link).
-    assert tree_entries["/opt/app/etc/link.conf -> app.conf"][0] == "lrwxrwxrwx"
+    # Bazel's view of a directory: its relative symlink is the file it points to (as a
+    # remote executor would receive it), and its empty directory is not there.
+    assert tree_entries["/opt/app/etc/link.conf"] == ("-rw-r--r--", "0", "0")
+    assert _cat(with_tree, "/opt/app/etc/link.conf") == b"tree data\n"
+    assert "/opt/app/empty" not in tree_entries
     # Generated files: a rule's program is 0755, other files 0644, whatever Bazel left.
     assert tree_entries["/opt/tool"] == ("-rwxr-xr-x", "0", "0")
     assert tree_entries["/opt/notes.txt"] == ("-rw-r--r--", "0", "0")
@@ -932,7 +962,7 @@ def test_stamp_takes_the_time_from_the_workspace_status(first_build):
     bazel, _cache, _r, _outputs = first_build
     _write(os.path.join(bazel.workspace, "stamped", "BUILD.bazel"), STAMPED_BUILD)
     bazel.ok("//stamped:all", "--stamp")
-    with open(os.path.join(bazel.workspace, "bazel-out", "volatile-status.txt")) as f:
+    with open(bazel.out("volatile-status.txt")) as f:
         status = dict(line.rstrip("\n").split(" ", 1) for line in f if " " in line)
     when = datetime.datetime.fromtimestamp(int(status["BUILD_TIMESTAMP"]), datetime.timezone.utc)
     stamped = {when.strftime("%Y-%m-%d %H:%M:%S")}

@@ -2,7 +2,6 @@
 
 - manifests with `"file_modes": "explicit"`: modes come from the entries only, never from
   the host's mode bits (which are not part of Bazel's action key);
-- `staged` and `subdirs` entries: a directory output as a sandbox stages it;
 - `fstool build --mtime-from-status` (the rules' `stamp`);
 - the plain read/write path where `os.copy_file_range` or SEEK_DATA is missing (macOS);
 - a prebuilt FAT image on a disk gets the msdata type by probing.
@@ -56,38 +55,10 @@ def test_explicit_modes_refuse_a_file_without_mode_and_tree_entries(tmp_path, mo
     _write(str(tmp_path / "a"), "a")
     os.makedirs(tmp_path / "d")
     for entry, needle in (({"kind": "file", "path": "/a", "source": "a"}, "needs \"mode\""),
-                          ({"kind": "tree", "path": "/d", "source": "d"}, "\"staged\"")):
+                          ({"kind": "tree", "path": "/d", "source": "d"}, "list its files")):
         m = _manifest(tmp_path, [entry])
         p = run_fstool("create", "-t", "squashfs", m, "-o", str(tmp_path / "o.img"), cwd=str(tmp_path))
         assert_one_line_error(p, 1, "entries[0]", needle)
-
-
-def test_staged_entries_resolve_sandbox_links(tmp_path, monkeypatch):
-    """A sandbox stages each file of a directory output as a symlink to an absolute path;
-    an inner relative symlink of the output is then a link to a link."""
-    real = tmp_path / "execroot" / "out"
-    _write(str(real / "f"), "data", 0o555)
-    os.symlink("f", real / "link")
-    sandbox = tmp_path / "sandbox"
-    os.makedirs(sandbox / "out" / "empty")
-    for name in ("f", "link"):
-        os.symlink(str(real / name), sandbox / "out" / name)
-    os.symlink("../f", sandbox / "out" / "rel")  # a relative link seen directly (no sandbox)
-    monkeypatch.chdir(sandbox)
-    m = _manifest(tmp_path, [
-        {"kind": "subdirs", "path": "/opt/out", "source": "out"},
-        {"kind": "staged", "path": "/opt/out/f", "source": "out/f", "mode": "0640", "uid": 7},
-        {"kind": "staged", "path": "/opt/out/link", "source": "out/link", "mode": "0644"},
-        {"kind": "staged", "path": "/opt/out/rel", "source": "out/rel", "mode": "0644"},
-    ])
-    t = load_manifest(m)
-    f = t.lookup("/opt/out/f")
-    assert f.kind is Kind.FILE and f.mode == 0o640 and f.uid == 7 and f.size == 4
-    link = t.lookup("/opt/out/link")
-    assert link.kind is Kind.SYMLINK and link.target == "f"
-    assert t.lookup("/opt/out/rel").target == "../f"
-    empty = t.lookup("/opt/out/empty")
-    assert empty.kind is Kind.DIR and empty.mode == 0o755
 
 
 def _status(tmp_path, text: str) -> str:

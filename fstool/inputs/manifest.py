@@ -13,16 +13,7 @@
        {"kind": "chr", "path": "/dev/null", "major": 1, "minor": 3, "mode": "0666"},
        {"kind": "blk" | "fifo" | "sock", ...},
        {"kind": "tree", "path": "/opt/app", "source": "out/app_dir"},    # a host directory
-       {"kind": "tar", "path": "/", "source": "base.tar.zst"},           # a tar, unpacked
-       {"kind": "staged", "path": "/opt/a/x", "source": "out/a/x", "mode": "0644"},
-       {"kind": "subdirs", "path": "/opt/a", "source": "out/a"}]}
-
-"staged" is one file of a directory built by Bazel (a tree artifact), as Bazel lists
-it: a sandbox stages each such file as a symlink to an absolute path, so a source
-that is a symlink to an absolute path which is itself a symlink is that inner
-symlink; a relative symlink is kept; anything else is a file with the entry's mode.
-"subdirs" creates every directory found below source (0755): the empty ones Bazel
-lists no file of, where the action can see them.
+       {"kind": "tar", "path": "/", "source": "base.tar.zst"}]}          # a tar, unpacked
 
 A bare list is read as the entries. Files keep the source's mode unless the
 entry sets one, or, with "file_modes": "exec_bit", get 0755 or 0644 by their
@@ -133,14 +124,8 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep"
 
     if kind_name == "tree" and explicit and os.path.isdir(source()):
         raise InputError("a \"tree\" entry of a host directory reads modes from the host, which "
-                         "\"file_modes\": \"explicit\" forbids: list its files as \"staged\" "
-                         "entries (or point it at a manifest)", where=where)
-    if kind_name == "subdirs":
-        _add_subdirs(tree, dest, source(), e, where)
-        return
-    if kind_name == "staged":
-        _add_staged(tree, dest, source(), e, where)
-        return
+                         "\"file_modes\": \"explicit\" forbids: list its files (or point it at "
+                         "a manifest)", where=where)
     if kind_name == "tree" or kind_name == "tar":
         from . import graft, load_one
         sub = load_one(source())
@@ -163,7 +148,7 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep"
         return
     kind = KINDS.get(kind_name)  # type: ignore[arg-type]
     if kind is None:
-        raise InputError(f"unknown kind {kind_name!r} (one of {', '.join([*KINDS, 'hardlink', 'tree', 'tar', 'staged', 'subdirs'])})",
+        raise InputError(f"unknown kind {kind_name!r} (one of {', '.join([*KINDS, 'hardlink', 'tree', 'tar'])})",
                          where=where)
     node = Node(kind, mode=0o755 if kind is Kind.DIR else 0o644, origin=where)
     if kind is Kind.FILE:
@@ -194,53 +179,3 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep"
     node.xattrs = _xattrs(e, where)
     tree.add(dest, node, where=where)
 
-
-def _owner(node: Node, e: dict, where: str) -> None:
-    node.uid = _int(e, "uid", where, 0)
-    node.gid = _int(e, "gid", where, 0)
-    node.mtime = _int(e, "mtime", where, 0)
-
-
-def _add_staged(tree: Tree, dest: str, src: str, e: dict, where: str) -> None:
-    """One file of a Bazel directory output (see the module docstring)."""
-    if "mode" not in e:
-        raise InputError("a staged entry needs \"mode\"", where=where)
-    try:
-        st = os.lstat(src)
-        link = None
-        if stat.S_ISLNK(st.st_mode):
-            target = os.readlink(src)
-            if not os.path.isabs(target):
-                link = target
-            elif os.path.islink(target):  # a sandbox's link to the real (inner) symlink
-                link = os.readlink(target)
-            if link is None:
-                st = os.stat(src)
-    except OSError as err:
-        raise InputError(err.strerror or str(err), where=f"{where}: {src}") from None
-    if link is not None:
-        node = Node(Kind.SYMLINK, mode=0o777, origin=where)
-        node.target = link
-    else:
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"source {src} is not a regular file or a symlink", where=where)
-        node = Node(Kind.FILE, mode=_int(e, "mode", where, 0, octal=True) & 0o7777, origin=where)
-        node.source = FileSource(src if st.st_size else None, st.st_size)
-    _owner(node, e, where)
-    tree.add(dest, node, where=where)
-
-
-def _add_subdirs(tree: Tree, dest: str, src: str, e: dict, where: str) -> None:
-    """Every directory below src (src included) as a 0755 directory at dest."""
-    if not os.path.isdir(src):
-        raise InputError(f"source {src} is not a directory", where=where)
-    found = []
-    for top, dirs, _files in os.walk(src):
-        dirs.sort()
-        rel = os.path.relpath(top, src)
-        found.append(dest if rel == "." else join_path(split_path(dest + "/" + rel, where)))
-    for path in found:
-        if tree.lookup(path) is None:
-            node = Node(Kind.DIR, mode=0o755, origin=where)
-            _owner(node, e, where)
-            tree.add(path, node, where=where)

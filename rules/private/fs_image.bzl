@@ -165,29 +165,31 @@ def _dest_path(ctx, f):
                                             "repository root, \"dir\" at this package)")
     return normalize_image_path(ctx.attr.package_dir + "/" + rel)
 
-def _staged_entry(f):
+def _tree_file_entry(f):
     # map_each of a directory's expansion: the start of one manifest entry per file (the
-    # format string adds the mode and owner). A sandbox stages each file as a symlink.
+    # format string adds the mode and owner).
     return json.encode(f.tree_relative_path) + ", \"source\": " + json.encode(f.path)
 
 def _tree_manifest(ctx, directory, index, mode, uid, gid):
     """A manifest listing the files of a directory (tree artifact), written when it exists.
 
-    Bazel leaves every file of a directory output r-xr-xr-x (and a remote executor
-    stages it executable), so the files get `mode`, not what the disk says. A sandbox
-    stages each file as a symlink and shows no empty directory: `staged` entries read
-    through those links (keeping the directory's own relative symlinks), and `subdirs`
-    adds the directories the action sees.
+    The image holds what Bazel says the directory is, so that it is the same wherever the
+    action runs: the files Bazel lists (a sandbox stages each as a symlink, a remote
+    executor as a file; both are read through, so a relative symlink inside the directory
+    becomes the file it points to, as Bazel's own input tree has it), each with `mode`
+    (Bazel leaves every file of a directory output r-xr-xr-x, and a remote executor
+    stages inputs executable), and their parent directories at 0755. Empty directories
+    are not part of Bazel's view (neither the sandbox nor remote execution stages them).
     """
     out = ctx.actions.declare_file("%s.dir%d.manifest.json" % (ctx.label.name, index))
     args = ctx.actions.args()
     args.set_param_file_format("multiline")
     args.add('{"relative_to": "cwd", "file_modes": "explicit", "entries": [')
-    args.add(json.encode({"kind": "subdirs", "path": "/", "source": directory.path, "uid": uid, "gid": gid}))
+    args.add(json.encode({"kind": "dir", "path": "/", "mode": "0755", "uid": uid, "gid": gid}))
     args.add_all(
         [directory],
-        map_each = _staged_entry,
-        format_each = ',{"kind": "staged", "mode": "%s", "uid": %d, "gid": %d, "path": ' % (mode, uid, gid) +
+        map_each = _tree_file_entry,
+        format_each = ',{"kind": "file", "mode": "%s", "uid": %d, "gid": %d, "path": ' % (mode, uid, gid) +
                       "%s}",
         expand_directories = True,
     )
