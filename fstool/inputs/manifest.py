@@ -19,9 +19,10 @@ A bare list is read as the entries. Files keep the source's mode unless the
 entry sets one, or, with "file_modes": "exec_bit", get 0755 or 0644 by their
 executable bit alone, so a checkout's umask cannot change the image. With
 "file_modes": "explicit" (what the Bazel rules write) a file entry without
-"mode" is an error and "tree" entries are refused: the host's mode bits are not
-part of Bazel's action key (a remote executor stages every input executable), so
-reading them would let a cache serve an image made from other modes. Symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
+"mode" is an error and "tree" entries of host directories are refused: the host's
+mode bits are not part of Bazel's action key (a remote executor stages every input
+executable), so reading them would let a cache serve an image made from other modes.
+Symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
 apply as for any input). Every error names the manifest and the entry index.
 """
 from __future__ import annotations
