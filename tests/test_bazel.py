@@ -60,6 +60,7 @@ CHECKOUT_ITEMS = (".bazelrc", ".bazelignore", "BUILD.bazel", "MODULE.bazel", "WO
 CACHETEST_BUILD = '''
 load("@rules_fstool//rules:defs.bzl", "fs_image", "fstool_image", "fstool_toolchain", "gpt_disk", "mbr_disk", "partition", "squashfs_image")
 load("@rules_pkg//pkg:mappings.bzl", "pkg_attributes", "pkg_filegroup", "pkg_files", "pkg_mkdirs", "pkg_mklink")
+load("@rules_python//python:defs.bzl", "py_binary")
 load(":tree.bzl", "make_fake_fstool", "make_text", "make_tool", "make_tree")
 
 fs_image(
@@ -142,9 +143,15 @@ pkg_filegroup(
 
 make_tool(name = "runner", data = ":notes")
 
+py_binary(
+    name = "hello_py",
+    srcs = ["hello_py.py"],
+    data = ["fs.toml"],
+)
+
 squashfs_image(
     name = "pkg",
-    srcs = [":app_link", ":cache_dirs", ":etc_files", ":group", ":runner", ":tree_files"],
+    srcs = [":app_link", ":cache_dirs", ":etc_files", ":group", ":hello_py", ":runner", ":tree_files"],
     include_runfiles = True,
     mtime = 4102444800,
     package_dir = "/p",
@@ -222,6 +229,14 @@ def _text_impl(ctx):
 make_text = rule(implementation = _text_impl)
 ''',
     "devices.txt": "/dev/mydev c 640 0 0 10 200 - - -\n",
+    "hello_py.py": '''import os
+import sys
+
+# Found through the runfiles tree next to the launcher, as Bazel lays it out.
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "fs.toml")) as f:
+    sys.stdout.write("hello from runfiles: " + f.readline())
+''',
     "fs.toml": '''[filesystem]
 type = "squashfs"
 source = "layers/overlay.tar.gz"
@@ -743,7 +758,7 @@ def test_cachetest_images_are_valid(first_build, tmp_path):
     assert _read(parts2["data"])[:os.path.getsize(from_spec)] == _read(from_spec)
 
 
-def test_rules_pkg_runfiles_and_late_mtime(first_build):
+def test_rules_pkg_runfiles_and_late_mtime(first_build, tmp_path):
     """rules_pkg targets in srcs keep their destinations, modes, owners, directories and
     links; include_runfiles places an executable's runfiles; mtime past 2038."""
     bazel, _cache, _r, _outputs = first_build
@@ -766,6 +781,14 @@ def test_rules_pkg_runfiles_and_late_mtime(first_build):
     assert e["/p/runner"] == ("-rwxr-xr-x", "0", "0")
     assert e["/p/runner.runfiles/fstool_examples/cachetest/runner"] == ("-rwxr-xr-x", "0", "0")
     assert e["/p/runner.runfiles/fstool_examples/cachetest/notes.txt"] == ("-rw-r--r--", "0", "0")
+    # A py_binary with include_runfiles: its launcher runs from the extracted image.
+    assert e["/p/hello_py"][0] == "-rwxr-xr-x"
+    assert "/p/hello_py.runfiles/fstool_examples/cachetest/hello_py.py" in e
+    out = tmp_path / "extracted"
+    _tool("unsquashfs", "-q", "-n", "-d", str(out), img)
+    run = subprocess.run([str(out / "p" / "hello_py")], capture_output=True, text=True, env={})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "hello from runfiles: [filesystem]\n"
     # mtime = 4102444800: 2100-01-01, past 2038
     listing = run_fstool("ls", img, "/p/etc/app", check=True).stdout
     assert "2100-01-01 00:00:00" in listing, listing
