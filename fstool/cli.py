@@ -111,12 +111,39 @@ def cmd_formats(args) -> int:
     return 0
 
 
+def stamp_mtime(spec, status_file: str) -> None:
+    """Set the mtime of the spec's filesystems from BUILD_TIMESTAMP in a Bazel workspace
+    status file (`key value` lines), as pkg_tar's stamp does."""
+    try:
+        with open(status_file, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise InputError(e.strerror or str(e), where=status_file) from None
+    value = None
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        if key == "BUILD_TIMESTAMP":
+            value = rest.strip()
+    if value is None or not value.isdigit():
+        raise InputError(f"no BUILD_TIMESTAMP with a number of seconds (got {value!r})",
+                         where=status_file)
+    filesystems = [spec.fs] if spec.fs is not None else [p.fs for p in spec.disk.partitions]
+    for fs in filesystems:
+        if fs is not None:
+            fs.mtime = int(value)
+    return 0
+
+
 def cmd_build(args) -> int:
     from .build import build
+    from .spec import load_spec
 
+    spec = load_spec(args.spec)
+    if args.mtime_from_status:
+        stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
-        build(args.spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+        build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
               progress=progress)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
@@ -269,6 +296,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
+    b.add_argument("--mtime-from-status", metavar="FILE",
+                   help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
+                        "(stamped builds)")
     b.set_defaults(func=cmd_build)
 
     fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")

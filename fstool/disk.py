@@ -43,11 +43,30 @@ class Placed:
 
 
 def default_type(p: PartSpec) -> str:
+    """The partition type when the spec names none: the format's own (msdata for FAT, linux
+    otherwise). A prebuilt image is probed, so a FAT image from elsewhere gets msdata too."""
     if p.type:
         return p.type
     if p.fs is not None:
         return format_for(p.fs.type).partition_type
-    return "linux"
+    fmt = _probe_format(p.image) if p.image else None
+    return fmt.partition_type if fmt is not None else "linux"
+
+
+def _probe_format(path: str):
+    """The registered format of a prebuilt image, or None when no reader recognises it."""
+    from .errors import FstoolError
+    from .fs import formats
+    from .image import Region
+    try:
+        with Region(path) as region:
+            for fmt in formats():
+                mod = fmt.reader_module()
+                if mod is not None and mod.probe(region):
+                    return fmt
+    except (FstoolError, OSError):
+        return None
+    return None
 
 
 def table_overhead(disk: DiskSpec) -> tuple[int, int]:

@@ -54,12 +54,17 @@ class ImageFile:
         done = 0
         while done < length:
             n = min(COPY_CHUNK, length - done)
-            try:
-                got = os.copy_file_range(src_fd, self.fd, n, src_off + done, self.base + off + done)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    raise OutputError(e.strerror, where=self.path) from None
-                got = 0
+            # Looked up on every call: os.copy_file_range is Linux-only (macOS and the BSDs
+            # lack it), and where it is missing or refused the bytes go through pread/pwrite.
+            cfr = getattr(os, "copy_file_range", None)
+            got = 0
+            if cfr is not None:
+                try:
+                    got = cfr(src_fd, self.fd, n, src_off + done, self.base + off + done)
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                        raise OutputError(e.strerror, where=self.path) from None
+                    got = 0
             if got <= 0:
                 data = os.pread(src_fd, n, src_off + done)
                 if not data:
@@ -92,7 +97,11 @@ def data_extents(fd: int, length: int) -> Iterator[tuple[int, int]]:
     while pos < length:
         try:
             start = os.lseek(fd, pos, SEEK_DATA)
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # no data after pos
+                return
+            # SEEK_DATA unsupported here (EINVAL): the rest is all data
+            yield pos, length - pos
             return
         if start >= length:
             return

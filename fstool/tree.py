@@ -18,6 +18,7 @@ Invariants kept here:
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import stat as _stat
 from dataclasses import dataclass, field
@@ -172,8 +173,10 @@ def _host_data_segments(path: str, size: int) -> list[tuple[int, int, int]]:
         while pos < size:
             try:
                 start = os.lseek(fd, pos, SEEK_DATA)
-            except OSError:  # ENXIO: no data after pos
-                break
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # SEEK_DATA unsupported (EINVAL): all data
+                    segs.append((pos, size - pos, pos))
+                break  # ENXIO: no data after pos
             if start >= size:
                 break
             try:
