@@ -1,0 +1,194 @@
+"""Output containers (qcow2, Android sparse, bmap) checked by their real tools:
+`qemu-img check/compare`, `simg2img`, `bmaptool copy`, and our readers against images
+the tools themselves made (`qemu-img convert`, `img2simg`)."""
+from __future__ import annotations
+
+import os
+import random
+import struct
+import subprocess
+import zlib
+
+import pytest
+
+from fstool.container import convert, open_region, plan_output
+from fstool.container.simg import crc32_zeros
+from fstool.errors import ImageError, SpecError
+from conftest import assert_one_line_error, run_fstool, same_file
+
+
+def make_raw(path, size=24 << 20, seed=1):
+    """A sparse raw image: random data, a repeated word, written zeros, data at the end."""
+    rnd = random.Random(seed)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, size)
+        os.pwrite(fd, rnd.randbytes(10000), 0)
+        os.pwrite(fd, b"\xab\xcd\xef\x01" * 4096 * 3, 1 << 20)
+        os.pwrite(fd, bytes(8192), 5 << 20)  # zeros that were written: data, not a hole
+        os.pwrite(fd, rnd.randbytes(70000), size - 70000 - 1000)
+        os.pwrite(fd, rnd.randbytes(3), size - 3)
+    finally:
+        os.close(fd)
+    return path
+
+
+def run(*cmd):
+    p = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
+    assert p.returncode == 0, f"{cmd}: {p.stdout}{p.stderr}"
+    return p.stdout + p.stderr
+
+
+@pytest.fixture
+def raw(tmp_path):
+    return make_raw(tmp_path / "raw.img")
+
+
+def test_qcow2_written_is_clean_and_equal(raw, tmp_path):
+    q = tmp_path / "d.qcow2"
+    assert convert(str(raw), str(q)).format == "qcow2"
+    out = run("qemu-img", "check", "-f", "qcow2", q)
+    assert "No errors were found" in out
+    assert "Images are identical" in run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, q)
+    info = run("qemu-img", "info", "--output=json", q)
+    assert '"compat": "1.1"' in info  # qcow2 version 3
+    assert os.path.getsize(q) < os.path.getsize(raw) // 10
+
+
+@pytest.mark.parametrize("args", [[], ["-c"]], ids=["plain", "compressed"])
+def test_qcow2_reader_reads_qemu_images(raw, tmp_path, args):
+    q = tmp_path / "qemu.qcow2"
+    run("qemu-img", "convert", *args, "-O", "qcow2", raw, q)
+    back = tmp_path / "back.img"
+    convert(str(q), str(back))
+    assert same_file(back, raw)
+
+
+def test_android_sparse_expands_to_raw(raw, tmp_path):
+    s = tmp_path / "d.simg"
+    assert convert(str(raw), str(s)).format == "android-sparse"
+    run("simg2img", s, tmp_path / "out.img")
+    assert same_file(tmp_path / "out.img", raw)
+    # DONT_CARE for holes and FILL for the repeated word: far smaller than the image
+    assert os.path.getsize(s) < 100_000
+
+
+def test_android_sparse_crc(raw, tmp_path):
+    s = tmp_path / "c.simg"
+    convert(str(raw), str(s), "android-sparse-crc")
+    run("simg2img", s, tmp_path / "out.img")
+    assert same_file(tmp_path / "out.img", raw)
+    data = open(raw, "rb").read()
+    blob = open(s, "rb").read()
+    crc = zlib.crc32(data)
+    assert struct.unpack_from("<I", blob, 24)[0] == crc  # header image_checksum
+    assert struct.unpack_from("<HHII", blob, len(blob) - 16) == (0xCAC4, 0, 0, 16)
+    assert struct.unpack_from("<I", blob, len(blob) - 4)[0] == crc
+
+
+def test_crc32_zeros_matches_zlib():
+    for crc in (0, 0x12345678):
+        for n in (0, 1, 7, 4096, 123457):
+            assert crc32_zeros(crc, n) == zlib.crc32(bytes(n), crc)
+
+
+def test_android_sparse_reader_reads_img2simg(raw, tmp_path):
+    s = tmp_path / "a.simg"
+    run("img2simg", raw, s)
+    back = tmp_path / "back.img"
+    convert(str(s), str(back))
+    assert same_file(back, raw)
+
+
+@pytest.mark.slow
+def test_android_sparse_over_4gib(tmp_path):
+    big = tmp_path / "big.img"
+    size = (4 << 30) + (64 << 20)
+    fd = os.open(big, os.O_RDWR | os.O_CREAT, 0o644)
+    os.ftruncate(fd, size)
+    os.pwrite(fd, b"head" * 1000, 0)
+    os.pwrite(fd, random.Random(3).randbytes(50000), (4 << 30) + 12345)  # past 4 GiB
+    os.close(fd)
+    s = tmp_path / "big.simg"
+    convert(str(big), str(s))
+    assert os.path.getsize(s) < 200_000
+    run("simg2img", s, tmp_path / "out.img")
+    run("cmp", big, tmp_path / "out.img")
+    # and the reader: the bytes past 4 GiB come back
+    r = open_region(str(s))
+    assert r.length == size
+    assert r.pread(50000, (4 << 30) + 12345) == random.Random(3).randbytes(50000)
+    r.close()
+
+
+def test_bmap_copy_reproduces_image(raw, tmp_path):
+    plan = convert(str(raw), str(tmp_path / "d.img.bmap"))
+    assert plan.image == str(tmp_path / "d.img") and plan.bmap == str(tmp_path / "d.img.bmap")
+    assert same_file(plan.image, raw)
+    text = open(plan.bmap).read()
+    assert '<bmap version="2.0">' in text
+    # the written zeros at 5 MiB are data (blocks 1280-1281): mapped, not skipped
+    assert "1280-1281" in text
+    # a target full of garbage: bmaptool must rewrite every mapped block, zeros included
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.write(b"\xff" * os.path.getsize(raw))
+    out = run("bmaptool", "copy", "--bmap", plan.bmap, plan.image, target)
+    assert "mapped" in out
+    # what bmaptool leaves unwritten is the holes: compare only mapped data
+    fd_raw, fd_t = os.open(raw, os.O_RDONLY), os.open(target, os.O_RDONLY)
+    try:
+        from fstool.container import block_ranges
+        for first, end in block_ranges(fd_raw, os.path.getsize(raw), 4096):
+            n = min(end * 4096, os.path.getsize(raw)) - first * 4096
+            assert os.pread(fd_raw, n, first * 4096) == os.pread(fd_t, n, first * 4096)
+    finally:
+        os.close(fd_raw), os.close(fd_t)
+    run("bmaptool", "copy", plan.image, tmp_path / "fresh.img")
+    assert same_file(tmp_path / "fresh.img", raw)
+
+
+def test_bmap_checksum_is_checked(raw, tmp_path):
+    plan = convert(str(raw), str(tmp_path / "d.img"), "bmap")
+    text = open(plan.bmap).read()
+    open(plan.bmap, "w").write(text.replace("<ImageSize>", "<ImageSize> ", 1))
+    p = subprocess.run(["bmaptool", "copy", plan.image, tmp_path / "x.img"], capture_output=True, text=True)
+    assert p.returncode != 0 and "checksum" in p.stderr.lower()
+
+
+def test_round_trip_between_containers(raw, tmp_path):
+    convert(str(raw), str(tmp_path / "a.simg"))
+    convert(str(tmp_path / "a.simg"), str(tmp_path / "b.qcow2"))
+    assert "No errors" in run("qemu-img", "check", tmp_path / "b.qcow2")
+    convert(str(tmp_path / "b.qcow2"), str(tmp_path / "c.simg"))
+    convert(str(tmp_path / "c.simg"), str(tmp_path / "d.img"))
+    assert same_file(tmp_path / "d.img", raw)
+
+
+def test_plan_by_extension_and_name():
+    assert plan_output("x.qcow2").format == "qcow2"
+    assert plan_output("x.simg").format == "android-sparse"
+    assert plan_output("x.img").format == "raw"
+    assert plan_output("x.img", "simg").format == "android-sparse"
+    with pytest.raises(SpecError, match="unknown output format 'vmdk'"):
+        plan_output("x.img", "vmdk")
+
+
+@pytest.mark.parametrize("kind", ["qcow2", "simg"])
+def test_malformed_containers_are_refused(raw, tmp_path, kind):
+    c = tmp_path / f"d.{kind}"
+    convert(str(raw), str(c))
+    data = bytearray(open(c, "rb").read())
+    if kind == "qcow2":
+        data[36:40] = struct.pack(">I", 0x7FFFFFFF)  # an L1 table far larger than the file
+    else:
+        data[20:24] = struct.pack("<I", 0xFFFFFFF0)  # chunk count past the file
+    bad = tmp_path / f"bad.{kind}"
+    open(bad, "wb").write(data)
+    with pytest.raises(ImageError):
+        open_region(str(bad))
+    # truncated in the middle of its payload
+    open(bad, "wb").write(open(c, "rb").read()[:5000])
+    with pytest.raises(ImageError):
+        r = open_region(str(bad))
+        r.pread(r.length, 0)
