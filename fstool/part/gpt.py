@@ -65,7 +65,8 @@ def protective_mbr(total_sectors: int, ss: int, hybrid: list[HybridEntry] | None
                    protect_end: int | None = None) -> bytes:
     """LBA 0. Without hybrid entries: one 0xEE partition covering the disk (clamped to 32 bits),
     as the UEFI spec requires. With them: the mirrored partitions in slots 1-3 and a 0xEE
-    entry covering only the GPT structures (LBA 1 to protect_end, inclusive) in the last slot."""
+    entry after them covering the GPT header and primary array (LBA 1 to protect_end), as
+    genimage writes it."""
     from .mbr import ENTRY as MBR_ENTRY, chs
     if not hybrid:
         size = min(total_sectors - 1, 0xFFFFFFFF)
@@ -143,7 +144,7 @@ def write_gpt(out, disk_size: int, ss: int, disk_guid: uuid.UUID, parts: list[Gp
     crc = zlib.crc32(array[:geo.n_entries * ENTRY.size])
     pad = bytes(ss - HEADER.size)
     backup_entries = last - es
-    out.pwrite(protective_mbr(total, ss, hybrid, first_usable - 1), 0)
+    out.pwrite(protective_mbr(total, ss, hybrid, geo.array_end - 1), 0)
     out.pwrite(_header(1, last, first_usable, last_usable, disk_guid, geo.entries_lba, crc,
                        geo.n_entries) + pad, ss)
     out.pwrite(bytes(array), geo.entries_lba * ss)
