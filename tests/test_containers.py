@@ -192,3 +192,82 @@ def test_malformed_containers_are_refused(raw, tmp_path, kind):
     with pytest.raises(ImageError):
         r = open_region(str(bad))
         r.pread(r.length, 0)
+
+
+# --- through the command line ---------------------------------------------------------------
+
+DISK = """
+[image]
+partition_table = "gpt"
+{extra}
+[[partitions]]
+name = "boot"
+type = "esp"
+size = "8MiB"
+[partitions.filesystem]
+type = "vfat"
+source = "root"
+
+[[partitions]]
+name = "root"
+type = "linux"
+[partitions.filesystem]
+type = "ext4"
+source = "root"
+"""
+
+
+@pytest.fixture
+def disk_dir(tmp_path):
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "root" / "etc" / "motd").write_text("hello from a container\n")
+    (tmp_path / "disk.toml").write_text(DISK.format(extra=""))
+    run_fstool("build", "disk.toml", "-o", "raw.img", cwd=tmp_path, check=True)
+    return tmp_path
+
+
+@pytest.mark.parametrize("out, args, fmt", [
+    ("d.qcow2", [], "qcow2"), ("d.simg", [], "android-sparse"), ("d.img", ["--format", "qcow2"], "qcow2"),
+    ("d.img", ["--format", "simg-crc"], "android-sparse")])
+def test_build_disk_into_container_and_read_it(disk_dir, out, args, fmt):
+    run_fstool("build", "disk.toml", "-o", out, *args, cwd=disk_dir, check=True)
+    img = disk_dir / out
+    if fmt == "qcow2":
+        assert "No errors" in run("qemu-img", "check", "-f", "qcow2", img)
+        assert "identical" in run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", disk_dir / "raw.img", img)
+    else:
+        run("simg2img", img, disk_dir / "x.img")
+        assert same_file(disk_dir / "x.img", disk_dir / "raw.img")
+    info = run_fstool("info", img, check=True).stdout
+    assert "GPT disk" in info and "partition 2: ext4" in info and "partition 1: vfat" in info
+    for n in (1, 2):
+        assert run_fstool("cat", f"{img}:{n}", "/etc/motd", check=True).stdout == "hello from a container\n"
+    assert "motd" in run_fstool("ls", "-R", f"{img}:2", check=True).stdout
+    assert not [f for f in os.listdir(disk_dir) if f.endswith((".tmp", ".raw"))]
+
+
+def test_image_format_key_and_bmap(disk_dir):
+    (disk_dir / "b.toml").write_text(DISK.format(extra='format = "bmap"'))
+    run_fstool("build", "b.toml", "-o", "b.img", cwd=disk_dir, check=True)
+    assert same_file(disk_dir / "b.img", disk_dir / "raw.img")
+    run("bmaptool", "copy", disk_dir / "b.img", disk_dir / "copy.img")
+    assert same_file(disk_dir / "copy.img", disk_dir / "raw.img")
+    # the partition tables and the filesystems' metadata are mapped
+    text = (disk_dir / "b.img.bmap").read_text()
+    assert "<Range" in text and '> 0' in text
+
+
+def test_create_and_convert_cli(disk_dir):
+    run_fstool("create", "-t", "squashfs", "root", "-o", "fs.simg", cwd=disk_dir, check=True)
+    assert run_fstool("cat", disk_dir / "fs.simg", "/etc/motd", check=True).stdout.startswith("hello")
+    run_fstool("convert", "raw.img", "c.qcow2", cwd=disk_dir, check=True)
+    run_fstool("convert", "c.qcow2", "c.simg", cwd=disk_dir, check=True)
+    run_fstool("convert", "c.simg", "back.img", cwd=disk_dir, check=True)
+    assert same_file(disk_dir / "back.img", disk_dir / "raw.img")
+    p = run_fstool("convert", "raw.img", "x.vmdk", "--format", "vmdk", cwd=disk_dir)
+    assert_one_line_error(p, 2, "unknown output format 'vmdk'")
+    p = run_fstool("convert", "missing.img", "x.qcow2", cwd=disk_dir)
+    assert_one_line_error(p, 1, "missing.img")
+    (disk_dir / "bad.qcow2").write_bytes(b"QFI\xfb" + bytes(200))
+    p = run_fstool("info", "bad.qcow2", cwd=disk_dir)
+    assert_one_line_error(p, 1, "bad.qcow2", "qcow2")

@@ -80,3 +80,108 @@ def test_same_content_same_salt_and_root(tmp_path):
     # systemd-repart's UUIDs: first and last 128 bits of the root hash
     r = roots[0]
     assert r.data_uuid.bytes == r.root_hash[:16] and r.hash_uuid.bytes == r.root_hash[16:]
+
+
+# --- a disk with a verity-protected root ----------------------------------------------------
+
+def _extract(img, offset, size, dest):
+    with open(img, "rb") as src, open(dest, "wb") as out:
+        src.seek(offset)
+        left = size
+        while left:
+            chunk = src.read(min(left, 1 << 20))
+            out.write(chunk)
+            left -= len(chunk)
+
+
+VERITY_DISK = """
+[image]
+partition_table = "gpt"
+
+[[partitions]]
+name = "root"
+type = "linux-root-x86-64"
+verity = "data"
+[partitions.filesystem]
+type = "{fs}"
+source = "rootfs"
+
+[[partitions]]
+name = "root-verity"
+type = "linux-root-verity-x86-64"
+verity = "hash"
+verity_data = "root"
+"""
+
+
+@pytest.mark.parametrize("fs", ["ext4", "squashfs"])
+def test_disk_with_verity_partitions(tmp_path, fs):
+    import json
+    from conftest import run_fstool
+    root = tmp_path / "rootfs" / "etc"
+    root.mkdir(parents=True)
+    (root / "os-release").write_text("ID=board\n")
+    (tmp_path / "disk.toml").write_text(VERITY_DISK.format(fs=fs))
+    run_fstool("build", "disk.toml", "-o", "disk.img", "--layout-json", "layout.json",
+               "--roothash", "root.roothash", cwd=tmp_path, check=True)
+    layout = json.loads((tmp_path / "layout.json").read_text())
+    data, hsh = layout["partitions"]
+    root_hash = data["verity"]["root_hash"]
+    assert hsh["verity"]["root_hash"] == root_hash
+    assert (tmp_path / "root.roothash").read_text().strip() == root_hash
+    # systemd-repart's convention: the partition UUIDs are the root hash's two halves
+    import uuid
+    assert data["uuid"] == str(uuid.UUID(root_hash[:32]))
+    assert hsh["uuid"] == str(uuid.UUID(root_hash[32:]))
+    sf = json.loads(subprocess.run(["sfdisk", "--json", str(tmp_path / "disk.img")], capture_output=True,
+                                   text=True, check=True).stdout)["partitiontable"]["partitions"]
+    assert [p["uuid"].lower() for p in sf] == [data["uuid"], hsh["uuid"]]
+    assert data["size"] % 4096 == 0 and hsh["size"] >= hash_size(data["size"])
+    _extract(tmp_path / "disk.img", data["offset"], data["size"], tmp_path / "data.img")
+    _extract(tmp_path / "disk.img", hsh["offset"], hsh["size"], tmp_path / "hash.img")
+    run("veritysetup", "verify", tmp_path / "data.img", tmp_path / "hash.img", root_hash)
+    # reproducible: a second build gives the same root hash
+    run_fstool("build", "disk.toml", "-o", "again.img", "--layout-json", "l2.json", cwd=tmp_path, check=True)
+    assert json.loads((tmp_path / "l2.json").read_text())["partitions"][0]["verity"]["root_hash"] == root_hash
+
+
+def test_disk_with_appended_verity(tmp_path):
+    import json
+    from conftest import run_fstool
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    (root / "hello").write_text("hi\n")
+    (tmp_path / "disk.toml").write_text("""
+[image]
+partition_table = "gpt"
+[[partitions]]
+name = "usr"
+type = "linux-usr-arm64"
+verity = "append"
+[partitions.filesystem]
+type = "squashfs"
+source = "rootfs"
+""")
+    run_fstool("build", "disk.toml", "-o", "disk.img", "--layout-json", "layout.json", cwd=tmp_path,
+               check=True)
+    part = json.loads((tmp_path / "layout.json").read_text())["partitions"][0]
+    v = part["verity"]
+    assert v["hash_offset"] % 4096 == 0 and v["hash_offset"] + v["hash_size"] <= part["size"]
+    _extract(tmp_path / "disk.img", part["offset"], part["size"], tmp_path / "usr.img")
+    run("veritysetup", "verify", tmp_path / "usr.img", tmp_path / "usr.img", v["root_hash"],
+        f"--hash-offset={v['hash_offset']}")
+    assert run_fstool("cat", f"{tmp_path / 'disk.img'}:1", "/hello").stdout == "hi\n"
+
+
+@pytest.mark.parametrize("parts, needle", [
+    ('[[partitions]]\nname = "h"\nverity = "hash"\n', "no verity = \"data\" partition"),
+    ('[[partitions]]\nname = "d"\nverity = "data"\nsize = "1MiB"\n', "no verity = \"hash\" partition"),
+    ('[[partitions]]\nname = "d"\nverity = "sideways"\nsize = "1MiB"\n', "sideways"),
+    ('[[partitions]]\nname = "d"\nverity = "data"\nsize = "1MiB"\n'
+     '[[partitions]]\nname = "h"\nverity = "hash"\nverity_data = "x"\n', "'x'"),
+])
+def test_verity_spec_errors(tmp_path, parts, needle):
+    from conftest import assert_one_line_error, run_fstool
+    (tmp_path / "disk.toml").write_text('[image]\nsize = "16MiB"\n' + parts)
+    p = run_fstool("build", "disk.toml", "-o", "d.img", cwd=tmp_path)
+    assert_one_line_error(p, 2, needle)
