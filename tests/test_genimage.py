@@ -202,12 +202,12 @@ def test_unsupported_genimage_keys(tmp_path, cfg, needles):
 
 def test_parser_values():
     root = parse('# c\nimage x { hdimage { align = 4K  /* inline */ } // end\n'
-                 ' partition "p 1" { holes = { "(1; 2)", "(3; 4)" } offset = 0x100 } }')
+                 ' partition "p 1" { holes = { "(1; 2)", "(3; 4)" } offset = 0x100 size = 1M } }')
     img = root.children[0]
     assert (img.kind, img.title) == ("image", "x")
     assert img.children[0].opts == {"align": "4K"}
     assert img.children[1].title == "p 1"
-    assert img.children[1].opts == {"holes": ["(1; 2)", "(3; 4)"], "offset": "0x100"}
+    assert img.children[1].opts == {"holes": ["(1; 2)", "(3; 4)"], "offset": "0x100", "size": "1M"}
     tr = translate(root, "g.cfg", rootpath=None, inputpath="in")
     part = tr.doc["partitions"][0]
     assert part["offset"] == 0x100 and tr.doc["image"]["alignment"] == 4096

@@ -175,9 +175,9 @@ source = "rootfs"
 
 @pytest.mark.parametrize("parts, needle", [
     ('[[partitions]]\nname = "h"\nverity = "hash"\n', "no verity = \"data\" partition"),
-    ('[[partitions]]\nname = "d"\nverity = "data"\nsize = "1MiB"\n', "no verity = \"hash\" partition"),
+    ('[[partitions]]\nname = "d"\nverity = "data"\nimage = "x.img"\n', "no verity = \"hash\" partition"),
     ('[[partitions]]\nname = "d"\nverity = "sideways"\nsize = "1MiB"\n', "sideways"),
-    ('[[partitions]]\nname = "d"\nverity = "data"\nsize = "1MiB"\n'
+    ('[[partitions]]\nname = "d"\nverity = "data"\nimage = "x.img"\n'
      '[[partitions]]\nname = "h"\nverity = "hash"\nverity_data = "x"\n', "'x'"),
 ])
 def test_verity_spec_errors(tmp_path, parts, needle):
