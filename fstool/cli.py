@@ -134,7 +134,7 @@ def _genimage(args, directory: str):
     from .genimage import load, write_manifests
     tr = load(args.spec if hasattr(args, "spec") else args.config,
               rootpath=os.path.abspath(args.rootpath) if args.rootpath else None,
-              inputpath=os.path.abspath(args.inputpath or "images"), image=args.image)
+              inputpath=os.path.abspath(args.inputpath or "input"), image=args.image)
     write_manifests(tr, directory)
     return tr
 
@@ -343,7 +343,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--roothash", metavar="FILE", help="write the dm-verity root hash (hex)")
     b.add_argument("--rootpath", metavar="DIR", help="genimage configs: the root filesystem tree")
     b.add_argument("--inputpath", metavar="DIR", help="genimage configs: where images and files are "
-                   "(default: images)")
+                   "(default: input, as genimage)")
     b.add_argument("--image", metavar="NAME", help="genimage configs: the image to build "
                    "(default: the one no other image uses)")
     b.set_defaults(func=cmd_build)
@@ -393,7 +393,7 @@ def make_parser() -> argparse.ArgumentParser:
     gi.add_argument("-o", "--output", metavar="SPEC", help="write here (and vfat file manifests "
                     "beside it) instead of stdout")
     gi.add_argument("--rootpath", metavar="DIR", help="the root filesystem tree")
-    gi.add_argument("--inputpath", metavar="DIR", help="where images and files are (default: images)")
+    gi.add_argument("--inputpath", metavar="DIR", help="where images and files are (default: input, as genimage)")
     gi.add_argument("--image", metavar="NAME", help="the image to translate")
     gi.set_defaults(func=cmd_import_genimage)
     return p

@@ -382,7 +382,11 @@ def write_table(spec: Spec, out: ImageFile, placed: list[Placed], total: int, ge
                  for p in placed]
         hybrid = [gpt.HybridEntry(p.offset // ss, p.size // ss, p.spec.mbr_type, p.spec.bootable)
                   for p in placed if p.spec.mbr_type is not None] if disk.hybrid else None
-        gpt.write_gpt(out, total, ss, disk_guid, parts, geometry, hybrid)
+        sig = 0
+        if disk.hybrid:  # the MBR side has a disk signature too, as genimage writes it
+            sig = disk.disk_signature if disk.disk_signature is not None else \
+                derive_u32(spec.seed, "disk-signature")
+        gpt.write_gpt(out, total, ss, disk_guid, parts, geometry, hybrid, sig)
     else:
         sig = disk.disk_signature if disk.disk_signature is not None else derive_u32(spec.seed, "disk-signature")
         parts = [mbr.MbrPartition(start_lba=p.offset // ss, sectors=p.size // ss, type_byte=p.type_id,

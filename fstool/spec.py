@@ -418,8 +418,8 @@ def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
         from .ids import parse_uuid
         disk.uuid = str(parse_uuid(img["uuid"], "image.uuid"))
     if "disk_signature" in img:
-        if table != "mbr":
-            raise SpecError("disk_signature is for partition_table = \"mbr\" (GPT has uuid)",
+        if table != "mbr" and not hybrid:
+            raise SpecError("disk_signature is for partition_table = \"mbr\" or \"hybrid\" (GPT has uuid)",
                             where="image.disk_signature")
         disk.disk_signature = int(parse_volume_id(img["disk_signature"], "image.disk_signature"), 16)
     if disk.size is not None and disk.size % disk.sector_size:

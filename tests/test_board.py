@@ -276,6 +276,7 @@ def test_hybrid_mbr(tmp_path):
 [image]
 size = "64MiB"
 partition_table = "hybrid"
+disk_signature = "0xcafef00d"
 
 [[partitions]]
 name = "boot"
@@ -305,6 +306,7 @@ size = "8MiB"
     assert entries[2][2] == 0xEE and entries[2][4] == 1 and entries[2][5] == 33  # header + array
     assert entries[3][2] == 0
     fd = subprocess.run(["fdisk", "-l", "-t", "dos", str(img)], capture_output=True, text=True)
+    assert "Disk identifier: 0xcafef00d" in fd.stdout
     assert fd.returncode == 0 and "W95 FAT32 (LBA)" in fd.stdout and " ee GPT" in fd.stdout
     gd = subprocess.run(["gdisk", "-l", str(img)], capture_output=True, text=True, input="")
     assert "hybrid" in gd.stdout.lower()

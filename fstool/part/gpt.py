@@ -62,7 +62,7 @@ class HybridEntry:
 
 
 def protective_mbr(total_sectors: int, ss: int, hybrid: list[HybridEntry] | None = None,
-                   protect_end: int | None = None) -> bytes:
+                   protect_end: int | None = None, signature: int = 0) -> bytes:
     """LBA 0. Without hybrid entries: one 0xEE partition covering the disk (clamped to 32 bits),
     as the UEFI spec requires. With them: the mirrored partitions in slots 1-3 and a 0xEE
     entry after them covering the GPT header and primary array (LBA 1 to protect_end), as
@@ -76,7 +76,8 @@ def protective_mbr(total_sectors: int, ss: int, hybrid: list[HybridEntry] | None
     entries = [MBR_ENTRY.pack(0x80 if h.bootable else 0, chs(h.start_lba), h.type_byte,
                               chs(h.start_lba + h.sectors - 1), h.start_lba, h.sectors) for h in hybrid]
     entries.append(MBR_ENTRY.pack(0, chs(1), 0xEE, chs(protect_end), 1, protect_end))
-    return (bytes(446) + b"".join(entries).ljust(64, b"\0") + b"\x55\xaa").ljust(ss, b"\0")
+    return (bytes(440) + struct.pack("<I", signature) + bytes(2) + b"".join(entries).ljust(64, b"\0")
+            + b"\x55\xaa").ljust(ss, b"\0")
 
 
 def _header(my_lba: int, alt_lba: int, first: int, last: int, disk_guid: uuid.UUID,
@@ -123,7 +124,8 @@ class GptGeometry:
 
 
 def write_gpt(out, disk_size: int, ss: int, disk_guid: uuid.UUID, parts: list[GptPartition],
-              geometry: GptGeometry | None = None, hybrid: list[HybridEntry] | None = None) -> None:
+              geometry: GptGeometry | None = None, hybrid: list[HybridEntry] | None = None,
+              signature: int = 0) -> None:
     """Write the protective (or hybrid) MBR, both headers and both entry arrays into out."""
     total = disk_size // ss
     geo = geometry or GptGeometry(total, ss)
@@ -144,7 +146,7 @@ def write_gpt(out, disk_size: int, ss: int, disk_guid: uuid.UUID, parts: list[Gp
     crc = zlib.crc32(array[:geo.n_entries * ENTRY.size])
     pad = bytes(ss - HEADER.size)
     backup_entries = last - es
-    out.pwrite(protective_mbr(total, ss, hybrid, geo.array_end - 1), 0)
+    out.pwrite(protective_mbr(total, ss, hybrid, geo.array_end - 1, signature), 0)
     out.pwrite(_header(1, last, first_usable, last_usable, disk_guid, geo.entries_lba, crc,
                        geo.n_entries) + pad, ss)
     out.pwrite(bytes(array), geo.entries_lba * ss)
