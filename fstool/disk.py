@@ -158,6 +158,12 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=No
         else:
             start = align_up(cursor + (ss if logical else 0), p.align or align)
         ptype = default_type(p)
+        if p.verity == "hash" and not p.type:  # linux-root-x86-64 -> linux-root-verity-x86-64
+            from .part.types import canonical_name
+            dtype = canonical_name(by_index[p.verity_pair].type)  # type: ignore[index]
+            for prefix in ("linux-root-", "linux-usr-"):
+                if dtype.startswith(prefix) and not dtype.startswith(prefix + "verity-"):
+                    ptype = prefix + "verity-" + dtype[len(prefix):]
         part_seed = hashlib.sha256(spec.seed + f"/partition/{p.index}".encode()).digest()
         if p.size == "remaining":
             assert limit_end is not None

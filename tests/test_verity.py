@@ -108,7 +108,6 @@ source = "rootfs"
 
 [[partitions]]
 name = "root-verity"
-type = "linux-root-verity-x86-64"
 verity = "hash"
 verity_data = "root"
 """
@@ -136,6 +135,8 @@ def test_disk_with_verity_partitions(tmp_path, fs):
     sf = json.loads(subprocess.run(["sfdisk", "--json", str(tmp_path / "disk.img")], capture_output=True,
                                    text=True, check=True).stdout)["partitiontable"]["partitions"]
     assert [p["uuid"].lower() for p in sf] == [data["uuid"], hsh["uuid"]]
+    # the hash partition's type follows its data partition's (Discoverable Partitions)
+    assert sf[1]["type"].upper() == "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"
     assert data["size"] % 4096 == 0 and hsh["size"] >= hash_size(data["size"])
     _extract(tmp_path / "disk.img", data["offset"], data["size"], tmp_path / "data.img")
     _extract(tmp_path / "disk.img", hsh["offset"], hsh["size"], tmp_path / "hash.img")

@@ -81,18 +81,21 @@ def block_ranges(fd: int, size: int, bs: int) -> Iterator[tuple[int, int]]:
         yield cur[0], cur[1]
 
 
+def _write_container(src_fd: int, size: int, fmt: str, out: ImageFile) -> None:
+    if fmt == "qcow2":
+        from . import qcow2
+        qcow2.write(src_fd, size, out)
+    else:
+        from . import simg
+        simg.write(src_fd, size, out, crc=fmt.endswith("crc"))
+
+
 def convert_raw(src_fd: int, size: int, plan: OutputPlan) -> None:
     """Write the raw image src_fd as plan's container (atomically)."""
-    if plan.format in ("qcow2", "android-sparse", "android-sparse-crc"):
-        with atomic_output(plan.image) as out:
-            if plan.format == "qcow2":
-                from . import qcow2
-                qcow2.write(src_fd, size, out)
-            else:
-                from . import simg
-                simg.write(src_fd, size, out, crc=plan.format.endswith("crc"))
-        return
     with atomic_output(plan.image) as out:
+        if plan.format in ("qcow2", "android-sparse", "android-sparse-crc"):
+            _write_container(src_fd, size, plan.format, out)
+            return
         for start, n in data_extents(src_fd, size):
             out.copy_from(src_fd, start, n, start)
         out.truncate(size)
@@ -110,28 +113,22 @@ def write_bmap(fd: int, size: int, dest: str) -> None:
 @contextmanager
 def container_output(plan: OutputPlan) -> Iterator[ImageFile]:
     """An ImageFile to write the raw image into; the container appears at plan.image on
-    success, and nothing (not even the temporary raw file) on failure."""
-    if plan.format in ("raw", "bmap"):
-        with atomic_output(plan.image) as out:
-            yield out
+    success, and nothing (not even the temporary raw file) on failure or SIGTERM."""
+    with atomic_output(plan.image) as final:
+        if plan.format in ("raw", "bmap"):
+            yield final
             if plan.bmap:
-                write_bmap(out.fd, os.fstat(out.fd).st_size, plan.bmap)
-        return
-    dest_dir = os.path.dirname(os.path.abspath(plan.image)) or "."
-    from ..errors import InputError
-    if not os.path.isdir(dest_dir):
-        raise InputError("output directory does not exist", where=dest_dir)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(plan.image) + ".", suffix=".raw",
-                               dir=dest_dir)
-    try:
-        yield ImageFile(fd, path=plan.image)
-        convert_raw(fd, os.fstat(fd).st_size, plan)
-    finally:
-        os.close(fd)
+                write_bmap(final.fd, os.fstat(final.fd).st_size, plan.bmap)
+            return
+        dest_dir = os.path.dirname(os.path.abspath(plan.image)) or "."
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(plan.image) + ".", suffix=".raw",
+                                   dir=dest_dir)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+            os.unlink(tmp)  # an anonymous file: nothing to clean up, whatever happens
+            yield ImageFile(fd, path=plan.image)
+            _write_container(fd, os.fstat(fd).st_size, plan.format, final)
+        finally:
+            os.close(fd)
 
 
 def detect(path: str) -> str:

@@ -177,6 +177,8 @@ class Qcow2Image:
             host = e & ((1 << x) - 1)
             sectors = ((e >> x) & ((1 << (self.cbits - 8)) - 1)) + 1
             end = min((host & ~511) + sectors * 512, self.flen)
+            if host >= end:
+                raise self._bad(f"compressed cluster {vc} at {host} is past the end of the file")
             comp = os.pread(self.fd, end - host, host)
             try:
                 data = zlib.decompressobj(-12).decompress(comp, self.cs)
