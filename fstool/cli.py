@@ -178,9 +178,13 @@ def cmd_import_genimage(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .container import convert
+    from .build import check_output_against_inputs
+    from .container import convert, plan_output
     if not os.path.exists(args.source):
         raise InputError("no such file", where=args.source)
+    plan = plan_output(args.dest, args.format)
+    for o in [plan.image] + ([plan.bmap] if plan.bmap else []):
+        check_output_against_inputs(o, [args.source], "convert")
     plan = convert(args.source, args.dest, args.format)
     if args.verbose:
         _log(args, f"fstool: wrote {plan.image} ({plan.format})"
