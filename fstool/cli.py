@@ -129,12 +129,18 @@ def cmd_build(args) -> int:
     return 0
 
 
-def _genimage(args, directory: str):
-    """The genimage config translated; vfat `files` manifests written into directory."""
+def _genimage(args, directory: str, relative: bool = False):
+    """The genimage config translated; vfat `files` manifests written into directory. Paths
+    are absolute, or (relative=True, for a spec written into directory) relative to it."""
     from .genimage import load, write_manifests
+
+    def where(p: str) -> str:
+        p = os.path.abspath(p)
+        return os.path.relpath(p, os.path.abspath(directory)) if relative else p
+
     tr = load(args.spec if hasattr(args, "spec") else args.config,
-              rootpath=os.path.abspath(args.rootpath) if args.rootpath else None,
-              inputpath=os.path.abspath(args.inputpath or "input"), image=args.image)
+              rootpath=where(args.rootpath) if args.rootpath else None,
+              inputpath=where(args.inputpath or "input"), image=args.image)
     write_manifests(tr, directory)
     return tr
 
@@ -165,7 +171,7 @@ def cmd_import_genimage(args) -> int:
     from .genimage import to_toml
     directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
     try:
-        tr = _genimage(args, directory)
+        tr = _genimage(args, directory, relative=True)
     except FstoolError as e:
         raise e.within(args.config) from None
     text = to_toml(tr.doc)

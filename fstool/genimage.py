@@ -464,15 +464,16 @@ def _filesystem(img: Section, kind: Section, images, path, rootpath, inputpath, 
 
 
 def write_manifests(tr: Translation, directory: str) -> None:
-    """Write the vfat `files` manifests into directory. Their sources (inputpath-relative as
-    given, so relative to the current directory) are rewritten relative to the manifest."""
+    """Write the vfat `files` manifests into directory. Their sources (absolute, or relative
+    to directory as the translated spec's paths are) are written relative to the manifest."""
     from .image import atomic_output
     for name, entries in tr.manifests.items():
         fixed = []
         for e in entries:
             e = dict(e)
             if "source" in e:
-                e["source"] = os.path.relpath(os.path.abspath(e["source"]), os.path.abspath(directory))
+                e["source"] = os.path.relpath(os.path.join(os.path.abspath(directory), e["source"]),
+                                              os.path.abspath(directory))
             fixed.append(e)
         doc = {"version": 1, "relative_to": "manifest", "entries": fixed}
         with atomic_output(os.path.join(directory, name)) as out:

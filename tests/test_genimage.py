@@ -217,3 +217,27 @@ def test_parser_values():
         translate(parse("image a { hdimage {} partition p { size = 1M } }\n"
                         "image b { hdimage {} partition p { size = 1M } }"), "g.cfg",
                   rootpath=None, inputpath="in")
+
+
+def test_import_to_stdout_and_flag_errors(tmp_path):
+    setup_dirs(tmp_path)
+    (tmp_path / "genimage.cfg").write_text(AMLOGIC_SPARSE)
+    p = run_fstool("import-genimage", "genimage.cfg", "--rootpath", "target", "--inputpath", "images",
+                   cwd=tmp_path, check=True)
+    import tomllib
+    doc = tomllib.loads(p.stdout)
+    assert doc["image"]["format"] == "android-sparse" and doc["image"]["disk_signature"] == "0x5452574f"
+    blob, root = doc["partitions"]
+    # paths relative to the spec (here the current directory), never absolute
+    assert blob == {"name": "bl1", "in_partition_table": False, "offset": 0,
+                    "holes": ["(440; 512)"], "image": "images/bl1.bin"}
+    assert root["filesystem"]["source"] == "target"
+    assert root["type"] == "0x83" and root["filesystem"]["options"] == {"compression": "xz"}
+    (tmp_path / "d.toml").write_text('[image]\n[[partitions]]\nsize = "1MiB"\n')
+    p = run_fstool("build", "d.toml", "-o", "d.img", "--rootpath", "target", cwd=tmp_path)
+    assert_one_line_error(p, 2, "--rootpath")
+    (tmp_path / "fs.cfg").write_text('image r.ext4 { ext4 {} size = 4M }')
+    p = run_fstool("build", "fs.cfg", "-o", "r.ext4", "--inputpath", "images", cwd=tmp_path)
+    assert_one_line_error(p, 2, "fs.cfg", "--rootpath")
+    run_fstool("build", "fs.cfg", "-o", "r.ext4", "--rootpath", "target", cwd=tmp_path, check=True)
+    assert run_fstool("cat", tmp_path / "r.ext4", "/etc/hostname", check=True).stdout == "buildroot\n"

@@ -146,7 +146,9 @@ def write_gpt(out, disk_size: int, ss: int, disk_guid: uuid.UUID, parts: list[Gp
     crc = zlib.crc32(array[:geo.n_entries * ENTRY.size])
     pad = bytes(ss - HEADER.size)
     backup_entries = last - es
-    out.pwrite(protective_mbr(total, ss, hybrid, geo.array_end - 1, signature), 0)
+    # only the MBR's own bytes (signature, entries, 0x55AA): the boot code area before them
+    # belongs to whatever is placed there (a blob at offset 0, a partition with a hole)
+    out.pwrite(protective_mbr(total, ss, hybrid, geo.array_end - 1, signature)[440:512], 440)
     out.pwrite(_header(1, last, first_usable, last_usable, disk_guid, geo.entries_lba, crc,
                        geo.n_entries) + pad, ss)
     out.pwrite(bytes(array), geo.entries_lba * ss)
