@@ -366,6 +366,12 @@ def _check_layout(disk: DiskSpec, placed: list[Placed], blobs: list[PlacedBlob],
                                 where=pl.spec.where)
     else:
         pieces.append(Piece("the MBR", 440, 512))
+        logical = placed[3:] if len(placed) > 4 else []
+        for a, b in zip(logical, logical[1:]):
+            if b.offset < a.offset:  # the EBR chain runs forward through the extended partition
+                raise SpecError(f"logical partition {b.spec.index + 1} (offset {b.offset}) lies before "
+                                f"logical partition {a.spec.index + 1} (offset {a.offset}); logical "
+                                f"partitions must be in disk order", where=b.spec.where)
         if len(placed) > 4:
             for pl in placed[3:]:
                 pieces.append(Piece(f"the EBR of partition {pl.spec.index + 1}", pl.offset - ss, pl.offset))

@@ -369,10 +369,9 @@ def _partition(sec: Section, table: str, images, path, rootpath, inputpath, tr: 
             if k in sec.opts and _bool(sec.opts[k], w(k)):
                 attrs.append(a)
         boot = "bootable" in sec.opts and _bool(sec.opts["bootable"], w("bootable"))
-        if table == "gpt":
-            if boot:
-                attrs.append("legacy-bios-bootable")
-        elif boot:
+        if boot and table in ("gpt", "hybrid"):  # genimage sets the GPT flag (bit 2) ...
+            attrs.append("legacy-bios-bootable")
+        if boot and (table == "mbr" or "mbr_type" in p):  # ... and the MBR flag where mirrored
             p["bootable"] = True
         if attrs:
             if table == "mbr":
