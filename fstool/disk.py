@@ -23,7 +23,6 @@ from .image import ImageFile
 from .sizes import format_size
 from .spec import BlobSpec, DiskSpec, PartSpec, Spec
 
-GPT_ENTRIES_BYTES = 128 * 128
 
 
 def align_up(n: int, a: int) -> int:

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import assert_one_line_error, run_fstool, same_file
+from conftest import assert_one_line_error, run_fstool
 from fstool.errors import SpecError
 from fstool.genimage import parse, to_toml, translate
 
