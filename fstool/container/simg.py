@@ -30,7 +30,7 @@ CHUNK = struct.Struct("<HHII")  # chunk_type, reserved, chunk_sz (blocks), total
 MAGIC = 0xED26FF3A
 RAW, FILL, DONT_CARE, CRC32 = 0xCAC1, 0xCAC2, 0xCAC3, 0xCAC4
 BLOCK = 4096
-MAX_RAW = 16 << 20  # bytes per RAW chunk (its total_sz is a u32; fastboot likes small ones)
+MAX_RAW = 4 << 20  # bytes per RAW chunk (its total_sz is a u32; fastboot likes small ones)
 READ = 1 << 20
 
 
@@ -155,13 +155,21 @@ def write(src_fd: int, size: int, out: ImageFile, *, crc: bool = False) -> int:
                 em.add(FILL, n, buf[:4])
             else:
                 view = memoryview(buf)
+                run = 0  # first block of the pending run of RAW blocks in buf
                 for i in range(n):
                     b = view[i * bs:(i + 1) * bs]
+                    # cheap test first: a fill block repeats its first word everywhere
+                    if b[:4] != b[4:8] or b[:4] != b[bs - 4:]:
+                        continue
                     word = bytes(b[:4])
-                    if b == word * (bs // 4):
-                        em.add(FILL, 1, word)
-                    else:
-                        em.add(RAW, 1, bytes(b))
+                    if b != word * (bs // 4):
+                        continue
+                    if i > run:
+                        em.add(RAW, i - run, buf[run * bs:i * bs])
+                    em.add(FILL, 1, word)
+                    run = i + 1
+                if run < n:
+                    em.add(RAW, n - run, buf[run * bs:])
             blk += n
         cur = end
     if cur < total:
