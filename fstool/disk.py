@@ -7,6 +7,13 @@ the output: a filesystem by its writer, a prebuilt image with copy_file_range
 skipping its holes. An auto-sized partition is written first and measured, so
 the next one's start is known only afterwards; nothing is ever moved. Space no
 partition writes stays a hole, so an 8 GiB disk holding 300 MB costs 300 MB.
+
+Board layouts: a piece with an `offset` starts exactly there; raw blobs (bootloaders,
+`in_partition_table = false`) are placed like partitions but written after the table,
+so a blob at offset 0 keeps its boot code while the MBR keeps bytes 440..512 (its
+declared hole). Before the table is written, every partition, blob and table structure
+is checked against every other (fstool.part.overlap). A dm-verity hash partition is
+computed from its data partition's bytes once those are written (fstool.verity).
 """
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ Layout on a disk of N logical blocks: protective MBR at LBA 0, primary header
 at LBA 1, the 128-entry array at LBA 2, the backup array just before the
 backup header at LBA N-1. GUIDs are stored in the mixed-endian form
 (`uuid.bytes_le`). Nothing here is random: the caller passes every GUID.
+`GptGeometry` moves the primary array (genimage's gpt-location), sets the entry
+count and the first usable LBA; a hybrid MBR replaces the protective one with up
+to 3 mirrored partitions and a 0xEE entry covering the GPT's own sectors.
 """
 from __future__ import annotations
 
