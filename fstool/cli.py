@@ -284,7 +284,9 @@ def cmd_info(args) -> int:
                     if rows.get("label"):
                         desc += f" label={rows['label']}"
                 except FstoolError as e:
-                    desc = f"unknown content ({e.message})"
+                    from .verity import describe_superblock
+                    desc = describe_superblock(region.sub(p.offset, p.size)) or \
+                        f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
             return 0
         from .fs import open_reader

@@ -142,3 +142,17 @@ def build(fd: int, off: int, size: int, out: ImageFile, hash_off: int, *,
                          data_blocks, len(salt), bytes(6), salt, bytes(168))
     out.pwrite(sb + bytes(BLOCK - len(sb)), hash_off)
     return info
+
+
+def describe_superblock(region) -> str | None:
+    """A one-line description of a verity hash device's superblock (for `fstool info`), or
+    None when region does not start with one."""
+    if region.length < SUPERBLOCK.size:
+        return None
+    raw = region.pread(SUPERBLOCK.size, 0)
+    if raw[:8] != SIGNATURE:
+        return None
+    (_, version, htype, uid, alg, dbs, hbs, blocks, salt_size, _, salt, _) = SUPERBLOCK.unpack(raw)
+    name = alg.split(b"\0", 1)[0].decode("ascii", "replace")
+    return (f"dm-verity hash tree (format {htype}, {name}, {blocks} data blocks of {dbs} bytes, "
+            f"uuid {uuid.UUID(bytes=uid)})")

@@ -141,6 +141,8 @@ def test_disk_with_verity_partitions(tmp_path, fs):
     _extract(tmp_path / "disk.img", data["offset"], data["size"], tmp_path / "data.img")
     _extract(tmp_path / "disk.img", hsh["offset"], hsh["size"], tmp_path / "hash.img")
     run("veritysetup", "verify", tmp_path / "data.img", tmp_path / "hash.img", root_hash)
+    info = run_fstool("info", tmp_path / "disk.img", check=True).stdout
+    assert f"partition 2: dm-verity hash tree (format 1, sha256, {data['size'] // 4096} data blocks" in info
     # reproducible: a second build gives the same root hash
     run_fstool("build", "disk.toml", "-o", "again.img", "--layout-json", "l2.json", cwd=tmp_path, check=True)
     assert json.loads((tmp_path / "l2.json").read_text())["partitions"][0]["verity"]["root_hash"] == root_hash
