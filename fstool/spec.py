@@ -452,7 +452,9 @@ def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
             if isinstance(ps.size, int) and ps.size % disk.sector_size:
                 raise SpecError(f"size {ps.size} is not a multiple of the sector size "
                                 f"({disk.sector_size})", where=f"{w}.size")
-        if ps.size == "remaining" and i != len(parts) - 1:
+        later = [q for q in parts[i + 1:] if not (isinstance(q, dict) and "in_partition_table" in q
+                                                  and q["in_partition_table"] is False)]
+        if ps.size == "remaining" and later:  # blobs may follow it: they lie inside, at offsets
             raise SpecError("only the last partition can have size = \"remaining\"", where=f"{w}.size")
         if ps.size == "remaining" and disk.size is None:
             raise SpecError("size = \"remaining\" needs a fixed [image] size", where=f"{w}.size")
