@@ -362,3 +362,26 @@ def test_overlap_and_layout_errors(tmp_path, spec, needles):
     p = build(tmp_path, '[image]\nsize = "16MiB"\npartition_table = "gpt"\n' + spec)
     assert_one_line_error(p, 2, *needles)
     assert not (tmp_path / "disk.img").exists()
+
+
+# --- the overlap rules on their own ---------------------------------------------------------
+
+def test_overlap_rules():
+    from fstool.errors import SpecError
+    from fstool.part.overlap import Piece, check_overlaps, parse_holes
+    assert parse_holes(["440..512", "(1K; 2K)", [4096, 8192]], "h") == [(440, 512), (1024, 2048),
+                                                                          (4096, 8192)]
+    for bad in (["512..440"], ["440-512"], "440..512", [[1]]):
+        with pytest.raises(SpecError):
+            parse_holes(bad, "h")
+    mbr = Piece("the MBR", 440, 512)
+    # touching is not overlapping
+    check_overlaps([Piece("a", 0, 440), mbr, Piece("b", 512, 1024)])
+    # a hole must cover the whole shared range: 440..500 leaves 500..512
+    with pytest.raises(SpecError, match="at bytes 500..512"):
+        check_overlaps([Piece("blob x", 0, 4096, [(440, 500)], blob=True), mbr])
+    # holes on either side count; two holes together may cover it
+    check_overlaps([Piece("blob x", 0, 4096, [(440, 480)], blob=True), Piece("m", 440, 512, [(480, 512)])])
+    # every pair is checked, not only neighbours
+    with pytest.raises(SpecError, match="big .* overlaps .*c"):
+        check_overlaps([Piece("big", 0, 100), Piece("b", 0, 10, [(0, 10)]), Piece("c", 50, 60)])
