@@ -301,3 +301,22 @@ def test_mutated_containers_give_clean_errors(tmp_path, kind):
                 r.close()
         except ImageError:
             pass
+
+
+def test_odd_sizes(tmp_path):
+    """An image that is not a whole number of clusters or 4 KiB blocks (a FAT image, say)."""
+    raw = make_raw(tmp_path / "odd.img", size=(6 << 20) + 1536, seed=11)
+    convert(str(raw), str(tmp_path / "o.qcow2"))
+    assert "No errors" in run("qemu-img", "check", tmp_path / "o.qcow2")
+    assert "identical" in run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, tmp_path / "o.qcow2")
+    convert(str(raw), str(tmp_path / "o.simg"))
+    blob = (tmp_path / "o.simg").read_bytes()
+    assert struct.unpack_from("<I", blob, 12)[0] == 512  # 512-byte blocks when 4 KiB do not divide
+    run("simg2img", tmp_path / "o.simg", tmp_path / "o.out")
+    assert same_file(tmp_path / "o.out", raw)
+    for c in ("o.qcow2", "o.simg"):
+        convert(str(tmp_path / c), str(tmp_path / (c + ".raw")))
+        assert same_file(tmp_path / (c + ".raw"), raw)
+    with pytest.raises(SpecError, match="multiple of 512"):
+        make_raw(tmp_path / "odd2.img", size=(6 << 20) + 100, seed=1)
+        convert(str(tmp_path / "odd2.img"), str(tmp_path / "x.simg"))
