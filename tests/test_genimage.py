@@ -241,3 +241,48 @@ def test_import_to_stdout_and_flag_errors(tmp_path):
     assert_one_line_error(p, 2, "fs.cfg", "--rootpath")
     run_fstool("build", "fs.cfg", "-o", "r.ext4", "--rootpath", "target", cwd=tmp_path, check=True)
     assert run_fstool("cat", tmp_path / "r.ext4", "/etc/hostname", check=True).stdout == "buildroot\n"
+
+
+RPI = """
+image boot.vfat {
+	vfat {
+		files = {
+			"board.dtb",
+			"Image"
+		}
+	}
+	size = 32M
+}
+
+image sdcard.img {
+	hdimage {
+	}
+
+	partition boot {
+		partition-type = 0xC
+		bootable = "true"
+		image = "boot.vfat"
+	}
+
+	partition rootfs {
+		partition-type = 0x83
+		image = "rootfs.ext4"
+	}
+}
+"""
+
+
+def test_raspberry_pi_genimage_with_prebuilt_rootfs(tmp_path):
+    setup_dirs(tmp_path)
+    run_fstool("create", "-t", "ext4", "target", "-o", "images/rootfs.ext4", cwd=tmp_path, check=True)
+    p = build_cfg(tmp_path, RPI)
+    assert p.returncode == 0, p.stderr
+    img = tmp_path / "sdcard.img"
+    t = sfdisk_json(img)
+    boot, root = t["partitions"]
+    # genimage's defaults: MBR, 512-byte alignment, right after the MBR
+    assert (boot["start"], boot["size"] * 512, boot["type"], boot.get("bootable")) == (1, 32 * MiB, "c", True)
+    assert root["start"] == boot["start"] + boot["size"] and root["type"] == "83"
+    cmp_at(tmp_path / "images" / "rootfs.ext4", img, root["start"] * 512)
+    assert run_fstool("cat", f"{img}:1", "/Image", check=True, text_output=False).stdout == \
+        (tmp_path / "images" / "Image").read_bytes()
