@@ -8,7 +8,7 @@ image into the spec document `fstool.spec` reads (the same dict a TOML spec give
 - `hdimage` -> `[image]` (partition-table-type, align, gpt-location, disk-signature,
   disk-uuid, fill) and its `partition` sections -> `[[partitions]]` (offset, size,
   image, in-partition-table, partition-type, partition-type-uuid, partition-uuid,
-  bootable, read-only, hidden, no-automount, holes, align, fill);
+  bootable, read-only, hidden, no-automount, holes, align, fill, autoresize);
 - a partition's `image` naming a `vfat`, `ext2/3/4` or `squashfs` image of the same file
   becomes that partition's `[partitions.filesystem]`, filled from
   `${rootpath}${mountpoint}` (or `srcpath`, or `files`/`file` from `inputpath` for vfat);
@@ -147,7 +147,8 @@ IMAGE_KEYS = {"name", "size", "mountpoint", "srcpath", "empty", "temporary"}
 HD_KEYS = {"partition-table-type", "align", "gpt-location", "disk-signature", "disk-uuid", "fill",
            "partition-table", "gpt"}
 PART_KEYS = {"offset", "size", "image", "in-partition-table", "partition-type", "partition-type-uuid",
-             "partition-uuid", "bootable", "read-only", "hidden", "no-automount", "holes", "align", "fill"}
+             "partition-uuid", "bootable", "read-only", "hidden", "no-automount", "holes", "align", "fill",
+             "autoresize"}
 FS_KEYS = {"vfat": {"label", "files"}, "ext2": {"label", "use-mke2fs", "fs-timestamp"},
            "squashfs": {"compression", "block-size"}}
 FS_KEYS["ext3"] = FS_KEYS["ext4"] = FS_KEYS["ext2"]
@@ -341,6 +342,10 @@ def _partition(sec: Section, table: str, images, path, rootpath, inputpath, tr: 
     for k in ("offset", "size", "align"):
         if k in sec.opts:
             p[k] = _size(sec.opts[k], w(k))
+    if "autoresize" in sec.opts and _bool(sec.opts["autoresize"], w("autoresize")):
+        if "size" in p:
+            raise SpecError(f"{what}: autoresize and size exclude each other", where=w("autoresize"))
+        p["size"] = "remaining"  # grows to the end of the disk (needs the hdimage's size)
     if "holes" in sec.opts:
         v = sec.opts["holes"]
         p["holes"] = list(v) if isinstance(v, list) else [v]

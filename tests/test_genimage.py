@@ -168,8 +168,9 @@ def test_qemu_image_type(tmp_path):
     cfg = """
 image disk.img {
 	hdimage { partition-table-type = "hybrid" }
+	size = 40M
 	partition boot { partition-type = 0xC  partition-type-uuid = "F" bootable = true image = "boot.vfat" }
-	partition root { partition-type-uuid = "L" image = "root.ext4" }
+	partition root { partition-type-uuid = "L" image = "root.ext4" autoresize = true }
 }
 image boot.vfat { vfat { files = { "Image" } } size = 8M }
 image root.ext4 { ext4 {} size = 8M mountpoint = "/etc" }
@@ -180,13 +181,20 @@ image disk.qcow2 { qemu { image = "disk.img" } }
     out = subprocess.run(["qemu-img", "check", str(tmp_path / "disk.qcow2")], capture_output=True, text=True)
     assert "No errors" in out.stdout
     assert run_fstool("cat", f"{tmp_path / 'disk.qcow2'}:2", "/hostname", check=True).stdout == "buildroot\n"
+    # autoresize: the last partition runs to the end of the 40 MiB disk (less the backup GPT)
+    out = subprocess.run(["qemu-img", "info", "--output=json", str(tmp_path / "disk.qcow2")],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["virtual-size"] == 40 * MiB
+    run_fstool("convert", "disk.qcow2", "disk.raw", "--format", "raw", cwd=tmp_path, check=True)
+    root = sfdisk_json(tmp_path / "disk.raw")["partitions"][1]
+    assert root["start"] + root["size"] == 40 * MiB // 512 - 33  # the backup array and header
 
 
 @pytest.mark.parametrize("cfg, needles", [
     ('image a.img { hdimage { gpt-no-backup = true } partition p { image = "x" } }',
      ["genimage.cfg:1", "'gpt-no-backup'"]),
-    ('image a.img {\n hdimage {}\n partition p {\n  image = "x"\n  autoresize = true\n }\n}',
-     ["genimage.cfg:5", "partition p", "'autoresize'"]),
+    ('image a.img {\n hdimage {}\n partition p {\n  image = "x"\n  imageoffset = 4K\n }\n}',
+     ["genimage.cfg:5", "partition p", "'imageoffset'"]),
     ('image a.img { hdimage {} partition p { image = "b.vfat" } }\n'
      'image b.vfat { vfat { extraargs = "-F 32" } }', ["image b.vfat: vfat", "'extraargs'"]),
     ('image a.img { ubifs {} }', ["'ubifs' is not supported"]),
