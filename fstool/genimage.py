@@ -83,8 +83,10 @@ def parse(text: str, path: str = "genimage.cfg") -> Section:
         pos += 1
         return t[1]
 
-    def block(sec: Section, closing: bool):
+    def block(sec: Section, closing: bool, depth: int = 0):
         nonlocal pos
+        if depth > 16:  # genimage nests 3 deep; a deeper file is not a genimage config
+            raise SpecError("sections nested more than 16 deep", where=f"{path}:{sec.line}")
         while True:
             t = peek()
             if t[0] == "eof":
@@ -132,7 +134,7 @@ def parse(text: str, path: str = "genimage.cfg") -> Section:
                 pos += 1
                 child = Section(name, title, line)
                 sec.children.append(child)
-                block(child, True)
+                block(child, True, depth + 1)
 
     root = Section("<top>", None, 1)
     block(root, False)
@@ -166,6 +168,18 @@ def _size(v: str, where: str) -> int:
                         where=where)
     n = int(m.group(1), 0)
     return n * {"": 1, "k": 1024, "K": 1024, "M": 1 << 20, "G": 1 << 30, "s": 512}[m.group(2)]
+
+
+def _number(v: Any, where: str, hi: int) -> int:
+    """An integer as libconfuse reads one (decimal, 0x hex, leading-0 octal), 0..hi."""
+    s = str(v).strip()
+    try:
+        n = int(s, 8) if re.fullmatch(r"0[0-7]+", s) else int(s, 0)
+    except ValueError:
+        raise SpecError(f"expected a number, got {v!r}", where=where) from None
+    if not 0 <= n <= hi:
+        raise SpecError(f"{n} is out of range (0 to {hi:#x})", where=where)
+    return n
 
 
 def _bool(v: Any, where: str) -> bool:
@@ -296,7 +310,7 @@ def _hdimage(img: Section, hd: Section, images, path, rootpath, inputpath, tr: T
         if v == "random":
             raise SpecError("disk-signature = random is not reproducible; give a number",
                             where=where("disk-signature"))
-        image["disk_signature"] = f"0x{int(v, 0):08x}"
+        image["disk_signature"] = f"0x{_number(v, where('disk-signature'), 0xFFFFFFFF):08x}"
     if "disk-uuid" in hd.opts:
         image["uuid"] = str(hd.opts["disk-uuid"])
     if "fill" in hd.opts:
@@ -360,13 +374,13 @@ def _partition(sec: Section, table: str, images, path, rootpath, inputpath, tr: 
         if table == "gpt" and ptype is not None:
             raise SpecError(f"{what}: partition-type needs an mbr or hybrid table", where=w("partition-type"))
         if table == "mbr" and ptype is not None:
-            p["type"] = f"0x{int(str(ptype), 0):02x}"
+            p["type"] = f"0x{_number(ptype, w('partition-type'), 0xFF):02x}"
         if table in ("gpt", "hybrid"):
             if tuuid is not None:
                 t = str(tuuid)
                 p["type"] = GPT_SHORTCUTS.get(t, GPT_SHORTCUTS.get(t.upper(), t)) if len(t) == 1 else t
             if table == "hybrid" and ptype is not None:
-                p["mbr_type"] = f"0x{int(str(ptype), 0):02x}"
+                p["mbr_type"] = f"0x{_number(ptype, w('partition-type'), 0xFF):02x}"
         if "partition-uuid" in sec.opts:
             p["uuid"] = str(sec.opts["partition-uuid"])
         attrs = []

@@ -294,3 +294,26 @@ def test_raspberry_pi_genimage_with_prebuilt_rootfs(tmp_path):
     cmp_at(tmp_path / "images" / "rootfs.ext4", img, root["start"] * 512)
     assert run_fstool("cat", f"{img}:1", "/Image", check=True, text_output=False).stdout == \
         (tmp_path / "images" / "Image").read_bytes()
+
+
+def test_mutated_configs_give_clean_errors():
+    """A seeded mutator over a config: a spec document or one SpecError, never another exception."""
+    rnd = random.Random(5)
+    alphabet = "{}=,()\"'#/*;\n xK0M8"
+    for _ in range(800):
+        s = list(ROCKCHIP)
+        for _ in range(rnd.randint(1, 8)):
+            pos = rnd.randrange(len(s))
+            op = rnd.random()
+            if op < 0.4:
+                s[pos] = rnd.choice(alphabet)
+            elif op < 0.7:
+                del s[pos]
+            else:
+                s.insert(pos, rnd.choice(alphabet))
+        try:
+            translate(parse("".join(s), "g.cfg"), "g.cfg", rootpath="r", inputpath="i")
+        except SpecError:
+            pass
+    with pytest.raises(SpecError, match="nested more than 16 deep"):
+        parse("a {" * 5000)
