@@ -590,6 +590,9 @@ def parse_board_part_keys(disk: DiskSpec, ps: PartSpec, p: dict, w: str) -> None
         if v in ("data", "append") and ps.fs is None and ps.image is None:
             raise SpecError(f"verity = \"{v}\" protects a filesystem or image; this partition has none",
                             where=w)
+        if v in ("data", "append") and ps.holes:
+            raise SpecError("a verity-protected partition cannot declare holes: bytes written there "
+                            "after its hash tree is computed would fail verification", where=f"{w}.holes")
         if v != "append" and isinstance(ps.size, int) and ps.size % 4096:
             raise SpecError(f"a verity partition's size must be a multiple of 4096, got {ps.size}",
                             where=f"{w}.size")

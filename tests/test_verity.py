@@ -182,6 +182,7 @@ source = "rootfs"
     ('[[partitions]]\nname = "d"\nverity = "sideways"\nsize = "1MiB"\n', "sideways"),
     ('[[partitions]]\nname = "d"\nverity = "data"\nimage = "x.img"\n'
      '[[partitions]]\nname = "h"\nverity = "hash"\nverity_data = "x"\n', "'x'"),
+    ('[[partitions]]\nname = "d"\nverity = "data"\nimage = "x.img"\nholes = ["0..512"]\n', "holes"),
 ])
 def test_verity_spec_errors(tmp_path, parts, needle):
     from conftest import assert_one_line_error, run_fstool
