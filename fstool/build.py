@@ -172,17 +172,22 @@ def spec_inputs(spec: Spec) -> list[str]:
         paths += [p for p in (fs.device_table, fs.selinux_file_contexts, fs.fs_config) if p]
     if spec.disk is not None:
         paths += [p.image for p in spec.disk.partitions if p.image]
+        paths += [b.image for b in spec.disk.blobs]
     return paths
 
 
 def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
-          verbose: bool = False, progress=None) -> dict | None:
+          verbose: bool = False, progress=None, format: str | None = None,
+          roothash: str | None = None) -> dict | None:
     """Build what a spec describes (a filesystem or a disk) into output, atomically.
 
     The library's entry point: `fstool.build("disk.toml", "disk.img")`. Returns the disk's
     layout (as --layout-json writes it), or None for a filesystem spec. Errors name the spec.
+    The output container (raw, qcow2, Android sparse, bmap) is `format`, else the disk's
+    `[image] format`, else the output's extension (fstool.container); `roothash` receives the
+    dm-verity root hash of the disk's verity partition.
     """
-    from .image import atomic_output
+    from .container import container_output, plan_output
     from .spec import load_spec
 
     if isinstance(spec, str):
@@ -190,16 +195,30 @@ def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
     try:
         if layout_json and spec.disk is None:
             raise SpecError("--layout-json needs a disk spec ([image] with [[partitions]])")
-        check_output_against_inputs(output, spec_inputs(spec), spec.path)
-        with atomic_output(output) as out:
+        if roothash and spec.disk is None:
+            raise SpecError("--roothash needs a disk spec with a verity partition")
+        explicit = format or (spec.disk.format if spec.disk is not None else None)
+        plan = plan_output(output, explicit, "--format" if format else "image.format")
+        outputs = [plan.image] + ([plan.bmap] if plan.bmap else [])
+        for o in outputs:
+            check_output_against_inputs(o, spec_inputs(spec), spec.path)
+        with container_output(plan) as out:
             if spec.fs is not None:
                 build_filesystem(spec.fs, out, spec.seed, size=spec.fs.size, verbose=verbose,
                                  progress=progress)
                 return None
             from .disk import build_disk, write_layout
             layout = build_disk(spec, out, verbose=verbose, progress=progress)
+            hashes = sorted({p["verity"]["root_hash"] for p in layout["partitions"] if "verity" in p})
+            if roothash and len(hashes) != 1:
+                raise SpecError(f"--roothash needs exactly one verity partition set, the disk has "
+                                f"{len(hashes)}")
         if layout_json:
             write_layout(layout_json, layout)
+        if roothash:
+            from .image import atomic_output
+            with atomic_output(roothash) as f:
+                f.pwrite(hashes[0].encode() + b"\n", 0)
         return layout
     except FstoolError as e:
         raise e.within(spec.path) from None

@@ -86,7 +86,8 @@ def cmd_create(args) -> int:
                                 "-o")
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
-        with atomic_output(args.output) as out:
+        from .container import container_output, plan_output
+        with container_output(plan_output(args.output, args.format)) as out:
             size = build_filesystem(fs, out, None, size=fs.size, verbose=args.verbose,
                                     progress=progress)
     if args.verbose:
@@ -138,15 +139,88 @@ def cmd_build(args) -> int:
     from .build import build
     from .spec import load_spec
 
+    if args.spec.endswith(".cfg"):
+        return _build_genimage(args)
+    if args.rootpath or args.inputpath or args.image:
+        raise UsageError("--rootpath, --inputpath and --image are for genimage configs (*.cfg)")
     spec = load_spec(args.spec)
     if args.mtime_from_status:
         stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
         build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
-              progress=progress)
+              progress=progress, format=args.format, roothash=args.roothash)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
+    return 0
+
+
+def _genimage(args, directory: str, relative: bool = False):
+    """The genimage config translated; vfat `files` manifests written into directory. Paths
+    are absolute, or (relative=True, for a spec written into directory) relative to it."""
+    from .genimage import load, write_manifests
+
+    def where(p: str) -> str:
+        p = os.path.abspath(p)
+        return os.path.relpath(p, os.path.abspath(directory)) if relative else p
+
+    tr = load(args.spec if hasattr(args, "spec") else args.config,
+              rootpath=where(args.rootpath) if args.rootpath else None,
+              inputpath=where(args.inputpath or "input"), image=args.image)
+    write_manifests(tr, directory)
+    return tr
+
+
+def _build_genimage(args) -> int:
+    """`fstool build genimage.cfg`: the config's image as a spec (seeded by the config's bytes)."""
+    import hashlib
+    import tempfile
+    from .build import build
+    from .spec import spec_from_doc
+
+    with open(args.spec, "rb") as f:
+        seed = hashlib.sha256(f.read()).digest()
+    with tempfile.TemporaryDirectory(prefix="fstool-genimage-") as tmp:
+        try:
+            tr = _genimage(args, tmp)
+        except FstoolError as e:
+            raise e.within(args.spec) from None
+        spec = spec_from_doc(tr.doc, args.spec, seed, tmp)
+        with terminal_progress(args.quiet) as progress:
+            build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+                  progress=progress, format=args.format, roothash=args.roothash)
+    return 0
+
+
+def cmd_import_genimage(args) -> int:
+    """`fstool import-genimage genimage.cfg [-o disk.toml]`: the equivalent spec."""
+    from .genimage import to_toml
+    directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+    try:
+        tr = _genimage(args, directory, relative=True)
+    except FstoolError as e:
+        raise e.within(args.config) from None
+    text = to_toml(tr.doc)
+    if args.output:
+        with atomic_output(args.output) as out:
+            out.pwrite(text.encode(), 0)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .build import check_output_against_inputs
+    from .container import convert, plan_output
+    if not os.path.exists(args.source):
+        raise InputError("no such file", where=args.source)
+    plan = plan_output(args.dest, args.format)
+    for o in [plan.image] + ([plan.bmap] if plan.bmap else []):
+        check_output_against_inputs(o, [args.source], "convert")
+    plan = convert(args.source, args.dest, args.format)
+    if args.verbose:
+        _log(args, f"fstool: wrote {plan.image} ({plan.format})"
+                   + (f" and {plan.bmap}" if plan.bmap else ""))
     return 0
 
 
@@ -165,7 +239,8 @@ def _open_region(arg: str):
     path, num = _split_target(arg)
     if not os.path.exists(path):
         raise InputError("no such file", where=path)
-    region = Region(path)
+    from .container import open_region
+    region = open_region(path)
     if num is None:
         return region, None
     from .part import probe_table
@@ -215,12 +290,15 @@ def cmd_info(args) -> int:
     if num is None:
         if not os.path.exists(path):
             raise InputError("no such file", where=path)
-        region = Region(path)
+        from .container import detect, open_region
+        region = open_region(path)
+        container = detect(path)
         from .part import probe_table, render_table
         found = probe_table(region)
         if found is not None:
             kind, table = found
-            print(f"{path}: {kind.upper()} disk, {format_size(region.length)}", file=out)
+            shell = "" if container == "raw" else f" in {container}"
+            print(f"{path}: {kind.upper()} disk{shell}, {format_size(region.length)}", file=out)
             for line in render_table(kind, table):
                 print(line, file=out)
             from .fs import open_reader
@@ -232,7 +310,9 @@ def cmd_info(args) -> int:
                     if rows.get("label"):
                         desc += f" label={rows['label']}"
                 except FstoolError as e:
-                    desc = f"unknown content ({e.message})"
+                    from .verity import describe_superblock
+                    desc = describe_superblock(region.sub(p.offset, p.size)) or \
+                        f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
             return 0
         from .fs import open_reader
@@ -299,6 +379,14 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--mtime-from-status", metavar="FILE",
                    help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
                         "(stamped builds)")
+    b.add_argument("--format", metavar="F", help="output container: raw, qcow2, android-sparse "
+                   "(simg), android-sparse-crc, bmap (default: by the output's extension)")
+    b.add_argument("--roothash", metavar="FILE", help="write the dm-verity root hash (hex)")
+    b.add_argument("--rootpath", metavar="DIR", help="genimage configs: the root filesystem tree")
+    b.add_argument("--inputpath", metavar="DIR", help="genimage configs: where images and files are "
+                   "(default: input, as genimage)")
+    b.add_argument("--image", metavar="NAME", help="genimage configs: the image to build "
+                   "(default: the one no other image uses)")
     b.set_defaults(func=cmd_build)
 
     fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
@@ -310,6 +398,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("-t", "--type", required=True, metavar="TYPE",
                    help="filesystem type (`fstool formats` lists them)")
     c.add_argument("-o", "--output", required=True, metavar="OUT")
+    c.add_argument("--format", metavar="F", help="output container (see build --format)")
     c.add_argument("--size", metavar="SIZE", help="image size (e.g. 64MiB) or 'auto' (default)")
     c.add_argument("--headroom", metavar="SIZE", help="free space to add to an auto size")
     c.add_argument("--label", "-L", metavar="LABEL")
@@ -333,6 +422,21 @@ def make_parser() -> argparse.ArgumentParser:
     cat.add_argument("image", metavar="IMG[:N]")
     cat.add_argument("path", metavar="PATH")
     cat.set_defaults(func=cmd_cat)
+    cv = sub.add_parser("convert", parents=[common],
+                        help="convert an image between raw, qcow2 and Android sparse (and bmap)")
+    cv.add_argument("source", metavar="SRC")
+    cv.add_argument("dest", metavar="DST")
+    cv.add_argument("--format", metavar="F", help="output container (default: by DST's extension)")
+    cv.set_defaults(func=cmd_convert)
+
+    gi = sub.add_parser("import-genimage", parents=[common], help="a genimage.cfg as a TOML spec")
+    gi.add_argument("config", metavar="CFG")
+    gi.add_argument("-o", "--output", metavar="SPEC", help="write here (and vfat file manifests "
+                    "beside it) instead of stdout")
+    gi.add_argument("--rootpath", metavar="DIR", help="the root filesystem tree")
+    gi.add_argument("--inputpath", metavar="DIR", help="where images and files are (default: input, as genimage)")
+    gi.add_argument("--image", metavar="NAME", help="the image to translate")
+    gi.set_defaults(func=cmd_import_genimage)
     return p
 
 

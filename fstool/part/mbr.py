@@ -84,7 +84,9 @@ def write_mbr(out, disk_size: int, ss: int, signature: int, parts: list[MbrParti
             out.pwrite(_sector(chain, ss), ebr * ss)
     if len(entries) > 4:
         raise ImageError(f"{len(entries)} primary MBR entries (at most 4)")
-    out.pwrite(_sector(entries, ss, signature), 0)
+    # only the MBR's own bytes (signature, entries, 0x55AA): the boot code area before them
+    # belongs to whatever is placed there (a blob at offset 0, a partition with a hole)
+    out.pwrite(_sector(entries, ss, signature)[SIG_OFF:512], SIG_OFF)
 
 
 def read_mbr(region, ss: int = 512) -> MbrTable | None:
