@@ -38,21 +38,23 @@ from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
 from ..base import FsParams, OptionReader
 from .format import (
-    COMPAT_DIR_INDEX, COMPAT_EXT_ATTR, COMPAT_HAS_JOURNAL, CRC32C_CHKSUM, DEFM_ACL, DEFM_XATTR_USER,
-    DESC_SIZE_64, DIRENT, DIRENT_TAIL, DIRENT_TAIL_FT, DX_COUNTLIMIT, DX_ENTRY, DX_NODE_FAKE,
-    DX_ROOT_INFO, DX_TAIL, ERRORS_CONTINUE, EXT_INIT_MAX_LEN, EXTENT_HEADER, EXTENT_INDEX,
-    EXTENT_LEAF, EXTENT_MAGIC, EXTENT_TAIL, EXTENTS_FL, EXTRA_ISIZE, FIRST_INO, FLAGS_SIGNED_HASH,
-    FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK, GD_CHECKSUM_OFFSET, GROUP_DESC,
-    GROUP_DESC_HI, HASH_HALF_MD4, HUGE_FILE_FL, I_CHECKSUM_HI_OFFSET, I_CHECKSUM_LO_OFFSET,
-    INCOMPAT_64BIT, INCOMPAT_EXTENTS, INCOMPAT_FILETYPE, INCOMPAT_FLEX_BG, INCOMPAT_LARGEDIR,
-    INDEX_FL, INODE_BASE, INODE_EXTRA, JBD2_CHECKSUM_OFFSET, JBD2_CRC32C_CHKSUM,
-    JBD2_INCOMPAT_64BIT, JBD2_INCOMPAT_CSUM_V3, JBD2_MAGIC, JBD2_MIN_BLOCKS, JBD2_SUPERBLOCK,
-    JBD2_SUPERBLOCK_V2, JNL_BACKUP_BLOCKS, JOURNAL_INO, LPF_INO, MAGIC, RO_COMPAT_DIR_NLINK,
-    RO_COMPAT_EXTRA_ISIZE, RO_COMPAT_HUGE_FILE, RO_COMPAT_LARGE_FILE, RO_COMPAT_METADATA_CSUM,
-    RO_COMPAT_SPARSE_SUPER, ROOT_INO, SB_CHECKSUM_OFFSET, SB_FIELDS, STATE_CLEAN, SUPERBLOCK,
-    SUPERBLOCK_OFFSET, BG_INODE_UNINIT, BG_INODE_ZEROED, XATTR_ENTRY, XATTR_HEADER, XATTR_MAGIC,
-    acl_to_disk, csum, default_journal_blocks, dx_hash, encode_dev, encode_time, fs_csum_seed,
-    has_super, inode_csum_seed, split_xattr_name, xattr_block_hash, xattr_entry_hash,
+    BG_INODE_UNINIT, BG_INODE_ZEROED, BLOCK_PTR_SIZE, COMPAT_DIR_INDEX, COMPAT_EXT_ATTR,
+    COMPAT_HAS_JOURNAL, CRC32C_CHKSUM, DEFM_ACL, DEFM_XATTR_USER, DESC_SIZE_64, DIRENT,
+    DIRENT_TAIL, DIRENT_TAIL_FT, DX_COUNTLIMIT, DX_ENTRY, DX_MAX_LEVELS, DX_NODE,
+    DX_NODE_COUNT_OFFSET, DX_ROOT, DX_ROOT_COUNT_OFFSET, DX_ROOT_INFO_LENGTH, DX_TAIL,
+    ERRORS_CONTINUE, EXT_INIT_MAX_LEN, EXTENT_HEADER, EXTENT_INDEX, EXTENT_LEAF, EXTENT_MAGIC,
+    EXTENT_ROOT_MAX, EXTENT_TAIL, EXTENTS_FL, EXTRA_ISIZE, FIRST_INO, FLAGS_SIGNED_HASH, FT_BLK,
+    FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK, GOOD_OLD_INODE_SIZE, GROUP_DESC,
+    GROUP_DESC_HI, HASH_HALF_MD4, HUGE_FILE_FL, I_BLOCK_SIZE, INCOMPAT_64BIT, INCOMPAT_EXTENTS,
+    INCOMPAT_FILETYPE, INCOMPAT_FLEX_BG, INCOMPAT_LARGEDIR, IND_BLOCK, INDEX_FL, INODE,
+    INODE_EXTRA, JBD2_CRC32C_CHKSUM, JBD2_INCOMPAT_64BIT, JBD2_INCOMPAT_CSUM_V3, JBD2_MAGIC,
+    JBD2_MIN_BLOCKS, JBD2_SUPERBLOCK, JBD2_SUPERBLOCK_V2, JNL_BACKUP_BLOCKS, JOURNAL_INO, LPF_INO,
+    MAGIC, NDIR_BLOCKS, RO_COMPAT_DIR_NLINK, RO_COMPAT_EXTRA_ISIZE, RO_COMPAT_HUGE_FILE,
+    RO_COMPAT_LARGE_FILE, RO_COMPAT_METADATA_CSUM, RO_COMPAT_SPARSE_SUPER, ROOT_INO,
+    SB_CHECKSUM_OFFSET, STATE_CLEAN, SUPERBLOCK, SUPERBLOCK_OFFSET, XATTR_END, XATTR_ENTRY,
+    XATTR_HEADER, XATTR_IBODY_HEADER, XATTR_MAGIC, acl_to_disk, csum, default_journal_blocks,
+    dx_hash, encode_dev, encode_time, extents_per_block, fs_csum_seed, has_super,
+    indirect_bounds, inode_csum_seed, split_xattr_name, xattr_block_hash, xattr_entry_hash,
 )
 
 M32 = 0xFFFFFFFF
@@ -152,7 +154,7 @@ def _parse_options(params: FsParams) -> Config:
                         where=f"{params.where}.block_size")
     if cfg.bit64 and not cfg.extents:
         raise SpecError("64bit needs extents", where=f"{where}.64bit")
-    if cfg.inode_size == 128:
+    if cfg.inode_size == GOOD_OLD_INODE_SIZE:
         cfg.extra_isize = False
     if cfg.journal_blocks is not None:
         if not cfg.journal:
@@ -199,7 +201,7 @@ class Ino:
         self.xblock: "XBlock | None" = None
         self.extents: list[tuple[int, int, int]] = []
         self.meta: list[int] = []
-        self.iblock = bytes(60)
+        self.iblock = bytes(I_BLOCK_SIZE)
 
 
 class XBlock:
@@ -235,7 +237,7 @@ def _pad4(n: int) -> int:
 
 def _xattr_space(entries) -> tuple[int, int]:
     """(bytes of entry descriptors incl. the 4-byte end marker, bytes of padded values)."""
-    return (sum(XATTR_ENTRY.size + _pad4(len(n)) for _, n, _ in entries) + 4,
+    return (sum(XATTR_ENTRY.size + _pad4(len(n)) for _, n, _ in entries) + XATTR_END,
             sum(_pad4(len(v)) for _, _, v in entries))
 
 
@@ -254,7 +256,8 @@ def _xattr_body(entries, size: int, base: int, value_base: int) -> tuple[bytearr
             voff = 0
         h = xattr_entry_hash(name, value)
         hashes.append(h)
-        area[pos:pos + XATTR_ENTRY.size] = XATTR_ENTRY.pack(len(name), idx, voff, 0, len(value), h)
+        XATTR_ENTRY.pack_into(area, pos, name_len=len(name), name_index=idx, value_offs=voff,
+                              value_size=len(value), hash=h)
         area[pos + XATTR_ENTRY.size:pos + XATTR_ENTRY.size + len(name)] = name
         pos += XATTR_ENTRY.size + _pad4(len(name))
     return area, hashes
@@ -262,7 +265,13 @@ def _xattr_body(entries, size: int, base: int, value_base: int) -> tuple[bytearr
 
 # -- directories -------------------------------------------------------------------------
 def _rec_len(name_len: int) -> int:
-    return (8 + name_len + 3) & ~3
+    return (DIRENT.size + name_len + 3) & ~3
+
+
+def _dirent(ino: int, rec_len: int, name: bytes, ft: int) -> bytes:
+    """One directory entry with its name, zero-padded to rec_len."""
+    return (DIRENT.pack(inode=ino, rec_len=rec_len, name_len=len(name), file_type=ft) + name
+            + bytes(rec_len - DIRENT.size - len(name)))
 
 
 class DirBuilder:
@@ -274,45 +283,47 @@ class DirBuilder:
         self.seed = tuple(int.from_bytes(hash_seed[i:i + 4], "little") for i in range(0, 16, 4))
         self.usable = bs - (DIRENT_TAIL.size if csum_on else 0)
         tail = DX_TAIL.size if csum_on else 0
-        self.root_limit = (bs - 32 - tail) // DX_ENTRY.size
-        self.node_limit = (bs - 8 - tail) // DX_ENTRY.size
+        self.root_limit = (bs - DX_ROOT_COUNT_OFFSET - tail) // DX_ENTRY.size
+        self.node_limit = (bs - DX_NODE_COUNT_OFFSET - tail) // DX_ENTRY.size
         self.largedir = False
 
     def _finish_leaf(self, buf: bytearray, last: int, iseed: int) -> bytes:
         """Stretch the last entry to the end of the usable space, add the tail."""
         buf += bytes(self.usable - len(buf))
         rl = self.usable - last
-        buf[last + 4:last + 6] = rl.to_bytes(2, "little")
+        off = last + DIRENT.offset("rec_len")
+        buf[off:off + DIRENT.field_size("rec_len")] = rl.to_bytes(DIRENT.field_size("rec_len"), "little")
         if self.csum_on:
-            buf += DIRENT_TAIL.pack(0, DIRENT_TAIL.size, 0, DIRENT_TAIL_FT, csum(iseed, buf[:self.usable]))
+            buf += DIRENT_TAIL.pack(rec_len=DIRENT_TAIL.size, reserved_ft=DIRENT_TAIL_FT,
+                                    checksum=csum(iseed, buf[:self.usable]))
         return bytes(buf)
 
     def _pack_linear(self, entries, iseed: int, first: bytes | None) -> list[bytes]:
         blocks: list[bytes] = []
         buf = bytearray(first or b"")
-        last = 12 if first else -1
+        last = _rec_len(1) if first else -1  # first: "." then ".."; ".." is the last so far
         for name, ino, ft in entries:
             rl = _rec_len(len(name))
             if len(buf) + rl > self.usable:
                 blocks.append(self._finish_leaf(buf, last, iseed))
                 buf = bytearray()
             last = len(buf)
-            buf += DIRENT.pack(ino, rl, len(name), ft) + name + bytes(rl - 8 - len(name))
+            buf += _dirent(ino, rl, name, ft)
         if last < 0:  # an empty block: one unused entry spanning it
-            buf = bytearray(DIRENT.pack(0, self.usable, 0, 0))
+            buf = bytearray(DIRENT.pack(rec_len=self.usable))
             last = 0
         blocks.append(self._finish_leaf(buf, last, iseed))
         return blocks
 
     def empty_block(self, iseed: int) -> bytes:
         buf = bytearray(self.usable)
-        buf[0:8] = DIRENT.pack(0, self.usable, 0, 0)
+        DIRENT.pack_into(buf, 0, rec_len=self.usable)
         return self._finish_leaf(buf, 0, iseed)
 
     def build(self, ino: int, parent: int, entries: list[tuple[bytes, int, int]]) -> tuple[list[bytes], bool]:
         """(blocks, indexed) for a directory whose sorted entries are (name, inode, type)."""
         iseed = inode_csum_seed(self.fs_seed, ino) if self.csum_on else 0
-        dots = DIRENT.pack(ino, 12, 1, FT_DIR) + b".\0\0\0" + DIRENT.pack(parent, 12, 2, FT_DIR) + b"..\0\0"
+        dots = _dirent(ino, _rec_len(1), b".", FT_DIR) + _dirent(parent, _rec_len(2), b"..", FT_DIR)
         linear = self._pack_linear(entries, iseed, dots)
         if len(linear) == 1 or not self.dir_index:
             return linear, False
@@ -335,7 +346,7 @@ class DirBuilder:
                 buf = bytearray()
                 key = h | 1 if h == prev_hash else h  # | 1: the hash continues from the last leaf
             last = len(buf)
-            buf += DIRENT.pack(cino, rl, len(name), ft) + name + bytes(rl - 8 - len(name))
+            buf += _dirent(cino, rl, name, ft)
             prev_hash = h
         leaves.append((key, self._finish_leaf(buf, last, iseed)))
         # index levels, bottom-up: each level is a list of (key, child position)
@@ -348,7 +359,7 @@ class DirBuilder:
         depth = len(levels)
         if depth > 1:
             self.largedir = True
-        if depth > 2:
+        if depth > DX_MAX_LEVELS - 1:
             raise CapacityError("a directory is too large even for a 3-level HTree")
         # logical block numbers: 0 root, then index nodes from the top level down, then leaves
         lblk = 1
@@ -363,27 +374,32 @@ class DirBuilder:
             return leaf0 + ref[1] if ref[0] == "leaf" else node_blk[(ref[1], ref[2])]
 
         def index_block(head: bytes, count_off: int, limit: int, ents) -> bytes:
+            """head, then the count/limit header (which carries entry 0's block), then the
+            other entries; with metadata_csum a dx_tail right after the last possible entry."""
             blk = bytearray(bs)
-            blk[:len(head)] = head
-            blk[count_off:count_off + 8] = DX_COUNTLIMIT.pack(limit, len(ents), target(ents[0][1]))
-            pos = count_off + 8
+            blk[:count_off] = head
+            DX_COUNTLIMIT.pack_into(blk, count_off, limit=limit, count=len(ents), block=target(ents[0][1]))
+            pos = count_off + DX_COUNTLIMIT.size
             for k, ref in ents[1:]:
-                blk[pos:pos + 8] = DX_ENTRY.pack(k, target(ref))
-                pos += 8
+                DX_ENTRY.pack_into(blk, pos, hash=k, block=target(ref))
+                pos += DX_ENTRY.size
             if self.csum_on:
-                t = count_off + limit * 8
-                c = csum(iseed, blk[:count_off + len(ents) * 8])
-                c = csum(c, bytes(8))
-                blk[t:t + 8] = DX_TAIL.pack(0, c)
+                t = count_off + limit * DX_ENTRY.size
+                c = csum(iseed, blk[:count_off + len(ents) * DX_ENTRY.size])
+                c = csum(c, DX_TAIL.pack())  # the tail, its checksum still zero
+                DX_TAIL.pack_into(blk, t, checksum=c)
             return bytes(blk)
 
-        head = (DIRENT.pack(ino, 12, 1, FT_DIR) + b".\0\0\0" + DIRENT.pack(parent, bs - 12, 2, FT_DIR)
-                + b"..\0\0" + DX_ROOT_INFO.pack(0, HASH_HALF_MD4, 8, depth, 0))
-        out = [index_block(head, 0x20, self.root_limit, cur)]
-        fake = DX_NODE_FAKE.pack(0, bs, 0, 0)
+        root = DX_ROOT.pack(
+            dot_inode=ino, dot_rec_len=_rec_len(1), dot_name_len=1, dot_file_type=FT_DIR,
+            dot_name=b".", dotdot_inode=parent, dotdot_rec_len=bs - _rec_len(1), dotdot_name_len=2,
+            dotdot_file_type=FT_DIR, dotdot_name=b"..", hash_version=HASH_HALF_MD4,
+            info_length=DX_ROOT_INFO_LENGTH, indirect_levels=depth)
+        out = [index_block(root[:DX_ROOT_COUNT_OFFSET], DX_ROOT_COUNT_OFFSET, self.root_limit, cur)]
+        fake = DX_NODE.pack(fake_rec_len=bs)[:DX_NODE_COUNT_OFFSET]
         for lv in range(depth - 1, -1, -1):
             for ents in levels[lv]:
-                out.append(index_block(fake, 8, self.node_limit, ents))
+                out.append(index_block(fake, DX_NODE_COUNT_OFFSET, self.node_limit, ents))
         out.extend(b for _, b in leaves)
         return out
 
@@ -397,7 +413,7 @@ class Geometry:
         self.fdb = 1 if bs == 1024 else 0
         self.bpg = 8 * bs
         self.isz = cfg.inode_size
-        self.desc_size = DESC_SIZE_64 if cfg.bit64 else 32
+        self.desc_size = DESC_SIZE_64 if cfg.bit64 else GROUP_DESC.size
         self.sparse = cfg.sparse_super
         if blocks - self.fdb < 64:
             raise _NoSpace(64 + self.fdb - blocks)
@@ -566,12 +582,12 @@ def _map_runs(runs: list[tuple[int, int]], phys: list[tuple[int, int]]) -> list[
 
 
 def _extent_tree_blocks(n_extents: int, bs: int) -> int:
-    if n_extents <= 4:
+    if n_extents <= EXTENT_ROOT_MAX:
         return 0
-    per = (bs - 12) // 12
+    per = extents_per_block(bs)
     total = 0
     n = n_extents
-    while n > 4:
+    while n > EXTENT_ROOT_MAX:
         n = -(-n // per)
         total += n
     return total
@@ -580,14 +596,12 @@ def _extent_tree_blocks(n_extents: int, bs: int) -> int:
 def _indirect_keys(runs: list[tuple[int, int]], bs: int) -> list[tuple]:
     """The indirect blocks a file with these logical runs needs, parents before children.
     Keys: (1,) single; (2,) double, (2, i) its children; (3,), (3, i), (3, i, j)."""
-    P = bs // 4
-    b1, b2 = 12 + P, 12 + P + P * P
-    b3 = b2 + P * P * P
+    P, b1, b2, b3 = indirect_bounds(bs)
     keys: set[tuple] = set()
     for s, e in runs:
         if e > b3:
             raise _TooBig()
-        if e > 12 and s < b1:
+        if e > NDIR_BLOCKS and s < b1:
             keys.add((1,))
         if e > b1 and s < b2:
             keys.add((2,))
@@ -689,10 +703,10 @@ class ExtWriter:
             return
         ent, val = _xattr_space(entries)
         isz = self.cfg.inode_size
-        room = isz - 128 - EXTRA_ISIZE - 4 if isz > 128 else 0
+        room = isz - GOOD_OLD_INODE_SIZE - EXTRA_ISIZE - XATTR_IBODY_HEADER.size if isz > GOOD_OLD_INODE_SIZE else 0
         if ent + val <= room:
             area, _ = _xattr_body(entries, room, 0, 0)
-            r.xin = (XATTR_MAGIC).to_bytes(4, "little") + bytes(area)
+            r.xin = XATTR_IBODY_HEADER.pack(magic=XATTR_MAGIC) + bytes(area)
             return
         key = tuple(entries)
         xb = self.xblocks.get(key)
@@ -717,14 +731,13 @@ class ExtWriter:
                 raise InputError(f"extended attributes of {ent + val} bytes do not fit in one "
                                  f"{bs}-byte block (ext stores at most one block per inode)")
             total += 1
-        P = bs // 4
-        max_ind = 12 + P + P * P + P * P * P
+        max_ind = indirect_bounds(bs)[3]
         for r in self.inos:
             r.nmeta = 0
             if r.kind is Kind.DIR:
                 if r.ino == LPF_INO and r.node is None:
                     blocks = db.build(LPF_INO, ROOT_INO, [])[0]
-                    want = min(12, max(2, 16384 // bs))  # as mke2fs: 16 KiB, 2..12 blocks
+                    want = min(NDIR_BLOCKS, max(2, 16384 // bs))  # as mke2fs: 16 KiB, 2..12 blocks
                     iseed = inode_csum_seed(self.fs_seed, LPF_INO) if cfg.csum else 0
                     blocks += [db.empty_block(iseed)] * (want - len(blocks))
                     indexed = False
@@ -751,7 +764,7 @@ class ExtWriter:
                     raise CapacityError(f"a file of {format_size(r.size)} is too large for {cfg.fs_type} "
                                         f"with {bs}-byte blocks", where=r.node.origin or None)
             elif r.kind is Kind.SYMLINK:
-                if len(r.target) < 60:
+                if len(r.target) < I_BLOCK_SIZE:
                     r.nblocks = 0
                 else:
                     if len(r.target) >= bs:
@@ -762,7 +775,7 @@ class ExtWriter:
             if r.nblocks:
                 if cfg.extents:
                     est = sum(-(-(b - a) // EXT_INIT_MAX_LEN) for a, b in r.runs)
-                    r.nmeta = _extent_tree_blocks(est + (1 if est >= 4 else 0), bs)
+                    r.nmeta = _extent_tree_blocks(est + (1 if est >= EXTENT_ROOT_MAX else 0), bs)
                 else:
                     r.nmeta = len(_indirect_keys(r.runs, bs))
             total += r.nblocks + r.nmeta
@@ -835,8 +848,7 @@ class ExtWriter:
         block it maps (as the kernel lays them out), so a file stays contiguous."""
         keys = _indirect_keys(r.runs, self.bs)
         phys = al.alloc(r.nblocks + len(keys))
-        P = self.bs // 4
-        b1, b2 = 12 + P, 12 + P + P * P
+        P, b1, b2, _ = indirect_bounds(self.bs)
         pi, poff = 0, 0
         where: dict[tuple, int] = {}
         ext: list[tuple[int, int, int]] = []
@@ -857,8 +869,8 @@ class ExtWriter:
         for s, e in r.runs:
             l = s
             while l < e:
-                if l < 12:
-                    need, end = (), min(e, 12)
+                if l < NDIR_BLOCKS:
+                    need, end = (), min(e, NDIR_BLOCKS)
                 elif l < b1:
                     need, end = ((1,),), min(e, b1)
                 elif l < b2:
@@ -1027,17 +1039,22 @@ class ExtWriter:
             free_blocks_total += fb
             bbc = csum(self.fs_seed, bb[:geo.bpg // 8]) if cfg.csum else 0
             ibc = csum(self.fs_seed, ib[:geo.ipg // 8]) if cfg.csum else 0
-            d = bytearray(GROUP_DESC.pack(geo.bb[g] & M32, geo.ib[g] & M32, geo.it[g] & M32,
-                                          fb & 0xFFFF, fi & 0xFFFF, dirs & 0xFFFF, flags, 0,
-                                          bbc & 0xFFFF, ibc & 0xFFFF, unused & 0xFFFF, 0))
+            lo = dict(block_bitmap=geo.bb[g] & M32, inode_bitmap=geo.ib[g] & M32,
+                      inode_table=geo.it[g] & M32, free_blocks=fb & 0xFFFF, free_inodes=fi & 0xFFFF,
+                      used_dirs=dirs & 0xFFFF, flags=flags, block_bitmap_csum=bbc & 0xFFFF,
+                      inode_bitmap_csum=ibc & 0xFFFF, itable_unused=unused & 0xFFFF)
+            d = GROUP_DESC.pack(**lo)
+            hi = b""
             if geo.desc_size == DESC_SIZE_64:
-                d += GROUP_DESC_HI.pack(geo.bb[g] >> 32, geo.ib[g] >> 32, geo.it[g] >> 32, fb >> 16,
-                                        fi >> 16, dirs >> 16, unused >> 16, 0, bbc >> 16, ibc >> 16, 0)
-            if cfg.csum:
-                c = csum(self.fs_seed, g.to_bytes(4, "little") + bytes(d[:GD_CHECKSUM_OFFSET]))
-                c = csum(c, b"\0\0" + bytes(d[GD_CHECKSUM_OFFSET + 2:]))
-                d[GD_CHECKSUM_OFFSET:GD_CHECKSUM_OFFSET + 2] = (c & 0xFFFF).to_bytes(2, "little")
-            gd += d
+                hi = GROUP_DESC_HI.pack(
+                    block_bitmap_hi=geo.bb[g] >> 32, inode_bitmap_hi=geo.ib[g] >> 32,
+                    inode_table_hi=geo.it[g] >> 32, free_blocks_hi=fb >> 16, free_inodes_hi=fi >> 16,
+                    used_dirs_hi=dirs >> 16, itable_unused_hi=unused >> 16,
+                    block_bitmap_csum_hi=bbc >> 16, inode_bitmap_csum_hi=ibc >> 16)
+            if cfg.csum:  # crc32c(fs seed, le32 group, descriptor with its checksum field zero)
+                c = csum(csum(self.fs_seed, g.to_bytes(4, "little")), d + hi)
+                d = GROUP_DESC.pack(checksum=c & 0xFFFF, **lo)
+            gd += d + hi
             if any(bb):  # an all-zero bitmap is what the hole already reads as
                 bsink.add(geo.bb[g], bytes(bb))
             if not flags & BG_INODE_UNINIT:  # an uninitialised group's inode bitmap is never read
@@ -1089,12 +1106,13 @@ class ExtWriter:
         k = r.kind
         if k in (Kind.CHR, Kind.BLK):
             b0, b1 = encode_dev(*r.node.rdev)
-            r.iblock = b0.to_bytes(4, "little") + b1.to_bytes(4, "little") + bytes(52)
+            r.iblock = (b0.to_bytes(BLOCK_PTR_SIZE, "little") + b1.to_bytes(BLOCK_PTR_SIZE, "little")
+                        + bytes(I_BLOCK_SIZE - 2 * BLOCK_PTR_SIZE))
             return
         if k in (Kind.FIFO, Kind.SOCK):
             return
         if k is Kind.SYMLINK and r.nblocks == 0:
-            r.iblock = r.target + bytes(60 - len(r.target))
+            r.iblock = r.target + bytes(I_BLOCK_SIZE - len(r.target))
             return
         # content blocks
         if r.dirblocks is not None:
@@ -1118,53 +1136,57 @@ class ExtWriter:
     def _extent_tree(self, r: Ino, writes: list) -> bytes:
         bs = self.bs
         ext = r.extents
-        if len(ext) <= 4:
-            body = EXTENT_HEADER.pack(EXTENT_MAGIC, len(ext), 4, 0, 0)
-            for l, n, p in ext:
-                body += EXTENT_LEAF.pack(l, n, p >> 32, p & M32)
-            return body + bytes(60 - len(body))
-        per = (bs - 12) // 12
+
+        def node(entries: list[bytes], max_: int, depth: int) -> bytes:
+            return (EXTENT_HEADER.pack(magic=EXTENT_MAGIC, entries=len(entries), max=max_, depth=depth)
+                    + b"".join(entries))
+
+        def root(entries: list[bytes], depth: int) -> bytes:
+            body = node(entries, EXTENT_ROOT_MAX, depth)
+            return body + bytes(I_BLOCK_SIZE - len(body))
+
+        # level 0: the leaves
+        items = [EXTENT_LEAF.pack(block=l, len=n, start_hi=p >> 32, start_lo=p & M32) for l, n, p in ext]
+        if len(items) <= EXTENT_ROOT_MAX:
+            return root(items, 0)
+        per = extents_per_block(bs)
         iseed = self._iseed(r.ino)
         meta = list(r.meta)
         mi = 0
-        # level 0: leaf blocks
-        items = [EXTENT_LEAF.pack(l, n, p >> 32, p & M32) for l, n, p in ext]
         firsts = [l for l, _, _ in ext]
         depth = 0
-        while len(items) > 4:
+        while len(items) > EXTENT_ROOT_MAX:
             new_items, new_firsts = [], []
             for i in range(0, len(items), per):
                 chunk = items[i:i + per]
                 blk = meta[mi]
                 mi += 1
-                body = bytearray(EXTENT_HEADER.pack(EXTENT_MAGIC, len(chunk), per, depth, 0) + b"".join(chunk))
-                body += bytes(12 + per * 12 - len(body))
-                body += EXTENT_TAIL.pack(csum(iseed, body) if self.cfg.csum else 0)
+                body = bytearray(node(chunk, per, depth))
+                body += bytes(EXTENT_HEADER.size + per * EXTENT_LEAF.size - len(body))
+                body += EXTENT_TAIL.pack(checksum=csum(iseed, body) if self.cfg.csum else 0)
                 body += bytes(bs - len(body))
                 writes.append((blk, bytes(body)))
-                new_items.append(EXTENT_INDEX.pack(firsts[i], blk & M32, blk >> 32, 0))
+                new_items.append(EXTENT_INDEX.pack(block=firsts[i], leaf_lo=blk & M32, leaf_hi=blk >> 32))
                 new_firsts.append(firsts[i])
             items, firsts = new_items, new_firsts
             depth += 1
         assert mi == len(meta), (mi, len(meta))
-        body = EXTENT_HEADER.pack(EXTENT_MAGIC, len(items), 4, depth, 0) + b"".join(items)
-        return body + bytes(60 - len(body))
+        return root(items, depth)
 
     def _indirect(self, r: Ino, writes: list) -> bytes:
         bs = self.bs
-        P = bs // 4
-        b1, b2 = 12 + P, 12 + P + P * P
+        P, b1, b2, _ = indirect_bounds(bs)
         keys = _indirect_keys(r.runs, bs)
         blk_of = dict(zip(keys, r.meta))
         tables: dict[tuple, array] = {k: array("I", bytes(bs)) for k in keys}
-        iblock = array("I", bytes(60))
+        iblock = array("I", bytes(I_BLOCK_SIZE))
         for l, n, p in r.extents:
             while n > 0:
-                if l < 12:
-                    m = min(n, 12 - l)
+                if l < NDIR_BLOCKS:
+                    m = min(n, NDIR_BLOCKS - l)
                     iblock[l:l + m] = array("I", range(p, p + m))
                 elif l < b1:
-                    i = l - 12
+                    i = l - NDIR_BLOCKS
                     m = min(n, P - i)
                     tables[(1,)][i:i + m] = array("I", range(p, p + m))
                 elif l < b2:
@@ -1180,8 +1202,8 @@ class ExtWriter:
                     tables[(3, i, j)][kk:kk + m] = array("I", range(p, p + m))
                 l, n, p = l + m, n - m, p + m
         for key in keys:
-            if len(key) == 1:
-                iblock[11 + key[0]] = blk_of[key]
+            if len(key) == 1:  # (1,), (2,), (3,): i_block[IND_BLOCK], [DIND_BLOCK], [TIND_BLOCK]
+                iblock[IND_BLOCK - 1 + key[0]] = blk_of[key]
             else:
                 tables[key[:-1]][key[-1]] = blk_of[key]
         for key in keys:
@@ -1191,11 +1213,11 @@ class ExtWriter:
     def _xattr_block(self, xb: XBlock) -> bytes:
         bs = self.bs
         area, hashes = _xattr_body(xb.entries, bs, XATTR_HEADER.size, 0)
-        hdr = XATTR_HEADER.pack(XATTR_MAGIC, xb.refcount, 1, xattr_block_hash(hashes), 0, bytes(12))
-        area[0:XATTR_HEADER.size] = hdr
+        fields = dict(magic=XATTR_MAGIC, refcount=xb.refcount, blocks=1, hash=xattr_block_hash(hashes))
+        XATTR_HEADER.pack_into(area, 0, **fields)
         if self.cfg.csum:
             c = csum(csum(self.fs_seed, xb.block.to_bytes(8, "little")), area)
-            area[16:20] = c.to_bytes(4, "little")
+            XATTR_HEADER.pack_into(area, 0, checksum=c, **fields)
         return bytes(area)
 
     def _journal_sb(self) -> bytes:
@@ -1205,12 +1227,13 @@ class ExtWriter:
             incompat |= JBD2_INCOMPAT_64BIT
         if cfg.csum:
             incompat |= JBD2_INCOMPAT_CSUM_V3
-        sb = bytearray(JBD2_SUPERBLOCK.pack(
-            JBD2_MAGIC, JBD2_SUPERBLOCK_V2, 0, self.bs, self.jblocks, 1, 1, 0, 0, 0, incompat, 0,
-            cfg.uuid, 1, 0, 0, 0, JBD2_CRC32C_CHKSUM if cfg.csum else 0, 0, 0, b"", 0, b""))
+        fields = dict(magic=JBD2_MAGIC, blocktype=JBD2_SUPERBLOCK_V2, blocksize=self.bs,
+                      maxlen=self.jblocks, first=1, s_sequence=1, feature_incompat=incompat,
+                      uuid=cfg.uuid, nr_users=1, checksum_type=JBD2_CRC32C_CHKSUM if cfg.csum else 0)
+        sb = JBD2_SUPERBLOCK.pack(**fields)
         if cfg.csum:
-            sb[JBD2_CHECKSUM_OFFSET:JBD2_CHECKSUM_OFFSET + 4] = csum(0xFFFFFFFF, sb).to_bytes(4, "big")
-        return bytes(sb) + bytes(self.bs - len(sb))
+            sb = JBD2_SUPERBLOCK.pack(checksum=csum(0xFFFFFFFF, sb), **fields)
+        return sb + bytes(self.bs - len(sb))
 
     def _pack_inode(self, r: Ino) -> bytes:
         cfg, bs = self.cfg, self.bs
@@ -1224,37 +1247,40 @@ class ExtWriter:
         t, te = encode_time(r.mtime, r.mtime_ns)
         acl = r.xblock.block if r.xblock is not None else 0
         uid, gid = r.uid & M32, r.gid & M32
-        mode = r.kind.s_ifmt | (r.mode & 0o7777)
-        base = INODE_BASE.pack(mode, uid & 0xFFFF, r.size & M32, t, t, t, 0, gid & 0xFFFF, r.nlink,
-                               sectors & M32, flags, 0, r.iblock, 0, acl & M32, r.size >> 32, 0,
-                               (sectors >> 32) & 0xFFFF, acl >> 32, uid >> 16, gid >> 16, 0, 0)
-        if isz > 128:
-            ino = bytearray(isz)
-            ino[:128] = base
-            ino[128:128 + EXTRA_ISIZE] = INODE_EXTRA.pack(EXTRA_ISIZE, 0, te, te, te, t, te, 0, 0)
-            if r.xin:
-                ino[128 + EXTRA_ISIZE:128 + EXTRA_ISIZE + len(r.xin)] = r.xin
-        else:
-            ino = bytearray(base)
+        base = dict(mode=r.kind.s_ifmt | (r.mode & 0o7777), uid=uid & 0xFFFF, size_lo=r.size & M32,
+                    atime=t, ctime=t, mtime=t, gid=gid & 0xFFFF, links_count=r.nlink,
+                    blocks_lo=sectors & M32, flags=flags, block=r.iblock, file_acl_lo=acl & M32,
+                    size_high=r.size >> 32, blocks_high=(sectors >> 32) & 0xFFFF, file_acl_high=acl >> 32,
+                    uid_high=uid >> 16, gid_high=gid >> 16)
+        extra = dict(extra_isize=EXTRA_ISIZE, ctime_extra=te, mtime_extra=te, atime_extra=te,
+                     crtime=t, crtime_extra=te)
+        ino = self._inode_bytes(base, extra, r.xin)
         if cfg.csum:
             c = csum(self._iseed(r.ino), ino)
-            ino[I_CHECKSUM_LO_OFFSET:I_CHECKSUM_LO_OFFSET + 2] = (c & 0xFFFF).to_bytes(2, "little")
-            if isz > 128:
-                ino[I_CHECKSUM_HI_OFFSET:I_CHECKSUM_HI_OFFSET + 2] = (c >> 16).to_bytes(2, "little")
-        return bytes(ino)
+            base["checksum_lo"] = c & 0xFFFF
+            extra["checksum_hi"] = c >> 16
+            ino = self._inode_bytes(base, extra, r.xin)
+        return ino
+
+    def _inode_bytes(self, base: dict, extra: dict, xin: bytes) -> bytes:
+        """The inode: its 128 bytes, then (large inodes) the extra fields and the in-inode
+        xattr area, zero-padded to the inode size."""
+        raw = INODE.pack(**base)
+        if self.cfg.inode_size > GOOD_OLD_INODE_SIZE:
+            raw += INODE_EXTRA.pack(**extra) + xin
+        return raw + bytes(self.cfg.inode_size - len(raw))
 
     def _reserved_inode(self, ino: int) -> bytes:
         """Inodes 1..10 that hold nothing: zeros (inode 1 with the fs times), checksummed."""
-        isz = self.cfg.inode_size
-        raw = bytearray(isz)
+        base: dict = {}
         if ino == 1:
             t, _ = encode_time(self.ts)
-            raw[8:20] = INODE_BASE.pack(0, 0, 0, t, t, t, 0, 0, 0, 0, 0, 0, bytes(60), 0, 0, 0, 0,
-                                        0, 0, 0, 0, 0, 0)[8:20]
+            base = dict(atime=t, ctime=t, mtime=t)
+        raw = INODE.pack(**base) + bytes(self.cfg.inode_size - INODE.size)
         if self.cfg.csum:
-            c = csum(self._iseed(ino), raw)
-            raw[I_CHECKSUM_LO_OFFSET:I_CHECKSUM_LO_OFFSET + 2] = (c & 0xFFFF).to_bytes(2, "little")
-        return bytes(raw)
+            base["checksum_lo"] = csum(self._iseed(ino), raw) & 0xFFFF
+            raw = INODE.pack(**base) + bytes(self.cfg.inode_size - INODE.size)
+        return raw
 
     def _inode_tables(self) -> dict[int, bytes]:
         geo, isz, bs = self.geo, self.cfg.inode_size, self.bs
@@ -1353,13 +1379,9 @@ class ExtWriter:
         jnl = b""
         if self.journal is not None:
             j = self.journal
+            # s_jnl_blocks: the journal inode's i_block, then i_size_high, i_size
             jnl = j.iblock + (j.size >> 32).to_bytes(4, "little") + (j.size & M32).to_bytes(4, "little")
-        f = dict.fromkeys(SB_FIELDS, 0)
-        for k in ("uuid", "volume_name", "last_mounted", "journal_uuid", "hash_seed", "jnl_blocks",
-                  "first_error_func", "last_error_func", "mount_opts", "backup_bgs", "encrypt_algos",
-                  "encrypt_pw_salt", "reserved"):
-            f[k] = b""
-        f.update(
+        f = dict(
             inodes_count=geo.inodes, blocks_count_lo=N & M32, r_blocks_count_lo=r_blocks & M32,
             free_blocks_count_lo=free_blocks & M32, free_inodes_count=free_inodes,
             first_data_block=geo.fdb, log_block_size=bs.bit_length() - 11,
@@ -1377,16 +1399,16 @@ class ExtWriter:
         )
         if self.journal is not None:
             f.update(journal_inum=JOURNAL_INO, jnl_backup_type=JNL_BACKUP_BLOCKS)
-        if cfg.inode_size > 128:
+        if cfg.inode_size > GOOD_OLD_INODE_SIZE:
             f.update(min_extra_isize=EXTRA_ISIZE, want_extra_isize=EXTRA_ISIZE)
         if cfg.flex_bg:
             f["log_groups_per_flex"] = cfg.flex_size.bit_length() - 1
         if cfg.csum:
             f["checksum_type"] = CRC32C_CHKSUM
-        sb = bytearray(SUPERBLOCK.pack(*(f[k] for k in SB_FIELDS)))
+        sb = SUPERBLOCK.pack(**f)
         if cfg.csum:
-            sb[SB_CHECKSUM_OFFSET:] = csum(0xFFFFFFFF, sb[:SB_CHECKSUM_OFFSET]).to_bytes(4, "little")
-        return bytes(sb)
+            sb = SUPERBLOCK.pack(checksum=csum(0xFFFFFFFF, sb[:SB_CHECKSUM_OFFSET]), **f)
+        return sb
 
     def _copy_data(self) -> None:
         bs, out = self.bs, self.out
