@@ -59,11 +59,14 @@ def make_tree(root: str) -> None:
     _file(j("dup-a"), b"same content\n" * 3000)
     _file(j("dup-b"), b"same content\n" * 3000)
     _file(j("zeros"), bytes(200_000))
-    # holes: data at 0, 5 MiB, 40 MiB (double indirect with 1 KiB blocks) and 80 MiB (triple)
-    _sparse(j("sparse"), [(0, b"start"), (5 * MiB, b"five"), (40 * MiB, b"forty"),
-                          (80 * MiB, b"end")], 80 * MiB + 3)
+    # holes: data at 0, 5 MiB, 40 MiB (double indirect with 1 KiB blocks) and 80 MiB (triple).
+    # Every data piece is 64 KiB at a 64 KiB boundary, so any host filesystem (tmpfs, ext4,
+    # xfs, btrfs) reports the same data segments and the images do not depend on it.
+    piece = lambda tag: (tag * (64 * KiB // len(tag) + 1))[:64 * KiB]  # noqa: E731
+    _sparse(j("sparse"), [(0, piece(b"start")), (5 * MiB, piece(b"five")), (40 * MiB, piece(b"forty")),
+                          (80 * MiB, piece(b"end"))], 80 * MiB + 64 * KiB)
     # nine separate data runs: more extents than the inode holds (an extent tree block)
-    _sparse(j("fragmented"), [(i * 256 * KiB, rnd.randbytes(5000)) for i in range(9)], 3 * MiB)
+    _sparse(j("fragmented"), [(i * 256 * KiB, rnd.randbytes(64 * KiB)) for i in range(9)], 3 * MiB)
     _sparse(j("hole-only"), [], 2 * MiB)
     os.makedirs(j("dir", "sub", "deeper"))
     _file(j("dir", "sub", "deeper", "leaf"), b"leaf\n", mode=0o600, uid=42, gid=43)

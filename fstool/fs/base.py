@@ -193,6 +193,3 @@ class Reader:
             yield e
             if e.kind is Kind.DIR:
                 stack.extend(reversed(self.listdir(e.path)))
-
-    def close(self) -> None:
-        pass

@@ -1,12 +1,14 @@
-"""ext2, ext3 and ext4: writer (`writer.py`), reader (`reader.py`), on-disk records (`format.py`)."""
+"""ext2, ext3 and ext4: on-disk records (`format.py`), options (`options.py`), the writer
+(`writer.py`, in phases: inode.py, dir.py/htree.py, xattr.py, layout.py, alloc.py, extent.py,
+journal.py, group.py, superblock.py, emit.py) and the reader (`reader.py`)."""
 from __future__ import annotations
 
 from ..registry import Capabilities, Format, Limits
 
 
 def _parse_options(params):
-    from .writer import _parse_options as parse
-    return parse(params)
+    from .options import parse_options
+    return parse_options(params)
 
 
 FORMAT = Format(

@@ -236,6 +236,19 @@ DIRENT_TAIL = Record("ext4_dir_entry_tail", (
     ("reserved_zero1", "I"), ("rec_len", "H"), ("reserved_zero2", "B"), ("reserved_ft", "B"),
     ("checksum", "I")))
 DIRENT_TAIL_FT = 0xDE
+
+
+def dirent_rec_len(name_len: int) -> int:
+    """The smallest record of a name: header plus name, rounded up to 4 bytes."""
+    return (DIRENT.size + name_len + 3) & ~3
+
+
+def pack_dirent(ino: int, rec_len: int, name: bytes, ft: int) -> bytes:
+    """One directory entry with its name, zero-padded to rec_len."""
+    return (DIRENT.pack(inode=ino, rec_len=rec_len, name_len=len(name), file_type=ft) + name
+            + bytes(rec_len - DIRENT.size - len(name)))
+
+
 FT_UNKNOWN, FT_REG, FT_DIR, FT_CHR, FT_BLK, FT_FIFO, FT_SOCK, FT_SYMLINK = range(8)
 # an HTree root: "." and ".." entries (".." spanning the block), dx_root_info, then the count/limit
 # header of the entry array, whose first entry has no hash (only its block)

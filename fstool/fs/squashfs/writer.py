@@ -1,20 +1,22 @@
 """SquashFS 4.0 writer: plan inode numbers, stream file data, then write the metadata.
 
-Two passes over the tree, both in the same post-order (a directory's entries,
-sorted by name bytes, then the directory), so inode numbers rise along the
-inode table and the root is the last inode, as mksquashfs lays it out:
+Phases, each a function returning a plan:
 
-1. data: every regular file is cut into `block_size` blocks, read through
-   `FileSource` (holes are never read, all-zero blocks become sparse entries),
-   compressed in a thread pool and written in submission order, so the bytes
-   never depend on thread timing. A file's tail shorter than a block goes into
-   a shared fragment block. Identical files (same size and SHA-256) share one
-   copy: a duplicate's already-written blocks are rewound over.
-2. metadata: inodes, directory listings, then the fragment, export (NFS), id
-   and xattr tables, and the superblock last.
+1. `plan_inodes` -> Numbering: every entry in post-order (a directory's entries, sorted by
+   name bytes, then the directory), so inode numbers rise along the inode table and the
+   root is the last inode, as mksquashfs lays it out;
+2. `write_data` -> DataPlan: every regular file cut into `block_size` blocks, read through
+   `FileSource` (holes are never read, all-zero blocks become sparse entries), compressed in
+   a thread pool and written in submission order, so the bytes never depend on thread
+   timing. A file's tail shorter than a block goes into a shared fragment block. Identical
+   files (same size and SHA-256) share one copy: a duplicate's already-written blocks are
+   rewound over;
+3. `MetadataWriter.run` -> MetaPlan: the inode and directory tables, in the same post-order;
+4. `lay_out_tables` -> TablePlan: the fragment, export (NFS), id and xattr tables after them;
+5. `finish`: the tables, the compressor options and the superblock written, the image padded.
 
-Nothing is held whole: at most a window of compressed blocks per thread is in
-memory, plus the metadata tables themselves.
+Nothing is held whole: at most a window of compressed blocks per thread is in memory, plus
+the metadata tables themselves.
 """
 from __future__ import annotations
 
