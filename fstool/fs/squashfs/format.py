@@ -105,6 +105,10 @@ LZ4_LEGACY = 1
 LZ4_HC = 1
 GZIP_OPTIONS = Record("gzip_comp_opts", (("compression_level", "I"), ("window_size", "H"), ("strategies", "H")))
 GZIP_WINDOW_SIZE = 15
+# squashfs-tools' legacy "lzma" blocks: the .lzma ("alone") stream, whose header then has the
+# real uncompressed size where Python's encoder writes "unknown" (-1)
+LZMA_ALONE_HEADER = Record("lzma_alone_header", (
+    ("properties", "B"), ("dict_size", "I"), ("uncompressed_size", "Q")))
 ZSTD_OPTIONS = Record("zstd_comp_opts", (("compression_level", "I"),))
 
 
