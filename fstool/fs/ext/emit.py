@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ...fs.base import FsParams
+from ..base import FsParams
 from ...image import ImageFile, data_extents, write_zeros
 from ...tree import Kind
 from . import xattr
