@@ -25,6 +25,13 @@ def test_ext_time_epoch_bits(sec, low, epoch):
     assert decode_time(got_low, extra) == sec
 
 
+def test_ext_time_limit_is_the_last_encodable_second():
+    from fstool.fs.ext import FORMAT
+    top = FORMAT.limits.max_time
+    assert decode_time(*encode_time(top)) == top
+    assert decode_time(*encode_time(top + 1)) != top + 1  # one more wraps around
+
+
 def test_ext_time_nanoseconds_and_128_byte_inodes():
     low, extra = encode_time(1_700_000_000, 999_999_999)
     assert extra >> 2 == 999_999_999 and extra & 3 == 0
