@@ -7,6 +7,7 @@ VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c
 PYTEST_ARGS ?=
+JOBS ?= 2
 
 .PHONY: demo demo-cli test deps apt venv bench clean
 
@@ -17,9 +18,9 @@ apt:
 
 venv: $(VENV)/.stamp
 
-$(VENV)/.stamp: pyproject.toml requirements_lock.txt
+$(VENV)/.stamp: pyproject.toml requirements_lock.txt Makefile
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements_lock.txt pytest==8.3.4 hypothesis==6.122.3 wheel==0.45.1
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements_lock.txt pytest==8.3.4 pytest-xdist==3.6.1 hypothesis==6.122.3 wheel==0.45.1
 	$(VPY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -30,7 +31,7 @@ demo-cli: deps
 	@scripts/demo.sh $(VPY)
 
 test: deps
-	$(VPY) -m pytest -q -ra $(PYTEST_ARGS) tests
+	$(VPY) -m pytest -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS) tests
 
 bench: deps
 	$(VPY) bench/run_all.py

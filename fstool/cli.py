@@ -10,12 +10,13 @@ import argparse
 import json
 import os
 import stat
+import struct
 import sys
 import time
 
 from . import __version__
-from .errors import FstoolError, ImageError, InputError, SpecError, UsageError
-from .image import Region, atomic_output
+from .errors import FstoolError, ImageError, InputError, SpecError, UsageError, set_quiet
+from .image import Region, Terminated, atomic_output
 from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
@@ -50,7 +51,7 @@ def _log(args, msg: str) -> None:
 
 
 def cmd_create(args) -> int:
-    from .build import create_seed, load_tree, make_params, write_filesystem
+    from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
     from .spec import FsSpec
     from .fs import canonical_type
@@ -80,59 +81,46 @@ def cmd_create(args) -> int:
         apply_generic(fs, {k: v}, f"--{k}", os.getcwd())
     if args.device_table:
         fs.device_table = os.path.abspath(args.device_table)
+    parse_format_options(fs)
+    check_output_against_inputs(args.output, fs.sources + ([fs.device_table] if fs.device_table else []),
+                                "-o")
     t0 = time.monotonic()
-    tree = load_tree(fs)
     with terminal_progress(args.quiet) as progress:
-        params = make_params(fs, create_seed(fs, tree), size=fs.size, verbose=args.verbose,
-                             progress=progress)
         with atomic_output(args.output) as out:
-            size = write_filesystem(fs, tree, out, params)
+            size = build_filesystem(fs, out, None, size=fs.size, verbose=args.verbose,
+                                    progress=progress)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
                    f"in {time.monotonic() - t0:.2f}s")
     return 0
 
 
-def cmd_build(args) -> int:
-    from .spec import load_spec
+def cmd_formats(args) -> int:
+    """List the registered formats: type names, what each stores, whether it reads and writes."""
+    from .fs import formats
 
-    spec = load_spec(args.spec)
-    try:
-        return _build(args, spec)
-    except FstoolError as e:
-        if str(e).startswith(args.spec + ":"):
-            raise
-        # errors found while building name the spec they come from, as parse errors do
-        raise type(e)(str(e), where=args.spec) from None
-
-
-def _build(args, spec) -> int:
-    t0 = time.monotonic()
-    with terminal_progress(args.quiet) as progress:
-        layout = _write_spec(args, spec, progress)
-    if args.layout_json:
-        if layout is None:
-            raise UsageError("--layout-json needs a disk spec ([image] with [[partitions]])")
-        from .disk import write_layout
-        write_layout(args.layout_json, layout)
-    if args.verbose:
-        _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
+    for f in formats():
+        names = ", ".join(list(f.types) + sorted(f.aliases))
+        c = f.caps
+        stores = [k for k in ("owners", "times", "symlinks", "hardlinks", "devices", "fifos",
+                              "sockets", "xattrs", "uuid", "volume_id", "journal") if getattr(c, k)]
+        if c.label is not None:
+            stores.append(f"label ({c.label} bytes)")
+        rw = "/".join(x for x, m in (("write", f.writer), ("read", f.reader)) if m)
+        print(f"{f.name}: {f.description}\n  types: {names}\n  {rw}; stores: {', '.join(stores)}")
     return 0
 
 
-def _write_spec(args, spec, progress) -> dict | None:
-    """Write the spec's filesystem or disk to args.output; the disk's layout, or None."""
-    from .build import load_tree, make_params, write_filesystem
+def cmd_build(args) -> int:
+    from .build import build
 
-    with atomic_output(args.output) as out:
-        if spec.fs is not None:
-            tree = load_tree(spec.fs)
-            params = make_params(spec.fs, spec.seed, size=spec.fs.size, verbose=args.verbose,
-                                 progress=progress)
-            write_filesystem(spec.fs, tree, out, params)
-            return None
-        from .disk import build_disk
-        return build_disk(spec, out, verbose=args.verbose, progress=progress)
+    t0 = time.monotonic()
+    with terminal_progress(args.quiet) as progress:
+        build(args.spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+              progress=progress)
+    if args.verbose:
+        _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
+    return 0
 
 
 def _split_target(arg: str) -> tuple[str, int | None]:
@@ -173,6 +161,27 @@ def _open_fs(arg: str):
     return open_reader(region)
 
 
+# what a reader's parsing raises on records it did not expect; on an untrusted image that is
+# a malformed image, reported in one line naming it, never an internal error
+_MALFORMED = (struct.error, IndexError, KeyError, ValueError, UnicodeDecodeError, OverflowError,
+              RecursionError, ZeroDivisionError)
+
+
+def _reading(fn):
+    """Wrap a read verb so a malformed image is one clean line naming it."""
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except ImageError as e:
+            raise e.within(args.image) from None
+        except _MALFORMED as e:
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise ImageError(f"malformed image ({detail})", where=args.image) from None
+    run.__name__ = fn.__name__
+    return run
+
+
+@_reading
 def cmd_info(args) -> int:
     path, num = _split_target(args.image)
     out = sys.stdout
@@ -196,7 +205,7 @@ def cmd_info(args) -> int:
                     if rows.get("label"):
                         desc += f" label={rows['label']}"
                 except FstoolError as e:
-                    desc = f"unknown content ({e.args[0].split(': ')[-1]})"
+                    desc = f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
             return 0
         from .fs import open_reader
@@ -217,6 +226,7 @@ def _fmt_entry(e) -> str:
     return f"{mode}\t{e.uid}\t{e.gid}\t{size}\t{t}\t{name}"
 
 
+@_reading
 def cmd_ls(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/") if args.path else "/"
@@ -232,6 +242,7 @@ def cmd_ls(args) -> int:
     return 0
 
 
+@_reading
 def cmd_cat(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/")
@@ -260,11 +271,14 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
     b.set_defaults(func=cmd_build)
 
+    fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
+    fm.set_defaults(func=cmd_formats)
+
     c = sub.add_parser("create", parents=[common], help="create one filesystem from sources")
     c.add_argument("source", nargs="?", metavar="SRC",
                    help="directory, tar or JSON manifest; layer several with '+' (bottom first)")
     c.add_argument("-t", "--type", required=True, metavar="TYPE",
-                   help="ext2, ext3, ext4, squashfs, vfat, fat12, fat16, fat32")
+                   help="filesystem type (`fstool formats` lists them)")
     c.add_argument("-o", "--output", required=True, metavar="OUT")
     c.add_argument("--size", metavar="SIZE", help="image size (e.g. 64MiB) or 'auto' (default)")
     c.add_argument("--headroom", metavar="SIZE", help="free space to add to an auto size")
@@ -296,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
     try:
         args = make_parser().parse_args(argv)
+        set_quiet(args.quiet)
         return args.func(args)
     except FstoolError as e:
         print(f"fstool: error: {e}", file=sys.stderr)
@@ -305,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fstool: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:  # SIGTERM/SIGHUP (a CI timeout): the output was removed
+        print(f"fstool: terminated by signal {e.signum}; nothing was written", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         try:
             sys.stdout = None  # type: ignore[assignment]

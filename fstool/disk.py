@@ -15,8 +15,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .build import load_tree, make_params, write_filesystem
+from .build import build_filesystem
 from .errors import CapacityError, InputError, SpecError
+from .fs import format_for
 from .ids import derive_u32, derive_uuid
 from .image import ImageFile
 from .sizes import format_size
@@ -44,8 +45,8 @@ class Placed:
 def default_type(p: PartSpec) -> str:
     if p.type:
         return p.type
-    if p.fs is not None and p.fs.type in ("vfat", "fat12", "fat16", "fat32"):
-        return "msdata"
+    if p.fs is not None:
+        return format_for(p.fs.type).partition_type
     return "linux"
 
 
@@ -94,21 +95,15 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=No
         room = size if size is not None else (limit_end - start if limit_end is not None else None)
         if p.fs is not None:
             fs_size = p.fs.size
-            if fs_size is None and size is not None and p.fs.type != "squashfs":
+            if fs_size is None and size is not None and format_for(p.fs.type).caps.fills_partition:
                 fs_size = size
             if fs_size is not None and room is not None and fs_size > room:
                 raise CapacityError(f"the filesystem size {format_size(fs_size)} is larger than the "
                                     f"partition ({format_size(room)})", where=f"{p.where}.filesystem.size")
-            if size is None and p.headroom:
-                p.fs.headroom += p.headroom
-            extra = {}
-            if p.fs.type in ("vfat", "fat12", "fat16", "fat32") and "hidden_sectors" not in p.fs.options:
-                extra["hidden_sectors"] = start // 512  # in the FAT's own 512-byte sectors
-            tree = load_tree(p.fs)
-            params = make_params(p.fs, part_seed, size=fs_size, verbose=verbose, extra_options=extra,
-                                 progress=progress)
             window = ImageFile(out.fd, base=out.base + start, limit=room, path=f"{out.path} partition {p.index}")
-            used = write_filesystem(p.fs, tree, window, params)
+            used = build_filesystem(p.fs, window, part_seed, size=fs_size,
+                                    headroom=p.headroom if size is None else 0,
+                                    partition_offset=start, verbose=verbose, progress=progress)
             if size is None:
                 size = align_up(used, ss)
             elif used > size:

@@ -44,14 +44,16 @@ except ModuleNotFoundError:  # pragma: no cover - 3.10 and older
 
 # Keys every format understands; in [filesystem.options] and `-O` they are lifted
 # out before the format sees the rest.
-GENERIC_OPTION_KEYS = ("mtime", "all_root", "rootdevs", "device_table", "block_size",
+GENERIC_OPTION_KEYS = ("mtime", "all_root", "rootdevs", "device_table", "selinux_file_contexts",
+                       "fs_config", "block_size",
                        "journal_blocks", "volume_id", "volume_label", "label", "uuid", "seed",
                        "sparse", "headroom")
 
 FS_KEYS = ("type", "source", "size", "headroom", "block_size", "journal_blocks", "rootdevs",
            "volume_label", "label", "mtime", "sparse", "volume_id", "uuid", "seed", "all_root",
-           "device_table", "options", "overrides")
-OVERRIDE_KEYS = ("path", "mode", "uid", "gid", "mtime")
+           "device_table", "selinux_file_contexts", "fs_config", "options", "overrides")
+OVERRIDE_KEYS = ("path", "mode", "uid", "gid", "mtime", "xattrs", "capabilities", "capabilities_rootid",
+                 "acl", "default_acl")
 IMAGE_KEYS = ("size", "partition_table", "uuid", "disk_signature", "alignment", "sector_size")
 PART_KEYS = ("name", "type", "size", "headroom", "filesystem", "image", "uuid", "attributes",
              "bootable")
@@ -79,10 +81,13 @@ class FsSpec:
     rootdevs: str = "none"
     all_root: bool = False
     device_table: str | None = None
+    selinux_file_contexts: str | None = None  # label every entry as setfiles would
+    fs_config: str | None = None  # Android fs_config text (e2fsdroid -C), applied last
     seed: str | None = None
     overrides: list[dict[str, Any]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     where: str = "filesystem"
+    opts: Any = None  # the format's typed options, parsed with the spec (Format.parse_options)
 
 
 @dataclass
@@ -198,7 +203,7 @@ def parse_volume_id(v: Any, where: str) -> str:
     return f"{n:08x}"
 
 
-def parse_fs(table: Any, where: str, base_dir: str, *, in_partition: bool = False) -> FsSpec:
+def parse_fs(table: Any, where: str, base_dir: str) -> FsSpec:
     """Parse a [filesystem] table (or the equivalent from the CLI)."""
     if not isinstance(table, dict):
         raise SpecError("expected a table", where=where)
@@ -246,8 +251,37 @@ def parse_fs(table: Any, where: str, base_dir: str, *, in_partition: bool = Fals
         for k in ("uid", "gid", "mtime"):
             if k in o:
                 entry[k] = _int(o[k], f"{w}.{k}", 0, 0xFFFFFFFF if k != "mtime" else None)
+        entry["xattrs"] = _security_xattrs(o, w)
         fs.overrides.append(entry)
+    from .build import parse_format_options
+    parse_format_options(fs)
     return fs
+
+
+def _security_xattrs(o: dict, w: str) -> dict[str, bytes]:
+    """An override's declared xattrs, capabilities and ACLs, as the xattr bytes they become."""
+    from .inputs import security as sec
+    out: dict[str, bytes] = {}
+    xs = o.get("xattrs", {})
+    if not isinstance(xs, dict):
+        raise SpecError("expected a table of name = value", where=f"{w}.xattrs")
+    for name, value in xs.items():
+        sec.check_xattr_name(name, f"{w}.xattrs")
+        out[name] = sec.parse_xattr_value(value, f"{w}.xattrs.{name}")
+    if "capabilities_rootid" in o and "capabilities" not in o:
+        raise SpecError("capabilities_rootid goes with capabilities", where=f"{w}.capabilities_rootid")
+    if "capabilities" in o:
+        rootid = (_int(o["capabilities_rootid"], f"{w}.capabilities_rootid", 0, 0xFFFFFFFF)
+                  if "capabilities_rootid" in o else None)
+        out["security.capability"] = sec.capability_xattr(_str(o["capabilities"], f"{w}.capabilities"),
+                                                          f"{w}.capabilities", rootid)
+    for key, name in (("acl", "system.posix_acl_access"), ("default_acl", "system.posix_acl_default")):
+        if key in o:
+            try:
+                out[name] = sec.acl_from_text(_str(o[key], f"{w}.{key}"), f"{w}.{key}")
+            except InputError as e:
+                raise SpecError(e.message, where=e.where) from None
+    return out
 
 
 def apply_generic(fs: FsSpec, table: dict, where: str, base_dir: str) -> None:
@@ -288,6 +322,9 @@ def apply_generic(fs: FsSpec, table: dict, where: str, base_dir: str) -> None:
     if "device_table" in table:
         fs.device_table = os.path.normpath(os.path.join(base_dir, _str(table["device_table"],
                                                                         w("device_table"))))
+    for k in ("selinux_file_contexts", "fs_config"):
+        if k in table:
+            setattr(fs, k, os.path.normpath(os.path.join(base_dir, _str(table[k], w(k)))))
     if "seed" in table:
         fs.seed = _str(table["seed"], w("seed"))
 
@@ -382,7 +419,7 @@ def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
         if "filesystem" in p and "image" in p:
             raise SpecError("give either a filesystem or a prebuilt image, not both", where=w)
         if "filesystem" in p:
-            ps.fs = parse_fs(p["filesystem"], f"{w}.filesystem", base_dir, in_partition=True)
+            ps.fs = parse_fs(p["filesystem"], f"{w}.filesystem", base_dir)
         if "image" in p:
             ps.image = os.path.normpath(os.path.join(base_dir, _str(p["image"], f"{w}.image")))
         if ps.fs is None and ps.image is None and ps.size is None:
@@ -440,5 +477,5 @@ def load_spec(path: str) -> Spec:
         else:
             raise SpecError("the spec needs a [filesystem] or an [image] table", where="spec")
     except SpecError as e:
-        raise SpecError(str(e), where=path) from None
+        raise e.within(path) from None
     return spec

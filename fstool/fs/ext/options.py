@@ -4,13 +4,14 @@ ExtOptions.
 Run when the spec is read (the registry calls `parse_options`), so every option error is
 reported before any image is written. Defaults follow mke2fs.conf for the chosen type
 (ext4: extents, metadata_csum, flex_bg, huge_file, dir_nlink, extra_isize; ext3: a journal).
-The label, UUID and hash seed are resolved here too: the UUID and the hash seed are derived
-from `params.seed`, never random.
+The label and an explicit UUID are checked here too; a derived UUID and the hash seed come
+from the build's seed when writing (`seed_identifiers`): options are parsed with the spec,
+before the seed is known.
 """
 from __future__ import annotations
 
 import uuid as _uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...errors import SpecError
 from ...ids import derive_uuid
@@ -47,8 +48,8 @@ class ExtOptions:
     extra_isize: bool
     sparse_super: bool
     label: bytes
-    uuid: bytes
-    hash_seed: bytes
+    uuid: bytes                 # b"": derived from the build's seed when writing
+    hash_seed: bytes            # b"" until seed_identifiers
     where: str
 
 
@@ -110,17 +111,22 @@ def parse_options(params: FsParams) -> ExtOptions:
     if len(label) > LABEL_MAX:
         raise SpecError(f"ext volume labels are at most {LABEL_MAX} bytes; {params.label!r} is {len(label)}",
                         where=f"{params.where}.label")
+    uuid = b""
     if params.uuid:
         try:
             uuid = _uuid.UUID(params.uuid).bytes
         except ValueError:
             raise SpecError(f"invalid UUID {params.uuid!r}", where=f"{params.where}.uuid") from None
-    else:
-        uuid = derive_uuid(params.seed, "ext/uuid").bytes
     return ExtOptions(
         fs_type=t, bs=bs, inode_size=inode_size, inodes_count=inodes_count, inode_ratio=inode_ratio,
         reserved_pct=reserved_pct, blocks_count=blocks_count, journal_blocks=journal_blocks,
         extents=extents, csum=csum, dir_index=dir_index, journal=journal, flex_bg=flex_bg,
         flex_size=flex_size, bit64=bit64, bit64_set=bit64_set, huge_file=huge_file,
         dir_nlink=dir_nlink, extra_isize=extra_isize, sparse_super=sparse_super, label=label,
-        uuid=uuid, hash_seed=derive_uuid(params.seed, "ext/hash_seed").bytes, where=where)
+        uuid=uuid, hash_seed=b"", where=where)
+
+
+def seed_identifiers(cfg: ExtOptions, seed: bytes) -> ExtOptions:
+    """cfg with its derived identifiers filled in from the build's seed."""
+    return replace(cfg, uuid=cfg.uuid or derive_uuid(seed, "ext/uuid").bytes,
+                   hash_seed=derive_uuid(seed, "ext/hash_seed").bytes)

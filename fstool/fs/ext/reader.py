@@ -427,7 +427,7 @@ class ExtReader(Reader):
         try:
             parts = split_path(path)
         except InputError as e:
-            raise ImageError(str(e), where=self.where) from None
+            raise ImageError(e.message, where=[self.where, *e.where]) from None
         if len(parts) > MAX_PATH_DEPTH:
             raise ImageError("path too deep", where=self.where)
         node = self._inode(ROOT_INO)

@@ -27,12 +27,13 @@ from .extent import TooBig
 from .format import fs_csum_seed
 from .inode import collect
 from .layout import size_filesystem
-from .options import ExtOptions, parse_options
+from .options import ExtOptions, parse_options, seed_identifiers
 
 
 def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     """Write an ext2/ext3/ext4 filesystem of `tree` to `out`; return the image size in bytes."""
-    cfg: ExtOptions = params.opts if params.opts is not None else parse_options(params)
+    cfg: ExtOptions = seed_identifiers(params.opts if params.opts is not None else parse_options(params),
+                                       params.seed)
     fs_seed = fs_csum_seed(cfg.uuid) if cfg.csum else 0
     ts = params.timestamp
     try:
