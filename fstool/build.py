@@ -40,13 +40,18 @@ def load_tree(fs: FsSpec) -> Tree:
     from .inputs.policy import apply_policy
     from .inputs.rootdevs import add_rootdevs
 
+    from .paths import check_exists
+
     if fs.sources:
-        tree = load_sources(fs.sources, base_dir=os.getcwd(), where=f"{fs.where}.source")
+        tree = load_sources(fs.sources, base_dir=fs.base_dir or os.getcwd(),
+                            where=f"{fs.where}.source", spec_dir=fs.spec_dir)
     else:
         tree = Tree()
     if fs.rootdevs != "none":
         add_rootdevs(tree, fs.rootdevs)
     if fs.device_table:
+        check_exists(fs.device_table, base_dir=fs.base_dir, spec_dir=fs.spec_dir,
+                     where=f"{fs.where}.device_table")
         apply_device_table(tree, fs.device_table)
     apply_policy(tree, all_root=fs.all_root, mtime=fs.mtime, clamp=source_date_epoch(),
                  overrides=fs.overrides, file_contexts=fs.selinux_file_contexts,

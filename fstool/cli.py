@@ -162,24 +162,8 @@ def _split_target(arg: str) -> tuple[str, int | None]:
 
 def _open_region(arg: str):
     """(Region of the filesystem, table info or None)."""
-    path, num = _split_target(arg)
-    if not os.path.exists(path):
-        raise InputError("no such file", where=path)
-    region = Region(path)
-    if num is None:
-        return region, None
-    from .part import probe_table
-    found = probe_table(region)
-    if found is None:
-        raise ImageError("has no partition table, so it has no partition "
-                         f"{num} (drop the ':{num}')", where=path)
-    kind, table = found
-    parts = {p.number: p for p in table.partitions}
-    if num not in parts:
-        raise ImageError(f"has no partition {num} (it has {', '.join(map(str, sorted(parts))) or 'none'})",
-                         where=path)
-    p = parts[num]
-    return region.sub(p.offset, p.size), (kind, p)
+    from .inputs.image import open_partition
+    return open_partition(*_split_target(arg))
 
 
 def _open_fs(arg: str):

@@ -1,4 +1,4 @@
-"""Inputs: host directories, tar archives and JSON manifests, layered into one Tree.
+"""Inputs: host directories, tar archives, JSON manifests and images, layered into one Tree.
 
 `load_sources` reads each source into a tree of its own and merges it over the
 ones below, bottom to top, as container layers stack: a directory over a
@@ -21,12 +21,22 @@ OPAQUE = ".wh..wh..opq"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar.bz2", ".tbz2")
 
 
-def load_one(path: str, where: str | None = None) -> Tree:
-    """One source: a host directory, a tar (any supported compression) or a .json manifest."""
+def load_one(path: str, where: str | None = None, *, base_dir: str | None = None,
+             spec_dir: str | None = None) -> Tree:
+    """One source: a host directory, a tar (any supported compression), a .json manifest,
+    or an image any registered reader opens (`IMG` or `IMG:N` for partition N).
+    A symlink given as the source is followed (only there: symlinks inside stay links)."""
+    from ..paths import missing, split_partition
+    bare, part = split_partition(path)
     try:
-        st = os.stat(path)
+        st = os.stat(bare)
+    except FileNotFoundError:
+        raise missing(bare, base_dir=base_dir, spec_dir=spec_dir, where=where) from None
     except OSError as e:
-        raise InputError(e.strerror or str(e), where=path) from None
+        raise InputError(e.strerror or str(e), where=bare) from None
+    if part is not None:
+        from .image import load_image
+        return load_image(bare, part)
     if stat.S_ISDIR(st.st_mode):
         from .hostdir import load_dir
         return load_dir(path)
@@ -39,7 +49,11 @@ def load_one(path: str, where: str | None = None) -> Tree:
     from .tarball import load_tar, sniff_tar
     if path.lower().endswith(TAR_SUFFIXES) or sniff_tar(path):
         return load_tar(path)
-    raise InputError("not a directory, a tar archive or a .json manifest", where=path)
+    from .image import is_image, load_image
+    if is_image(path):
+        return load_image(path)
+    raise InputError("not a directory, a tar archive, a .json manifest or an image this tool "
+                     "reads (`fstool formats` lists them)", where=path)
 
 
 def merge(lower: Tree, upper: Tree, *, whiteouts: bool) -> None:
@@ -90,12 +104,15 @@ def _strip_whiteouts(d: Node) -> None:
             _strip_whiteouts(d.children[name])
 
 
-def load_sources(sources: list[str], *, base_dir: str | None = None, where: str | None = None) -> Tree:
-    """Load sources bottom to top and merge them into one Tree."""
+def load_sources(sources: list[str], *, base_dir: str | None = None, where: str | None = None,
+                 spec_dir: str | None = None) -> Tree:
+    """Load sources bottom to top and merge them into one Tree (relative ones against base_dir,
+    by default the working directory; spec_dir only feeds the hint when one is missing)."""
     if not sources:
         return Tree()
     base_dir = base_dir or os.getcwd()
-    trees = [load_one(os.path.join(base_dir, s), where) for s in sources]
+    trees = [load_one(os.path.join(base_dir, s), where, base_dir=base_dir, spec_dir=spec_dir)
+             for s in sources]
     result = trees[0]
     for t in trees[1:]:
         merge(result, t, whiteouts=True)
