@@ -1,0 +1,167 @@
+"""The Rust fstool's spec semantics: paths against the working directory, symlinked and
+layered sources, images and partitions as sources, labels, FAT types, dropped entries."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import assert_one_line_error, loop_mount, run_fstool
+from treegen import compare, describe
+
+MiB = 1 << 20
+T = 1_700_000_000
+
+
+def small_tree(root, *, devices=True):
+    """Every kind of entry, a few KiB: files, hardlinks, symlinks, devices, a fifo, xattrs."""
+    os.makedirs(os.path.join(root, "etc", "deep"))
+    def w(rel, data, mode=0o644):
+        p = os.path.join(root, rel)
+        with open(p, "wb") as f:
+            f.write(data)
+        os.chmod(p, mode)
+    w("etc/app.conf", b"mode=on\n")
+    w("etc/deep/leaf", b"leaf\n" * 1000, 0o600)
+    w("run.sh", b"#!/bin/sh\n", 0o4755)
+    w("empty", b"")
+    with open(os.path.join(root, "holey"), "wb") as f:
+        f.write(b"start")
+        f.seek(3 * MiB)
+        f.write(b"end")
+    os.link(os.path.join(root, "run.sh"), os.path.join(root, "etc", "run-link"))
+    os.symlink("etc/app.conf", os.path.join(root, "conf"))
+    os.chown(os.path.join(root, "etc", "deep"), 42, 43)
+    os.chown(os.path.join(root, "etc", "app.conf"), 1000, 100)
+    os.setxattr(os.path.join(root, "etc", "app.conf"), "user.note", b"hello")
+    if devices:
+        os.mknod(os.path.join(root, "null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(os.path.join(root, "sda"), 0o660 | stat.S_IFBLK, os.makedev(8, 0))
+        os.mkfifo(os.path.join(root, "fifo"))
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            os.utime(os.path.join(dirpath, n), (T, T), follow_symlinks=False)
+    os.utime(root, (T, T))
+
+
+def checkout(tmp_path):
+    """A checkout-root-like directory: examples/ beside rootfs/."""
+    (tmp_path / "examples").mkdir()
+    small_tree(str(tmp_path / "rootfs"))
+    return tmp_path
+
+
+def fsck_ext(img):
+    p = subprocess.run(["e2fsck", "-fn", str(img)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def fsck_fat(img):
+    p = subprocess.run(["fsck.vfat", "-n", str(img)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+# -- step 1: paths and sources -------------------------------------------------------------
+
+def test_relative_source_resolves_against_the_working_directory(tmp_path):
+    root = checkout(tmp_path)
+    (root / "examples" / "bare.toml").write_text('[filesystem]\ntype = "ext4"\nsource = "./rootfs"\n')
+    run_fstool("build", "examples/bare.toml", "-o", "out.img", cwd=root, check=True)
+    fsck_ext(root / "out.img")
+    assert "app.conf" in run_fstool("ls", root / "out.img", "/etc", check=True).stdout
+    # from inside examples/ the same spec looks in examples/: one line naming where it looked
+    p = run_fstool("build", "bare.toml", "-o", "x.img", cwd=root / "examples")
+    assert_one_line_error(p, 1, "bare.toml", "filesystem.source", str(root / "examples"),
+                          "working directory")
+    # a spec whose path only exists beside it: the error says so
+    (root / "examples" / "tree").mkdir()
+    (root / "examples" / "beside.toml").write_text('[filesystem]\ntype = "ext4"\nsource = "tree"\n')
+    p = run_fstool("build", "examples/beside.toml", "-o", "x.img", cwd=root)
+    assert_one_line_error(p, 1, str(root / "tree"), "exists beside the spec as examples/tree")
+    assert not (root / "x.img").exists()
+
+
+def test_relative_to_spec_and_json_specs(tmp_path):
+    root = checkout(tmp_path)
+    shutil.move(str(root / "rootfs"), str(root / "examples" / "rootfs"))
+    (root / "examples" / "s.toml").write_text(
+        'relative_to = "spec"\n[filesystem]\ntype = "squashfs"\nsource = "rootfs"\n')
+    (root / "examples" / "s.json").write_text('{"filesystem": {"type": "squashfs", "source": "rootfs"}}')
+    run_fstool("build", "examples/s.toml", "-o", "a.sqfs", cwd=root, check=True)
+    run_fstool("build", "examples/s.json", "-o", "b.sqfs", cwd=root, check=True)
+    assert (root / "a.sqfs").read_bytes() != b""
+    (root / "examples" / "bad.toml").write_text('relative_to = "here"\n[filesystem]\ntype = "ext4"\n')
+    p = run_fstool("build", "examples/bad.toml", "-o", "x.img", cwd=root)
+    assert_one_line_error(p, 2, "relative_to", "\"cwd\"")
+
+
+def test_partition_image_and_device_table_resolve_against_cwd(tmp_path):
+    root = checkout(tmp_path)
+    run_fstool("create", "-t", "fat", "rootfs/etc", "-o", "esp.img", cwd=root, check=True)
+    (root / "devs.txt").write_text("/dev/console c 600 0 0 5 1 0 0 -\n")
+    (root / "examples" / "d.toml").write_text(
+        '[image]\n[[partitions]]\nname = "esp"\nimage = "esp.img"\n'
+        '[[partitions]]\nname = "root"\n[partitions.filesystem]\ntype = "ext4"\n'
+        'device_table = "devs.txt"\n')
+    run_fstool("build", "examples/d.toml", "-o", "d.img", cwd=root, check=True)
+    assert "console" in run_fstool("ls", f"{root / 'd.img'}:2", "/dev", check=True).stdout
+    p = run_fstool("build", "d.toml", "-o", "d.img", cwd=root / "examples")
+    assert_one_line_error(p, 1, "partitions[0] (esp).image", "esp.img", str(root / "examples"))
+
+
+def test_source_symlink_to_dir_and_archive_is_followed_at_the_top_only(tmp_path):
+    root = checkout(tmp_path)
+    os.symlink("rootfs", root / "current")
+    with tarfile.open(root / "base.tar", "w") as t:
+        t.add(root / "rootfs" / "etc", arcname="etc")
+    os.symlink("base.tar", root / "latest.tar")
+    run_fstool("create", "-t", "ext4", "current", "-o", "a.img", cwd=root, check=True)
+    (root / "s.toml").write_text('[filesystem]\ntype = "ext4"\nsource = ["latest.tar", "current"]\n')
+    run_fstool("build", "s.toml", "-o", "b.img", cwd=root, check=True)
+    for img in ("a.img", "b.img"):
+        fsck_ext(root / img)
+        out = run_fstool("ls", root / img, "/", check=True).stdout
+        assert "/conf -> etc/app.conf" in out  # the symlink inside stays a symlink
+
+
+def test_plus_layers_with_whiteouts(tmp_path):
+    root = checkout(tmp_path)
+    with tarfile.open(root / "base.tar", "w") as t:
+        t.add(root / "rootfs", arcname=".")
+    (root / "overlay" / "etc").mkdir(parents=True)
+    (root / "overlay" / "etc" / ".wh.app.conf").write_text("")
+    (root / "overlay" / "added").write_text("new\n")
+    (root / "s.toml").write_text('[filesystem]\ntype = "squashfs"\nsource = "base.tar+overlay/"\n')
+    run_fstool("build", "s.toml", "-o", "s.sqfs", cwd=root, check=True)
+    out = run_fstool("ls", "-R", root / "s.sqfs", check=True).stdout
+    paths = [ln.split("\t")[-1] for ln in out.splitlines()]
+    assert "/added" in paths and "/etc/deep/leaf" in paths and "/etc/app.conf" not in paths
+
+
+def test_image_as_source_keeps_all_metadata(tmp_path):
+    """ext4 image -> SquashFS through `source = "rootfs.img"`: the kernel sees the same tree."""
+    root = checkout(tmp_path)
+    (root / "a.toml").write_text('[filesystem]\ntype = "ext4"\nsource = "rootfs"\n')
+    run_fstool("build", "a.toml", "-o", "rootfs.img", cwd=root, check=True)
+    (root / "b.toml").write_text('[filesystem]\ntype = "squashfs"\nsource = "rootfs.img"\n')
+    run_fstool("build", "b.toml", "-o", "rootfs.sqfs", cwd=root, check=True)
+    with loop_mount(root / "rootfs.sqfs", tmp_path) as mnt:
+        got = describe(mnt)
+        assert got.pop("/lost+found")["fmt"] == stat.S_IFDIR  # the ext image's own
+        assert got == describe(root / "rootfs")
+    # and a partition of a disk: FAT files are referenced in place, not copied first
+    run_fstool("create", "-t", "fat", "rootfs/etc", "-o", "esp.img", cwd=root, check=True)
+    (root / "d.toml").write_text('[image]\n[[partitions]]\nname = "esp"\nimage = "esp.img"\n')
+    run_fstool("build", "d.toml", "-o", "disk.img", cwd=root, check=True)
+    (root / "c.toml").write_text('[filesystem]\ntype = "ext4"\nsource = "disk.img:1"\n')
+    run_fstool("build", "c.toml", "-o", "from-part.img", cwd=root, check=True)
+    fsck_ext(root / "from-part.img")
+    got = run_fstool("cat", root / "from-part.img", "/deep/leaf", check=True).stdout
+    assert got == "leaf\n" * 1000
+    (root / "e.toml").write_text('[filesystem]\ntype = "ext4"\nsource = "disk.img:7"\n')
+    p = run_fstool("build", "e.toml", "-o", "x.img", cwd=root)
+    assert_one_line_error(p, 1, "has no partition 7")
