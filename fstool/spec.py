@@ -328,7 +328,7 @@ def apply_generic(fs: FsSpec, table: dict, where: str, base_dir: str) -> None:
         v = table["rootdevs"]
         if isinstance(v, bool):  # the Rust tool's boolean form
             v = "minimal" if v else "none"
-        v = _str(v, w("rootdevs"))
+        v = _str(v, w("rootdevs")).lower()  # the Rust fstool takes any case
         if v not in ROOTDEVS:
             raise SpecError(f"must be one of {', '.join(ROOTDEVS)}; got {v!r}", where=w("rootdevs"))
         fs.rootdevs = v

@@ -165,3 +165,59 @@ def test_image_as_source_keeps_all_metadata(tmp_path):
     (root / "e.toml").write_text('[filesystem]\ntype = "ext4"\nsource = "disk.img:7"\n')
     p = run_fstool("build", "e.toml", "-o", "x.img", cwd=root)
     assert_one_line_error(p, 1, "has no partition 7")
+
+
+# -- step 2: labels, FAT types, ignored keys ----------------------------------------------
+
+def _fat_type(img):
+    from fstool.fs.fat import reader as fat_reader
+    from fstool.image import Region
+    with Region(str(img)) as region:
+        return dict(fat_reader.open(region).info())
+
+
+def test_vfat_and_fat32_make_fat32_fat_and_msdos_choose_by_size(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "EFI").mkdir()
+    (src / "EFI" / "BOOTX64.EFI").write_bytes(b"MZ" * 100)
+    for t in ("vfat", "fat32"):
+        img = tmp_path / f"{t}.img"
+        run_fstool("create", "-t", t, src, "-o", img, "--size", "256MiB", check=True)
+        assert _fat_type(img)["type"] == "FAT32"
+        fsck_fat(img)
+    for t, size, want in (("fat", "256MiB", "FAT16"), ("msdos", "4MiB", "FAT12"),
+                          ("fat16", "64MiB", "FAT16"), ("fat12", "2MiB", "FAT12")):
+        img = tmp_path / f"{t}.img"
+        run_fstool("create", "-t", t, src, "-o", img, "--size", size, check=True)
+        assert _fat_type(img)["type"] == want, t
+    # auto size: the smallest FAT32
+    run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "auto.img", check=True)
+    assert _fat_type(tmp_path / "auto.img")["type"] == "FAT32"
+    p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "small.img", "--size", "16MiB")
+    assert_one_line_error(p, 2, "too small for FAT32", "the smallest that works is 33 MiB")
+
+
+def test_ext_label_cut_to_16_bytes_rootdevs_any_case_and_ignored_keys(tmp_path):
+    (tmp_path / "s.toml").write_text(
+        '[filesystem]\ntype = "ext2"\nvolume_label = "a-label-of-twenty-two"\n'
+        'journal_blocks = 1024\nrootdevs = "Minimal"\n')
+    p = run_fstool("build", "s.toml", "-o", "e.img", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2 and "'a-label-of-twent'" in lines[0] and "journal_blocks" in lines[1]
+    fsck_ext(tmp_path / "e.img")
+    info = run_fstool("info", tmp_path / "e.img", check=True).stdout
+    assert "label: a-label-of-twent\n" in info
+    assert "/dev/null" in run_fstool("ls", tmp_path / "e.img", "/dev", check=True).stdout
+    # -q silences warnings
+    p = run_fstool("build", "-q", "s.toml", "-o", "e.img", cwd=tmp_path)
+    assert p.returncode == 0 and p.stderr == ""
+    # rootdevs on FAT: ignored with a warning, as the Rust fstool does
+    (tmp_path / "f.toml").write_text('[filesystem]\ntype = "fat32"\nsize = "40MiB"\n'
+                                     'rootdevs = "standard"\nvolume_label = "boot"\n')
+    p = run_fstool("build", "f.toml", "-o", "f.img", cwd=tmp_path)
+    assert p.returncode == 0 and "rootdevs: ignored" in p.stderr and "'BOOT'" in p.stderr
+    assert len(p.stderr.splitlines()) == 2
+    fsck_fat(tmp_path / "f.img")
+    assert _fat_type(tmp_path / "f.img")["label"] == "BOOT"
