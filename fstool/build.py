@@ -217,13 +217,14 @@ def spec_inputs(spec: Spec) -> list[str]:
 
 
 def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
-          verbose: bool = False, progress=None) -> dict | None:
+          verbose: bool = False, progress=None, force: bool = False) -> dict | None:
     """Build what a spec describes (a filesystem or a disk) into output, atomically.
 
     The library's entry point: `fstool.build("disk.toml", "disk.img")`. Returns the disk's
     layout (as --layout-json writes it), or None for a filesystem spec. Errors name the spec.
+    A block device as output needs force=True (a mounted one is refused).
     """
-    from .image import atomic_output
+    from .image import open_output
     from .spec import load_spec
 
     if isinstance(spec, str):
@@ -232,9 +233,10 @@ def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
         if layout_json and spec.disk is None:
             raise SpecError("--layout-json needs a disk spec ([image] with [[partitions]])")
         check_output_against_inputs(output, spec_inputs(spec), spec.path)
-        with atomic_output(output) as out:
+        with open_output(output, force=force) as out:
             if spec.fs is not None:
-                build_filesystem(spec.fs, out, spec.seed, size=spec.fs.size, verbose=verbose,
+                size = spec.fs.size if spec.fs.size is not None or not out.device else out.limit
+                build_filesystem(spec.fs, out, spec.seed, size=size, verbose=verbose,
                                  progress=progress)
                 return None
             from .disk import build_disk, write_layout

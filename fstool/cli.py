@@ -16,7 +16,7 @@ import time
 
 from . import __version__
 from .errors import FstoolError, ImageError, InputError, SpecError, UsageError, set_quiet
-from .image import Region, Terminated, atomic_output
+from .image import Region, Terminated
 from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
@@ -85,9 +85,12 @@ def cmd_create(args) -> int:
     check_output_against_inputs(args.output, fs.sources + ([fs.device_table] if fs.device_table else []),
                                 "-o")
     t0 = time.monotonic()
+    from .image import open_output
     with terminal_progress(args.quiet) as progress:
-        with atomic_output(args.output) as out:
-            size = build_filesystem(fs, out, None, size=fs.size, verbose=args.verbose,
+        with open_output(args.output, force=args.force) as out:
+            # on a block device an auto size is the device's (as the Rust fstool)
+            want = fs.size if fs.size is not None or not out.device else out.limit
+            size = build_filesystem(fs, out, None, size=want, verbose=args.verbose,
                                     progress=progress)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
@@ -144,9 +147,20 @@ def cmd_build(args) -> int:
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
         build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
-              progress=progress)
-    if args.verbose:
-        _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
+              progress=progress, force=args.force)
+    if spec.fs is not None:
+        what = spec.fs.type
+    else:
+        n = len(spec.disk.partitions)
+        what = f"{spec.disk.table.upper()} disk, {n} partition{'s' if n != 1 else ''}"
+    try:
+        with open(args.output, "rb") as f:
+            what += f", {format_size(f.seek(0, os.SEEK_END))}"
+    except OSError:
+        pass
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    # the Rust fstool says "built OUT from SPEC" too
+    _log(args, f"fstool: built {args.output} from {args.spec} ({what}){took}")
     return 0
 
 
@@ -283,6 +297,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--mtime-from-status", metavar="FILE",
                    help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
                         "(stamped builds)")
+    b.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
     b.set_defaults(func=cmd_build)
 
     fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
@@ -301,6 +317,8 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("-D", "--device-table", metavar="FILE", help="genext2fs-style device table")
     c.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
                    help="filesystem option (repeatable)")
+    c.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
     c.set_defaults(func=cmd_create)
 
     i = sub.add_parser("info", parents=[common], help="describe an image or disk (IMG or IMG:N)")

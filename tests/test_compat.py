@@ -221,3 +221,54 @@ def test_ext_label_cut_to_16_bytes_rootdevs_any_case_and_ignored_keys(tmp_path):
     assert len(p.stderr.splitlines()) == 2
     fsck_fat(tmp_path / "f.img")
     assert _fat_type(tmp_path / "f.img")["label"] == "BOOT"
+
+
+# -- step 3: --force and the build line ------------------------------------------------------
+
+@pytest.fixture
+def loopdev(tmp_path):
+    backing = tmp_path / "backing.img"
+    with open(backing, "wb") as f:
+        f.write(b"\xaa" * MiB)  # old data that must not show through
+        f.truncate(40 * MiB)
+    dev = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=True)
+
+
+def test_create_and_build_onto_a_block_device_need_force(tmp_path, loopdev):
+    src = tmp_path / "src"
+    small_tree(str(src), devices=False)
+    (tmp_path / "s.toml").write_text(f'[filesystem]\ntype = "fat32"\nsource = "{src}"\n')
+    p = run_fstool("build", "s.toml", "-o", loopdev, cwd=tmp_path)
+    assert_one_line_error(p, 1, "--force")
+    p = run_fstool("build", "s.toml", "-o", loopdev, "--force", cwd=tmp_path, check=True)
+    assert p.stderr.splitlines()[-1] == f"fstool: built {loopdev} from s.toml (fat32, 40 MiB)"
+    fsck_fat(loopdev)
+    p = run_fstool("create", "-t", "ext4", src, "-o", loopdev)
+    assert_one_line_error(p, 1, loopdev, "block device", "--force")
+    run_fstool("create", "-t", "ext4", src, "-o", loopdev, "--force", check=True)
+    fsck_ext(loopdev)
+    assert run_fstool("cat", loopdev, "/etc/app.conf", check=True).stdout == "mode=on\n"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "ro", loopdev, str(mnt)], check=True)
+    try:
+        p = run_fstool("create", "-t", "ext4", src, "-o", loopdev, "--force")
+        assert_one_line_error(p, 1, loopdev, "mounted on", str(mnt))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_build_prints_one_line_naming_what_it_wrote(tmp_path):
+    root = checkout(tmp_path)
+    (root / "s.toml").write_text('[filesystem]\ntype = "squashfs"\nsource = "rootfs"\n')
+    p = run_fstool("build", "s.toml", "-o", "out.sqfs", cwd=root, check=True)
+    size = os.path.getsize(root / "out.sqfs")
+    assert p.stderr.startswith("fstool: built out.sqfs from s.toml (squashfs, ") and \
+        len(p.stderr.splitlines()) == 1, p.stderr
+    assert size > 0
+    assert run_fstool("build", "-q", "s.toml", "-o", "out.sqfs", cwd=root, check=True).stderr == ""
