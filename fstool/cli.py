@@ -164,6 +164,48 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_repack(args) -> int:
+    from .repack import repack
+
+    if len(args.paths) < 2:
+        raise UsageError("repack needs SRC... OUT: at least one source and the output")
+    *sources, out = args.paths
+    t0 = time.monotonic()
+    with terminal_progress(args.quiet) as progress:
+        fs_type, size = repack(sources, out, fs_type=args.fs_type, shrink=args.shrink,
+                               options=_parse_O(args.option or []), force=args.force,
+                               verbose=args.verbose, progress=progress)
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    _log(args, f"fstool: repacked {' + '.join(sources)} into {out} ({fs_type}, "
+               f"{format_size(size)}){took}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .repack import analyze
+
+    types = None
+    if args.fs_type:
+        from .fs import canonical_type
+        types = [canonical_type(t, "--fs-type") for t in args.fs_type.split(",")]
+    report = analyze(args.source.split("+") if not os.path.exists(args.source) else [args.source],
+                     types=types)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    c = report["counts"]
+    print(f"{args.source}: {c['entries']} entries: {c['files']} files, {c['dirs']} directories, "
+          f"{c['symlinks']} symlinks, {c['devices']} devices, {c['fifos']} fifos, "
+          f"{c['sockets']} sockets, {c['hardlinks']} extra hardlinks, {c['xattrs']} xattrs")
+    print(f"  file bytes: {format_size(c['bytes'])} ({c['bytes']}), of which data "
+          f"(not holes): {format_size(c['data_bytes'])} ({c['data_bytes']})")
+    print("  smallest image (size = \"auto\"):")
+    for t, v in report["smallest"].items():
+        print(f"    {t}: {format_size(v) + f' ({v})' if isinstance(v, int) else v}")
+    return 0
+
+
 def _split_target(arg: str) -> tuple[str, int | None]:
     """IMG or IMG:N (partition N, 1-based). A file whose name has a colon still works."""
     if os.path.exists(arg) or ":" not in arg:
@@ -320,6 +362,26 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true",
                    help="allow OUT to be a block device (refused when mounted)")
     c.set_defaults(func=cmd_create)
+
+    rp = sub.add_parser("repack", parents=[common],
+                        help="merge sources (images, IMG:N, tars, directories) into a new image")
+    rp.add_argument("paths", nargs="+", metavar="SRC... OUT")
+    rp.add_argument("--fs-type", "-t", metavar="TYPE",
+                    help="output type (default: from OUT's name; .img keeps the source's)")
+    rp.add_argument("--shrink", action="store_true",
+                    help="make the image as small as its content (default: the source's size)")
+    rp.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
+                    help="filesystem option (repeatable)")
+    rp.add_argument("--force", action="store_true",
+                    help="allow OUT to be a block device (refused when mounted)")
+    rp.set_defaults(func=cmd_repack)
+
+    an = sub.add_parser("analyze", parents=[common],
+                        help="count what a source holds and the smallest image of each type")
+    an.add_argument("source", metavar="SOURCE", help="directory, tar, IMG or IMG:N; a+b layers")
+    an.add_argument("--json", action="store_true", help="print JSON")
+    an.add_argument("--fs-type", "-t", metavar="TYPE[,TYPE]", help="only these types")
+    an.set_defaults(func=cmd_analyze)
 
     i = sub.add_parser("info", parents=[common], help="describe an image or disk (IMG or IMG:N)")
     i.add_argument("image", metavar="IMG[:N]")

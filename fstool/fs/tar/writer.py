@@ -66,7 +66,12 @@ class _Raw:
     """Uncompressed: headers batched, file data copied kernel-side, holes left as holes."""
 
     def __init__(self, out: ImageFile, sparse: bool):
-        self.out, self.sparse, self.pos, self.buf = out, sparse, 0, bytearray()
+        self.out, self.sparse, self.flushed, self.buf = out, sparse, 0, bytearray()
+
+    @property
+    def pos(self) -> int:
+        """Archive bytes so far (written and buffered)."""
+        return self.flushed + len(self.buf)
 
     def write(self, data: bytes) -> None:
         self.buf += data
@@ -75,8 +80,8 @@ class _Raw:
 
     def flush(self) -> None:
         if self.buf:
-            self.out.pwrite(self.buf, self.pos)
-            self.pos += len(self.buf)
+            self.out.pwrite(self.buf, self.flushed)
+            self.flushed += len(self.buf)
             self.buf = bytearray()
 
     def data(self, src) -> None:
@@ -96,11 +101,11 @@ class _Raw:
                     from ...image import write_zeros
                     write_zeros(self.out, self.pos + done, foff - done)
                 done = foff + n
-        self.pos += src.size
+        self.flushed += src.size
 
     def close(self) -> int:
         self.flush()
-        return self.pos
+        return self.flushed
 
 
 class _Stream:
