@@ -206,6 +206,41 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _editor(arg: str):
+    """An in-place editor for the filesystem at IMG[:N] (FAT today)."""
+    region, _ = _open_region(arg)
+    from .fs import open_reader
+    r = open_reader(region)
+    from .fs.fat.reader import FatReader
+    if isinstance(r, FatReader):
+        from .fs.fat.edit import FatEditor
+        return FatEditor(region)
+    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT is); "
+                     "rebuild it with `fstool repack SRC HOST_DIR OUT` instead")
+
+
+def cmd_add(args) -> int:
+    if not os.path.exists(args.host_src):
+        raise InputError("no such file or directory", where=args.host_src)
+    ed = _editor(args.image)
+    try:
+        ed.add(args.host_src, "/" + args.dest.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: added {args.host_src} -> {args.image}:/{args.dest.strip('/')}")
+    return 0
+
+
+def cmd_rm(args) -> int:
+    ed = _editor(args.image)
+    try:
+        ed.rm("/" + args.path.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: removed {args.image}:/{args.path.strip('/')}")
+    return 0
+
+
 def _split_target(arg: str) -> tuple[str, int | None]:
     """IMG or IMG:N (partition N, 1-based). A file whose name has a colon still works."""
     if os.path.exists(arg) or ":" not in arg:
@@ -382,6 +417,17 @@ def make_parser() -> argparse.ArgumentParser:
     an.add_argument("--json", action="store_true", help="print JSON")
     an.add_argument("--fs-type", "-t", metavar="TYPE[,TYPE]", help="only these types")
     an.set_defaults(func=cmd_analyze)
+
+    ad = sub.add_parser("add", parents=[common], help="copy a host file or tree into an image, in place")
+    ad.add_argument("image", metavar="IMG[:N]")
+    ad.add_argument("host_src", metavar="HOST_SRC")
+    ad.add_argument("dest", metavar="DEST", help="its path in the image (into DEST if a directory)")
+    ad.set_defaults(func=cmd_add)
+
+    rm = sub.add_parser("rm", parents=[common], help="remove a file or empty directory, in place")
+    rm.add_argument("image", metavar="IMG[:N]")
+    rm.add_argument("path", metavar="PATH")
+    rm.set_defaults(func=cmd_rm)
 
     i = sub.add_parser("info", parents=[common], help="describe an image or disk (IMG or IMG:N)")
     i.add_argument("image", metavar="IMG[:N]")
