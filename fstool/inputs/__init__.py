@@ -5,8 +5,10 @@ ones below, bottom to top, as container layers stack: a directory over a
 directory keeps both's children (the upper one's attributes win), anything else
 replaces what was there. In every layer above the bottom one, OCI whiteouts are
 honoured: `.wh.NAME` deletes NAME from the layers below and `.wh..wh..opq`
-makes its directory opaque (hides everything below it); whiteout entries never
-reach the image. No file bytes are read here.
+makes its directory opaque (hides everything below it); so do OverlayFS's own
+markers (a character device 0/0 deletes its path, a directory with the xattr
+`trusted.overlay.opaque = "y"` is opaque), as the Rust fstool detects both.
+Whiteout entries never reach the image. No file bytes are read here.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..tree import Kind, Node, Tree
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+OVERLAY_OPAQUE = "trusted.overlay.opaque"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar.bz2", ".tbz2")
 
 
@@ -63,10 +66,18 @@ def merge(lower: Tree, upper: Tree, *, whiteouts: bool) -> None:
     lower.invalidate()
 
 
+def _overlay_whiteout(node: Node) -> bool:
+    return node.kind is Kind.CHR and node.rdev == (0, 0)
+
+
+def _overlay_opaque(node: Node) -> bool:
+    return node.kind is Kind.DIR and node.xattrs.get(OVERLAY_OPAQUE) == b"y"
+
+
 def _merge_dir(low: Node, up: Node, whiteouts: bool) -> None:
     assert low.children is not None and up.children is not None
     names = sorted(up.children)
-    if whiteouts and OPAQUE in up.children:
+    if whiteouts and (OPAQUE in up.children or _overlay_opaque(up)):
         low.children.clear()
     for name in names:
         node = up.children[name]
@@ -74,10 +85,15 @@ def _merge_dir(low: Node, up: Node, whiteouts: bool) -> None:
             if name != OPAQUE:
                 low.children.pop(name[len(WHITEOUT):], None)
             continue
+        if whiteouts and _overlay_whiteout(node):
+            low.children.pop(name, None)
+            continue
         old = low.children.get(name)
         if old is not None and old.kind is Kind.DIR and node.kind is Kind.DIR:
             old.copy_attrs_from(node)
             _merge_dir(old, node, whiteouts)
+            if whiteouts:
+                old.xattrs.pop(OVERLAY_OPAQUE, None)
         else:
             if whiteouts and node.kind is Kind.DIR:
                 _strip_whiteouts(node)
@@ -97,8 +113,9 @@ def graft(tree: Tree, dest: str, sub: Node, where: str) -> None:
 
 def _strip_whiteouts(d: Node) -> None:
     assert d.children is not None
+    d.xattrs.pop(OVERLAY_OPAQUE, None)
     for name in list(d.children):
-        if name.startswith(WHITEOUT):
+        if name.startswith(WHITEOUT) or _overlay_whiteout(d.children[name]):
             del d.children[name]
         elif d.children[name].kind is Kind.DIR:
             _strip_whiteouts(d.children[name])
