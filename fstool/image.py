@@ -265,11 +265,11 @@ def device_output(dest: str) -> Iterator[ImageFile]:
     use), zeroed first so no old data shows through the holes writers leave."""
     where = mounted_from(dest)
     if where is not None:
-        raise InputError(f"is mounted on {where}: refusing to write to it", where=dest)
+        raise OutputError(f"is mounted on {where}: refusing to write to it", where=dest)
     try:
         fd = os.open(dest, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
     except OSError as e:
-        raise InputError(f"cannot open it exclusively ({e.strerror}): in use?", where=dest) from None
+        raise OutputError(f"cannot open it exclusively ({e.strerror}): in use?", where=dest) from None
     try:
         size = os.lseek(fd, 0, os.SEEK_END)
         try:
