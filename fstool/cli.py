@@ -50,7 +50,19 @@ def _log(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def _check_qcow2(args) -> None:
+    """The Rust fstool's --cluster-size: checked as it checks it, used only for qcow2 output,
+    which this fstool does not write yet (a clear error, never a raw image named .qcow2)."""
+    cs = parse_size(args.cluster_size, where="--cluster-size")
+    if cs < 512 or cs & (cs - 1):
+        raise UsageError(f"--cluster-size must be a power of two of at least 512; got {cs}")
+    if args.output.lower().endswith((".qcow2", ".qcow", ".q2")):
+        raise UsageError(f"{args.output}: qcow2 output is not supported yet; write a raw image "
+                         "and convert it (qemu-img convert -O qcow2)")
+
+
 def cmd_create(args) -> int:
+    _check_qcow2(args)
     from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
     from .spec import FsSpec
@@ -396,6 +408,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="filesystem option (repeatable)")
     c.add_argument("--force", action="store_true",
                    help="allow OUT to be a block device (refused when mounted)")
+    c.add_argument("--cluster-size", metavar="SIZE", default="64KiB",
+                   help="qcow2 cluster size, as the Rust fstool (only for .qcow2 output)")
     c.set_defaults(func=cmd_create)
 
     rp = sub.add_parser("repack", parents=[common],
