@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from conftest import assert_one_line_error, loop_mount, run_fstool
-from treegen import compare, describe
+from treegen import describe
 
 MiB = 1 << 20
 T = 1_700_000_000

@@ -4,7 +4,6 @@ variants by extension, and fstool reads them back."""
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import tarfile
 
@@ -12,7 +11,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_fstool, same_file
 from test_compat import small_tree
-from treegen import compare, describe
+from treegen import compare
 
 LONG = "a-directory-with-a-rather-long-name-" + "x" * 60
 

@@ -10,7 +10,7 @@ the same image gives the same bytes. Directories grow by a zeroed cluster when f
 """
 from __future__ import annotations
 
-import array  # noqa: F401
+import array
 import os
 import stat
 import sys
@@ -23,9 +23,6 @@ from .common import (ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_LONG_NAM
                      FSINFO_LEAD, FSINFO_STRUCT, MAX_DIR_ENTRIES, to_fat_time)
 from .reader import FatReader
 from .writer import _basis, _check_long_name, _exact_short, _lfn_entries, _pad83, _upper_key
-
-COPY = 1 << 20
-
 
 class FatEditor:
     """A FAT volume (a Region of an image file) opened for writing."""
@@ -74,7 +71,6 @@ class FatEditor:
 
     def _iter_free(self):
         """Free cluster numbers in order, reading the first FAT in 64 KiB pieces."""
-        import array
         fat, last = self.r.fat_start, self.nclusters + 1
         if self.bits == 12:
             for c in range(2, last + 1):
