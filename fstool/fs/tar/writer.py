@@ -161,10 +161,13 @@ def _pax_time(sec: int, ns: int) -> bytes:
 def _member(name: bytes, node: Node, typeflag: bytes, size: int, link: bytes = b"") -> bytes:
     """The header blocks (PAX header first when needed) of one member."""
     recs = []
+    long_raw = [v for v in (name, link) if len(v) > 100]
     try:
-        name.decode("utf-8")
-        link.decode("utf-8")
+        for v in long_raw:
+            v.decode("utf-8")
     except UnicodeDecodeError:
+        # a long name that is not UTF-8 goes raw; libarchive needs this to keep it so (GNU tar
+        # keeps it anyway, warning that it does not know the keyword)
         recs.append(pax_record("hdrcharset", b"BINARY"))
     if len(name) > 100:
         recs.append(pax_record("path", name))
