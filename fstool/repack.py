@@ -111,6 +111,25 @@ def repack(sources: list[str], out: str, *, fs_type: str | None = None, shrink: 
     return fs.type, written
 
 
+def clone_tree(tree):
+    """A copy of tree a writer may change (FAT drops entries): new Nodes, hardlinks still
+    shared, FileSources (immutable) shared, so the sources are read once."""
+    import copy
+    from .tree import Kind, Tree
+    seen: dict[int, object] = {}
+
+    def dup(node):
+        if id(node) in seen:
+            return seen[id(node)]
+        new = copy.copy(node)
+        new.xattrs = dict(node.xattrs)
+        seen[id(node)] = new
+        if node.kind is Kind.DIR:
+            new.children = {n: dup(c) for n, c in node.children.items()}
+        return new
+    return Tree(dup(tree.root))
+
+
 def analyze(sources: list[str], *, types: list[str] | None = None) -> dict:
     """Counts and bytes of the merged sources, and the smallest image of each writable type."""
     from .build import build_filesystem, load_tree, parse_format_options
@@ -157,7 +176,7 @@ def analyze(sources: list[str], *, types: list[str] | None = None) -> dict:
             parse_format_options(fs)
             with tempfile.TemporaryFile(prefix="fstool-analyze-") as f:
                 sizes[t] = build_filesystem(fs, ImageFile(f.fileno(), path=f"<{t}>"), b"analyze",
-                                            size=None, tree=load_tree(fs))
+                                            size=None, tree=clone_tree(tree))
         except FstoolError as e:
             sizes[t] = f"cannot: {e.message}"
         finally:
