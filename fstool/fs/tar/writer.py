@@ -27,7 +27,7 @@ from .format import (BLK, BLOCK, CHR, DIR, FIFO, HARDLINK, PAX, RECORD, REG, SYM
                      octal, padding, pax_record)
 
 COMPRESSIONS = ("none", "gzip", "zstd", "xz")
-DEFAULT_LEVELS = {"gzip": 9, "zstd": 19, "xz": 6}
+DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "xz": 6}  # each tool's own default
 LEVEL_RANGES = {"gzip": (1, 9), "zstd": (1, 22), "xz": (0, 9)}
 SUFFIXES = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.zst", "zstd"), (".tzst", "zstd"),
             (".tar.xz", "xz"), (".txz", "xz"))
