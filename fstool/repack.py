@@ -90,6 +90,10 @@ def repack(sources: list[str], out: str, *, fs_type: str | None = None, shrink: 
         if same and first_image[1] and first_image[1] != "NO NAME":
             fs.label = first_image[1]
     parse_format_options(fs)
+    from .build import check_output_against_inputs
+    from .paths import split_partition
+    check_output_against_inputs(out, [split_partition(os.path.abspath(s))[0] for s in sources],
+                                "repack")
     size = fs.size
     if size is None and not shrink and first_image is not None and len(sources) == 1 \
             and fmt.caps.fills_partition and lookup(first_image[0])[0] is fmt:

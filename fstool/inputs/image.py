@@ -98,7 +98,16 @@ def load_image(arg: str, part: int | None = None) -> Tree:
     from ..fs import open_reader
     region, _ = open_partition(arg, part)
     name = f"{arg}:{part}" if part else arg
-    reader = open_reader(region)
+    try:
+        reader = open_reader(region)
+    except ImageError:
+        from ..part import probe_table
+        found = probe_table(region) if part is None else None
+        if found is None:
+            raise
+        nums = ", ".join(str(p.number) for p in found[1].partitions) or "none"
+        raise ImageError(f"is a {found[0].upper()} disk: name a partition as {arg}:N "
+                         f"(it has {nums})", where=arg) from None
     tree = Tree()
     inodes: dict[int, Node] = {}
     spool: _Spool | None = None
