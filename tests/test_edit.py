@@ -9,6 +9,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_fstool
 
+pytestmark = pytest.mark.slow
 MiB = 1 << 20
 
 
