@@ -17,5 +17,6 @@ FS_TYPES = [
     "sqfs",
     "squashfs",
     "squashfs4",
+    "tar",
     "vfat",
 ]
