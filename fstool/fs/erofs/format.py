@@ -1,0 +1,121 @@
+"""EROFS on-disk records, declared once (the kernel's Documentation/filesystems/erofs.rst
+and include/erofs_fs.h are the references; every field is little-endian).
+
+Layout we write: a 1 KiB boot area, the 128-byte superblock at 1024, then the
+metadata area (meta_blkaddr 0, so a nid is the byte offset of an inode divided by
+32), the shared-xattr area at a block boundary, then data blocks.
+"""
+from __future__ import annotations
+
+import struct
+from collections import namedtuple
+
+MAGIC = 0xE0F5E1E2
+SB_OFFSET = 1024
+INODE_SLOT = 32  # nid = byte offset in the metadata area / 32
+NULL_ADDR = 0xFFFFFFFF  # a hole in a chunk block map
+
+# feature_compat
+COMPAT_SB_CHKSUM = 0x1
+COMPAT_MTIME = 0x2
+# feature_incompat
+INCOMPAT_LZ4_0PADDING = 0x1
+INCOMPAT_BIG_PCLUSTER = 0x2
+INCOMPAT_CHUNKED_FILE = 0x4
+INCOMPAT_COMPR_HEAD2 = 0x8
+INCOMPAT_ZTAILPACKING = 0x10
+INCOMPAT_FRAGMENTS = 0x20
+INCOMPAT_XATTR_PREFIXES = 0x40
+INCOMPAT_48BIT = 0x80
+KNOWN_INCOMPAT = 0x1FF
+
+# the 128-byte superblock (sb_extslots 0); the last 24 bytes are zero in what we write
+SUPERBLOCK = struct.Struct("<IIIBBHQQIIII16s16sIHHHBBIQB23s")
+SB_FIELDS = ("magic", "checksum", "feature_compat", "blkszbits", "sb_extslots", "root_nid", "inos",
+             "epoch", "fixed_nsec", "blocks", "meta_blkaddr", "xattr_blkaddr", "uuid", "volume_name",
+             "feature_incompat", "u1", "extra_devices", "devt_slotoff", "dirblkbits",
+             "xattr_prefix_count", "xattr_prefix_start", "packed_nid", "xattr_filter", "reserved")
+Superblock = namedtuple("Superblock", SB_FIELDS)
+assert SUPERBLOCK.size == 128
+
+# i_format: bit 0 = extended inode, bits 1-3 = data layout
+LAYOUT_FLAT_PLAIN = 0
+LAYOUT_COMPRESSED_FULL = 1
+LAYOUT_FLAT_INLINE = 2
+LAYOUT_COMPRESSED_COMPACT = 3
+LAYOUT_CHUNK_BASED = 4
+CHUNK_FORMAT_BLKBITS_MASK = 0x1F
+CHUNK_FORMAT_INDEXES = 0x20
+
+# 32-byte compact inode: format, xattr_icount, mode, nlink, size, mtime (from the epoch),
+# i_u (startblk / rdev / chunk format / compressed blocks), ino, uid, gid, reserved
+INODE_COMPACT = struct.Struct("<HHHHIIIIHHI")
+InodeCompact = namedtuple("InodeCompact", "format xattr_icount mode nlink size mtime u ino uid gid reserved")
+# 64-byte extended inode: format, xattr_icount, mode, i_nb (startblk_hi, 0 here), size, i_u, ino,
+# uid, gid, mtime, mtime_nsec, nlink, reserved
+INODE_EXTENDED = struct.Struct("<HHHHQIIIIQII16s")
+InodeExtended = namedtuple("InodeExtended",
+                           "format xattr_icount mode nb size u ino uid gid mtime mtime_nsec nlink reserved")
+assert INODE_COMPACT.size == 32 and INODE_EXTENDED.size == 64
+
+# xattrs: the in-inode body starts with this 12-byte header, then shared ids (u32 each),
+# then entries (4-byte header + name suffix + value, each padded to 4 bytes)
+XATTR_IBODY_HEADER = struct.Struct("<IB7s")
+XATTR_ENTRY = struct.Struct("<BBH")  # name_len, name_index, value_size
+# name indexes: the well-known prefixes (an exact-name prefix stores an empty suffix)
+XATTR_PREFIXES = {
+    1: "user.",
+    2: "system.posix_acl_access",
+    3: "system.posix_acl_default",
+    4: "trusted.",
+    5: "lustre.",
+    6: "security.",
+}
+
+DIRENT = struct.Struct("<QHBB")  # nid, nameoff, file_type, reserved
+FT_UNKNOWN, FT_REG, FT_DIR, FT_CHR, FT_BLK, FT_FIFO, FT_SOCK, FT_SYMLINK = range(8)
+
+# compression
+Z_MAP_HEADER = struct.Struct("<HHHBB")  # reserved1/fragmentoff, idata_size, advise, algorithmtype, clusterbits
+Z_LCLUSTER_INDEX = struct.Struct("<HHI")  # advise (type), clusterofs, blkaddr or delta[0]|delta[1]<<16
+Z_LCLUSTER_PLAIN, Z_LCLUSTER_HEAD1, Z_LCLUSTER_NONHEAD, Z_LCLUSTER_HEAD2 = range(4)
+Z_LI_D0_CBLKCNT = 1 << 11
+Z_ADVISE_COMPACTED_2B = 0x1
+Z_ADVISE_BIG_PCLUSTER_1 = 0x2
+Z_ADVISE_BIG_PCLUSTER_2 = 0x4
+Z_ADVISE_INLINE_PCLUSTER = 0x8
+Z_ALG_LZ4, Z_ALG_LZMA, Z_ALG_DEFLATE, Z_ALG_ZSTD = range(4)
+
+
+def encode_rdev(major: int, minor: int) -> int:
+    """The kernel's new_encode_dev: 12-bit major, 20-bit minor, the low minor byte at the bottom."""
+    return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+
+
+def decode_rdev(dev: int) -> tuple[int, int]:
+    return (dev & 0xFFF00) >> 8, (dev & 0xFF) | ((dev >> 12) & 0xFFF00)
+
+
+def sb_checksum(block0_from_sb: bytes) -> int:
+    """crc32c over the superblock's block from offset 1024 (checksum field zeroed), as the
+    kernel's crc32c(~0, ...) gives it: the standard CRC-32C without its final inversion."""
+    import crc32c
+    return crc32c.crc32c(block0_from_sb) ^ 0xFFFFFFFF
+
+
+def xattr_split(name: str) -> tuple[int, bytes] | None:
+    """(name index, stored suffix) for a full xattr name, or None when no prefix fits."""
+    best = None
+    for idx, prefix in XATTR_PREFIXES.items():
+        exact = not prefix.endswith(".")
+        if (exact and name == prefix) or (not exact and name.startswith(prefix) and len(name) > len(prefix)):
+            if best is None or len(prefix) > len(XATTR_PREFIXES[best]):
+                best = idx
+    if best is None:
+        return None
+    return best, name[len(XATTR_PREFIXES[best]):].encode("utf-8", "surrogateescape")
+
+
+def xattr_entry(index: int, suffix: bytes, value: bytes) -> bytes:
+    raw = XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
+    return raw + bytes(-len(raw) % 4)
