@@ -273,6 +273,7 @@ class _Placer:
         self.units = bs // INODE_SLOT
         self.buckets: list[list[tuple[int, int]]] = [[] for _ in range(self.units + 1)]  # free units -> heap
         self.free: dict[int, int] = {}  # block -> offset of its free space
+        self._open(start)
 
     def _open(self, pos: int) -> None:
         blk = pos // self.bs
