@@ -25,19 +25,25 @@ from __future__ import annotations
 
 import heapq
 import os
+import struct
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ...errors import CapacityError, SpecError
 from ...ids import derive_uuid, parse_uuid
-from ...image import ImageFile
+from ...image import ImageFile, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
 from ..base import FsParams, OptionReader
+from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
-    COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
-    INCOMPAT_CHUNKED_FILE, INODE_COMPACT, INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED,
-    LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER,
-    encode_rdev, sb_checksum, xattr_entry, xattr_split,
+    COMPAT_MTIME, COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
+    INCOMPAT_BIG_PCLUSTER as INCOMPAT_COMPR_CFGS, INCOMPAT_CHUNKED_FILE, INCOMPAT_LZ4_0PADDING, INODE_COMPACT,
+    INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN,
+    MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER, Z_ADVISE_BIG_PCLUSTER_1, Z_ALG_DEFLATE,
+    Z_ALG_LZ4, Z_ALG_LZMA, Z_LCLUSTER_HEAD1, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD, Z_LCLUSTER_PLAIN,
+    Z_LI_D0_CBLKCNT, Z_MAP_HEADER, encode_rdev, sb_checksum, xattr_entry, xattr_split,
 )
 
 BLOCK_SIZE = 4096
@@ -61,6 +67,8 @@ class Options:
 
 
 def parse_options(params: FsParams) -> Options:
+    from .compress import LEVEL_RANGE, check_available
+
     where = f"{params.where}.options"
     o = OptionReader(params.options, where)
     comp = o.get_str("compression", "none", choices=COMPRESSORS)
@@ -80,11 +88,14 @@ def parse_options(params: FsParams) -> Options:
         if o.get_bool(key, False):
             raise SpecError(f"{key} is not supported yet by the erofs writer", where=f"{where}.{key}")
     o.finish()
-    if comp != "none":
-        raise SpecError(f"erofs compression {comp!r} is not supported yet (only 'none')",
-                        where=f"{where}.compression")
-    if level is not None:
-        raise SpecError("compression_level needs a compression", where=f"{where}.compression_level")
+    if comp == "none":
+        if level is not None:
+            raise SpecError("compression_level needs a compression", where=f"{where}.compression_level")
+    else:
+        lo, hi = LEVEL_RANGE[comp]
+        if level is not None and not lo <= level <= hi:
+            raise SpecError(f"{comp} levels run from {lo} to {hi}; got {level}", where=f"{where}.compression_level")
+        check_available(comp)
     if pcluster % BLOCK_SIZE or not BLOCK_SIZE <= pcluster <= 1 << 20:
         raise SpecError(f"pcluster_size must be a multiple of {BLOCK_SIZE} up to 1 MiB, got {pcluster}",
                         where=f"{where}.pcluster_size")
@@ -107,6 +118,7 @@ class Ino:
     size: int = 0
     extended: bool = False
     layout: int = LAYOUT_FLAT_PLAIN
+    compress: bool = False  # a compression candidate (its layout is settled once compressed)
     xattr_body: bytes = b""
     tail: int = 0  # bytes of inline tail data (FLAT_INLINE)
     nblocks: int = 0  # data blocks (FLAT: contiguous; CHUNK: allocated chunks' blocks)
@@ -118,17 +130,30 @@ class Ino:
     nid: int = 0
     startblk: int = NULL_ADDR
     chunk_addrs: list = field(default_factory=list)
+    extents: list = field(default_factory=list)  # compressed: [(length, raw, blkaddr, blocks)]
+    zblocks: int = 0  # compressed: blocks used by its pclusters
 
     @property
     def isize(self) -> int:
         return 64 if self.extended else 32
 
-    def meta_size(self) -> int:
-        """Bytes in the metadata area: inode, xattrs, chunk block map, inline tail."""
+    def meta_size(self, bs: int = BLOCK_SIZE) -> int:
+        """Bytes in the metadata area: inode, xattrs, then a chunk block map, compression
+        indexes (map header at an 8-byte boundary, 8 reserved bytes, one index per lcluster)
+        or the inline tail."""
         n = self.isize + len(self.xattr_body)
         if self.layout == LAYOUT_CHUNK_BASED:
             n += 4 * self.nchunks
+        elif self.layout == LAYOUT_COMPRESSED_FULL:
+            n = -(-n // 8) * 8 + Z_MAP_HEADER.size + 8 + Z_LCLUSTER_INDEX.size * -(-self.size // bs)
         return n + self.tail
+
+    def flat_layout(self, inline: bool, bs: int) -> None:
+        tail = self.size % bs
+        if tail and inline and self.isize + len(self.xattr_body) + tail <= bs:
+            self.layout, self.tail, self.nblocks = LAYOUT_FLAT_INLINE, tail, self.size // bs
+        else:
+            self.layout, self.tail, self.nblocks = LAYOUT_FLAT_PLAIN, 0, -(-self.size // bs)
 
 
 def _xattr_items(node: Node, where: str) -> list[tuple[int, bytes, bytes]]:
@@ -182,7 +207,7 @@ def _choose_chunks(segments, size: int, bs: int) -> tuple[int, list[tuple[int, i
     return best
 
 
-def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[list[Ino], list[bytes]]:
+def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[list[Ino], bytes]:
     inos: dict[int, Ino] = {}
     order: list[Ino] = []
     paths: dict[int, str] = {}
@@ -246,13 +271,10 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
                     ino.nchunks = -(-ino.size // (bs << ino.chunkbits))
                     ino.nblocks = sum(n for _, n in ino.chunks)
                     continue
-        if node.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size:
-            tail = ino.size % bs
-            inline_ok = opts.inline_data or node.kind is not Kind.FILE
-            if tail and inline_ok and ino.isize + len(ino.xattr_body) + tail <= bs:
-                ino.layout, ino.tail, ino.nblocks = LAYOUT_FLAT_INLINE, tail, ino.size // bs
-            else:
-                ino.layout, ino.nblocks = LAYOUT_FLAT_PLAIN, -(-ino.size // bs)
+        if node.kind is Kind.FILE and opts.compression != "none" and ino.size > bs:
+            ino.compress = True  # settled in the data pass: compressed, or flat if that saves nothing
+        elif node.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size:
+            ino.flat_layout(opts.inline_data or node.kind is not Kind.FILE, bs)
     # ".." of each directory: its parent (the root's is itself)
     root = inos[id(tree.root)]
     root.dirents = [(n, root if i is None else i) for n, i in root.dirents]
@@ -281,6 +303,10 @@ class _Placer:
         if left:
             self.free[blk] = pos
             heapq.heappush(self.buckets[left], (blk, pos))
+
+    def jump(self, pos: int) -> None:
+        """Continue in fresh blocks from pos (space left in earlier blocks stays usable)."""
+        self.end = max(self.end, pos)
 
     def place(self, size: int) -> int:
         units = -(-size // INODE_SLOT)
@@ -318,34 +344,242 @@ def _dir_block_bytes(ino: Ino, first: int, end: int, bs: int) -> bytes:
     return bytes(heads + names)
 
 
+class _DataWriter:
+    """Places file and directory data from block `blk` on, in submission order.
+
+    Compression segments run in a thread pool; every other step (flat files, chunks,
+    directory block reservations) waits in the same queue, so block addresses follow the
+    tree order whatever the threads do. A compressed file that saves no block is rewound
+    and written flat (as mkfs.erofs does); `hwm` remembers how far the image was ever
+    written, so bytes a rewind leaves behind are zeroed before they could be read.
+    """
+
+    def __init__(self, out: ImageFile, bs: int, blk: int, opts: Options, threads: int, report):
+        self.out, self.bs, self.blk, self.opts = out, bs, blk, opts
+        self.hwm = blk * bs
+        self.codec = None
+        self.pool = None
+        if opts.compression != "none":
+            from .compress import Codec
+            self.codec = Codec(opts.compression, opts.compression_level)
+            if threads > 1:
+                self.pool = ThreadPoolExecutor(threads)
+        self.window = max(2, 2 * threads)
+        self.queue: deque = deque()
+        self.report = report
+        self.done = 0
+
+    # -- queueing -------------------------------------------------------------------
+    def add(self, ino: Ino) -> None:
+        if ino.compress:
+            from .compress import compress_segment
+            src = ino.node.source
+            for off in range(0, ino.size, SEGMENT):
+                n = min(SEGMENT, ino.size - off)
+                seg = src.read(off, n)
+                if self.pool is not None:
+                    fut = self.pool.submit(compress_segment, self.codec, seg, self.opts.pcluster_size, self.bs)
+                else:
+                    fut = compress_segment(self.codec, seg, self.opts.pcluster_size, self.bs)
+                self.queue.append((ino, off, fut))
+                self._drain(self.window)
+        else:
+            self.queue.append((ino, None, None))
+            self._drain(self.window)
+
+    def finish(self) -> int:
+        self._drain(0)
+        if self.pool is not None:
+            self.pool.shutdown()
+        return self.blk
+
+    def _drain(self, keep: int) -> None:
+        while len(self.queue) > keep:
+            ino, off, fut = self.queue.popleft()
+            if off is None:
+                self._place(ino)
+            else:
+                self._zsegment(ino, off, fut if isinstance(fut, list) else fut.result())
+
+    # -- writing ----------------------------------------------------------------------
+    def _write(self, data: bytes, pos: int) -> None:
+        self.out.pwrite(data, pos)
+        self.hwm = max(self.hwm, pos + len(data))
+
+    def _clean(self, pos: int, end: int) -> None:
+        """Zero [pos, end) where an earlier rewind may have left bytes."""
+        if pos < self.hwm:
+            write_zeros(self.out, pos, min(end, self.hwm) - pos)
+
+    def _place(self, ino: Ino) -> None:
+        bs = self.bs
+        node = ino.node
+        if ino.layout == LAYOUT_CHUNK_BASED:
+            for _c, n in ino.chunks:
+                ino.chunk_addrs.append(self.blk)
+                self._clean(self.blk * bs, (self.blk + n) * bs)
+                self.blk += n
+            csize = bs << ino.chunkbits
+            base = {c: addr * bs for (c, _n), addr in zip(ino.chunks, ino.chunk_addrs)}
+            ranges = []
+            for foff, length, soff in node.source.data_segments():
+                while length:
+                    c = foff // csize
+                    n = min(length, (c + 1) * csize - foff)
+                    ranges.append((soff, n, base[c] + foff - c * csize))
+                    foff, soff, length = foff + n, soff + n, length - n
+            self._copy(node.source.path, ranges)
+        elif ino.nblocks:
+            ino.startblk = self.blk
+            self.blk += ino.nblocks
+            start, end = ino.startblk * bs, self.blk * bs
+            self._clean(start, end)
+            if node.kind is Kind.FILE:
+                limit = ino.size - ino.tail
+                self._copy(node.source.path, [(soff, min(length, limit - foff), start + foff)
+                                              for foff, length, soff in node.source.data_segments() if foff < limit])
+                if ino.layout == LAYOUT_FLAT_PLAIN and ino.size % bs:
+                    self._write(bytes(-ino.size % bs), start + ino.size)  # the last block's slack reads as zeros
+            elif node.kind is Kind.SYMLINK:
+                target = encode_name(node.target or "")
+                self._write(target + bytes(-len(target) % bs), start)
+            # directory blocks are written once nids are known
+        if node.kind is Kind.FILE:
+            self.done += ino.size
+            self.report(self.done)
+
+    def _copy(self, path: str, ranges) -> None:
+        if not ranges:
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for soff, n, dst in ranges:
+                self.out.copy_from(fd, soff, n, dst)
+                self.hwm = max(self.hwm, dst + n)
+        finally:
+            os.close(fd)
+
+    def _zsegment(self, ino: Ino, off: int, extents) -> None:
+        bs = self.bs
+        if off == 0:
+            ino.startblk = self.blk  # where a rewind goes back to
+        for length, raw, payload in extents:
+            blocks = len(payload) // bs
+            self._write(payload, self.blk * bs)
+            ino.extents.append((length, raw, self.blk, blocks))
+            ino.zblocks += blocks
+            self.blk += blocks
+        if off + SEGMENT < ino.size:
+            return
+        # the whole file is in: keep it compressed only if that saves a block
+        if ino.zblocks >= -(-ino.size // bs):
+            self.blk = ino.startblk
+            ino.extents, ino.zblocks, ino.compress = [], 0, False
+            ino.flat_layout(self.opts.inline_data, bs)
+            self._place(ino)
+            return
+        ino.layout = LAYOUT_COMPRESSED_FULL
+        self.done += ino.size
+        self.report(self.done)
+
+
+def _z_indexes(ino: Ino, bs: int, big: bool) -> bytes:
+    """Full (8-byte) lcluster indexes for a compressed inode, one per lcluster, as the kernel
+    walks them: HEAD/PLAIN where an extent starts (with the offset it starts at), NONHEAD for
+    the lclusters it covers after that (distance back to its head and on to the next one; the
+    first NONHEAD of a big pcluster carries its block count instead)."""
+    out = bytearray()
+    clusterofs = 0
+    for length, raw, blkaddr, blocks in ino.extents:
+        head = Z_LCLUSTER_PLAIN if raw else Z_LCLUSTER_HEAD1
+        d1 = (clusterofs + length) // bs
+        if d1 == 0:  # the file's last extent, ending inside its lcluster
+            out += Z_LCLUSTER_INDEX.pack(head, clusterofs, blkaddr)
+            clusterofs = 0
+            continue
+        d0 = 0
+        count = length
+        while True:
+            if d0 == 0:
+                out += Z_LCLUSTER_INDEX.pack(head, clusterofs, blkaddr)
+            else:
+                delta0 = (blocks | Z_LI_D0_CBLKCNT) if d0 == 1 and big else min(d0, Z_LI_D0_CBLKCNT - 1)
+                out += Z_LCLUSTER_INDEX.pack(Z_LCLUSTER_NONHEAD, 0, delta0 | (d1 << 16))
+            count -= bs - clusterofs
+            clusterofs = 0
+            d0 += 1
+            d1 -= 1
+            if count < bs:
+                break
+        clusterofs = count
+    if clusterofs:
+        out += Z_LCLUSTER_INDEX.pack(Z_LCLUSTER_PLAIN, clusterofs, 0)
+    return bytes(out)
+
+
+def _compr_cfgs(opts: Options, bs: int) -> tuple[int, int, bytes]:
+    """(incompat features, superblock u1, configuration records after the superblock)."""
+    if opts.compression == "none":
+        return 0, 0, b""
+    alg = ALG_ID[opts.compression]
+    incompat = INCOMPAT_LZ4_0PADDING
+    if alg == Z_ALG_LZ4 and opts.pcluster_size == bs:
+        return incompat, 0, b""  # u1 is lz4_max_distance then (0: the default 64 KiB)
+    if alg == Z_ALG_LZ4:
+        rec = struct.pack("<HH10s", 0, opts.pcluster_size // bs, bytes(10))
+    elif alg == Z_ALG_LZMA:
+        rec = struct.pack("<IH8s", LZMA_DICT, 0, bytes(8))
+    elif alg == Z_ALG_DEFLATE:
+        rec = struct.pack("<B5s", 15, bytes(5))
+    else:
+        rec = struct.pack("<BB4s", 0, MAX_EXTENT.bit_length() - 1 - 10, bytes(4))
+    blob = struct.pack("<H", len(rec)) + rec
+    return incompat | INCOMPAT_COMPR_CFGS, 1 << alg, blob + bytes(-len(blob) % 4)
+
+
 def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     opts = params.opts if params.opts is not None else parse_options(params)
     bs = BLOCK_SIZE
     order, shared_xattrs = _plan_inodes(tree, params, opts, bs)
-
-    # -- place inodes in the metadata area (meta_blkaddr 0: right after the superblock) ------------
-    placer = _Placer(bs, SB_OFFSET + SUPERBLOCK.size)
-    for ino in order:
-        ino.nid = placer.place(ino.meta_size()) // INODE_SLOT
     root = order[0]
-    if root.nid > U16:
-        raise CapacityError("the root inode does not fit the superblock's 16-bit nid")
-    meta_end = -(-placer.end // bs) * bs
-    xattr_blkaddr = meta_end // bs if shared_xattrs else 0
-    blk = (meta_end + len(shared_xattrs) + bs - 1) // bs
+    incompat, u1, cfgs = _compr_cfgs(opts, bs)
+    big = opts.compression != "none" and opts.pcluster_size > bs
 
-    # -- data blocks, in nid order ------------------------------------------------------------
-    for ino in sorted(order, key=lambda i: i.nid):
-        if ino.layout == LAYOUT_CHUNK_BASED:
-            for _c, n in ino.chunks:
-                ino.chunk_addrs.append(blk)
-                blk += n
-        elif ino.nblocks:
-            ino.startblk = blk
-            blk += ino.nblocks
-    if blk > U32:
-        raise CapacityError(f"the erofs image needs {blk} blocks, over the 32-bit block address limit")
-    used = blk * bs
+    # the root's nid must fit 16 bits: it goes into block 0, after the superblock and the
+    # compression configurations; a root whose listing does not fit there keeps it in blocks
+    meta_start = SB_OFFSET + SUPERBLOCK.size + len(cfgs)
+    if root.layout == LAYOUT_FLAT_INLINE and meta_start + root.meta_size() > bs:
+        root.layout, root.tail, root.nblocks = LAYOUT_FLAT_PLAIN, 0, -(-root.size // bs)
+    if meta_start + root.meta_size() > bs:
+        raise CapacityError("the root directory's inode and xattrs do not fit in the first block")
+
+    # -- data: shared xattrs from block 1, then file, symlink and directory blocks in tree order --
+    xattr_blkaddr = 1 if shared_xattrs else 0
+    first = 1 + -(-len(shared_xattrs) // bs)
+    dw = _DataWriter(out, bs, first, opts, params.thread_count(),
+                     lambda done: params.report(done, total_bytes))
+    total_bytes = sum(i.size for i in order if i.node.kind is Kind.FILE)
+    try:
+        for ino in order:
+            dw.add(ino)
+        data_end = dw.finish()
+    finally:
+        if dw.pool is not None:
+            dw.pool.shutdown(cancel_futures=True)
+    if shared_xattrs:
+        out.pwrite(shared_xattrs + bytes(-len(shared_xattrs) % bs), bs)
+
+    # -- metadata: root in block 0, everything else from the end of the data, best fit --------
+    placer = _Placer(bs, meta_start)
+    root.nid = placer.place(root.meta_size()) // INODE_SLOT
+    placer.jump(data_end * bs)
+    for ino in order[1:]:
+        ino.nid = placer.place(ino.meta_size()) // INODE_SLOT
+    meta_base = data_end * bs
+    meta_end = -(-placer.end // bs) * bs
+    used = max(meta_end, bs)
+    if used // bs > U32:
+        raise CapacityError(f"the erofs image needs {used // bs} blocks, over the 32-bit block address limit")
     if params.size is not None:
         total = params.size
         if total < used:
@@ -355,9 +589,15 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         total = used + -(-params.headroom // bs) * bs
     total -= total % bs
 
-    # -- metadata: inodes, xattrs, chunk maps, inline tails; directory blocks --------------------
-    meta = bytearray(meta_end)
-    incompat = 0
+    block0 = bytearray(bs)
+    meta = bytearray(max(0, meta_end - meta_base))
+
+    def put(pos: int, data: bytes) -> None:
+        if pos + len(data) <= bs:
+            block0[pos:pos + len(data)] = data
+        else:
+            meta[pos - meta_base:pos - meta_base + len(data)] = data
+
     build = params.timestamp
     for i, ino in enumerate(order):
         node = ino.node
@@ -366,90 +606,58 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         elif ino.layout == LAYOUT_CHUNK_BASED:
             u = ino.chunkbits
             incompat |= INCOMPAT_CHUNKED_FILE
+        elif ino.layout == LAYOUT_COMPRESSED_FULL:
+            u = ino.zblocks
         else:
             u = ino.startblk if ino.nblocks else (NULL_ADDR if ino.layout == LAYOUT_FLAT_INLINE else 0)
         fmt = (1 if ino.extended else 0) | (ino.layout << 1)
         icount = (len(ino.xattr_body) - 12) // 4 + 1 if ino.xattr_body else 0
-        mode = node.st_mode
         if ino.extended:
-            rec = INODE_EXTENDED.pack(fmt, icount, mode, 0, ino.size, u, i + 1, ino.uid, ino.gid,
+            rec = INODE_EXTENDED.pack(fmt, icount, node.st_mode, 0, ino.size, u, i + 1, ino.uid, ino.gid,
                                       node.mtime, node.mtime_ns, ino.nlink, bytes(16))
         else:
-            rec = INODE_COMPACT.pack(fmt, icount, mode, ino.nlink, ino.size, node.mtime - build
-                                     if not opts.ignore_mtime else 0, u, i + 1, ino.uid, ino.gid, 0)
-        pos = ino.nid * INODE_SLOT
+            rec = INODE_COMPACT.pack(fmt, icount, node.st_mode, ino.nlink, ino.size,
+                                     0 if opts.ignore_mtime else node.mtime - build, u, i + 1, ino.uid, ino.gid, 0)
         rec += ino.xattr_body
         if ino.layout == LAYOUT_CHUNK_BASED:
             cmap = [NULL_ADDR] * ino.nchunks
             for (c, _n), addr in zip(ino.chunks, ino.chunk_addrs):
                 cmap[c] = addr
             rec += b"".join(a.to_bytes(4, "little") for a in cmap)
-        meta[pos:pos + len(rec)] = rec
+        elif ino.layout == LAYOUT_COMPRESSED_FULL:
+            rec += bytes(-len(rec) % 8)
+            advise = Z_ADVISE_BIG_PCLUSTER_1 if big else 0
+            rec += Z_MAP_HEADER.pack(0, 0, advise, ALG_ID[opts.compression], 0) + bytes(8)
+            rec += _z_indexes(ino, bs, big)
+        pos = ino.nid * INODE_SLOT
         tail_pos = pos + len(rec)
         if node.kind is Kind.DIR:
-            for k, (first, end) in enumerate(ino.dirblocks):
-                data = _dir_block_bytes(ino, first, end, bs)
+            for k, (lo, hi) in enumerate(ino.dirblocks):
+                data = _dir_block_bytes(ino, lo, hi, bs)
                 if ino.layout == LAYOUT_FLAT_INLINE and k == len(ino.dirblocks) - 1:
-                    meta[tail_pos:tail_pos + len(data)] = data
+                    rec += data
                 else:
                     out.pwrite(data + bytes(bs - len(data)), (ino.startblk + k) * bs)
-        elif node.kind is Kind.SYMLINK:
-            target = encode_name(node.target or "")
-            if ino.layout == LAYOUT_FLAT_INLINE:
-                meta[tail_pos:tail_pos + len(target)] = target
-            else:
-                out.pwrite(target + bytes(-len(target) % bs), ino.startblk * bs)
+        elif node.kind is Kind.SYMLINK and ino.layout == LAYOUT_FLAT_INLINE:
+            rec += encode_name(node.target or "")
         elif node.kind is Kind.FILE and ino.tail:
-            meta[tail_pos:tail_pos + ino.tail] = node.source.read(ino.size - ino.tail, ino.tail)
-
-    # -- file data, extent by extent (holes stay holes) -------------------------------------------
-    done, total_bytes = 0, sum(i.size for i in order if i.node.kind is Kind.FILE)
-    for ino in sorted(order, key=lambda i: i.nid):
-        if ino.node.kind is not Kind.FILE or not ino.size:
-            continue
-        src = ino.node.source
-        segs = src.data_segments()
-        if ino.layout == LAYOUT_CHUNK_BASED:
-            csize = bs << ino.chunkbits
-            base = {c: addr * bs for (c, _n), addr in zip(ino.chunks, ino.chunk_addrs)}
-            ranges = []
-            for foff, length, soff in segs:
-                while length:
-                    c = foff // csize
-                    n = min(length, (c + 1) * csize - foff)
-                    ranges.append((soff, n, base[c] + foff - c * csize))
-                    foff, soff, length = foff + n, soff + n, length - n
-        else:
-            limit = ino.nblocks * bs if ino.layout == LAYOUT_FLAT_PLAIN else ino.size - ino.tail
-            ranges = [(soff, min(length, limit - foff), ino.startblk * bs + foff)
-                      for foff, length, soff in segs if foff < limit]
-        if ranges:
-            fd = os.open(src.path, os.O_RDONLY)
-            try:
-                for soff, n, dst in ranges:
-                    out.copy_from(fd, soff, n, dst)
-            finally:
-                os.close(fd)
-        if ino.layout == LAYOUT_FLAT_PLAIN and ino.size % bs:
-            end = ino.startblk * bs + ino.size
-            pad = -ino.size % bs
-            # the block's slack must read as zeros whatever was in the image file before
-            out.pwrite(bytes(pad), end)
-        done += ino.size
-        params.report(done, total_bytes)
-
-    if shared_xattrs:
-        meta += shared_xattrs + bytes(-len(shared_xattrs) % bs)
+            rec += node.source.read(ino.size - ino.tail, ino.tail)
+        assert len(rec) == ino.meta_size(), (len(rec), ino.meta_size(), tail_pos)
+        put(pos, rec)
 
     uuid = parse_uuid(params.uuid, f"{params.where}.uuid") if params.uuid else derive_uuid(params.seed, "erofs")
     label = (params.label or "").encode()
-    sb = SUPERBLOCK.pack(MAGIC, 0, COMPAT_SB_CHKSUM, bs.bit_length() - 1, 0, root.nid, len(order), build, 0,
-                         total // bs, 0, xattr_blkaddr, uuid.bytes, label.ljust(16, b"\0"), incompat, 0, 0, 0,
-                         0, 0, 0, 0, 0, bytes(23))
-    meta[SB_OFFSET:SB_OFFSET + len(sb)] = sb
-    crc = sb_checksum(bytes(meta[SB_OFFSET:bs]))
-    meta[SB_OFFSET + 4:SB_OFFSET + 8] = crc.to_bytes(4, "little")
-    out.pwrite(meta, 0)
+    sb = SUPERBLOCK.pack(MAGIC, 0, COMPAT_SB_CHKSUM | COMPAT_MTIME, bs.bit_length() - 1, 0, root.nid, len(order),
+                         build, 0, total // bs, 0, xattr_blkaddr, uuid.bytes, label.ljust(16, b"\0"), incompat, u1,
+                         0, 0, 0, 0, 0, 0, 0, bytes(23))
+    block0[SB_OFFSET:SB_OFFSET + len(sb)] = sb
+    block0[SB_OFFSET + len(sb):SB_OFFSET + len(sb) + len(cfgs)] = cfgs
+    crc = sb_checksum(bytes(block0[SB_OFFSET:bs]))
+    block0[SB_OFFSET + 4:SB_OFFSET + 8] = crc.to_bytes(4, "little")
+    out.pwrite(block0, 0)
+    out.pwrite(meta, meta_base)
+    if dw.hwm > meta_base + len(meta):  # bytes a rewound file left past the end
+        write_zeros(out, meta_base + len(meta), dw.hwm - meta_base - len(meta))
     if total > used:
         out.pwrite(b"\0", total - 1)
     out.truncate(total)
