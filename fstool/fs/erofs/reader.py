@@ -15,7 +15,7 @@ from ...errors import ImageError
 from ...tree import Kind, split_path
 from ..base import Reader, REntry
 from .format import (
-    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, DIRENT, INODE_COMPACT, INODE_EXTENDED,
+    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, INCOMPAT_BIG_PCLUSTER, INCOMPAT_LZ4_0PADDING, DIRENT, INODE_COMPACT, INODE_EXTENDED,
     INODE_SLOT, KNOWN_INCOMPAT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL,
     LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR, SB_FIELDS, SB_OFFSET, SUPERBLOCK, XATTR_ENTRY,
     XATTR_PREFIXES, InodeCompact, InodeExtended, Superblock, decode_rdev, sb_checksum,
@@ -69,7 +69,7 @@ class ErofsReader(Reader):
         self.long_prefixes: list[tuple[int, bytes]] = []
         if sb.xattr_prefix_count:
             self._load_long_prefixes()
-        self._zcache = None
+        self._dircache: dict[int, dict[bytes, int]] = {}
         self.root = self._inode(sb.root_nid)
         if self.root.kind is not Kind.DIR:
             raise ImageError("the erofs root inode is not a directory", where=self.where)
@@ -227,6 +227,17 @@ class ErofsReader(Reader):
                 yield bytes(n) if phys is None else self.r.pread(n, phys + done)
                 done += n
 
+    def _names(self, ino: Inode) -> dict[bytes, int]:
+        """name -> nid of a directory, from a small cache (lookups of many paths in one big
+        directory would otherwise re-read it each time)."""
+        got = self._dircache.pop(ino.nid, None)
+        if got is None:
+            got = {name: nid for name, nid, _t in self._entries(ino)}
+        self._dircache[ino.nid] = got
+        if len(self._dircache) > 64:
+            self._dircache.pop(next(iter(self._dircache)))
+        return got
+
     def _entries(self, ino: Inode) -> list[tuple[bytes, int, int]]:
         """(name, nid, file type) of every entry, . and .. included."""
         if ino.kind is not Kind.DIR:
@@ -261,13 +272,10 @@ class ErofsReader(Reader):
         for comp in split_path(path):
             if ino.kind is not Kind.DIR:
                 raise ImageError(f"{path}: not a directory")
-            want = comp.encode("utf-8", "surrogateescape")
-            for name, nid, _t in self._entries(ino):
-                if name == want:
-                    ino = self._inode(nid)
-                    break
-            else:
+            nid = self._names(ino).get(comp.encode("utf-8", "surrogateescape"))
+            if nid is None:
                 raise ImageError(f"{path}: no such file or directory")
+            ino = self._inode(nid)
         return ino
 
     def _entry(self, path: str, ino: Inode) -> REntry:
@@ -282,9 +290,10 @@ class ErofsReader(Reader):
         import uuid as _uuid
         sb = self.sb
         name = sb.volume_name.split(b"\0", 1)[0].decode("utf-8", "replace")
-        algs = []
-        if sb.feature_incompat & 0x2 or sb.u1:
+        if sb.feature_incompat & INCOMPAT_BIG_PCLUSTER:  # COMPR_CFGS: u1 is the algorithm bitmap
             algs = [a for bit, a in enumerate(("lz4", "lzma", "deflate", "zstd")) if sb.u1 & (1 << bit)]
+        else:  # u1 is lz4_max_distance; compressed inodes can only be lz4
+            algs = ["lz4"] if sb.feature_incompat & INCOMPAT_LZ4_0PADDING else []
         return [("block size", str(self.bs)), ("blocks", str(sb.blocks)), ("inodes", str(sb.inos)),
                 ("uuid", str(_uuid.UUID(bytes=sb.uuid))), ("label", name),
                 ("created", str(sb.epoch)), ("root nid", str(sb.root_nid)),
@@ -302,7 +311,7 @@ class ErofsReader(Reader):
             raise ImageError(f"{norm}: not a directory")
         base = norm.rstrip("/")
         out = []
-        for name, nid, _t in sorted(self._entries(ino)):
+        for name, nid in sorted(self._names(ino).items()):
             if name in (b".", b".."):
                 continue
             out.append(self._entry(f"{base}/{name.decode('utf-8', 'surrogateescape')}", self._inode(nid)))

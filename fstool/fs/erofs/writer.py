@@ -547,7 +547,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
     # the root's nid must fit 16 bits: it goes into block 0, after the superblock and the
     # compression configurations; a root whose listing does not fit there keeps it in blocks
-    meta_start = SB_OFFSET + SUPERBLOCK.size + len(cfgs)
+    meta_start = -(-(SB_OFFSET + SUPERBLOCK.size + len(cfgs)) // INODE_SLOT) * INODE_SLOT
     if root.layout == LAYOUT_FLAT_INLINE and meta_start + root.meta_size() > bs:
         root.layout, root.tail, root.nblocks = LAYOUT_FLAT_PLAIN, 0, -(-root.size // bs)
     if meta_start + root.meta_size() > bs:
