@@ -313,7 +313,8 @@ def test_spec_size_and_capacity(tmp_path, rich):
     ("compression=brotli", "compression"),
     ("pcluster_size=5000", "pcluster_size"),
     ("dedupe=true", "not supported yet"),
-    ("all_root=maybe", "all_root"),
+    ("inline_data=maybe", "inline_data"),
+    ("compression=lz4hc,compression_level=13", "compression_level"),
 ])
 def test_option_errors(tmp_path, opt, needle):
     (tmp_path / "src").mkdir()

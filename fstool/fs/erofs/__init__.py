@@ -21,5 +21,5 @@ FORMAT = Format(
     reader="fstool.fs.erofs.reader",
     extensions=(".erofs",),
     probe_order=15,
-    description="EROFS (read-only; uncompressed)",
+    description="EROFS (read-only; uncompressed or lz4, lz4hc, lzma, deflate, zstd)",
 )

@@ -59,7 +59,6 @@ class Options:
     compression: str = "none"
     compression_level: int | None = None
     pcluster_size: int = BLOCK_SIZE
-    all_root: bool = False
     ignore_mtime: bool = False
     inline_data: bool = True
     chunked_sparse: bool = True
@@ -78,7 +77,6 @@ def parse_options(params: FsParams) -> Options:
         compression=comp,
         compression_level=level,
         pcluster_size=pcluster,
-        all_root=o.get_bool("all_root", False),
         ignore_mtime=o.get_bool("ignore_mtime", False),
         inline_data=o.get_bool("inline_data", True),
         chunked_sparse=o.get_bool("chunked_sparse", True),
@@ -214,8 +212,7 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
     for path, node in tree.walk():
         if id(node) in inos:
             continue
-        uid, gid = (0, 0) if opts.all_root else (node.uid, node.gid)
-        ino = Ino(node, tree.nlink(node), uid, gid)
+        ino = Ino(node, tree.nlink(node), node.uid, node.gid)
         inos[id(node)] = ino
         paths[id(node)] = path
         order.append(ino)
