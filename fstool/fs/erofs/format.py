@@ -96,11 +96,28 @@ def decode_rdev(dev: int) -> tuple[int, int]:
     return (dev & 0xFFF00) >> 8, (dev & 0xFF) | ((dev >> 12) & 0xFFF00)
 
 
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
 def sb_checksum(block0_from_sb: bytes) -> int:
     """crc32c over the superblock's block from offset 1024 (checksum field zeroed), as the
-    kernel's crc32c(~0, ...) gives it: the standard CRC-32C without its final inversion."""
-    import crc32c
-    return crc32c.crc32c(block0_from_sb) ^ 0xFFFFFFFF
+    kernel's crc32c(~0, ...) gives it: seeded with ~0 and not inverted at the end. Three KiB
+    at most, so a table loop is cheaper than importing a CRC module."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C
+    for b in block0_from_sb:
+        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
+    return crc
 
 
 def xattr_split(name: str) -> tuple[int, bytes] | None:

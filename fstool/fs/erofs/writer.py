@@ -130,6 +130,28 @@ class Ino:
     chunk_addrs: list = field(default_factory=list)
     extents: list = field(default_factory=list)  # compressed: [(length, raw, blkaddr, blocks)]
     zblocks: int = 0  # compressed: blocks used by its pclusters
+    segs: list | None = None  # FILE: the source's data segments, looked up once
+
+    def data_segments(self) -> list:
+        if self.segs is None:
+            self.segs = self.node.source.data_segments()
+        return self.segs
+
+    def read(self, off: int, n: int) -> bytes:
+        """Bytes [off, off + n) of the file (holes read as zeros), from its cached segments."""
+        out = bytearray(n)
+        fd = -1
+        try:
+            for foff, length, soff in self.data_segments():
+                lo, hi = max(foff, off), min(foff + length, off + n)
+                if lo < hi:
+                    if fd < 0:
+                        fd = os.open(self.node.source.path, os.O_RDONLY)
+                    out[lo - off:hi - off] = os.pread(fd, hi - lo, soff + lo - foff)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return bytes(out)
 
     @property
     def isize(self) -> int:
@@ -258,7 +280,7 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
                             and mtime_ok)
         # data layout
         if node.kind is Kind.FILE and opts.chunked_sparse and ino.size > bs:
-            segs = node.source.data_segments()
+            segs = ino.data_segments()
             data = sum(n for _, n, _ in segs)
             if data < ino.size:
                 best = _choose_chunks(segs, ino.size, bs)
@@ -370,10 +392,9 @@ class _DataWriter:
     def add(self, ino: Ino) -> None:
         if ino.compress:
             from .compress import compress_segment
-            src = ino.node.source
             for off in range(0, ino.size, SEGMENT):
                 n = min(SEGMENT, ino.size - off)
-                seg = src.read(off, n)
+                seg = ino.read(off, n)
                 if self.pool is not None:
                     fut = self.pool.submit(compress_segment, self.codec, seg, self.opts.pcluster_size, self.bs)
                 else:
@@ -419,7 +440,7 @@ class _DataWriter:
             csize = bs << ino.chunkbits
             base = {c: addr * bs for (c, _n), addr in zip(ino.chunks, ino.chunk_addrs)}
             ranges = []
-            for foff, length, soff in node.source.data_segments():
+            for foff, length, soff in ino.data_segments():
                 while length:
                     c = foff // csize
                     n = min(length, (c + 1) * csize - foff)
@@ -434,7 +455,7 @@ class _DataWriter:
             if node.kind is Kind.FILE:
                 limit = ino.size - ino.tail
                 self._copy(node.source.path, [(soff, min(length, limit - foff), start + foff)
-                                              for foff, length, soff in node.source.data_segments() if foff < limit])
+                                              for foff, length, soff in ino.data_segments() if foff < limit])
                 if ino.layout == LAYOUT_FLAT_PLAIN and ino.size % bs:
                     self._write(bytes(-ino.size % bs), start + ino.size)  # the last block's slack reads as zeros
             elif node.kind is Kind.SYMLINK:
@@ -638,7 +659,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         elif node.kind is Kind.SYMLINK and ino.layout == LAYOUT_FLAT_INLINE:
             rec += encode_name(node.target or "")
         elif node.kind is Kind.FILE and ino.tail:
-            rec += node.source.read(ino.size - ino.tail, ino.tail)
+            rec += ino.read(ino.size - ino.tail, ino.tail)
         assert len(rec) == ino.meta_size(), (len(rec), ino.meta_size(), tail_pos)
         put(pos, rec)
 
