@@ -161,7 +161,7 @@ def test_compressed_images_mount_and_read(tmp_path, rich, comp):
     from fstool.image import Region
     with Region(str(tmp_path / f"src-{comp}.erofs")) as region:
         r = ErofsReader(region)
-        assert r._lookup("/words.txt").layout == 1  # compressed, full indexes
+        assert r._lookup("/words.txt").layout == 3  # compressed, compact indexes (as mkfs.erofs)
         assert r._lookup("/random.bin").layout in (0, 2)  # saves nothing: stored flat, as mkfs.erofs does
         assert dict(r.info())["compression"] == ("lz4" if comp.startswith("lz4") else comp)
     assert (tmp_path / f"src-{comp}.erofs").stat().st_size < 2 << 20
@@ -171,7 +171,8 @@ def test_big_pclusters_and_levels(tmp_path):
     src = tmp_path / "src"
     _compressible_tree(src)
     sizes = {}
-    for opt in ("compression=lz4hc", "compression=lz4hc,pcluster_size=64KiB",
+    for opt in ("compression=lz4hc", "compression=lz4hc,pcluster_size=64KiB", "compression=lz4,legacy_compress=true",
+                "compression=lz4hc,pcluster_size=16KiB,legacy_compress=true",
                 "compression=lz4hc,compression_level=12,pcluster_size=16KiB", "compression=zstd,pcluster_size=32KiB"):
         img = tmp_path / f"{len(sizes)}.erofs"
         run_fstool("create", "-t", "erofs", src, "-o", img, "-O", opt, check=True)
@@ -184,9 +185,10 @@ def test_big_pclusters_and_levels(tmp_path):
     assert sizes["compression=lz4hc,pcluster_size=64KiB"] < sizes["compression=lz4hc"]
 
 
-@pytest.mark.parametrize("args", [["-zlz4"], ["-zlz4hc"], ["-zlz4hc", "-C65536"]])
+@pytest.mark.parametrize("args", [["-zlz4"], ["-zlz4hc"], ["-zlz4hc", "-C65536"], ["-zlz4hc", "-Elegacy-compress"]])
 def test_our_reader_reads_compressed_mkfs_erofs_images(tmp_path, args):
-    """mkfs.erofs writes compact (2- and 4-byte) indexes; our writer writes full ones."""
+    """mkfs.erofs's compact (2- and 4-byte) indexes, with and without big pclusters, and its
+    full ("legacy") ones."""
     src = tmp_path / "src"
     _compressible_tree(src)
     img = tmp_path / "m.erofs"

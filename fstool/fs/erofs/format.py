@@ -136,3 +136,40 @@ def xattr_split(name: str) -> tuple[int, bytes] | None:
 def xattr_entry(index: int, suffix: bytes, value: bytes) -> bytes:
     raw = XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
     return raw + bytes(-len(raw) % 4)
+
+
+def compact_nblk(vals: list[tuple[int, int]], i: int, big: bool) -> int:
+    """Blocks between a compact index unit's stored address and the pcluster of the head at
+    position i, counted backwards over (type, value) pairs as the kernel counts them: one
+    per earlier head (a big pcluster counts the block count its first non-head records)."""
+    nblk = 0 if big else 1
+    while i > 0:
+        i -= 1
+        t, lo = vals[i]
+        if not big:
+            if t == Z_LCLUSTER_NONHEAD:
+                i -= lo
+            if i >= 0:
+                nblk += 1
+        elif t == Z_LCLUSTER_NONHEAD:
+            if lo & Z_LI_D0_CBLKCNT:
+                i -= 1
+                nblk += lo & ~Z_LI_D0_CBLKCNT
+                continue
+            if lo <= 1:
+                raise ValueError("a big-pcluster non-head index with a distance of 1 or less")
+            i -= lo - 2
+        else:
+            nblk += 1
+    return nblk
+
+
+def compact_layout(ebase: int, total: int) -> tuple[int, int, int]:
+    """(4-byte indexes first, 2-byte indexes, 4-byte indexes after) for `total` lclusters of
+    4 KiB whose compact indexes start at byte `ebase`: 4-byte units until a 32-byte boundary,
+    then 2-byte units of 16, then 4-byte units again."""
+    first = ((32 - ebase % 32) // 4) & 7
+    if first > total:
+        return 0, 0, total
+    two = (total - first) // 16 * 16
+    return first, two, total - first - two

@@ -40,10 +40,11 @@ from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
     COMPAT_MTIME, COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
     INCOMPAT_BIG_PCLUSTER as INCOMPAT_COMPR_CFGS, INCOMPAT_CHUNKED_FILE, INCOMPAT_LZ4_0PADDING, INODE_COMPACT,
-    INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN,
-    MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER, Z_ADVISE_BIG_PCLUSTER_1, Z_ALG_DEFLATE,
+    INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN,
+    MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER, Z_ADVISE_BIG_PCLUSTER_1, Z_ADVISE_BIG_PCLUSTER_2,
+    Z_ADVISE_COMPACTED_2B, Z_ALG_DEFLATE,
     Z_ALG_LZ4, Z_ALG_LZMA, Z_LCLUSTER_HEAD1, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD, Z_LCLUSTER_PLAIN,
-    Z_LI_D0_CBLKCNT, Z_MAP_HEADER, encode_rdev, sb_checksum, xattr_entry, xattr_split,
+    Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk, encode_rdev, sb_checksum, xattr_entry, xattr_split,
 )
 
 BLOCK_SIZE = 4096
@@ -63,6 +64,7 @@ class Options:
     inline_data: bool = True
     chunked_sparse: bool = True
     xattr_tolerance: int = 2
+    legacy_compress: bool = False
 
 
 def parse_options(params: FsParams) -> Options:
@@ -81,6 +83,7 @@ def parse_options(params: FsParams) -> Options:
         inline_data=o.get_bool("inline_data", True),
         chunked_sparse=o.get_bool("chunked_sparse", True),
         xattr_tolerance=o.get_int("xattr_tolerance", 2, -1, 1 << 30),
+        legacy_compress=o.get_bool("legacy_compress", False),
     )
     for key in ("dedupe", "fragments", "ztailpacking"):
         if o.get_bool(key, False):
@@ -166,6 +169,10 @@ class Ino:
             n += 4 * self.nchunks
         elif self.layout == LAYOUT_COMPRESSED_FULL:
             n = -(-n // 8) * 8 + Z_MAP_HEADER.size + 8 + Z_LCLUSTER_INDEX.size * -(-self.size // bs)
+        elif self.layout == LAYOUT_COMPRESSED_COMPACT:
+            n = -(-n // 8) * 8 + Z_MAP_HEADER.size
+            first, two, last = compact_layout(n, -(-self.size // bs))  # inodes start 32-aligned
+            n += 4 * first + 2 * two + 8 * -(-last // 2)
         return n + self.tail
 
     def flat_layout(self, inline: bool, bs: int) -> None:
@@ -496,33 +503,35 @@ class _DataWriter:
             ino.flat_layout(self.opts.inline_data, bs)
             self._place(ino)
             return
-        ino.layout = LAYOUT_COMPRESSED_FULL
+        ino.layout = LAYOUT_COMPRESSED_FULL if self.opts.legacy_compress else LAYOUT_COMPRESSED_COMPACT
         self.done += ino.size
         self.report(self.done)
 
 
-def _z_indexes(ino: Ino, bs: int, big: bool) -> bytes:
-    """Full (8-byte) lcluster indexes for a compressed inode, one per lcluster, as the kernel
-    walks them: HEAD/PLAIN where an extent starts (with the offset it starts at), NONHEAD for
-    the lclusters it covers after that (distance back to its head and on to the next one; the
-    first NONHEAD of a big pcluster carries its block count instead)."""
-    out = bytearray()
+def _z_entries(ino: Ino, bs: int, big: bool) -> list[tuple[int, int, int, bool]]:
+    """One (type, value, block address, real head?) per lcluster, as the kernel walks them:
+    HEAD/PLAIN where an extent starts (value: the offset it starts at), NONHEAD for the
+    lclusters it covers after that (value: delta[0] | delta[1] << 16, the distances back to
+    its head and on to the next one; the first NONHEAD of a big pcluster carries its block
+    count instead of delta[0]). A last PLAIN index with address 0 marks the end of the file
+    inside its lcluster."""
+    out = []
     clusterofs = 0
     for length, raw, blkaddr, blocks in ino.extents:
         head = Z_LCLUSTER_PLAIN if raw else Z_LCLUSTER_HEAD1
         d1 = (clusterofs + length) // bs
         if d1 == 0:  # the file's last extent, ending inside its lcluster
-            out += Z_LCLUSTER_INDEX.pack(head, clusterofs, blkaddr)
+            out.append((head, clusterofs, blkaddr, True))
             clusterofs = 0
             continue
         d0 = 0
         count = length
         while True:
             if d0 == 0:
-                out += Z_LCLUSTER_INDEX.pack(head, clusterofs, blkaddr)
+                out.append((head, clusterofs, blkaddr, True))
             else:
                 delta0 = (blocks | Z_LI_D0_CBLKCNT) if d0 == 1 and big else min(d0, Z_LI_D0_CBLKCNT - 1)
-                out += Z_LCLUSTER_INDEX.pack(Z_LCLUSTER_NONHEAD, 0, delta0 | (d1 << 16))
+                out.append((Z_LCLUSTER_NONHEAD, delta0 | (d1 << 16), 0, False))
             count -= bs - clusterofs
             clusterofs = 0
             d0 += 1
@@ -531,7 +540,52 @@ def _z_indexes(ino: Ino, bs: int, big: bool) -> bytes:
                 break
         clusterofs = count
     if clusterofs:
-        out += Z_LCLUSTER_INDEX.pack(Z_LCLUSTER_PLAIN, clusterofs, 0)
+        out.append((Z_LCLUSTER_PLAIN, clusterofs, 0, False))
+    assert len(out) == -(-ino.size // bs), (len(out), ino.size)
+    return out
+
+
+def _z_full(entries) -> bytes:
+    """Full indexes: 8 bytes per lcluster."""
+    return b"".join(Z_LCLUSTER_INDEX.pack(t, 0, v) if t == Z_LCLUSTER_NONHEAD else Z_LCLUSTER_INDEX.pack(t, v, a)
+                    for t, v, a, _real in entries)
+
+
+def _z_compact(entries, ebase: int, big: bool, lcbits: int) -> bytes:
+    """Compact indexes (mkfs.erofs's default): units of 2 lclusters in 8 bytes or 16 in 32
+    bytes, each value `type << lclusterbits | offset` in 16 or 14 bits, the unit's base block
+    address in its last 4 bytes; the kernel recounts each head's address from that base
+    (`compact_nblk`), so the base is chosen to make the first head come out right."""
+    first, two, last = compact_layout(ebase, len(entries))
+    out = bytearray()
+    k = 0
+    running = next((a for t, v, a, real in entries if real), 0)
+    for vcnt, count in ((2, first), (16, two), (2, last)):
+        unit_bytes = 8 if vcnt == 2 else 32
+        encodebits = (unit_bytes * 8 - 32) // vcnt
+        for _u in range(-(-count // vcnt)):
+            unit = entries[k:k + min(vcnt, count)]
+            k += len(unit)
+            count -= len(unit)
+            vals = []
+            for i, (t, v, _a, _real) in enumerate(unit):
+                if t == Z_LCLUSTER_NONHEAD:
+                    d0, d1 = v & 0xFFFF, v >> 16
+                    lo = d0 if d0 & Z_LI_D0_CBLKCNT or i + 1 != vcnt else d1
+                else:
+                    lo = v
+                vals.append((t, lo))
+            vals += [(Z_LCLUSTER_PLAIN, 0)] * (vcnt - len(vals))
+            heads = [(i, a) for i, (t, v, a, real) in enumerate(unit) if real]
+            base = running if not heads else heads[0][1] - compact_nblk(vals, heads[0][0], big)
+            for i, a in heads:
+                assert base + compact_nblk(vals, i, big) == a, "compact index base does not fit"
+            if heads:
+                running = heads[-1][1]
+            bits = 0
+            for i, (t, lo) in enumerate(vals):
+                bits |= ((t << lcbits) | lo) << (encodebits * i)
+            out += bits.to_bytes(unit_bytes - 4, "little") + struct.pack("<I", base & 0xFFFFFFFF)
     return bytes(out)
 
 
@@ -624,10 +678,11 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         elif ino.layout == LAYOUT_CHUNK_BASED:
             u = ino.chunkbits
             incompat |= INCOMPAT_CHUNKED_FILE
-        elif ino.layout == LAYOUT_COMPRESSED_FULL:
+        elif ino.layout in (LAYOUT_COMPRESSED_FULL, LAYOUT_COMPRESSED_COMPACT):
             u = ino.zblocks
         else:
             u = ino.startblk if ino.nblocks else (NULL_ADDR if ino.layout == LAYOUT_FLAT_INLINE else 0)
+        pos = ino.nid * INODE_SLOT
         fmt = (1 if ino.extended else 0) | (ino.layout << 1)
         icount = (len(ino.xattr_body) - 12) // 4 + 1 if ino.xattr_body else 0
         if ino.extended:
@@ -642,13 +697,17 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             for (c, _n), addr in zip(ino.chunks, ino.chunk_addrs):
                 cmap[c] = addr
             rec += b"".join(a.to_bytes(4, "little") for a in cmap)
-        elif ino.layout == LAYOUT_COMPRESSED_FULL:
+        elif ino.layout in (LAYOUT_COMPRESSED_FULL, LAYOUT_COMPRESSED_COMPACT):
             rec += bytes(-len(rec) % 8)
-            advise = Z_ADVISE_BIG_PCLUSTER_1 if big else 0
-            rec += Z_MAP_HEADER.pack(0, 0, advise, ALG_ID[opts.compression], 0) + bytes(8)
-            rec += _z_indexes(ino, bs, big)
-        pos = ino.nid * INODE_SLOT
-        tail_pos = pos + len(rec)
+            entries = _z_entries(ino, bs, big)
+            if opts.legacy_compress:
+                advise = Z_ADVISE_BIG_PCLUSTER_1 if big else 0
+                rec += Z_MAP_HEADER.pack(0, 0, advise, ALG_ID[opts.compression], 0) + bytes(8)
+                rec += _z_full(entries)
+            else:
+                advise = Z_ADVISE_COMPACTED_2B | (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2 if big else 0)
+                rec += Z_MAP_HEADER.pack(0, 0, advise, ALG_ID[opts.compression], 0)
+                rec += _z_compact(entries, pos + len(rec), big, bs.bit_length() - 1)
         if node.kind is Kind.DIR:
             for k, (lo, hi) in enumerate(ino.dirblocks):
                 data = _dir_block_bytes(ino, lo, hi, bs)

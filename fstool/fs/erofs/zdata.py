@@ -21,7 +21,7 @@ from .format import (
     INCOMPAT_BIG_PCLUSTER, INCOMPAT_LZ4_0PADDING, LAYOUT_COMPRESSED_COMPACT, Z_ADVISE_BIG_PCLUSTER_1,
     Z_ADVISE_BIG_PCLUSTER_2, Z_ADVISE_COMPACTED_2B, Z_ADVISE_INLINE_PCLUSTER, Z_ALG_DEFLATE, Z_ALG_LZ4,
     Z_ALG_LZMA, Z_ALG_ZSTD, Z_LCLUSTER_HEAD1, Z_LCLUSTER_HEAD2, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD,
-    Z_LCLUSTER_PLAIN, Z_LI_D0_CBLKCNT, Z_MAP_HEADER,
+    Z_LCLUSTER_PLAIN, Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk,
 )
 
 Z_ADVISE_INTERLACED_PCLUSTER = 0x10
@@ -78,12 +78,9 @@ class _Indexes:
         else:
             ebase = self.hdr + Z_MAP_HEADER.size
             self.ebase = ebase
-            self.c4_initial = ((32 - ebase % 32) // 4) & 7
-            self.c2 = 0
-            if advise & Z_ADVISE_COMPACTED_2B and self.c4_initial < self.total:
-                if lclusterbits != 12:
-                    raise ImageError("compacted 2B indexes need 4 KiB lclusters", where=reader.where)
-                self.c2 = (self.total - self.c4_initial) // 16 * 16
+            self.c4_initial, self.c2, _ = compact_layout(ebase, self.total)
+            if self.c2 and not (advise & Z_ADVISE_COMPACTED_2B and lclusterbits == 12):
+                self.c4_initial, self.c2 = ((32 - ebase % 32) // 4) & 7, 0
             size = self.c4_initial * 4 + self.c2 * 2 + (self.total - self.c4_initial - self.c2) * 4
             size = -(-size // 32) * 32 + 32
             avail = reader.r.length - ebase
@@ -127,25 +124,11 @@ class _Indexes:
         return t, lo, self._compact_pblk(unit, vcnt, encodebits, i)
 
     def _compact_pblk(self, unit: bytes, vcnt: int, encodebits: int, i: int) -> int:
-        nblk = 0 if self.big else 1
-        while i > 0:
-            i -= 1
-            lo, t = _decode_bits(unit, encodebits * i, self.lcbits)
-            if not self.big:
-                if t == Z_LCLUSTER_NONHEAD:
-                    i -= lo
-                if i >= 0:
-                    nblk += 1
-            elif t == Z_LCLUSTER_NONHEAD:
-                if lo & Z_LI_D0_CBLKCNT:
-                    i -= 1
-                    nblk += lo & ~Z_LI_D0_CBLKCNT
-                    continue
-                if lo <= 1:
-                    raise ImageError(f"inode nid {self.ino.nid}: bad big-pcluster index", where=self.r.where)
-                i -= lo - 2
-            else:
-                nblk += 1
+        vals = [_decode_bits(unit, encodebits * k, self.lcbits)[::-1] for k in range(i)]
+        try:
+            nblk = compact_nblk(vals, i, self.big)
+        except ValueError as e:
+            raise ImageError(f"inode nid {self.ino.nid}: {e}", where=self.r.where) from None
         return struct.unpack_from("<I", unit, len(unit) - 4)[0] + nblk
 
 
