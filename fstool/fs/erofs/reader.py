@@ -116,6 +116,8 @@ class ErofsReader(Reader):
         pos = self.sb.xattr_prefix_start * 4 + self.meta
         for _ in range(self.sb.xattr_prefix_count):
             (n,) = struct.unpack("<H", self.r.pread(2, pos))
+            if n == 0:
+                raise ImageError("empty xattr long prefix", where=self.where)
             raw = self.r.pread(n, pos + 2)
             self.long_prefixes.append((raw[0], raw[1:]))
             pos += -(-(2 + n) // 4) * 4
@@ -261,8 +263,8 @@ class ErofsReader(Reader):
                 name = block[off:end]
                 if k + 1 == count:
                     name = name.split(b"\0", 1)[0]
-                if not name:
-                    raise ImageError(f"directory nid {ino.nid}: empty name", where=self.where)
+                if not name or b"/" in name or b"\0" in name:
+                    raise ImageError(f"directory nid {ino.nid}: invalid name {name[:40]!r}", where=self.where)
                 out.append((name, nid, ftype))
         return out
 
