@@ -172,6 +172,8 @@ def test_big_pclusters_and_levels(tmp_path):
     _compressible_tree(src)
     sizes = {}
     for opt in ("compression=lz4hc", "compression=lz4hc,pcluster_size=64KiB", "compression=lz4,legacy_compress=true",
+                "compression=lz4hc,ztailpacking=true", "compression=lzma,ztailpacking=true,legacy_compress=true",
+                "compression=zstd,ztailpacking=true,pcluster_size=16KiB",
                 "compression=lz4hc,pcluster_size=16KiB,legacy_compress=true",
                 "compression=lz4hc,compression_level=12,pcluster_size=16KiB", "compression=zstd,pcluster_size=32KiB"):
         img = tmp_path / f"{len(sizes)}.erofs"
@@ -183,9 +185,18 @@ def test_big_pclusters_and_levels(tmp_path):
         assert_reader_matches(src, img)
         sizes[opt] = img.stat().st_size
     assert sizes["compression=lz4hc,pcluster_size=64KiB"] < sizes["compression=lz4hc"]
+    assert sizes["compression=lz4hc,ztailpacking=true"] <= sizes["compression=lz4hc"]
+    # with ztailpacking even a 330-byte file is compressed, into its inode's block
+    from fstool.fs.erofs.reader import ErofsReader
+    from fstool.image import Region
+    names = list(sizes)
+    for opt, layout in (("compression=lz4hc", 2), ("compression=lz4hc,ztailpacking=true", 3)):
+        with Region(str(tmp_path / f"{names.index(opt)}.erofs")) as region:
+            assert ErofsReader(region)._lookup("/small").layout == layout, opt
 
 
-@pytest.mark.parametrize("args", [["-zlz4"], ["-zlz4hc"], ["-zlz4hc", "-C65536"], ["-zlz4hc", "-Elegacy-compress"]])
+@pytest.mark.parametrize("args", [["-zlz4"], ["-zlz4hc"], ["-zlz4hc", "-C65536"], ["-zlz4hc", "-Elegacy-compress"],
+                                  ["-zlz4hc", "-Eztailpacking"]])
 def test_our_reader_reads_compressed_mkfs_erofs_images(tmp_path, args):
     """mkfs.erofs's compact (2- and 4-byte) indexes, with and without big pclusters, and its
     full ("legacy") ones."""

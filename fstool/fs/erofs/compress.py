@@ -199,25 +199,38 @@ class Codec:
         return lo, best
 
 
-def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int) -> list[tuple[int, bool, bytes]]:
-    """Cut one segment into extents: (decompressed length, stored raw?, payload of whole blocks)."""
+def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int,
+                     tail: bool = False) -> list[tuple[int, bool, bytes, bool]]:
+    """Cut one segment into extents: (decompressed length, stored raw?, payload, inline?).
+
+    Payloads are whole blocks, except for a tail extent offered for inlining (`tail`: the
+    file's last segment, with ztailpacking): the remainder compressed into less than a block,
+    or stored raw when shorter than a block, goes out as its exact bytes."""
     out = []
     pos, n = 0, len(seg)
     view = memoryview(seg)
     base = ctypes.cast(ctypes.c_char_p(seg), ctypes.c_void_p).value
     while pos < n:
         rem = n - pos
+        if tail and rem <= pcluster:
+            consumed, comp = codec.fill(view[pos:], base + pos, pcluster)
+            if consumed == rem and len(comp) < min(bs, rem) and comp and comp[0]:
+                out.append((rem, False, comp, True))
+                break
+            if rem < bs:
+                out.append((rem, True, bytes(seg[pos:]), True))
+                break
         if rem <= bs:  # a last block compresses into a block at best: store it as it is
-            out.append((rem, True, seg[pos:] + bytes(bs - rem)))
+            out.append((rem, True, seg[pos:] + bytes(bs - rem), False))
             break
         take = min(rem, MAX_EXTENT)
         consumed, comp = codec.fill(view[pos:pos + take], base + pos, pcluster)
         blocks = -(-len(comp) // bs)
         if consumed <= blocks * bs or not comp or comp[0] == 0:
             # does not pay (or would start with a zero the 0padding scan would eat): one raw block
-            out.append((bs, True, seg[pos:pos + bs]))
+            out.append((bs, True, seg[pos:pos + bs], False))
             pos += bs
             continue
-        out.append((consumed, False, bytes(blocks * bs - len(comp)) + comp))
+        out.append((consumed, False, bytes(blocks * bs - len(comp)) + comp, False))
         pos += consumed
     return out

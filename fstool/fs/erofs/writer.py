@@ -39,10 +39,11 @@ from ..base import FsParams, OptionReader
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
     COMPAT_MTIME, COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
-    INCOMPAT_BIG_PCLUSTER as INCOMPAT_COMPR_CFGS, INCOMPAT_CHUNKED_FILE, INCOMPAT_LZ4_0PADDING, INODE_COMPACT,
+    INCOMPAT_BIG_PCLUSTER as INCOMPAT_COMPR_CFGS, INCOMPAT_CHUNKED_FILE, INCOMPAT_LZ4_0PADDING,
+    INCOMPAT_ZTAILPACKING, INODE_COMPACT,
     INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN,
     MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER, Z_ADVISE_BIG_PCLUSTER_1, Z_ADVISE_BIG_PCLUSTER_2,
-    Z_ADVISE_COMPACTED_2B, Z_ALG_DEFLATE,
+    Z_ADVISE_COMPACTED_2B, Z_ADVISE_INLINE_PCLUSTER, Z_ALG_DEFLATE,
     Z_ALG_LZ4, Z_ALG_LZMA, Z_LCLUSTER_HEAD1, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD, Z_LCLUSTER_PLAIN,
     Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk, encode_rdev, sb_checksum, xattr_entry, xattr_split,
 )
@@ -65,6 +66,7 @@ class Options:
     chunked_sparse: bool = True
     xattr_tolerance: int = 2
     legacy_compress: bool = False
+    ztailpacking: bool = False
 
 
 def parse_options(params: FsParams) -> Options:
@@ -84,8 +86,9 @@ def parse_options(params: FsParams) -> Options:
         chunked_sparse=o.get_bool("chunked_sparse", True),
         xattr_tolerance=o.get_int("xattr_tolerance", 2, -1, 1 << 30),
         legacy_compress=o.get_bool("legacy_compress", False),
+        ztailpacking=o.get_bool("ztailpacking", False),
     )
-    for key in ("dedupe", "fragments", "ztailpacking"):
+    for key in ("dedupe", "fragments"):
         if o.get_bool(key, False):
             raise SpecError(f"{key} is not supported yet by the erofs writer", where=f"{where}.{key}")
     o.finish()
@@ -134,6 +137,8 @@ class Ino:
     extents: list = field(default_factory=list)  # compressed: [(length, raw, blkaddr, blocks)]
     zblocks: int = 0  # compressed: blocks used by its pclusters
     segs: list | None = None  # FILE: the source's data segments, looked up once
+    idata: bytes = b""  # compressed with ztailpacking: the tail pcluster kept in the inode
+    idata_raw: bool = False
 
     def data_segments(self) -> list:
         if self.segs is None:
@@ -173,7 +178,7 @@ class Ino:
             n = -(-n // 8) * 8 + Z_MAP_HEADER.size
             first, two, last = compact_layout(n, -(-self.size // bs))  # inodes start 32-aligned
             n += 4 * first + 2 * two + 8 * -(-last // 2)
-        return n + self.tail
+        return n + self.tail + len(self.idata)
 
     def flat_layout(self, inline: bool, bs: int) -> None:
         tail = self.size % bs
@@ -297,7 +302,8 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
                     ino.nchunks = -(-ino.size // (bs << ino.chunkbits))
                     ino.nblocks = sum(n for _, n in ino.chunks)
                     continue
-        if node.kind is Kind.FILE and opts.compression != "none" and ino.size > bs:
+        if node.kind is Kind.FILE and opts.compression != "none" and (
+                ino.size > bs or (opts.ztailpacking and ino.size)):
             ino.compress = True  # settled in the data pass: compressed, or flat if that saves nothing
         elif node.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size:
             ino.flat_layout(opts.inline_data or node.kind is not Kind.FILE, bs)
@@ -402,10 +408,12 @@ class _DataWriter:
             for off in range(0, ino.size, SEGMENT):
                 n = min(SEGMENT, ino.size - off)
                 seg = ino.read(off, n)
+                tail = self.opts.ztailpacking and off + n == ino.size
                 if self.pool is not None:
-                    fut = self.pool.submit(compress_segment, self.codec, seg, self.opts.pcluster_size, self.bs)
+                    fut = self.pool.submit(compress_segment, self.codec, seg, self.opts.pcluster_size, self.bs,
+                                           tail)
                 else:
-                    fut = compress_segment(self.codec, seg, self.opts.pcluster_size, self.bs)
+                    fut = compress_segment(self.codec, seg, self.opts.pcluster_size, self.bs, tail)
                 self.queue.append((ino, off, fut))
                 self._drain(self.window)
         else:
@@ -488,7 +496,18 @@ class _DataWriter:
         bs = self.bs
         if off == 0:
             ino.startblk = self.blk  # where a rewind goes back to
-        for length, raw, payload in extents:
+        for length, raw, payload, inline in extents:
+            if inline:
+                # ztailpacking: the tail pcluster follows the indexes in the inode's block if
+                # the whole record fits one block; otherwise it takes a block like the others
+                ino.layout = LAYOUT_COMPRESSED_FULL if self.opts.legacy_compress else LAYOUT_COMPRESSED_COMPACT
+                ino.idata = payload
+                if ino.meta_size() <= bs:
+                    ino.extents.append((length, raw, self.blk, 1))
+                    ino.idata_raw = raw
+                    continue
+                ino.idata = b""
+                payload = payload + bytes(bs - len(payload)) if raw else bytes(bs - len(payload)) + payload
             blocks = len(payload) // bs
             self._write(payload, self.blk * bs)
             ino.extents.append((length, raw, self.blk, blocks))
@@ -496,10 +515,12 @@ class _DataWriter:
             self.blk += blocks
         if off + SEGMENT < ino.size:
             return
-        # the whole file is in: keep it compressed only if that saves a block
-        if ino.zblocks >= -(-ino.size // bs):
+        # the whole file is in: keep it compressed only if that saves a block (or, with
+        # ztailpacking, space in the inode's block) and something was compressed at all
+        saved = ino.zblocks < -(-ino.size // bs) if not ino.idata or ino.idata_raw else True
+        if not saved or all(raw for _l, raw, _a, _b in ino.extents):
             self.blk = ino.startblk
-            ino.extents, ino.zblocks, ino.compress = [], 0, False
+            ino.extents, ino.zblocks, ino.compress, ino.idata = [], 0, False, b""
             ino.flat_layout(self.opts.inline_data, bs)
             self._place(ino)
             return
@@ -700,14 +721,18 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         elif ino.layout in (LAYOUT_COMPRESSED_FULL, LAYOUT_COMPRESSED_COMPACT):
             rec += bytes(-len(rec) % 8)
             entries = _z_entries(ino, bs, big)
+            inline = Z_ADVISE_INLINE_PCLUSTER if ino.idata else 0
+            if ino.idata:
+                incompat |= INCOMPAT_ZTAILPACKING
             if opts.legacy_compress:
-                advise = Z_ADVISE_BIG_PCLUSTER_1 if big else 0
-                rec += Z_MAP_HEADER.pack(0, 0, advise, ALG_ID[opts.compression], 0) + bytes(8)
+                advise = (Z_ADVISE_BIG_PCLUSTER_1 if big else 0) | inline
+                rec += Z_MAP_HEADER.pack(0, len(ino.idata), advise, ALG_ID[opts.compression], 0) + bytes(8)
                 rec += _z_full(entries)
             else:
                 advise = Z_ADVISE_COMPACTED_2B | (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2 if big else 0)
-                rec += Z_MAP_HEADER.pack(0, 0, advise, ALG_ID[opts.compression], 0)
+                rec += Z_MAP_HEADER.pack(0, len(ino.idata), advise | inline, ALG_ID[opts.compression], 0)
                 rec += _z_compact(entries, pos + len(rec), big, bs.bit_length() - 1)
+            rec += ino.idata
         if node.kind is Kind.DIR:
             for k, (lo, hi) in enumerate(ino.dirblocks):
                 data = _dir_block_bytes(ino, lo, hi, bs)

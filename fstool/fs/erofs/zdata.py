@@ -86,6 +86,13 @@ class _Indexes:
             avail = reader.r.length - ebase
             self.raw = reader.r.pread(min(size, avail), ebase)
 
+    def end(self) -> int:
+        """Where the indexes end: after the unit holding the last lcluster's index."""
+        if not self.compact:
+            return self.hdr + Z_MAP_HEADER.size + 8 + Z_LCLUSTER_INDEX.size * self.total
+        base, vcnt, _i = self._unit(self.total - 1)
+        return self.ebase + base + (vcnt << (1 if vcnt == 16 else 2))
+
     def _unit(self, lcn: int) -> tuple[int, int, int]:
         """(byte offset of its unit in self.raw, unit size, position inside the unit)."""
         pos = 0
@@ -146,8 +153,8 @@ def read_compressed(reader, ino) -> Iterator[bytes]:
         _r1, _idata, advise, algtype, clusterbits = Z_MAP_HEADER.unpack(raw)
         algs = (algtype & 15, algtype >> 4)
         lcbits = sb.blkszbits + (clusterbits & 7)
-    if advise & (Z_ADVISE_INLINE_PCLUSTER | Z_ADVISE_FRAGMENT_PCLUSTER):
-        raise ImageError(f"inode nid {ino.nid}: tail-packed compressed data is not supported", where=reader.where)
+    if advise & Z_ADVISE_FRAGMENT_PCLUSTER:
+        raise ImageError(f"inode nid {ino.nid}: fragments are not supported", where=reader.where)
     lcs = 1 << lcbits
     big = bool(advise & (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2))
     idx = _Indexes(reader, ino, advise, lcbits, big)
@@ -168,11 +175,28 @@ def read_compressed(reader, ino) -> Iterator[bytes]:
             heads.append([la, t, pblk, 1, lcn])
     if not heads or heads[0][0] != 0:
         raise ImageError(f"inode nid {ino.nid}: compressed file does not start with an extent", where=reader.where)
+    idata = None
+    if advise & Z_ADVISE_INLINE_PCLUSTER:
+        # ztailpacking: the last extent's pcluster follows the index unit of the last lcluster
+        size = Z_MAP_HEADER.unpack(raw)[1]
+        pos = idx.end()
+        if size == 0 or pos % bs + size > bs:
+            raise ImageError(f"inode nid {ino.nid}: bad inline pcluster of {size} bytes", where=reader.where)
+        idata = reader.r.pread(size, pos)
     for k, (la, t, pblk, cblks, _lcn) in enumerate(heads):
         end = heads[k + 1][0] if k + 1 < len(heads) else ino.size
         n = end - la
         if n > MAX_DSIZE or n <= 0:
             raise ImageError(f"inode nid {ino.nid}: extent of {n} bytes", where=reader.where)
+        if idata is not None and k + 1 == len(heads):
+            if t == Z_LCLUSTER_PLAIN:
+                if len(idata) < n:
+                    raise ImageError(f"inode nid {ino.nid}: inline tail too short", where=reader.where)
+                yield idata[:n]
+                continue
+            alg = algs[0] if t == Z_LCLUSTER_HEAD1 else algs[1]
+            yield _decode(reader, ino, alg, idata, n, "inline")
+            continue
         if pblk * bs + cblks * bs > reader.r.length:
             raise ImageError(f"inode nid {ino.nid}: pcluster outside the image", where=reader.where)
         if t == Z_LCLUSTER_PLAIN:
@@ -185,17 +209,23 @@ def read_compressed(reader, ino) -> Iterator[bytes]:
             yield block[:n]
             continue
         alg = algs[0] if t == Z_LCLUSTER_HEAD1 else algs[1]
-        decoder = DECODERS.get(alg)
-        if decoder is None or t not in (Z_LCLUSTER_HEAD1, Z_LCLUSTER_HEAD2):
-            raise ImageError(f"inode nid {ino.nid}: unknown compression {alg}", where=reader.where)
+        if t not in (Z_LCLUSTER_HEAD1, Z_LCLUSTER_HEAD2):
+            raise ImageError(f"inode nid {ino.nid}: unknown lcluster type {t}", where=reader.where)
         src = reader.r.pread(cblks * bs, pblk * bs)
         if zeropad:
             src = src.lstrip(b"\0")
-        try:
-            data = decoder(src, n)
-        except Exception as e:  # each decoder raises its own error type on corrupt input
-            raise ImageError(f"inode nid {ino.nid}: corrupt compressed data at block {pblk} ({e})",
-                             where=reader.where) from None
-        if len(data) < n:
-            raise ImageError(f"inode nid {ino.nid}: pcluster at block {pblk} decodes short", where=reader.where)
-        yield data[:n]
+        yield _decode(reader, ino, alg, src, n, f"block {pblk}")
+
+
+def _decode(reader, ino, alg: int, src: bytes, n: int, where: str) -> bytes:
+    decoder = DECODERS.get(alg)
+    if decoder is None:
+        raise ImageError(f"inode nid {ino.nid}: unknown compression {alg}", where=reader.where)
+    try:
+        data = decoder(src, n)
+    except Exception as e:  # each decoder raises its own error type on corrupt input
+        raise ImageError(f"inode nid {ino.nid}: corrupt compressed data at {where} ({e})",
+                         where=reader.where) from None
+    if len(data) < n:
+        raise ImageError(f"inode nid {ino.nid}: pcluster at {where} decodes short", where=reader.where)
+    return data[:n]
