@@ -21,6 +21,7 @@ COMPAT_MTIME = 0x2
 # feature_incompat
 INCOMPAT_LZ4_0PADDING = 0x1
 INCOMPAT_BIG_PCLUSTER = 0x2
+INCOMPAT_COMPR_CFGS = 0x2  # the same bit: big pclusters need the configurations after the superblock
 INCOMPAT_CHUNKED_FILE = 0x4
 INCOMPAT_COMPR_HEAD2 = 0x8
 INCOMPAT_ZTAILPACKING = 0x10

@@ -15,10 +15,11 @@ from ...errors import ImageError
 from ...tree import Kind, split_path
 from ..base import Reader, REntry
 from .format import (
-    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, INCOMPAT_BIG_PCLUSTER, INCOMPAT_LZ4_0PADDING, DIRENT, INODE_COMPACT, INODE_EXTENDED,
-    INODE_SLOT, KNOWN_INCOMPAT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL,
-    LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR, SB_FIELDS, SB_OFFSET, SUPERBLOCK, XATTR_ENTRY,
-    XATTR_PREFIXES, InodeCompact, InodeExtended, Superblock, decode_rdev, sb_checksum,
+    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, DIRENT, INCOMPAT_COMPR_CFGS,
+    INCOMPAT_LZ4_0PADDING, INODE_COMPACT, INODE_EXTENDED, INODE_SLOT, KNOWN_INCOMPAT, LAYOUT_CHUNK_BASED,
+    LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR,
+    SB_OFFSET, SUPERBLOCK, XATTR_ENTRY, XATTR_PREFIXES, InodeCompact, InodeExtended, Superblock, decode_rdev,
+    sb_checksum,
 )
 
 KINDS = {0o040000: Kind.DIR, 0o100000: Kind.FILE, 0o120000: Kind.SYMLINK, 0o020000: Kind.CHR,
@@ -292,7 +293,7 @@ class ErofsReader(Reader):
         import uuid as _uuid
         sb = self.sb
         name = sb.volume_name.split(b"\0", 1)[0].decode("utf-8", "replace")
-        if sb.feature_incompat & INCOMPAT_BIG_PCLUSTER:  # COMPR_CFGS: u1 is the algorithm bitmap
+        if sb.feature_incompat & INCOMPAT_COMPR_CFGS:  # u1 is the algorithm bitmap
             algs = [a for bit, a in enumerate(("lz4", "lzma", "deflate", "zstd")) if sb.u1 & (1 << bit)]
         else:  # u1 is lz4_max_distance; compressed inodes can only be lz4
             algs = ["lz4"] if sb.feature_incompat & INCOMPAT_LZ4_0PADDING else []

@@ -1,21 +1,27 @@
-"""EROFS writer: plan every inode's metadata, place it, then stream data and write metadata.
+"""EROFS writer: plan every inode, write the data, then place and write the metadata.
 
-Phases, each returning a plan:
-1. `_plan_inodes`: one `Ino` per distinct node (hardlinks share one), in tree-walk
-   order (root first, so its nid fits the superblock's 16-bit field). Each gets its
-   xattr body (shared xattrs are the name/value pairs found on more than
-   `xattr_tolerance` inodes, as mkfs.erofs decides), its size, its data layout and the
-   size of its inline tail: FLAT_INLINE when the tail fits in one block with the inode
-   and its xattrs, FLAT_PLAIN otherwise, CHUNK_BASED (a 4-byte block map with null
-   entries) for files with holes when that costs less than writing the holes out.
-2. `_place`: inodes go into the metadata area at 32-byte slots, best fit into
-   partly used blocks so an inode and its inline tail never cross a block boundary;
-   a nid is the slot number.
-3. `_assign_blocks`: data blocks (directory blocks, file blocks, chunks) after the
-   metadata and the shared-xattr area, in nid order.
-4. the directory blocks are built (they name nids), file data is copied extent by
-   extent with `copy_file_range` (holes stay holes), metadata is written, then the
-   superblock with its crc32c.
+Image layout: block 0 holds the superblock, the compression configurations and the root
+inode (its nid must fit the superblock's 16 bits); the shared-xattr area starts at block
+1; file, symlink and directory data follow in tree order; the metadata area (every other
+inode with its xattrs, chunk map, compression indexes and inline tail) comes last, so
+each inode's layout is settled before it is placed. meta_blkaddr is 0: a nid is the
+byte offset of an inode divided by 32.
+
+Phases:
+1. `_plan_inodes`: one `Ino` per distinct node (hardlinks share one), in tree-walk order.
+   Each gets its xattr body (a name/value pair found on more than `xattr_tolerance`
+   inodes is shared, as mkfs.erofs decides), its size, the directory blocks (name-sorted,
+   `.` and `..` included) and its data layout: CHUNK_BASED (a block map with null chunks)
+   for files with holes when that costs less, FLAT_INLINE when the tail fits in one block
+   with the inode, FLAT_PLAIN otherwise; files to compress are settled in phase 2.
+2. `_DataWriter`: data blocks in tree order. File data moves extent by extent with
+   `copy_file_range` (holes stay holes); compressed files go through a thread pool in
+   segments (`compress.py`) whose results are written in submission order. A compressed
+   file that saves nothing is rewound and written flat, as mkfs.erofs does.
+3. `_Placer`: inodes go into 32-byte slots, best fit into partly used blocks, so that
+   an inode and its inline data never cross a block boundary.
+4. Directory blocks (which name nids), the metadata area, then block 0 with the
+   superblock's crc32c.
 
 Compact (32-byte) inodes are used exactly where mkfs.erofs uses them: ids and link
 counts fit in 16 bits, the size in 32 bits, and the mtime equals the build time.
@@ -39,13 +45,13 @@ from ..base import FsParams, OptionReader
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
     COMPAT_MTIME, COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
-    INCOMPAT_BIG_PCLUSTER as INCOMPAT_COMPR_CFGS, INCOMPAT_CHUNKED_FILE, INCOMPAT_LZ4_0PADDING,
-    INCOMPAT_ZTAILPACKING, INODE_COMPACT,
-    INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN,
-    MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER, Z_ADVISE_BIG_PCLUSTER_1, Z_ADVISE_BIG_PCLUSTER_2,
-    Z_ADVISE_COMPACTED_2B, Z_ADVISE_INLINE_PCLUSTER, Z_ALG_DEFLATE,
-    Z_ALG_LZ4, Z_ALG_LZMA, Z_LCLUSTER_HEAD1, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD, Z_LCLUSTER_PLAIN,
-    Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk, encode_rdev, sb_checksum, xattr_entry, xattr_split,
+    INCOMPAT_CHUNKED_FILE, INCOMPAT_COMPR_CFGS, INCOMPAT_LZ4_0PADDING, INCOMPAT_ZTAILPACKING, INODE_COMPACT,
+    INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL,
+    LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER,
+    Z_ADVISE_BIG_PCLUSTER_1, Z_ADVISE_BIG_PCLUSTER_2, Z_ADVISE_COMPACTED_2B, Z_ADVISE_INLINE_PCLUSTER,
+    Z_ALG_DEFLATE, Z_ALG_LZ4, Z_ALG_LZMA, Z_LCLUSTER_HEAD1, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD,
+    Z_LCLUSTER_PLAIN, Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk, encode_rdev, sb_checksum,
+    xattr_entry, xattr_split,
 )
 
 BLOCK_SIZE = 4096
