@@ -305,10 +305,14 @@ def test_empty_tree_and_tiny_files(tmp_path):
     for n in (1, 4095, 4096, 4097, 8191, 12288, 4096 - 64):
         (src / f"s{n}").write_bytes(os.urandom(n))
     os.mknod(src / "dev", 0o600 | stat.S_IFCHR, os.makedev(4095, (1 << 20) - 1))
+    os.utime(src / "s1", (-86400, -86400))  # before 1970
+    os.utime(src / "s4095", ns=(1_700_000_000_123_456_789,) * 2)
     run_fstool("create", "-t", "erofs", src, "-o", img, check=True)
     fsck_ok(img)
     with loop_mount(img, tmp_path) as mnt:
         compare(src, mnt, mtime=False)
+        assert os.stat(os.path.join(mnt, "s1")).st_mtime_ns == -86400 * 10**9
+        assert os.stat(os.path.join(mnt, "s4095")).st_mtime_ns == 1_700_000_000_123_456_789
     assert_reader_matches(src, img)
 
 

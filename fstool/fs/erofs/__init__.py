@@ -14,7 +14,7 @@ FORMAT = Format(
     types=("erofs",),
     caps=Capabilities(label=16, uuid=True, block_sizes=(4096,)),
     # extended inodes hold 32-bit ids and 64-bit times; data addresses are 32-bit block numbers
-    limits=Limits(max_time=(1 << 63) - 1, max_symlink=4095, max_xattr_value=65535,
+    limits=Limits(min_time=-(1 << 63), max_time=(1 << 63) - 1, max_symlink=4095, max_xattr_value=65535,
                   max_file_size=(1 << 44) - 1),
     parse_options=_parse_options,
     writer="fstool.fs.erofs.writer",

@@ -54,7 +54,7 @@ INODE_COMPACT = struct.Struct("<HHHHIIIIHHI")
 InodeCompact = namedtuple("InodeCompact", "format xattr_icount mode nlink size mtime u ino uid gid reserved")
 # 64-byte extended inode: format, xattr_icount, mode, i_nb (startblk_hi, 0 here), size, i_u, ino,
 # uid, gid, mtime, mtime_nsec, nlink, reserved
-INODE_EXTENDED = struct.Struct("<HHHHQIIIIQII16s")
+INODE_EXTENDED = struct.Struct("<HHHHQIIIIqII16s")  # the mtime is signed (time64_t)
 InodeExtended = namedtuple("InodeExtended",
                            "format xattr_icount mode nb size u ino uid gid mtime mtime_nsec nlink reserved")
 assert INODE_COMPACT.size == 32 and INODE_EXTENDED.size == 64
