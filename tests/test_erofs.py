@@ -195,6 +195,25 @@ def test_big_pclusters_and_levels(tmp_path):
             assert ErofsReader(region)._lookup("/small").layout == layout, opt
 
 
+@pytest.mark.parametrize("comp", ["none", "lz4hc,ztailpacking=true"])
+def test_dedupe_shares_identical_files(tmp_path, comp):
+    src = tmp_path / "src"
+    _compressible_tree(src)
+    subprocess.run(["cp", "-a", str(src / "sub"), str(src / "copy")], check=True)
+    subprocess.run(["cp", "-a", str(src / "words.txt"), str(src / "words-again.txt")], check=True)
+    os.setxattr(src / "words-again.txt", "user.big", b"x" * 3000)  # other inode size, same data
+    sizes = {}
+    for dedupe in ("false", "true"):
+        img = tmp_path / f"{dedupe}.erofs"
+        run_fstool("create", "-t", "erofs", src, "-o", img, "-O", f"compression={comp},dedupe={dedupe}", check=True)
+        fsck_ok(img)
+        with loop_mount(img, tmp_path) as mnt:
+            compare(src, mnt)
+        assert_reader_matches(src, img)
+        sizes[dedupe] = img.stat().st_size
+    assert sizes["true"] < sizes["false"] - (100 << 10)
+
+
 @pytest.mark.parametrize("args", [["-zlz4"], ["-zlz4hc"], ["-zlz4hc", "-C65536"], ["-zlz4hc", "-Elegacy-compress"],
                                   ["-zlz4hc", "-Eztailpacking"]])
 def test_our_reader_reads_compressed_mkfs_erofs_images(tmp_path, args):
@@ -329,7 +348,7 @@ def test_spec_size_and_capacity(tmp_path, rich):
     ("compresion=lz4", "did you mean 'compression'"),
     ("compression=brotli", "compression"),
     ("pcluster_size=5000", "pcluster_size"),
-    ("dedupe=true", "not supported yet"),
+    ("fragments=true", "not supported yet"),
     ("inline_data=maybe", "inline_data"),
     ("compression=lz4hc,compression_level=13", "compression_level"),
 ])

@@ -73,6 +73,7 @@ class Options:
     xattr_tolerance: int = 2
     legacy_compress: bool = False
     ztailpacking: bool = False
+    dedupe: bool = False
 
 
 def parse_options(params: FsParams) -> Options:
@@ -93,8 +94,9 @@ def parse_options(params: FsParams) -> Options:
         xattr_tolerance=o.get_int("xattr_tolerance", 2, -1, 1 << 30),
         legacy_compress=o.get_bool("legacy_compress", False),
         ztailpacking=o.get_bool("ztailpacking", False),
+        dedupe=o.get_bool("dedupe", False),
     )
-    for key in ("dedupe", "fragments"):
+    for key in ("fragments",):
         if o.get_bool(key, False):
             raise SpecError(f"{key} is not supported yet by the erofs writer", where=f"{where}.{key}")
     o.finish()
@@ -144,6 +146,7 @@ class Ino:
     zblocks: int = 0  # compressed: blocks used by its pclusters
     segs: list | None = None  # FILE: the source's data segments, looked up once
     idata: bytes = b""  # compressed with ztailpacking: the tail pcluster kept in the inode
+    dup_of: "Ino | None" = None  # dedupe: an earlier file with the same bytes, whose data this one shares
     idata_raw: bool = False
 
     def data_segments(self) -> list:
@@ -313,6 +316,8 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
             ino.compress = True  # settled in the data pass: compressed, or flat if that saves nothing
         elif node.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size:
             ino.flat_layout(opts.inline_data or node.kind is not Kind.FILE, bs)
+    if opts.dedupe:
+        _find_duplicates(order, bs)
     # ".." of each directory: its parent (the root's is itself)
     root = inos[id(tree.root)]
     root.dirents = [(n, root if i is None else i) for n, i in root.dirents]
@@ -322,6 +327,30 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
                 if child is not None and child.node.kind is Kind.DIR and name not in (b".", b".."):
                     child.dirents = [(n, ino if i is None else i) for n, i in child.dirents]
     return order, bytes(shared_blob)
+
+
+def _find_duplicates(order: list[Ino], bs: int) -> None:
+    """Mark files whose bytes equal an earlier file's (same size, then same SHA-256; only
+    files sharing a size are read)."""
+    import hashlib
+
+    by_size: dict[int, list[Ino]] = {}
+    for ino in order:
+        if ino.node.kind is Kind.FILE and ino.size and ino.layout != LAYOUT_CHUNK_BASED:
+            by_size.setdefault(ino.size, []).append(ino)
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        first: dict[tuple, Ino] = {}
+        for ino in group:
+            h = hashlib.sha256()
+            for off in range(0, ino.size, 1 << 20):
+                h.update(ino.read(off, min(1 << 20, ino.size - off)))
+            key = h.digest()
+            if key in first:
+                ino.dup_of = first[key]
+            else:
+                first[key] = ino
 
 
 class _Placer:
@@ -409,7 +438,7 @@ class _DataWriter:
 
     # -- queueing -------------------------------------------------------------------
     def add(self, ino: Ino) -> None:
-        if ino.compress:
+        if ino.compress and ino.dup_of is None:
             from .compress import compress_segment
             for off in range(0, ino.size, SEGMENT):
                 n = min(SEGMENT, ino.size - off)
@@ -450,9 +479,41 @@ class _DataWriter:
         if pos < self.hwm:
             write_zeros(self.out, pos, min(end, self.hwm) - pos)
 
+    def _share(self, ino: Ino) -> bool:
+        """dedupe: take the data of the earlier identical file where the layouts allow."""
+        orig, bs = ino.dup_of, self.bs
+        if ino.compress:
+            if orig.layout in (LAYOUT_COMPRESSED_FULL, LAYOUT_COMPRESSED_COMPACT):
+                ino.layout, ino.extents, ino.zblocks = orig.layout, orig.extents, orig.zblocks
+                ino.idata, ino.idata_raw = orig.idata, orig.idata_raw
+                if ino.idata and ino.meta_size() > bs:
+                    # the inline tail does not fit beside this inode's own xattrs: a block of its own
+                    data = ino.idata
+                    payload = data + bytes(bs - len(data)) if ino.idata_raw else bytes(bs - len(data)) + data
+                    self._clean(self.blk * bs, (self.blk + 1) * bs)
+                    self._write(payload, self.blk * bs)
+                    length, raw, _a, _b = orig.extents[-1]
+                    ino.extents = orig.extents[:-1] + [(length, raw, self.blk, 1)]
+                    ino.zblocks, ino.idata = orig.zblocks + 1, b""
+                    self.blk += 1
+                return True
+            ino.compress = False
+            ino.flat_layout(self.opts.inline_data, bs)
+        if ino.layout in (LAYOUT_FLAT_PLAIN, LAYOUT_FLAT_INLINE) and 0 < ino.nblocks <= orig.nblocks and \
+                orig.layout in (LAYOUT_FLAT_PLAIN, LAYOUT_FLAT_INLINE):
+            ino.startblk = orig.startblk
+            return True
+        if ino.compress:  # cannot happen: a compressed original is shared whole
+            raise AssertionError("unshared compressed duplicate")
+        return False
+
     def _place(self, ino: Ino) -> None:
         bs = self.bs
         node = ino.node
+        if ino.dup_of is not None and self._share(ino):
+            self.done += ino.size
+            self.report(self.done)
+            return
         if ino.layout == LAYOUT_CHUNK_BASED:
             for _c, n in ino.chunks:
                 ino.chunk_addrs.append(self.blk)
@@ -675,7 +736,9 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     for ino in order[1:]:
         ino.nid = placer.place(ino.meta_size()) // INODE_SLOT
     meta_base = data_end * bs
-    meta_end = -(-placer.end // bs) * bs
+    # fsck.erofs 1.5 reads an xattr header after every inode, even one without xattrs: keep
+    # 12 readable bytes after the last one
+    meta_end = -(-(placer.end + XATTR_IBODY_HEADER.size) // bs) * bs
     used = max(meta_end, bs)
     if used // bs > U32:
         raise CapacityError(f"the erofs image needs {used // bs} blocks, over the 32-bit block address limit")
