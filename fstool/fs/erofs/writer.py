@@ -362,6 +362,7 @@ class _Placer:
         self.units = bs // INODE_SLOT
         self.buckets: list[list[tuple[int, int]]] = [[] for _ in range(self.units + 1)]  # free units -> heap
         self.free: dict[int, int] = {}  # block -> offset of its free space
+        self.last = start  # end of the last byte placed
         self._open(start)
 
     def _open(self, pos: int) -> None:
@@ -376,6 +377,11 @@ class _Placer:
         self.end = max(self.end, pos)
 
     def place(self, size: int) -> int:
+        pos = self._place(size)
+        self.last = max(self.last, pos + size)
+        return pos
+
+    def _place(self, size: int) -> int:
         units = -(-size // INODE_SLOT)
         if units <= self.units:
             for k in range(units, self.units + 1):
@@ -738,7 +744,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     meta_base = data_end * bs
     # fsck.erofs 1.5 reads an xattr header after every inode, even one without xattrs: keep
     # 12 readable bytes after the last one
-    meta_end = -(-(placer.end + XATTR_IBODY_HEADER.size) // bs) * bs
+    meta_end = max(-(-(placer.last + XATTR_IBODY_HEADER.size) // bs) * bs, data_end * bs)
     used = max(meta_end, bs)
     if used // bs > U32:
         raise CapacityError(f"the erofs image needs {used // bs} blocks, over the 32-bit block address limit")
