@@ -235,7 +235,7 @@ def test_lz4hc_size_against_mkfs_erofs(tmp_path):
     assert ours.stat().st_size <= ref.stat().st_size * 1.02, (ours.stat().st_size, ref.stat().st_size)
 
 
-def test_reproducible_across_paths_umask_and_clock(tmp_path, rich):
+def test_reproducible_across_paths_umask_clock_and_threads(tmp_path, rich):
     a, b = tmp_path / "a", tmp_path / "elsewhere" / "b"
     b.parent.mkdir()
     for d in (a, b):
@@ -251,6 +251,13 @@ def test_reproducible_across_paths_umask_and_clock(tmp_path, rich):
     finally:
         os.umask(old)
     assert same_file(tmp_path / "1.erofs", tmp_path / "2.erofs")
+    # compressed, in one thread and in three
+    opt = "compression=lz4hc,ztailpacking=true,dedupe=true"
+    run_fstool("create", "-t", "erofs", a, "-o", tmp_path / "z1.erofs", "-O", opt,
+               env={**env, "FSTOOL_THREADS": "1"}, check=True)
+    run_fstool("create", "-t", "erofs", b, "-o", tmp_path / "z3.erofs", "-O", opt,
+               env={**env, "FSTOOL_THREADS": "3"}, check=True)
+    assert same_file(tmp_path / "z1.erofs", tmp_path / "z3.erofs")
     info = run_fstool("info", tmp_path / "1.erofs", check=True).stdout
     assert "created: 1600000000" in info
     # another seed, another UUID; nothing else changes
