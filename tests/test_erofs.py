@@ -342,6 +342,28 @@ def test_empty_tree_and_tiny_files(tmp_path):
     assert_reader_matches(src, img)
 
 
+def test_layout_options(tmp_path, rich):
+    """No inline tails, no shared xattrs, holes written flat, compact inodes whatever the mtimes."""
+    from fstool.fs.erofs.reader import ErofsReader
+    from fstool.image import Region
+    img = tmp_path / "o.erofs"
+    run_fstool("create", "-t", "erofs", rich, "-o", img, "-O",
+               "inline_data=false,xattr_tolerance=-1,chunked_sparse=false,ignore_mtime=true", check=True)
+    fsck_ok(img)
+    with loop_mount(img, tmp_path) as mnt:
+        compare(rich, mnt, mtime=False)
+        assert os.stat(os.path.join(mnt, "text.txt")).st_mtime == 0  # the build time: no SOURCE_DATE_EPOCH
+    with Region(str(img)) as region:
+        r = ErofsReader(region)
+        assert r.sb.xattr_blkaddr == 0
+        text = r._lookup("/text.txt")
+        assert text.layout == 0 and not text.extended  # FLAT_PLAIN, compact
+        assert r._lookup("/sparse").layout == 0
+        assert r._lookup("/big-ids").extended  # ids over 16 bits still need the extended form
+    st = img.stat()
+    assert st.st_blocks * 512 < st.st_size - (64 << 20)  # the sparse file's 80 MiB hole is still one on the host
+
+
 def test_spec_size_and_capacity(tmp_path, rich):
     p = run_fstool("create", "-t", "erofs", rich, "-o", tmp_path / "small.erofs", "--size", "1MiB")
     assert_one_line_error(p, 1, "1 MiB")
