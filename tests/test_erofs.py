@@ -6,6 +6,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -233,6 +234,26 @@ def test_lz4hc_size_against_mkfs_erofs(tmp_path):
     run_fstool("create", "-t", "erofs", src, "-o", ours, "-O", "compression=lz4hc", check=True)
     subprocess.run(["mkfs.erofs", "--quiet", "-zlz4hc", str(ref), str(src)], check=True, capture_output=True)
     assert ours.stat().st_size <= ref.stat().st_size * 1.02, (ours.stat().st_size, ref.stat().st_size)
+
+
+def test_erofs_images_as_sources(tmp_path, rich):
+    """An EROFS image (ours, compressed, or mkfs.erofs's) is a source like a directory: flat files
+    are read from the image in place, compressed ones through a temporary copy."""
+    ours = tmp_path / "ours.erofs"
+    run_fstool("create", "-t", "erofs", rich, "-o", ours, "-O", "compression=lz4hc,ztailpacking=true", check=True)
+    sq = tmp_path / "from-erofs.sqfs"
+    run_fstool("create", "-t", "squashfs", ours, "-o", sq, check=True)
+    with loop_mount(sq, tmp_path) as mnt:
+        compare(rich, mnt)
+    src = tmp_path / "src"
+    _compressible_tree(src)
+    theirs = tmp_path / "theirs.erofs"
+    subprocess.run(["mkfs.erofs", "--quiet", "-zlz4hc", str(theirs), str(src)], check=True, capture_output=True)
+    again = tmp_path / "again.erofs"
+    run_fstool("create", "-t", "erofs", theirs, "-o", again, check=True)
+    with loop_mount(again, tmp_path) as mnt:
+        compare(src, mnt)
+    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("fstool-erofs-")]
 
 
 def test_reproducible_across_paths_umask_clock_and_threads(tmp_path, rich):

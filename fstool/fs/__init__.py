@@ -79,3 +79,18 @@ def open_reader(region):
             return mod.open(region)
     known = ", ".join(f.name for f in formats() if f.reader)
     raise ImageError(f"no filesystem this tool can read was found (known: {known})", where=region.path)
+
+
+def load_image_tree(path: str):
+    """A filesystem image as an input Tree, when a format's reader can give one
+    (a module-level `load_tree(region)`), else None."""
+    from ..image import Region
+    region = Region(path)
+    try:
+        for fmt in formats():
+            mod = fmt.reader_module()
+            if mod is not None and hasattr(mod, "load_tree") and mod.probe(region):
+                return mod.load_tree(region)
+    finally:
+        region.close()
+    return None

@@ -36,7 +36,12 @@ def load_one(path: str, where: str | None = None) -> Tree:
     from .tarball import load_tar, sniff_tar
     if path.lower().endswith(TAR_SUFFIXES) or sniff_tar(path):
         return load_tar(path)
-    raise InputError("not a directory, a tar archive or a .json manifest", where=path)
+    from ..fs import load_image_tree
+    tree = load_image_tree(path)
+    if tree is not None:
+        return tree
+    raise InputError("not a directory, a tar archive, a .json manifest or a filesystem image this tool "
+                     "can take files from", where=path)
 
 
 def merge(lower: Tree, upper: Tree, *, whiteouts: bool) -> None:
