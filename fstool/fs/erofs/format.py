@@ -28,7 +28,7 @@ INCOMPAT_ZTAILPACKING = 0x10
 INCOMPAT_FRAGMENTS = 0x20
 INCOMPAT_XATTR_PREFIXES = 0x40
 INCOMPAT_48BIT = 0x80
-KNOWN_INCOMPAT = 0x1FF
+KNOWN_INCOMPAT = 0x7F  # what the reader handles: not 48-bit addresses or the metabox
 
 # the 128-byte superblock (sb_extslots 0); the last 24 bytes are zero in what we write
 SUPERBLOCK = struct.Struct("<IIIBBHQQIIII16s16sIHHHBBIQB23s")
