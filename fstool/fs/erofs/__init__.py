@@ -5,7 +5,7 @@ from ..registry import Capabilities, Format, Limits
 
 
 def _parse_options(params):
-    from .writer import parse_options
+    from .options import parse_options
     return parse_options(params)
 
 

@@ -7,8 +7,7 @@ metadata area (meta_blkaddr 0, so a nid is the byte offset of an inode divided b
 """
 from __future__ import annotations
 
-import struct
-from collections import namedtuple
+from ...structs import Record
 
 MAGIC = 0xE0F5E1E2
 SB_OFFSET = 1024
@@ -30,13 +29,15 @@ INCOMPAT_XATTR_PREFIXES = 0x40
 INCOMPAT_48BIT = 0x80
 KNOWN_INCOMPAT = 0x7F  # what the reader handles: not 48-bit addresses or the metabox
 
-# the 128-byte superblock (sb_extslots 0); the last 24 bytes are zero in what we write
-SUPERBLOCK = struct.Struct("<IIIBBHQQIIII16s16sIHHHBBIQB23s")
-SB_FIELDS = ("magic", "checksum", "feature_compat", "blkszbits", "sb_extslots", "root_nid", "inos",
-             "epoch", "fixed_nsec", "blocks", "meta_blkaddr", "xattr_blkaddr", "uuid", "volume_name",
-             "feature_incompat", "u1", "extra_devices", "devt_slotoff", "dirblkbits",
-             "xattr_prefix_count", "xattr_prefix_start", "packed_nid", "xattr_filter", "reserved")
-Superblock = namedtuple("Superblock", SB_FIELDS)
+# the 128-byte superblock (sb_extslots 0), at byte 1024; the tail is zero in what we write
+SUPERBLOCK = Record("erofs_super_block", (
+    ("magic", "I"), ("checksum", "I"), ("feature_compat", "I"), ("blkszbits", "B"), ("sb_extslots", "B"),
+    ("root_nid", "H"), ("inos", "Q"), ("epoch", "Q"), ("fixed_nsec", "I"), ("blocks", "I"),
+    ("meta_blkaddr", "I"), ("xattr_blkaddr", "I"), ("uuid", "16s"), ("volume_name", "16s"),
+    ("feature_incompat", "I"), ("u1", "H"), ("extra_devices", "H"), ("devt_slotoff", "H"),
+    ("dirblkbits", "B"), ("xattr_prefix_count", "B"), ("xattr_prefix_start", "I"), ("packed_nid", "Q"),
+    ("xattr_filter", "B"), (None, "23x"),
+))
 assert SUPERBLOCK.size == 128
 
 # i_format: bit 0 = extended inode, bits 1-3 = data layout
@@ -48,21 +49,25 @@ LAYOUT_CHUNK_BASED = 4
 CHUNK_FORMAT_BLKBITS_MASK = 0x1F
 CHUNK_FORMAT_INDEXES = 0x20
 
-# 32-byte compact inode: format, xattr_icount, mode, nlink, size, mtime (from the epoch),
-# i_u (startblk / rdev / chunk format / compressed blocks), ino, uid, gid, reserved
-INODE_COMPACT = struct.Struct("<HHHHIIIIHHI")
-InodeCompact = namedtuple("InodeCompact", "format xattr_icount mode nlink size mtime u ino uid gid reserved")
-# 64-byte extended inode: format, xattr_icount, mode, i_nb (startblk_hi, 0 here), size, i_u, ino,
-# uid, gid, mtime, mtime_nsec, nlink, reserved
-INODE_EXTENDED = struct.Struct("<HHHHQIIIIqII16s")  # the mtime is signed (time64_t)
-InodeExtended = namedtuple("InodeExtended",
-                           "format xattr_icount mode nb size u ino uid gid mtime mtime_nsec nlink reserved")
+# 32-byte compact inode; mtime counts from the superblock's epoch; `u` is the start block,
+# the device number, the chunk format or the compressed block count, by inode kind and layout
+INODE_COMPACT = Record("erofs_inode_compact", (
+    ("format", "H"), ("xattr_icount", "H"), ("mode", "H"), ("nlink", "H"), ("size", "I"), ("mtime", "I"),
+    ("u", "I"), ("ino", "I"), ("uid", "H"), ("gid", "H"), (None, "4x"),
+))
+# 64-byte extended inode (`nb`: the start block's high bits with 48-bit addresses, 0 here);
+# the mtime is signed (time64_t)
+INODE_EXTENDED = Record("erofs_inode_extended", (
+    ("format", "H"), ("xattr_icount", "H"), ("mode", "H"), ("nb", "H"), ("size", "Q"), ("u", "I"),
+    ("ino", "I"), ("uid", "I"), ("gid", "I"), ("mtime", "q"), ("mtime_nsec", "I"), ("nlink", "I"),
+    (None, "16x"),
+))
 assert INODE_COMPACT.size == 32 and INODE_EXTENDED.size == 64
 
 # xattrs: the in-inode body starts with this 12-byte header, then shared ids (u32 each),
 # then entries (4-byte header + name suffix + value, each padded to 4 bytes)
-XATTR_IBODY_HEADER = struct.Struct("<IB7s")
-XATTR_ENTRY = struct.Struct("<BBH")  # name_len, name_index, value_size
+XATTR_IBODY_HEADER = Record("erofs_xattr_ibody_header", (("name_filter", "I"), ("shared_count", "B"), (None, "7x")))
+XATTR_ENTRY = Record("erofs_xattr_entry", (("name_len", "B"), ("name_index", "B"), ("value_size", "H")))
 # name indexes: the well-known prefixes (an exact-name prefix stores an empty suffix)
 XATTR_PREFIXES = {
     1: "user.",
@@ -73,12 +78,15 @@ XATTR_PREFIXES = {
     6: "security.",
 }
 
-DIRENT = struct.Struct("<QHBB")  # nid, nameoff, file_type, reserved
+DIRENT = Record("erofs_dirent", (("nid", "Q"), ("nameoff", "H"), ("file_type", "B"), (None, "x")))
 FT_UNKNOWN, FT_REG, FT_DIR, FT_CHR, FT_BLK, FT_FIFO, FT_SOCK, FT_SYMLINK = range(8)
 
 # compression
-Z_MAP_HEADER = struct.Struct("<HHHBB")  # reserved1/fragmentoff, idata_size, advise, algorithmtype, clusterbits
-Z_LCLUSTER_INDEX = struct.Struct("<HHI")  # advise (type), clusterofs, blkaddr or delta[0]|delta[1]<<16
+# the map header at the first 8-byte boundary after the inode and its xattrs
+Z_MAP_HEADER = Record("z_erofs_map_header", (
+    ("reserved1", "H"), ("idata_size", "H"), ("advise", "H"), ("algorithmtype", "B"), ("clusterbits", "B")))
+# a full lcluster index: `u` is the HEAD's block address, or a NONHEAD's delta[0] | delta[1] << 16
+Z_LCLUSTER_INDEX = Record("z_erofs_lcluster_index", (("advise", "H"), ("clusterofs", "H"), ("u", "I")))
 Z_LCLUSTER_PLAIN, Z_LCLUSTER_HEAD1, Z_LCLUSTER_NONHEAD, Z_LCLUSTER_HEAD2 = range(4)
 Z_LI_D0_CBLKCNT = 1 << 11
 Z_ADVISE_COMPACTED_2B = 0x1
@@ -135,7 +143,7 @@ def xattr_split(name: str) -> tuple[int, bytes] | None:
 
 
 def xattr_entry(index: int, suffix: bytes, value: bytes) -> bytes:
-    raw = XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
+    raw = XATTR_ENTRY.pack(name_len=len(suffix), name_index=index, value_size=len(value)) + suffix + value
     return raw + bytes(-len(raw) % 4)
 
 

@@ -18,8 +18,7 @@ from .format import (
     CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, DIRENT, INCOMPAT_COMPR_CFGS,
     INCOMPAT_LZ4_0PADDING, INODE_COMPACT, INODE_EXTENDED, INODE_SLOT, KNOWN_INCOMPAT, LAYOUT_CHUNK_BASED,
     LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR,
-    SB_OFFSET, SUPERBLOCK, XATTR_ENTRY, XATTR_PREFIXES, InodeCompact, InodeExtended, Superblock, decode_rdev,
-    sb_checksum,
+    SB_OFFSET, SUPERBLOCK, XATTR_ENTRY, XATTR_IBODY_HEADER, XATTR_PREFIXES, decode_rdev, sb_checksum,
 )
 
 KINDS = {0o040000: Kind.DIR, 0o100000: Kind.FILE, 0o120000: Kind.SYMLINK, 0o020000: Kind.CHR,
@@ -30,7 +29,7 @@ READ_CHUNK = 1 << 20
 def probe(region) -> bool:
     if region.length < SB_OFFSET + SUPERBLOCK.size:
         return False
-    return struct.unpack("<I", region.pread(4, SB_OFFSET))[0] == MAGIC
+    return SUPERBLOCK.unpack(region.pread(SUPERBLOCK.size, SB_OFFSET)).magic == MAGIC
 
 
 def open(region) -> "ErofsReader":  # noqa: A001 - the registry's name
@@ -48,7 +47,7 @@ class ErofsReader(Reader):
     def __init__(self, region):
         self.r = region
         self.where = getattr(region, "path", "<image>")
-        sb = Superblock(*SUPERBLOCK.unpack(region.pread(SUPERBLOCK.size, SB_OFFSET)))
+        sb = SUPERBLOCK.unpack(region.pread(SUPERBLOCK.size, SB_OFFSET))
         if sb.magic != MAGIC:
             raise ImageError("not an erofs image", where=self.where)
         if not 9 <= sb.blkszbits <= 16:
@@ -61,7 +60,7 @@ class ErofsReader(Reader):
         if sb.feature_compat & COMPAT_SB_CHKSUM:
             n = min(self.bs, region.length) - SB_OFFSET
             raw = bytearray(region.pread(n, SB_OFFSET))
-            raw[4:8] = bytes(4)
+            raw[SUPERBLOCK.offset("checksum"):SUPERBLOCK.end("checksum")] = bytes(4)
             if sb_checksum(bytes(raw)) != sb.checksum:
                 raise ImageError("erofs superblock checksum mismatch", where=self.where)
         self.sb = sb
@@ -84,17 +83,17 @@ class ErofsReader(Reader):
         if pos + INODE_COMPACT.size > self.r.length:
             raise ImageError(f"inode nid {nid} lies outside the image", where=self.where)
         head = self.r.pread(INODE_COMPACT.size, pos)
-        fmt = struct.unpack_from("<H", head)[0]
+        fmt = INODE_COMPACT.unpack(head).format
         ino = Inode()
         ino.nid = nid
         ino.extended = bool(fmt & 1)
         ino.layout = (fmt >> 1) & 7
         if ino.extended:
-            d = InodeExtended(*INODE_EXTENDED.unpack(self.r.pread(INODE_EXTENDED.size, pos)))
+            d = INODE_EXTENDED.unpack(self.r.pread(INODE_EXTENDED.size, pos))
             ino.nlink, ino.mtime, ino.mtime_ns = d.nlink, d.mtime, d.mtime_nsec
             ino.isize = 64
         else:
-            d = InodeCompact(*INODE_COMPACT.unpack(head))
+            d = INODE_COMPACT.unpack(head)
             nlink = 1 if fmt & 0x10 and (d.mode & 0o170000) != 0o040000 else d.nlink
             ino.nlink, ino.mtime, ino.mtime_ns = nlink, self.sb.epoch + d.mtime, self.sb.fixed_nsec
             ino.isize = 32
@@ -105,7 +104,7 @@ class ErofsReader(Reader):
         if ino.layout > LAYOUT_CHUNK_BASED:
             raise ImageError(f"inode nid {nid} has unknown data layout {ino.layout}", where=self.where)
         ino.xattr_icount = d.xattr_icount
-        ino.xattr_size = 12 + 4 * (d.xattr_icount - 1) if d.xattr_icount else 0
+        ino.xattr_size = XATTR_IBODY_HEADER.size + 4 * (d.xattr_icount - 1) if d.xattr_icount else 0
         ino.rdev = decode_rdev(d.u) if ino.kind in (Kind.CHR, Kind.BLK) else (0, 0)
         if ino.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size > self.r.length * 4096 + (1 << 40):
             raise ImageError(f"inode nid {nid}: absurd size {ino.size}", where=self.where)
@@ -137,7 +136,7 @@ class ErofsReader(Reader):
     def _xattr_entries(self, data: bytes, pos: int, end: int, out: dict, limit: int | None = None) -> int:
         count = 0
         while pos + XATTR_ENTRY.size <= end and (limit is None or count < limit):
-            nlen, index, vsize = XATTR_ENTRY.unpack_from(data, pos)
+            nlen, index, vsize = XATTR_ENTRY.unpack(data, pos)
             if limit is None and nlen == 0 and index == 0 and vsize == 0:
                 break
             stop = pos + XATTR_ENTRY.size + nlen + vsize
@@ -153,17 +152,17 @@ class ErofsReader(Reader):
         if not ino.xattr_size:
             return {}
         body = self.r.pread(ino.xattr_size, self._iloc(ino.nid) + ino.isize)
-        shared = body[4]
-        if 12 + 4 * shared > len(body):
+        shared = XATTR_IBODY_HEADER.unpack(body).shared_count
+        if XATTR_IBODY_HEADER.size + 4 * shared > len(body):
             raise ImageError(f"inode nid {ino.nid}: shared xattr count overruns its body", where=self.where)
         out: dict[str, bytes] = {}
         for k in range(shared):
-            (sid,) = struct.unpack_from("<I", body, 12 + 4 * k)
+            (sid,) = struct.unpack_from("<I", body, XATTR_IBODY_HEADER.size + 4 * k)
             pos = self.xattr_base + 4 * sid
             nlen, index, vsize = XATTR_ENTRY.unpack(self.r.pread(4, pos))
             raw = self.r.pread(4 + nlen + vsize, pos)
             self._xattr_entries(raw, 0, len(raw), out, limit=1)
-        self._xattr_entries(body, 12 + 4 * shared, len(body), out)
+        self._xattr_entries(body, XATTR_IBODY_HEADER.size + 4 * shared, len(body), out)
         return out
 
     # -- data ---------------------------------------------------------------------
@@ -252,13 +251,13 @@ class ErofsReader(Reader):
             block = data[blk:blk + bs]
             if len(block) < DIRENT.size:
                 raise ImageError(f"directory nid {ino.nid}: truncated block", where=self.where)
-            first = DIRENT.unpack_from(block, 0)[1]
+            first = DIRENT.unpack(block).nameoff
             if first % DIRENT.size or not DIRENT.size <= first < len(block) + 1:
                 raise ImageError(f"directory nid {ino.nid}: bad first name offset {first}", where=self.where)
             count = first // DIRENT.size
-            ents = [DIRENT.unpack_from(block, DIRENT.size * k) for k in range(count)]
-            for k, (nid, off, ftype, _r) in enumerate(ents):
-                end = ents[k + 1][1] if k + 1 < count else len(block)
+            ents = [DIRENT.unpack(block, DIRENT.size * k) for k in range(count)]
+            for k, (nid, off, ftype) in enumerate(ents):
+                end = ents[k + 1].nameoff if k + 1 < count else len(block)
                 if not first <= off < end <= len(block):
                     raise ImageError(f"directory nid {ino.nid}: bad name offsets", where=self.where)
                 name = block[off:end]

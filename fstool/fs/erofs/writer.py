@@ -36,12 +36,12 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ...errors import CapacityError, SpecError
+from ...errors import CapacityError
 from ...ids import derive_uuid, parse_uuid
 from ...image import ImageFile, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
-from ..base import FsParams, OptionReader
+from ..base import FsParams
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
     COMPAT_MTIME, COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
@@ -53,72 +53,12 @@ from .format import (
     Z_LCLUSTER_PLAIN, Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk, encode_rdev, sb_checksum,
     xattr_entry, xattr_split,
 )
+from .options import BLOCK_SIZE, Options, parse_options
 
-BLOCK_SIZE = 4096
 FILE_TYPE = {Kind.FILE: FT_REG, Kind.DIR: FT_DIR, Kind.CHR: FT_CHR, Kind.BLK: FT_BLK, Kind.FIFO: FT_FIFO,
              Kind.SOCK: FT_SOCK, Kind.SYMLINK: FT_SYMLINK}
-COMPRESSORS = ("none", "lz4", "lz4hc", "lzma", "deflate", "zstd")
 U16 = 0xFFFF
 U32 = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class Options:
-    compression: str = "none"
-    compression_level: int | None = None
-    pcluster_size: int = BLOCK_SIZE
-    ignore_mtime: bool = False
-    inline_data: bool = True
-    chunked_sparse: bool = True
-    xattr_tolerance: int = 2
-    legacy_compress: bool = False
-    ztailpacking: bool = False
-    dedupe: bool = False
-
-
-def parse_options(params: FsParams) -> Options:
-    from .compress import LEVEL_RANGE, check_available
-
-    where = f"{params.where}.options"
-    o = OptionReader(params.options, where)
-    comp = o.get_str("compression", "none", choices=COMPRESSORS)
-    level = o.get_int("compression_level", None, 0, 22)
-    pcluster = o.get_size("pcluster_size", BLOCK_SIZE)
-    opts = Options(
-        compression=comp,
-        compression_level=level,
-        pcluster_size=pcluster,
-        ignore_mtime=o.get_bool("ignore_mtime", False),
-        inline_data=o.get_bool("inline_data", True),
-        chunked_sparse=o.get_bool("chunked_sparse", True),
-        xattr_tolerance=o.get_int("xattr_tolerance", 2, -1, 1 << 30),
-        legacy_compress=o.get_bool("legacy_compress", False),
-        ztailpacking=o.get_bool("ztailpacking", False),
-        dedupe=o.get_bool("dedupe", False),
-    )
-    for key in ("fragments",):
-        if o.get_bool(key, False):
-            raise SpecError(f"{key} is not supported yet by the erofs writer", where=f"{where}.{key}")
-    o.finish()
-    if comp == "none":
-        if level is not None:
-            raise SpecError("compression_level needs a compression", where=f"{where}.compression_level")
-    else:
-        lo, hi = LEVEL_RANGE[comp]
-        if level is not None and not lo <= level <= hi:
-            raise SpecError(f"{comp} levels run from {lo} to {hi}; got {level}", where=f"{where}.compression_level")
-        check_available(comp)
-    if pcluster % BLOCK_SIZE or not BLOCK_SIZE <= pcluster <= 1 << 20:
-        raise SpecError(f"pcluster_size must be a multiple of {BLOCK_SIZE} up to 1 MiB, got {pcluster}",
-                        where=f"{where}.pcluster_size")
-    bs = params.block_size or BLOCK_SIZE
-    if bs != BLOCK_SIZE:
-        raise SpecError(f"erofs block size must be {BLOCK_SIZE}, got {bs}", where=f"{params.where}.block_size")
-    if params.label is not None and len(params.label.encode()) > 16:
-        raise SpecError("an erofs volume name is at most 16 bytes", where=f"{params.where}.label")
-    if params.uuid:
-        parse_uuid(params.uuid, f"{params.where}.uuid")
-    return opts
 
 
 @dataclass(eq=False)
@@ -283,9 +223,9 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
             shared = [shared_ids[it] for it in items if it in shared_ids][:255]
             inline = b"".join(xattr_entry(*it) for it in items if it not in shared_ids or
                               shared_ids[it] not in shared)
-            body = XATTR_IBODY_HEADER.pack(0, len(shared), bytes(7)) + b"".join(
+            body = XATTR_IBODY_HEADER.pack(shared_count=len(shared)) + b"".join(
                 s.to_bytes(4, "little") for s in shared) + inline
-            if (len(body) - 12) // 4 + 1 > U16:
+            if (len(body) - XATTR_IBODY_HEADER.size) // 4 + 1 > U16:
                 raise CapacityError("xattrs too large for one erofs inode", where=paths[id(node)])
             ino.xattr_body = body
         if node.kind is Kind.DIR:
@@ -412,7 +352,7 @@ def _dir_block_bytes(ino: Ino, first: int, end: int, bs: int) -> bytes:
     off = DIRENT.size * len(ents)
     heads, names = bytearray(), bytearray()
     for name, child in ents:
-        heads += DIRENT.pack(child.nid, off + len(names), FILE_TYPE[child.node.kind], 0)
+        heads += DIRENT.pack(nid=child.nid, nameoff=off + len(names), file_type=FILE_TYPE[child.node.kind])
         names += name
     return bytes(heads + names)
 
@@ -641,8 +581,8 @@ def _z_entries(ino: Ino, bs: int, big: bool) -> list[tuple[int, int, int, bool]]
 
 def _z_full(entries) -> bytes:
     """Full indexes: 8 bytes per lcluster."""
-    return b"".join(Z_LCLUSTER_INDEX.pack(t, 0, v) if t == Z_LCLUSTER_NONHEAD else Z_LCLUSTER_INDEX.pack(t, v, a)
-                    for t, v, a, _real in entries)
+    return b"".join(Z_LCLUSTER_INDEX.pack(advise=t, u=v) if t == Z_LCLUSTER_NONHEAD else
+                    Z_LCLUSTER_INDEX.pack(advise=t, clusterofs=v, u=a) for t, v, a, _real in entries)
 
 
 def _z_compact(entries, ebase: int, big: bool, lcbits: int) -> bytes:
@@ -780,13 +720,15 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             u = ino.startblk if ino.nblocks else (NULL_ADDR if ino.layout == LAYOUT_FLAT_INLINE else 0)
         pos = ino.nid * INODE_SLOT
         fmt = (1 if ino.extended else 0) | (ino.layout << 1)
-        icount = (len(ino.xattr_body) - 12) // 4 + 1 if ino.xattr_body else 0
+        icount = (len(ino.xattr_body) - XATTR_IBODY_HEADER.size) // 4 + 1 if ino.xattr_body else 0
         if ino.extended:
-            rec = INODE_EXTENDED.pack(fmt, icount, node.st_mode, 0, ino.size, u, i + 1, ino.uid, ino.gid,
-                                      node.mtime, node.mtime_ns, ino.nlink, bytes(16))
+            rec = INODE_EXTENDED.pack(format=fmt, xattr_icount=icount, mode=node.st_mode, size=ino.size, u=u,
+                                      ino=i + 1, uid=ino.uid, gid=ino.gid, mtime=node.mtime,
+                                      mtime_nsec=node.mtime_ns, nlink=ino.nlink)
         else:
-            rec = INODE_COMPACT.pack(fmt, icount, node.st_mode, ino.nlink, ino.size,
-                                     0 if opts.ignore_mtime else node.mtime - build, u, i + 1, ino.uid, ino.gid, 0)
+            rec = INODE_COMPACT.pack(format=fmt, xattr_icount=icount, mode=node.st_mode, nlink=ino.nlink,
+                                     size=ino.size, mtime=0 if opts.ignore_mtime else node.mtime - build, u=u,
+                                     ino=i + 1, uid=ino.uid, gid=ino.gid)
         rec += ino.xattr_body
         if ino.layout == LAYOUT_CHUNK_BASED:
             cmap = [NULL_ADDR] * ino.nchunks
@@ -801,11 +743,13 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
                 incompat |= INCOMPAT_ZTAILPACKING
             if opts.legacy_compress:
                 advise = (Z_ADVISE_BIG_PCLUSTER_1 if big else 0) | inline
-                rec += Z_MAP_HEADER.pack(0, len(ino.idata), advise, ALG_ID[opts.compression], 0) + bytes(8)
+                rec += Z_MAP_HEADER.pack(idata_size=len(ino.idata), advise=advise,
+                                         algorithmtype=ALG_ID[opts.compression]) + bytes(8)
                 rec += _z_full(entries)
             else:
                 advise = Z_ADVISE_COMPACTED_2B | (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2 if big else 0)
-                rec += Z_MAP_HEADER.pack(0, len(ino.idata), advise | inline, ALG_ID[opts.compression], 0)
+                rec += Z_MAP_HEADER.pack(idata_size=len(ino.idata), advise=advise | inline,
+                                         algorithmtype=ALG_ID[opts.compression])
                 rec += _z_compact(entries, pos + len(rec), big, bs.bit_length() - 1)
             rec += ino.idata
         if node.kind is Kind.DIR:
@@ -824,13 +768,14 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
     uuid = parse_uuid(params.uuid, f"{params.where}.uuid") if params.uuid else derive_uuid(params.seed, "erofs")
     label = (params.label or "").encode()
-    sb = SUPERBLOCK.pack(MAGIC, 0, COMPAT_SB_CHKSUM | COMPAT_MTIME, bs.bit_length() - 1, 0, root.nid, len(order),
-                         build, 0, total // bs, 0, xattr_blkaddr, uuid.bytes, label.ljust(16, b"\0"), incompat, u1,
-                         0, 0, 0, 0, 0, 0, 0, bytes(23))
-    block0[SB_OFFSET:SB_OFFSET + len(sb)] = sb
-    block0[SB_OFFSET + len(sb):SB_OFFSET + len(sb) + len(cfgs)] = cfgs
+    fields = dict(magic=MAGIC, feature_compat=COMPAT_SB_CHKSUM | COMPAT_MTIME, blkszbits=bs.bit_length() - 1,
+                  root_nid=root.nid, inos=len(order), epoch=build, blocks=total // bs, xattr_blkaddr=xattr_blkaddr,
+                  uuid=uuid.bytes, volume_name=label, feature_incompat=incompat, u1=u1)
+    SUPERBLOCK.pack_into(block0, SB_OFFSET, **fields)
+    block0[SB_OFFSET + SUPERBLOCK.size:SB_OFFSET + SUPERBLOCK.size + len(cfgs)] = cfgs
+    # the checksum covers the rest of block 0 from the superblock on, its own field zero
     crc = sb_checksum(bytes(block0[SB_OFFSET:bs]))
-    block0[SB_OFFSET + 4:SB_OFFSET + 8] = crc.to_bytes(4, "little")
+    SUPERBLOCK.pack_into(block0, SB_OFFSET, checksum=crc, **fields)
     out.pwrite(block0, 0)
     out.pwrite(meta, meta_base)
     if dw.hwm > meta_base + len(meta):  # bytes a rewound file left past the end

@@ -117,7 +117,7 @@ class _Indexes:
     def get(self, lcn: int) -> tuple[int, int, int]:
         """(type, clusterofs or delta0, block address for heads)."""
         if not self.compact:
-            advise, clusterofs, u = Z_LCLUSTER_INDEX.unpack_from(self.raw, lcn * Z_LCLUSTER_INDEX.size)
+            advise, clusterofs, u = Z_LCLUSTER_INDEX.unpack(self.raw, lcn * Z_LCLUSTER_INDEX.size)
             t = advise & 3
             return (t, u & 0xFFFF, 0) if t == Z_LCLUSTER_NONHEAD else (t, clusterofs, u)
         base, vcnt, i = self._unit(lcn)
@@ -144,15 +144,16 @@ def read_compressed(reader, ino) -> Iterator[bytes]:
     bs = reader.bs
     hdr_pos = -(-(reader._iloc(ino.nid) + ino.isize + ino.xattr_size) // 8) * 8
     raw = reader.r.pread(Z_MAP_HEADER.size, hdr_pos)
-    if raw[7] & 0x80:
+    hdr = Z_MAP_HEADER.unpack(raw)
+    if hdr.clusterbits & 0x80:
         raise ImageError(f"inode nid {ino.nid}: files packed into fragments are not supported", where=reader.where)
     big_sb = bool(sb.feature_incompat & INCOMPAT_BIG_PCLUSTER)
     if not big_sb and ino.layout != LAYOUT_COMPRESSED_COMPACT and not sb.feature_incompat & 0x30:
         advise, algs, lcbits = 0, (Z_ALG_LZ4, Z_ALG_LZ4), reader.sb.blkszbits  # the kernel ignores the header then
     else:
-        _r1, _idata, advise, algtype, clusterbits = Z_MAP_HEADER.unpack(raw)
-        algs = (algtype & 15, algtype >> 4)
-        lcbits = sb.blkszbits + (clusterbits & 7)
+        advise = hdr.advise
+        algs = (hdr.algorithmtype & 15, hdr.algorithmtype >> 4)
+        lcbits = sb.blkszbits + (hdr.clusterbits & 7)
     if advise & Z_ADVISE_FRAGMENT_PCLUSTER:
         raise ImageError(f"inode nid {ino.nid}: fragments are not supported", where=reader.where)
     lcs = 1 << lcbits
@@ -178,7 +179,7 @@ def read_compressed(reader, ino) -> Iterator[bytes]:
     idata = None
     if advise & Z_ADVISE_INLINE_PCLUSTER:
         # ztailpacking: the last extent's pcluster follows the index unit of the last lcluster
-        size = Z_MAP_HEADER.unpack(raw)[1]
+        size = hdr.idata_size
         pos = idx.end()
         if size == 0 or pos % bs + size > bs:
             raise ImageError(f"inode nid {ino.nid}: bad inline pcluster of {size} bytes", where=reader.where)
