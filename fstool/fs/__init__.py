@@ -19,6 +19,7 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.ext",
     "fstool.fs.fat",
     "fstool.fs.tar",
+    "fstool.fs.erofs",
 )
 
 _formats: list[Format] | None = None

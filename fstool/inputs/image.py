@@ -11,6 +11,7 @@ the life of the process; all-zero chunks stay holes. Nothing is held whole.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 from ..errors import ImageError, InputError
@@ -109,6 +110,12 @@ def load_image(arg: str, part: int | None = None) -> Tree:
         nums = ", ".join(str(p.number) for p in found[1].partitions) or "none"
         raise ImageError(f"is a {found[0].upper()} disk: name a partition as {arg}:N "
                          f"(it has {nums})", where=arg) from None
+    # file data is referenced in place only in a plain file: a qcow2 or Android sparse view
+    # has no host offsets to point at, so its files are spooled
+    in_place = type(region) is Region
+    mod = sys.modules.get(type(reader).__module__)
+    if in_place and hasattr(mod, "load_tree"):  # a format that builds its own input tree
+        return mod.load_tree(region)
     tree = Tree()
     inodes: dict[int, Node] = {}
     spool: _Spool | None = None
@@ -120,7 +127,7 @@ def load_image(arg: str, part: int | None = None) -> Tree:
         node = Node(e.kind, mode=e.mode & 0o7777, uid=e.uid, gid=e.gid, mtime=e.mtime,
                     xattrs=dict(e.xattrs), origin=where)
         if e.kind is Kind.FILE and e.size:
-            runs = reader.data_map(e.path)
+            runs = reader.data_map(e.path) if in_place else None
             if runs is not None:
                 base = region.offset
                 node.source = FileSource(region.path, e.size,

@@ -6,6 +6,7 @@ A new format adds its names here.
 """
 
 FS_TYPES = [
+    "erofs",
     "ext2",
     "ext3",
     "ext4",
