@@ -504,7 +504,9 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             first = start_of.get(c.path, 0)
             length = p.dirs[c.path].clusters(cs) * cs if c.node.kind is Kind.DIR else c.node.size
             data += _entry_set(c, first, length, up)
-        out.pwrite(data.ljust(d.clusters(cs) * cs, b"\0"), g.cluster_offset(start_of[path]))
+        if not params.sparse:  # else the unused tail of the last cluster stays a hole
+            data = data.ljust(d.clusters(cs) * cs, b"\0")
+        out.pwrite(data, g.cluster_offset(start_of[path]))
 
     # File contents, streamed.
     copy_sources(out, [(node.source, g.cluster_offset(start_of[path])) for path, node in p.order
