@@ -380,7 +380,8 @@ def _entry_set(c: _Child, first: int, length: int, up: tuple[int, ...]) -> bytea
     node = c.node
     stamp, ms10 = to_exfat_time(node.mtime, node.mtime_ns)
     nunits = len(c.units) // 2
-    names = [c.units[i:i + 2 * NAME_UNITS_PER_ENTRY] for i in range(0, len(c.units), 2 * NAME_UNITS_PER_ENTRY)]
+    step = 2 * NAME_UNITS_PER_ENTRY
+    names = [c.units[i:i + step] for i in range(0, len(c.units), step)]
     # an empty file has no cluster, and then neither NoFatChain (fsck.exfat: "empty, but has no Fat chain")
     flags = FLAG_ALLOCATION_POSSIBLE | (FLAG_NO_FAT_CHAIN if first else 0)
     buf = bytearray(FILE_ENTRY.pack(TYPE_FILE, 1 + len(names), 0, _attributes(node), 0, stamp, stamp,
