@@ -390,7 +390,7 @@ class ExfatReader(Reader):
                 chunk = self.region.pread(k, off + pos)
                 if done + k == nbytes and self.boot.clusters % 8:
                     chunk = chunk[:-1] + bytes([chunk[-1] & ((1 << self.boot.clusters % 8) - 1)])
-                used += sum(bin(x).count("1") for x in chunk) if chunk.count(0) != len(chunk) else 0
+                used += int.from_bytes(chunk, "little").bit_count()
                 pos += k
                 done += k
         return used
