@@ -19,6 +19,7 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.ext",
     "fstool.fs.fat",
     "fstool.fs.exfat",
+    "fstool.fs.f2fs",
 )
 
 _formats: list[Format] | None = None

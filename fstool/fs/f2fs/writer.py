@@ -1,0 +1,666 @@
+"""F2FS writer: a Tree to an F2FS image, laid out as mkfs.f2fs lays out the metadata.
+
+Layout (f2fs-tools' mkfs): superblock copies in blocks 0 and 1, then from
+segment 0 the two checkpoint packs, the SIT (two copies), the NAT (two copies),
+the SSA and the main area. In the main area this writer puts every data block
+first (one run per file, directory dentry blocks and symlink targets), then every
+node block (inodes, direct and indirect nodes); the segment holding the last data
+block is the hot data log and the one holding the last node block the hot node
+log; the four other logs get fresh empty segments after them. The SIT and NAT
+are written whole in their first copies (the checkpoint's version bitmaps are
+zero), the summaries of full segments go to the SSA and those of the logs into
+the checkpoint pack, as an unmounted filesystem has them.
+
+Invariants: file data streams with copy_file_range; whole-hole blocks are not
+allocated (NULL_ADDR), so holes stay holes; free segments are never written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...errors import CapacityError, InputError, SpecError
+from ...ids import derive_u32, derive_uuid, parse_uuid
+from ...image import ImageFile
+from ...sizes import format_size
+from ...tree import Kind, Node, Tree, encode_name
+from ..base import FsParams, OptionReader
+from .layout import (ADDRS_PER_BLOCK, ADDRS_PER_INODE, BLOCK, BLOCKS_PER_SEG, CHECKPOINT,
+                     CHECKSUM_OFFSET, CP_STRUCT_SIZE, CP_UMOUNT_FLAG, CURSEG_COLD_DATA,
+                     CURSEG_COLD_NODE, CURSEG_HOT_DATA, CURSEG_HOT_NODE, CURSEG_WARM_DATA,
+                     CURSEG_WARM_NODE, DENTRY_BITMAP_SIZE, DENTRY_RESERVED, DIR_ENTRY,
+                     FOOTER_OFFSET, FT_BLKDEV, FT_CHRDEV, FT_DIR, FT_FIFO, FT_REG_FILE, FT_SOCK,
+                     FT_SYMLINK, INODE, INODE_ADDR_OFFSET, INODE_NID_OFFSET, LOG_BLOCKS_PER_SEG,
+                     MAJOR_VER, MAX_DIR_HASH_DEPTH, META_INO, MINOR_VER, NAT_ENTRY,
+                     NAT_ENTRY_PER_BLOCK, NIDS_PER_BLOCK, NODE_FOOTER, NODE_INO,
+                     NR_DENTRY_IN_BLOCK, ROOT_INO, SIT_ENTRY, SIT_ENTRY_PER_BLOCK, SLOT_LEN,
+                     SUM_FOOTER_OFFSET, SUM_TYPE_DATA, SUM_TYPE_NODE, SUMMARY, SUMMARY_FOOTER,
+                     SUPER, SUPER_MAGIC, SUPER_OFFSET, bucket_blocks, crc32, dentry_hash,
+                     dir_block_index, dir_buckets, XATTR_NODE_OFFSET, XATTR_MAGIC,
+                     XATTR_BLOCK_SIZE, XATTR_HEADER, XATTR_ENTRY, XATTR_INDEX, XATTR_ACL, ACL_VERSION,
+                     ACL_SHORT_TAGS)
+
+MiB = 1 << 20
+SEG_BYTES = BLOCK * BLOCKS_PER_SEG
+MIN_SEGMENTS = 9
+_FT = {Kind.FILE: FT_REG_FILE, Kind.DIR: FT_DIR, Kind.CHR: FT_CHRDEV, Kind.BLK: FT_BLKDEV,
+       Kind.FIFO: FT_FIFO, Kind.SOCK: FT_SOCK, Kind.SYMLINK: FT_SYMLINK}
+
+
+def _ceil(n: int, d: int) -> int:
+    return (n + d - 1) // d
+
+
+@dataclass(frozen=True)
+class Options:
+    overprovision: float | None = None  # mkfs.f2fs -o, percent; None: mkfs.f2fs's best
+
+
+def parse_options(params: FsParams) -> Options:
+    r = OptionReader(params.options, where=f"{params.where}.options")
+    ovp = r.get_str("overprovision", None)
+    r.finish()
+    value = None
+    if ovp is not None:
+        try:
+            value = float(ovp)
+        except ValueError:
+            raise SpecError(f"expected a percentage, got {ovp!r}",
+                            where=f"{params.where}.options.overprovision") from None
+        if not 0 < value < 100:
+            raise SpecError(f"must be between 0 and 100; got {ovp}",
+                            where=f"{params.where}.options.overprovision")
+    if params.block_size not in (None, BLOCK):
+        raise SpecError("F2FS blocks are 4096 bytes", where=f"{params.where}.block_size")
+    return Options(value)
+
+
+# -- geometry -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Geometry:
+    block_count: int
+    segment_count: int
+    seg_sit: int
+    seg_nat: int
+    seg_ssa: int
+    main_segs: int
+    cp_payload: int
+    overprovision: float
+    reserved: int
+    ovp_segs: int
+
+    segment0 = BLOCKS_PER_SEG  # the first 2 MiB zone holds the superblocks
+
+    @property
+    def cp_blkaddr(self) -> int:
+        return self.segment0
+
+    @property
+    def sit_blkaddr(self) -> int:
+        return self.segment0 + 2 * BLOCKS_PER_SEG
+
+    @property
+    def nat_blkaddr(self) -> int:
+        return self.sit_blkaddr + self.seg_sit * BLOCKS_PER_SEG
+
+    @property
+    def ssa_blkaddr(self) -> int:
+        return self.nat_blkaddr + self.seg_nat * BLOCKS_PER_SEG
+
+    @property
+    def main_blkaddr(self) -> int:
+        return self.ssa_blkaddr + self.seg_ssa * BLOCKS_PER_SEG
+
+    @property
+    def user_blocks(self) -> int:
+        return (self.main_segs - self.ovp_segs) * BLOCKS_PER_SEG
+
+
+def _best_overprovision(main_segs: int) -> float:
+    """mkfs.f2fs's get_best_overprovision: the ratio that leaves the most user space."""
+    if main_segs < 256:
+        cand, end, diff = 10.0, 95.0, 5.0
+    else:
+        cand, end, diff = 0.01, 10.0, 0.01
+    best, best_space = 0.0, 0.0
+    while cand <= end:
+        reserved = 2 * (100 / cand + 1) + 6
+        ovp = (main_segs - reserved) * cand / 100
+        space = main_segs - reserved - ovp
+        if best_space < space:
+            best_space, best = space, cand
+        cand += diff
+    return best
+
+
+def geometry_for(size: int, opts: Options) -> Geometry:
+    """mkfs.f2fs's layout for a device of `size` bytes (512-byte sectors, 2 MiB zones)."""
+    segment_count = (size - SEG_BYTES) // SEG_BYTES if size > SEG_BYTES else 0
+    if segment_count < MIN_SEGMENTS:
+        raise SpecError(f"{format_size(size)} is too small for F2FS (at least {MIN_SEGMENTS + 1} "
+                        "segments of 2 MiB)")
+    blocks_for_sit = _ceil(segment_count, SIT_ENTRY_PER_BLOCK)
+    seg_sit = 2 * _ceil(blocks_for_sit, BLOCKS_PER_SEG)
+    valid = (segment_count - (2 + seg_sit)) * BLOCKS_PER_SEG
+    seg_nat = _ceil(_ceil(valid, NAT_ENTRY_PER_BLOCK), BLOCKS_PER_SEG)
+    sit_bitmap = ((seg_sit // 2) << LOG_BLOCKS_PER_SEG) // 8
+    room = CHECKSUM_OFFSET - (CP_STRUCT_SIZE + 1) + 1
+    if sit_bitmap > room - 64:
+        max_nat_bitmap = room
+        cp_payload = _ceil(sit_bitmap, BLOCK)
+    else:
+        max_nat_bitmap = room - sit_bitmap
+        cp_payload = 0
+    seg_nat = 2 * min(seg_nat, (max_nat_bitmap * 8) >> LOG_BLOCKS_PER_SEG)
+    valid = (segment_count - (2 + seg_sit + seg_nat)) * BLOCKS_PER_SEG
+    seg_ssa = _ceil(valid // BLOCKS_PER_SEG + 1, BLOCKS_PER_SEG)
+    main_segs = segment_count - (2 + seg_sit + seg_nat + seg_ssa)
+    if main_segs <= 6:
+        raise SpecError(f"{format_size(size)} is too small for F2FS")
+    ovp = opts.overprovision or _best_overprovision(main_segs)
+    if ovp <= 0:
+        raise SpecError(f"{format_size(size)} is too small for F2FS")
+    reserved = int(2 * (100 / ovp + 1) + 6)
+    if main_segs - 2 < reserved:
+        raise SpecError(f"{format_size(size)} is too small for F2FS")
+    ovp_segs = int((main_segs - reserved) * ovp / 100) + reserved
+    return Geometry(size // BLOCK, segment_count, seg_sit, seg_nat, seg_ssa, main_segs, cp_payload,
+                    ovp, reserved, ovp_segs)
+
+
+# -- the plan -------------------------------------------------------------------------
+
+@dataclass
+class _Inode:
+    ino: int
+    node: Node
+    kind: Kind
+    parent: int
+    name: bytes
+    links: int = 1
+    data: list[int] = field(default_factory=list)  # block index -> data block number (rel) or -1 hole
+    dentry_blocks: dict[int, bytearray] = field(default_factory=dict)
+    depth: int = 0
+    nodes: list["_NodeBlock"] = field(default_factory=list)  # direct and indirect nodes
+    size: int = 0
+    xattrs: bytes = b""  # the xattr block's contents, if any
+    xattr_nid: int = 0
+
+
+@dataclass
+class _NodeBlock:
+    nid: int
+    ino: int
+    ofs: int  # the node offset in the footer
+    kind: str  # inode, xattr, direct, indirect
+    payload: list[int]  # direct: data blocks (main-relative, -1 a hole); indirect: child nids
+
+
+def _dir_blocks(entries: list[tuple[bytes, int, int]], self_ino: int, parent_ino: int
+                ) -> tuple[dict[int, bytearray], int]:
+    """Dentry blocks of a directory: (block index -> block, hash depth), placed as the kernel
+    places them (each name in the bucket its hash picks, at the first level with room)."""
+    blocks: dict[int, bytearray] = {}
+    used: dict[int, bytearray] = {}  # block index -> slot bitmap (one byte per slot)
+
+    def block(idx: int) -> bytearray:
+        if idx not in blocks:
+            blocks[idx] = bytearray(BLOCK)
+            used[idx] = bytearray(NR_DENTRY_IN_BLOCK)
+        return blocks[idx]
+
+    def put(idx: int, slot: int, name: bytes, ino: int, ftype: int, h: int) -> None:
+        b = block(idx)
+        n = _ceil(len(name), SLOT_LEN)
+        for s in range(slot, slot + n):
+            used[idx][s] = 1
+            b[s >> 3] |= 1 << (s & 7)
+        DIR_ENTRY.pack_into(b, DENTRY_BITMAP_SIZE + DENTRY_RESERVED + slot * DIR_ENTRY.size, h, ino,
+                            len(name), ftype)
+        off = DENTRY_BITMAP_SIZE + DENTRY_RESERVED + NR_DENTRY_IN_BLOCK * DIR_ENTRY.size + slot * SLOT_LEN
+        b[off:off + len(name)] = name
+
+    def room(idx: int, n: int) -> int:
+        block(idx)
+        run = 0
+        for s in range(NR_DENTRY_IN_BLOCK):
+            run = run + 1 if not used[idx][s] else 0
+            if run == n:
+                return s - n + 1
+        return -1
+
+    put(0, 0, b".", self_ino, FT_DIR, 0)
+    put(0, 1, b"..", parent_ino, FT_DIR, 0)
+    depth = 1
+    for name, ino, ftype in entries:
+        h = dentry_hash(name)
+        n = _ceil(len(name), SLOT_LEN)
+        for level in range(MAX_DIR_HASH_DEPTH):
+            bucket = h % dir_buckets(level)
+            first = dir_block_index(level, bucket)
+            for idx in range(first, first + bucket_blocks(level)):
+                fresh = idx not in blocks
+                slot = room(idx, n)
+                if slot >= 0:
+                    put(idx, slot, name, ino, ftype, h)
+                    depth = max(depth, level + 1)
+                    break
+                if fresh:  # an empty block always has room; keep the probe from leaving junk
+                    del blocks[idx], used[idx]
+            else:
+                continue
+            break
+        else:  # pragma: no cover - 63 levels of hash buckets
+            raise CapacityError("directory is too large for F2FS's hash levels")
+    return blocks, depth
+
+
+def _acl(value: bytes, where: str) -> bytes:
+    """A POSIX ACL xattr (version 2, 8-byte entries) in F2FS's on-disk form."""
+    import struct
+    if len(value) < 4 or (len(value) - 4) % 8 or int.from_bytes(value[:4], "little") != 2:
+        raise InputError("malformed POSIX ACL xattr", where=where)
+    out = bytearray(ACL_VERSION.to_bytes(4, "little"))
+    for pos in range(4, len(value), 8):
+        tag, perm, ident = struct.unpack_from("<HHI", value, pos)
+        out += struct.pack("<HH", tag, perm) if tag in ACL_SHORT_TAGS else struct.pack("<HHI", tag, perm, ident)
+    return bytes(out)
+
+
+def xattr_block(xattrs: dict[str, bytes], where: str) -> bytes:
+    """The contents of an xattr node block (header, entries, end mark), or b"" for none."""
+    if not xattrs:
+        return b""
+    entries = []
+    for key, value in xattrs.items():
+        if key in XATTR_ACL:
+            index, name, value = XATTR_ACL[key], b"", _acl(value, f"{where}: {key}")
+        else:
+            for prefix, index in XATTR_INDEX:
+                if key.startswith(prefix):
+                    name = key[len(prefix):].encode()
+                    break
+            else:
+                raise InputError(f"F2FS cannot store the xattr {key!r} (user., trusted., security. "
+                                 "and POSIX ACLs only)", where=where)
+        entries.append((index, name, value))
+    out = bytearray(XATTR_HEADER.pack(XATTR_MAGIC, 1, bytes(16)))
+    for index, name, value in sorted(entries):
+        e = XATTR_ENTRY.pack(index, len(name), len(value)) + name + value
+        out += e + bytes(-len(e) % 4)
+    out += bytes(4)
+    if len(out) > XATTR_BLOCK_SIZE:
+        raise CapacityError(f"xattrs take {len(out)} bytes; an F2FS xattr block holds "
+                            f"{XATTR_BLOCK_SIZE}", where=where)
+    return bytes(out)
+
+
+def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
+    """Write tree as an F2FS image into out; return its size in bytes."""
+    opts = params.opts if isinstance(params.opts, Options) else parse_options(params)
+    vol_uuid = parse_uuid(params.uuid, f"{params.where}.uuid") if params.uuid else \
+        derive_uuid(params.seed, "f2fs-uuid")
+    label = (params.label or "").encode("utf-16-le")
+    if len(label) // 2 > 512:
+        raise SpecError("F2FS volume names hold at most 512 UTF-16 characters", where=params.where)
+
+    # Inodes: root 3, then one per distinct node in walk order.
+    inodes: dict[int, _Inode] = {}
+    by_node: dict[int, _Inode] = {}
+    paths: list[tuple[str, Node, int]] = []
+    nxt = ROOT_INO
+    for path, node in tree.walk():
+        if id(node) in by_node:
+            by_node[id(node)].links += 1
+            paths.append((path, node, by_node[id(node)].ino))
+            continue
+        if path == "/":
+            parent = ROOT_INO
+        else:
+            parent = next(i for p, _n, i in reversed(paths) if p == (path.rsplit("/", 1)[0] or "/"))
+        ino = nxt
+        nxt += 1
+        name = encode_name(path.rsplit("/", 1)[-1]) if path != "/" else b""
+        rec = _Inode(ino, node, node.kind, parent, name, xattrs=xattr_block(node.xattrs, path))
+        inodes[ino] = rec
+        by_node[id(node)] = rec
+        paths.append((path, node, ino))
+    ino_of = {p: i for p, _n, i in paths}
+
+    # Directory contents and links.
+    for path, node, ino in paths:
+        rec = inodes[ino]
+        if node.kind is not Kind.DIR or rec.dentry_blocks:
+            continue
+        base = path.rstrip("/")
+        entries = [(encode_name(n), ino_of[f"{base}/{n}"], _FT[c.kind]) for n, c in node.sorted_children()]
+        rec.dentry_blocks, rec.depth = _dir_blocks(entries, ino, rec.parent)
+        rec.links = 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
+
+    # Data blocks, numbered from 0 in the main area.
+    ndata = 0
+    for ino, rec in inodes.items():
+        if rec.kind is Kind.DIR:
+            top = max(rec.dentry_blocks) + 1
+            rec.data = [-1] * top
+            for idx in sorted(rec.dentry_blocks):
+                rec.data[idx] = ndata
+                ndata += 1
+            rec.size = top * BLOCK
+        elif rec.kind is Kind.SYMLINK:
+            target = encode_name(rec.node.target or "")
+            rec.size = len(target)
+            rec.data = [ndata] if target else []
+            ndata += 1 if target else 0
+        elif rec.kind is Kind.FILE:
+            size = rec.node.size
+            rec.size = size
+            nblocks = _ceil(size, BLOCK)
+            has = bytearray(nblocks)
+            for foff, length, _s in (rec.node.source.data_segments() if size else []):
+                for b in range(foff // BLOCK, _ceil(foff + length, BLOCK)):
+                    has[b] = 1
+            rec.data = []
+            for b in range(nblocks):
+                if has[b]:
+                    rec.data.append(ndata)
+                    ndata += 1
+                else:
+                    rec.data.append(-1)
+            # trailing holes need no address slots
+            while rec.data and rec.data[-1] == -1:
+                rec.data.pop()
+
+    # Node blocks: every inode first, then each inode's xattr, direct and indirect nodes
+    # (their nids follow the last inode number).
+    next_nid = nxt
+    node_list: list[_NodeBlock] = [_NodeBlock(ino, ino, 0, "inode", []) for ino in inodes]
+    for ino, rec in inodes.items():
+        if rec.xattrs:
+            rec.xattr_nid = next_nid
+            node_list.append(_NodeBlock(next_nid, ino, XATTR_NODE_OFFSET, "xattr", []))
+            next_nid += 1
+        extra = rec.data[ADDRS_PER_INODE:]
+        chunks = [extra[i:i + ADDRS_PER_BLOCK] for i in range(0, len(extra), ADDRS_PER_BLOCK)]
+        if len(chunks) > 2 + 2 * NIDS_PER_BLOCK:
+            raise CapacityError("files over 8 GiB are not supported yet by the F2FS writer",
+                                where=params.where)
+        direct: list[_NodeBlock] = []
+        for k, ch in enumerate(chunks):
+            # node offsets as the kernel's get_node_path numbers them: direct 1 and 2, the first
+            # indirect 3 and its children 4.., the second indirect 4+N and its children 5+N..
+            if k < 2:
+                ofs = 1 + k
+            elif k < 2 + NIDS_PER_BLOCK:
+                ofs = 4 + (k - 2)
+            else:
+                ofs = 5 + NIDS_PER_BLOCK + (k - 2 - NIDS_PER_BLOCK)
+            direct.append(_NodeBlock(next_nid, ino, ofs, "direct", ch))
+            next_nid += 1
+        indirect: list[_NodeBlock] = []
+        for ofs, group in ((3, direct[2:2 + NIDS_PER_BLOCK]),
+                           (4 + NIDS_PER_BLOCK, direct[2 + NIDS_PER_BLOCK:])):
+            if group:
+                indirect.append(_NodeBlock(next_nid, ino, ofs, "indirect", [d.nid for d in group]))
+                next_nid += 1
+        rec.nodes = direct + indirect
+        node_list += rec.nodes
+    nnode = len(node_list)
+
+    # Segments: data from segment 0, nodes after; the four other logs after them.
+    data_segs = ndata // BLOCKS_PER_SEG + 1
+    node_segs = nnode // BLOCKS_PER_SEG + 1
+    used_segs = data_segs + node_segs + 4
+    needed_blocks = ndata + nnode
+
+    def fits(g: Geometry) -> bool:
+        # every used segment, the four empty logs included, must lie outside the overprovision
+        return used_segs <= g.main_segs - g.ovp_segs and needed_blocks <= g.user_blocks
+
+    def ok(size: int) -> Geometry | None:
+        try:
+            g = geometry_for(size, opts)
+        except SpecError:
+            return None
+        if not fits(g) or g.user_blocks - needed_blocks < _ceil(params.headroom, BLOCK):
+            return None
+        return g
+
+    if params.size is None:
+        # the smallest whole number of segments that holds it: double, then bisect
+        lo, hi = 0, 16
+        while ok(hi * SEG_BYTES) is None:
+            lo, hi = hi, hi * 2
+            if hi > (1 << 24):
+                raise CapacityError("the content is too large for an F2FS image", where=params.where)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ok(mid * SEG_BYTES) is not None else (mid, hi)
+        g = ok(hi * SEG_BYTES)
+        assert g is not None
+    else:
+        size = params.size // SEG_BYTES * SEG_BYTES
+        g = geometry_for(size, opts)
+        if not fits(g):
+            raise CapacityError(f"the content needs {needed_blocks} blocks in {used_segs} segments but "
+                                f"the {format_size(size)} F2FS image has {g.user_blocks} user blocks "
+                                f"in {g.main_segs - g.ovp_segs} segments", where=params.where)
+    size = g.block_count * BLOCK
+    out.truncate(size)
+    main = g.main_blkaddr
+    node_base = data_segs * BLOCKS_PER_SEG
+
+    def daddr(rel: int) -> int:
+        return main + rel
+
+    def naddr(k: int) -> int:
+        return main + node_base + k
+
+    cp_ver = derive_u32(params.seed, "f2fs-cp-ver") | 1
+
+    # Data: dentry blocks, symlink targets, file bytes.
+    copies = []
+    for ino, rec in inodes.items():
+        if rec.kind is Kind.DIR:
+            for idx, blk in rec.dentry_blocks.items():
+                out.pwrite(bytes(blk), daddr(rec.data[idx]) * BLOCK)
+        elif rec.kind is Kind.SYMLINK and rec.data:
+            out.pwrite(encode_name(rec.node.target or ""), daddr(rec.data[0]) * BLOCK)
+        elif rec.kind is Kind.FILE and rec.data:
+            # contiguous runs of allocated blocks map to runs of the file
+            segs = rec.node.source.data_segments()
+            for foff, length, soff in segs:
+                pos = foff
+                end = foff + length
+                while pos < end:
+                    b = pos // BLOCK
+                    run_end = min(end, (b + 1) * BLOCK)
+                    # extend across consecutive blocks that are consecutive on disk
+                    while run_end < end and rec.data[run_end // BLOCK] == rec.data[b] + (run_end // BLOCK - b):
+                        run_end = min(end, (run_end // BLOCK + 1) * BLOCK)
+                    copies.append((rec.node.source, soff + (pos - foff), run_end - pos,
+                                   daddr(rec.data[b]) * BLOCK + pos % BLOCK))
+                    pos = run_end
+    _copy_runs(out, copies)
+
+    # Node blocks.
+    summaries: dict[int, tuple[int, int]] = {}  # data block (main-relative) -> (nid, ofs_in_node)
+    for ino, rec in inodes.items():
+        for i, rel in enumerate(rec.data[:ADDRS_PER_INODE]):
+            if rel >= 0:
+                summaries[rel] = (ino, i)
+        for nb in rec.nodes:
+            if nb.kind == "direct":
+                for i, rel in enumerate(nb.payload):
+                    if rel >= 0:
+                        summaries[rel] = (nb.nid, i)
+    for k, nb in enumerate(node_list):
+        rec = inodes[nb.ino]
+        blk = bytearray(BLOCK)
+        if nb.kind == "inode":
+            _pack_inode(blk, rec, main)
+        elif nb.kind == "xattr":
+            blk[:len(rec.xattrs)] = rec.xattrs
+        elif nb.kind == "direct":
+            for i, rel in enumerate(nb.payload):
+                if rel >= 0:
+                    blk[i * 4:i * 4 + 4] = (main + rel).to_bytes(4, "little")
+        else:
+            for i, child in enumerate(nb.payload):
+                blk[i * 4:i * 4 + 4] = child.to_bytes(4, "little")
+        NODE_FOOTER.pack_into(blk, FOOTER_OFFSET, nb.nid, nb.ino, (nb.ofs << 3) & 0xFFFFFFFF, cp_ver,
+                              naddr(k) + 1)
+        out.pwrite(bytes(blk), naddr(k) * BLOCK)
+
+    # Segment information: types, valid maps, summaries.
+    hot_data_seg = ndata // BLOCKS_PER_SEG
+    hot_node_seg = data_segs + nnode // BLOCKS_PER_SEG
+    logs = {CURSEG_HOT_DATA: (hot_data_seg, ndata % BLOCKS_PER_SEG),
+            CURSEG_HOT_NODE: (hot_node_seg, nnode % BLOCKS_PER_SEG),
+            CURSEG_WARM_NODE: (data_segs + node_segs, 0),
+            CURSEG_COLD_NODE: (data_segs + node_segs + 1, 0),
+            CURSEG_WARM_DATA: (data_segs + node_segs + 2, 0),
+            CURSEG_COLD_DATA: (data_segs + node_segs + 3, 0)}
+    seg_type: dict[int, int] = {}
+    seg_count: dict[int, int] = {}
+    for s in range(data_segs):
+        seg_type[s] = CURSEG_HOT_DATA
+        seg_count[s] = min(BLOCKS_PER_SEG, ndata - s * BLOCKS_PER_SEG)
+    for s in range(node_segs):
+        seg_type[data_segs + s] = CURSEG_HOT_NODE
+        seg_count[data_segs + s] = min(BLOCKS_PER_SEG, nnode - s * BLOCKS_PER_SEG)
+    for t, (s, _off) in logs.items():
+        seg_type[s] = t
+        seg_count.setdefault(s, 0)
+
+    def summary_block(seg: int) -> bytearray:
+        b = bytearray(BLOCK)
+        node_seg = seg >= data_segs and seg < data_segs + node_segs or seg_type[seg] >= CURSEG_HOT_NODE
+        for j in range(seg_count.get(seg, 0)):
+            if node_seg:
+                k = (seg - data_segs) * BLOCKS_PER_SEG + j
+                SUMMARY.pack_into(b, j * SUMMARY.size, node_list[k].nid, 0, 0)
+            else:
+                nid, ofs = summaries[seg * BLOCKS_PER_SEG + j]
+                SUMMARY.pack_into(b, j * SUMMARY.size, nid, 0, ofs)
+        SUMMARY_FOOTER.pack_into(b, SUM_FOOTER_OFFSET, SUM_TYPE_NODE if node_seg else SUM_TYPE_DATA, 0)
+        return b
+
+    # SSA: every segment with blocks (the logs' summaries also go in the checkpoint).
+    for seg in sorted(seg_type):
+        out.pwrite(bytes(summary_block(seg)), (g.ssa_blkaddr + seg) * BLOCK)
+
+    # SIT, first copy.
+    sit_blocks: dict[int, bytearray] = {}
+    for seg, t in seg_type.items():
+        n = seg_count.get(seg, 0)
+        vmap = bytearray(64)
+        for j in range(n):
+            vmap[j >> 3] |= 0x80 >> (j & 7)
+        bi, ei = divmod(seg, SIT_ENTRY_PER_BLOCK)
+        b = sit_blocks.setdefault(bi, bytearray(BLOCK))
+        SIT_ENTRY.pack_into(b, ei * SIT_ENTRY.size, (t << 10) | n, bytes(vmap), 0)
+    for bi, b in sit_blocks.items():
+        addr = g.sit_blkaddr + (bi // BLOCKS_PER_SEG) * 2 * BLOCKS_PER_SEG + bi % BLOCKS_PER_SEG
+        out.pwrite(bytes(b), addr * BLOCK)
+
+    # NAT, first copy.
+    nat_blocks: dict[int, bytearray] = {}
+
+    def nat(nid: int, ino: int, addr: int) -> None:
+        bi, ei = divmod(nid, NAT_ENTRY_PER_BLOCK)
+        b = nat_blocks.setdefault(bi, bytearray(BLOCK))
+        NAT_ENTRY.pack_into(b, ei * NAT_ENTRY.size, 0, ino, addr)
+
+    nat(NODE_INO, NODE_INO, 1)
+    nat(META_INO, META_INO, 1)
+    for k, nb in enumerate(node_list):
+        nat(nb.nid, nb.ino, naddr(k))
+    for bi, b in nat_blocks.items():
+        addr = g.nat_blkaddr + (bi // BLOCKS_PER_SEG) * 2 * BLOCKS_PER_SEG + bi % BLOCKS_PER_SEG
+        out.pwrite(bytes(b), addr * BLOCK)
+
+    # Checkpoint packs.
+    free_segs = g.main_segs - len(seg_type)
+    cp = bytearray(BLOCK)
+    node_logs = [logs[CURSEG_HOT_NODE], logs[CURSEG_WARM_NODE], logs[CURSEG_COLD_NODE]]
+    data_logs = [logs[CURSEG_HOT_DATA], logs[CURSEG_WARM_DATA], logs[CURSEG_COLD_DATA]]
+    ninodes = len(inodes)
+    CHECKPOINT.pack_into(
+        cp, 0, cp_ver, g.user_blocks, ndata + nnode, g.reserved, g.ovp_segs, free_segs,
+        *[s for s, _ in node_logs], *[0xFFFFFFFF] * 5, *[o for _, o in node_logs], *[0] * 5,
+        *[s for s, _ in data_logs], *[0xFFFFFFFF] * 5, *[o for _, o in data_logs], *[0] * 5,
+        CP_UMOUNT_FLAG, 8 + g.cp_payload, 1 + g.cp_payload, nnode, ninodes, next_nid,
+        ((g.seg_sit // 2) << LOG_BLOCKS_PER_SEG) // 8, ((g.seg_nat // 2) << LOG_BLOCKS_PER_SEG) // 8,
+        CHECKSUM_OFFSET, 0, bytes(16))
+
+    def finish(c: bytearray) -> bytes:
+        c[CHECKSUM_OFFSET:CHECKSUM_OFFSET + 4] = crc32(bytes(c[:CHECKSUM_OFFSET])).to_bytes(4, "little")
+        return bytes(c)
+
+    sums = [summary_block(s) for s, _ in data_logs] + [summary_block(s) for s, _ in node_logs]
+    pack = [finish(cp)] + [bytes(BLOCK)] * g.cp_payload + [bytes(b) for b in sums] + [finish(cp)]
+    out.pwrite(b"".join(pack), g.cp_blkaddr * BLOCK)
+    cp2 = bytearray(cp)
+    cp2[0:8] = (0).to_bytes(8, "little")
+    second = finish(cp2)
+    base2 = g.cp_blkaddr + BLOCKS_PER_SEG
+    out.pwrite(second, base2 * BLOCK)
+    out.pwrite(second, (base2 + 7 + g.cp_payload) * BLOCK)
+
+    # Superblocks.
+    sb = bytearray(BLOCK)
+    version = b"fstool".ljust(256, b"\0")
+    SUPER.pack_into(
+        sb, SUPER_OFFSET, SUPER_MAGIC, MAJOR_VER, MINOR_VER, 9, 3, 12, LOG_BLOCKS_PER_SEG, 1, 1, 0,
+        g.block_count, g.main_segs, g.segment_count, 2, g.seg_sit, g.seg_nat, g.seg_ssa, g.main_segs,
+        g.segment0, g.cp_blkaddr, g.sit_blkaddr, g.nat_blkaddr, g.ssa_blkaddr, g.main_blkaddr,
+        ROOT_INO, NODE_INO, META_INO, vol_uuid.bytes, label.ljust(1024, b"\0"), 0, bytes(512),
+        g.cp_payload, version, version, 0, 0, bytes(16))
+    out.pwrite(bytes(sb), 0)
+    out.pwrite(bytes(sb), BLOCK)
+    return size
+
+
+def _copy_runs(out: ImageFile, copies) -> None:
+    import os
+    by_path: dict[str, list] = {}
+    for src, soff, n, off in copies:
+        by_path.setdefault(src.path, []).append((soff, n, off))
+    for path, runs in by_path.items():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for soff, n, off in runs:
+                out.copy_from(fd, soff, n, off)
+        finally:
+            os.close(fd)
+
+
+def _pack_inode(blk: bytearray, rec: _Inode, main: int) -> None:
+    node = rec.node
+    mode = node.st_mode
+    nblocks = sum(1 for r in rec.data if r >= 0) + 1 + len(rec.nodes) + (1 if rec.xattr_nid else 0)
+    mt, mns = node.mtime, node.mtime_ns
+    name = rec.name[:255]
+    INODE.pack_into(blk, 0, mode, 0, 0, node.uid, node.gid, rec.links, rec.size, nblocks, mt, mt, mt,
+                    mns, mns, mns, 0, rec.depth if rec.kind is Kind.DIR else 0, rec.xattr_nid, 0,
+                    rec.parent,
+                    len(name), name, 0, 0, 0, 0)
+    if rec.kind in (Kind.CHR, Kind.BLK):
+        major, minor = node.rdev
+        if major < 256 and minor < 256:
+            blk[INODE_ADDR_OFFSET:INODE_ADDR_OFFSET + 4] = ((major << 8) | minor).to_bytes(4, "little")
+        else:
+            dev = (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+            blk[INODE_ADDR_OFFSET + 4:INODE_ADDR_OFFSET + 8] = dev.to_bytes(4, "little")
+        return
+    for i, rel in enumerate(rec.data[:ADDRS_PER_INODE]):
+        if rel >= 0:
+            blk[INODE_ADDR_OFFSET + 4 * i:INODE_ADDR_OFFSET + 4 * i + 4] = \
+                (main + rel).to_bytes(4, "little")
+    slots = {1: 0, 2: 1, 3: 2, 4 + NIDS_PER_BLOCK: 3}
+    for nb in rec.nodes:
+        if nb.ofs in slots:
+            i = slots[nb.ofs]
+            blk[INODE_NID_OFFSET + 4 * i:INODE_NID_OFFSET + 4 * i + 4] = nb.nid.to_bytes(4, "little")
+
