@@ -222,12 +222,7 @@ def _dir_blocks(entries: list[tuple[bytes, int, int]], self_ino: int, parent_ino
 
     def room(idx: int, n: int) -> int:
         block(idx)
-        run = 0
-        for s in range(NR_DENTRY_IN_BLOCK):
-            run = run + 1 if not used[idx][s] else 0
-            if run == n:
-                return s - n + 1
-        return -1
+        return used[idx].find(bytes(n))  # the first run of n free slots
 
     put(0, 0, b".", self_ino, FT_DIR, 0)
     put(0, 1, b"..", parent_ino, FT_DIR, 0)
@@ -308,16 +303,15 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     inodes: dict[int, _Inode] = {}
     by_node: dict[int, _Inode] = {}
     paths: list[tuple[str, Node, int]] = []
+    ino_at: dict[str, int] = {}
     nxt = ROOT_INO
     for path, node in tree.walk():
         if id(node) in by_node:
             by_node[id(node)].links += 1
             paths.append((path, node, by_node[id(node)].ino))
+            ino_at[path] = by_node[id(node)].ino
             continue
-        if path == "/":
-            parent = ROOT_INO
-        else:
-            parent = next(i for p, _n, i in reversed(paths) if p == (path.rsplit("/", 1)[0] or "/"))
+        parent = ROOT_INO if path == "/" else ino_at[path.rsplit("/", 1)[0] or "/"]
         ino = nxt
         nxt += 1
         name = encode_name(path.rsplit("/", 1)[-1]) if path != "/" else b""
@@ -325,6 +319,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         inodes[ino] = rec
         by_node[id(node)] = rec
         paths.append((path, node, ino))
+        ino_at[path] = ino
     ino_of = {p: i for p, _n, i in paths}
 
     # Directory contents and links.
