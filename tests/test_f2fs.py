@@ -87,11 +87,12 @@ def dump_file(img, ino, workdir):
     return data, p.stdout
 
 
-def test_rich_tree(tmp_path, rich):
+@pytest.mark.parametrize("options", [{}, {"inline_data": False, "inline_xattr": False}])
+def test_rich_tree(tmp_path, rich, options):
     """Every kind of entry: fsck.f2fs is clean, our reader gives back the source, dump.f2fs
     dumps the same bytes and lists the same xattrs."""
     img = tmp_path / "rich.f2fs"
-    size = build(rich, img, label="RICH")
+    size = build(rich, img, label="RICH", options=options)
     assert size == img.stat().st_size and size % (2 * MiB) == 0
     assert img.stat().st_blocks * 512 < size  # the sparse file's holes and free space stay holes
     fsck_clean(img)
@@ -110,13 +111,33 @@ def test_rich_tree(tmp_path, rich):
         assert r.stat("/sparse").size == 80 * MiB + 3
         assert r.stat("/").nlink == 2 + sum(1 for p in rich.iterdir() if not p.is_symlink() and p.is_dir())
         checks = [("/text.txt", text.inode), ("/big.bin", r.stat("/big.bin").inode),
-                  ("/size-393223", r.stat("/size-393223").inode)]
+                  ("/size-393223", r.stat("/size-393223").inode), ("/dup-a", r.stat("/dup-a").inode),
+                  ("/small-dup-1", r.stat("/small-dup-1").inode)]
     for path, ino in checks:
         data, info = dump_file(img, ino, tmp_path / "dump")
         with open(os.path.join(rich, path.lstrip("/")), "rb") as f:
             assert data == f.read(), path
         if path == "/text.txt":
             assert "e_name:comment" in info and "e_name:mime_type" in info
+
+
+def test_xattrs_spill_from_inline_area_to_block(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    values = {f"user.attr{i}": bytes([65 + i]) * 150 for i in range(10)}  # ~1.7 KB: past 200 bytes
+    for k, v in values.items():
+        os.setxattr(src / "f", k, v)
+    img = tmp_path / "x.f2fs"
+    build(src, img)
+    fsck_clean(img)
+    with Region(str(img)) as region:
+        r = f2fs_reader.open(region)
+        e = r.stat("/f")
+        assert e.xattrs == values
+        ino = e.inode
+    _data, info = dump_file(img, ino, tmp_path / "dump")
+    assert all(f"e_name:attr{i} " in info for i in range(10)), info
 
 
 def test_geometry_is_mkfs_f2fs(tmp_path, small):

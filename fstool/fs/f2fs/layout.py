@@ -145,3 +145,5 @@ XATTR_INDEX = (("user.", 1), ("trusted.", 4), ("security.", 6))
 XATTR_ACL = {"system.posix_acl_access": 2, "system.posix_acl_default": 3}
 ACL_VERSION = 1
 ACL_SHORT_TAGS = (0x01, 0x04, 0x10, 0x20)  # USER_OBJ, GROUP_OBJ, MASK, OTHER: no id stored
+INLINE_XATTR, INLINE_DATA, INLINE_DENTRY, DATA_EXIST, EXTRA_ATTR = 0x01, 0x02, 0x04, 0x08, 0x20
+INLINE_XATTR_ADDRS = 50  # i_addr words an inline xattr area takes (200 bytes)

@@ -37,9 +37,10 @@ from .layout import (ADDRS_PER_BLOCK, ADDRS_PER_INODE, BLOCK, BLOCKS_PER_SEG, CH
                      SUPER, SUPER_MAGIC, SUPER_OFFSET, bucket_blocks, crc32, dentry_hash,
                      dir_block_index, dir_buckets, XATTR_NODE_OFFSET, XATTR_MAGIC,
                      XATTR_BLOCK_SIZE, XATTR_HEADER, XATTR_ENTRY, XATTR_INDEX, XATTR_ACL, ACL_VERSION,
-                     ACL_SHORT_TAGS)
+                     ACL_SHORT_TAGS, INLINE_XATTR, INLINE_DATA, DATA_EXIST, INLINE_XATTR_ADDRS)
 
 MiB = 1 << 20
+INLINE_XATTR_BYTES = 4 * INLINE_XATTR_ADDRS
 SEG_BYTES = BLOCK * BLOCKS_PER_SEG
 MIN_SEGMENTS = 9
 _FT = {Kind.FILE: FT_REG_FILE, Kind.DIR: FT_DIR, Kind.CHR: FT_CHRDEV, Kind.BLK: FT_BLKDEV,
@@ -53,11 +54,15 @@ def _ceil(n: int, d: int) -> int:
 @dataclass(frozen=True)
 class Options:
     overprovision: float | None = None  # mkfs.f2fs -o, percent; None: mkfs.f2fs's best
+    inline_data: bool = True  # small files and symlink targets inside their inode
+    inline_xattr: bool = True  # 200 bytes of every inode for xattrs (the kernel's default)
 
 
 def parse_options(params: FsParams) -> Options:
     r = OptionReader(params.options, where=f"{params.where}.options")
     ovp = r.get_str("overprovision", None)
+    inline_data = r.get_bool("inline_data", True)
+    inline_xattr = r.get_bool("inline_xattr", True)
     r.finish()
     value = None
     if ovp is not None:
@@ -71,7 +76,7 @@ def parse_options(params: FsParams) -> Options:
                             where=f"{params.where}.options.overprovision")
     if params.block_size not in (None, BLOCK):
         raise SpecError("F2FS blocks are 4096 bytes", where=f"{params.where}.block_size")
-    return Options(value)
+    return Options(value, inline_data, inline_xattr)
 
 
 # -- geometry -----------------------------------------------------------------------
@@ -185,6 +190,9 @@ class _Inode:
     size: int = 0
     xattrs: bytes = b""  # the xattr block's contents, if any
     xattr_nid: int = 0
+    inline_xattrs: bytes = b""  # the inline xattr area's contents
+    inline: int = 0  # i_inline flags
+    inline_data: bytes = b""
 
 
 @dataclass
@@ -262,8 +270,9 @@ def _acl(value: bytes, where: str) -> bytes:
     return bytes(out)
 
 
-def xattr_block(xattrs: dict[str, bytes], where: str) -> bytes:
-    """The contents of an xattr node block (header, entries, end mark), or b"" for none."""
+def xattr_block(xattrs: dict[str, bytes], where: str, inline: int = 0) -> bytes:
+    """The xattr buffer (header, entries, end mark), or b"" for none: the first `inline` bytes
+    go to the inode's inline xattr area, the rest to an xattr node block."""
     if not xattrs:
         return b""
     entries = []
@@ -284,9 +293,9 @@ def xattr_block(xattrs: dict[str, bytes], where: str) -> bytes:
         e = XATTR_ENTRY.pack(index, len(name), len(value)) + name + value
         out += e + bytes(-len(e) % 4)
     out += bytes(4)
-    if len(out) > XATTR_BLOCK_SIZE:
-        raise CapacityError(f"xattrs take {len(out)} bytes; an F2FS xattr block holds "
-                            f"{XATTR_BLOCK_SIZE}", where=where)
+    if len(out) > XATTR_BLOCK_SIZE + inline:
+        raise CapacityError(f"xattrs take {len(out)} bytes; F2FS holds {XATTR_BLOCK_SIZE + inline} "
+                            "per inode", where=where)
     return bytes(out)
 
 
@@ -315,7 +324,14 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         ino = nxt
         nxt += 1
         name = encode_name(path.rsplit("/", 1)[-1]) if path != "/" else b""
-        rec = _Inode(ino, node, node.kind, parent, name, xattrs=xattr_block(node.xattrs, path))
+        rec = _Inode(ino, node, node.kind, parent, name)
+        full = xattr_block(node.xattrs, path, INLINE_XATTR_BYTES if opts.inline_xattr else 0)
+        if opts.inline_xattr:
+            # the inline area and the xattr block hold one buffer, in that order
+            rec.inline |= INLINE_XATTR
+            rec.inline_xattrs, rec.xattrs = full[:INLINE_XATTR_BYTES], full[INLINE_XATTR_BYTES:]
+        else:
+            rec.xattrs = full
         inodes[ino] = rec
         by_node[id(node)] = rec
         paths.append((path, node, ino))
@@ -332,6 +348,9 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         rec.dentry_blocks, rec.depth = _dir_blocks(entries, ino, rec.parent)
         rec.links = 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
 
+    addrs = ADDRS_PER_INODE - (INLINE_XATTR_ADDRS if opts.inline_xattr else 0)
+    max_inline = 4 * (addrs - 1)
+
     # Data blocks, numbered from 0 in the main area.
     ndata = 0
     for ino, rec in inodes.items():
@@ -345,8 +364,16 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         elif rec.kind is Kind.SYMLINK:
             target = encode_name(rec.node.target or "")
             rec.size = len(target)
-            rec.data = [ndata] if target else []
-            ndata += 1 if target else 0
+            if opts.inline_data and len(target) <= max_inline:
+                rec.inline |= INLINE_DATA | (DATA_EXIST if target else 0)
+                rec.inline_data = target
+            else:
+                rec.data = [ndata] if target else []
+                ndata += 1 if target else 0
+        elif rec.kind is Kind.FILE and opts.inline_data and 0 < rec.node.size <= max_inline:
+            rec.size = rec.node.size
+            rec.inline |= INLINE_DATA | DATA_EXIST
+            rec.inline_data = rec.node.source.read(0, rec.size)
         elif rec.kind is Kind.FILE:
             size = rec.node.size
             rec.size = size
@@ -375,7 +402,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             rec.xattr_nid = next_nid
             node_list.append(_NodeBlock(next_nid, ino, XATTR_NODE_OFFSET, "xattr", []))
             next_nid += 1
-        extra = rec.data[ADDRS_PER_INODE:]
+        extra = rec.data[addrs:]
         chunks = [extra[i:i + ADDRS_PER_BLOCK] for i in range(0, len(extra), ADDRS_PER_BLOCK)]
         if len(chunks) > 2 + 2 * NIDS_PER_BLOCK:
             raise CapacityError("files over 8 GiB are not supported yet by the F2FS writer",
@@ -481,7 +508,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     # Node blocks.
     summaries: dict[int, tuple[int, int]] = {}  # data block (main-relative) -> (nid, ofs_in_node)
     for ino, rec in inodes.items():
-        for i, rel in enumerate(rec.data[:ADDRS_PER_INODE]):
+        for i, rel in enumerate(rec.data[:addrs]):
             if rel >= 0:
                 summaries[rel] = (ino, i)
         for nb in rec.nodes:
@@ -493,7 +520,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         rec = inodes[nb.ino]
         blk = bytearray(BLOCK)
         if nb.kind == "inode":
-            _pack_inode(blk, rec, main)
+            _pack_inode(blk, rec, main, addrs)
         elif nb.kind == "xattr":
             blk[:len(rec.xattrs)] = rec.xattrs
         elif nb.kind == "direct":
@@ -631,16 +658,23 @@ def _copy_runs(out: ImageFile, copies) -> None:
             os.close(fd)
 
 
-def _pack_inode(blk: bytearray, rec: _Inode, main: int) -> None:
+def _pack_inode(blk: bytearray, rec: _Inode, main: int, addrs: int) -> None:
     node = rec.node
     mode = node.st_mode
     nblocks = sum(1 for r in rec.data if r >= 0) + 1 + len(rec.nodes) + (1 if rec.xattr_nid else 0)
     mt, mns = node.mtime, node.mtime_ns
     name = rec.name[:255]
-    INODE.pack_into(blk, 0, mode, 0, 0, node.uid, node.gid, rec.links, rec.size, nblocks, mt, mt, mt,
+    INODE.pack_into(blk, 0, mode, 0, rec.inline, node.uid, node.gid, rec.links, rec.size, nblocks, mt, mt, mt,
                     mns, mns, mns, 0, rec.depth if rec.kind is Kind.DIR else 0, rec.xattr_nid, 0,
                     rec.parent,
                     len(name), name, 0, 0, 0, 0)
+    if rec.inline_xattrs:
+        end = INODE_ADDR_OFFSET + 4 * ADDRS_PER_INODE
+        blk[end - INLINE_XATTR_BYTES:end - INLINE_XATTR_BYTES + len(rec.inline_xattrs)] = rec.inline_xattrs
+    if rec.inline & INLINE_DATA:
+        start = INODE_ADDR_OFFSET + 4  # i_addr[0] stays 0: the inline reserved word
+        blk[start:start + len(rec.inline_data)] = rec.inline_data
+        return
     if rec.kind in (Kind.CHR, Kind.BLK):
         major, minor = node.rdev
         if major < 256 and minor < 256:
@@ -649,7 +683,7 @@ def _pack_inode(blk: bytearray, rec: _Inode, main: int) -> None:
             dev = (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
             blk[INODE_ADDR_OFFSET + 4:INODE_ADDR_OFFSET + 8] = dev.to_bytes(4, "little")
         return
-    for i, rel in enumerate(rec.data[:ADDRS_PER_INODE]):
+    for i, rel in enumerate(rec.data[:addrs]):
         if rel >= 0:
             blk[INODE_ADDR_OFFSET + 4 * i:INODE_ADDR_OFFSET + 4 * i + 4] = \
                 (main + rel).to_bytes(4, "little")
