@@ -87,7 +87,8 @@ def dump_file(img, ino, workdir):
     return data, p.stdout
 
 
-@pytest.mark.parametrize("options", [{}, {"inline_data": False, "inline_xattr": False}])
+@pytest.mark.parametrize("options", [{}, {"inline_data": False, "inline_xattr": False,
+                                      "inline_dentry": False}])
 def test_rich_tree(tmp_path, rich, options):
     """Every kind of entry: fsck.f2fs is clean, our reader gives back the source, dump.f2fs
     dumps the same bytes and lists the same xattrs."""

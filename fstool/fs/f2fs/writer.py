@@ -37,7 +37,8 @@ from .layout import (ADDRS_PER_BLOCK, ADDRS_PER_INODE, BLOCK, BLOCKS_PER_SEG, CH
                      SUPER, SUPER_MAGIC, SUPER_OFFSET, bucket_blocks, crc32, dentry_hash,
                      dir_block_index, dir_buckets, XATTR_NODE_OFFSET, XATTR_MAGIC,
                      XATTR_BLOCK_SIZE, XATTR_HEADER, XATTR_ENTRY, XATTR_INDEX, XATTR_ACL, ACL_VERSION,
-                     ACL_SHORT_TAGS, INLINE_XATTR, INLINE_DATA, DATA_EXIST, INLINE_XATTR_ADDRS)
+                     ACL_SHORT_TAGS, INLINE_XATTR, INLINE_DATA, DATA_EXIST, INLINE_XATTR_ADDRS,
+                     INLINE_DENTRY)
 
 MiB = 1 << 20
 INLINE_XATTR_BYTES = 4 * INLINE_XATTR_ADDRS
@@ -56,6 +57,7 @@ class Options:
     overprovision: float | None = None  # mkfs.f2fs -o, percent; None: mkfs.f2fs's best
     inline_data: bool = True  # small files and symlink targets inside their inode
     inline_xattr: bool = True  # 200 bytes of every inode for xattrs (the kernel's default)
+    inline_dentry: bool = True  # small directories inside their inode
 
 
 def parse_options(params: FsParams) -> Options:
@@ -63,6 +65,7 @@ def parse_options(params: FsParams) -> Options:
     ovp = r.get_str("overprovision", None)
     inline_data = r.get_bool("inline_data", True)
     inline_xattr = r.get_bool("inline_xattr", True)
+    inline_dentry = r.get_bool("inline_dentry", True)
     r.finish()
     value = None
     if ovp is not None:
@@ -76,7 +79,7 @@ def parse_options(params: FsParams) -> Options:
                             where=f"{params.where}.options.overprovision")
     if params.block_size not in (None, BLOCK):
         raise SpecError("F2FS blocks are 4096 bytes", where=f"{params.where}.block_size")
-    return Options(value, inline_data, inline_xattr)
+    return Options(value, inline_data, inline_xattr, inline_dentry)
 
 
 # -- geometry -----------------------------------------------------------------------
@@ -202,6 +205,28 @@ class _NodeBlock:
     ofs: int  # the node offset in the footer
     kind: str  # inode, xattr, direct, indirect
     payload: list[int]  # direct: data blocks (main-relative, -1 a hole); indirect: child nids
+
+
+def _inline_dentries(entries: list[tuple[bytes, int, int]], self_ino: int, parent_ino: int,
+                     area: int) -> bytes | None:
+    """The inline dentry area of a directory (an `area`-byte region of its inode), or None
+    if the names do not fit. Slots as in a dentry block, fewer of them; no hash buckets."""
+    nr = area * 8 // ((DIR_ENTRY.size + SLOT_LEN) * 8 + 1)
+    bitmap = _ceil(nr, 8)
+    ents = bitmap + (area - ((DIR_ENTRY.size + SLOT_LEN) * nr + bitmap))
+    names = ents + nr * DIR_ENTRY.size
+    out = bytearray(area)
+    slot = 0
+    for name, ino, ftype in [(b".", self_ino, FT_DIR), (b"..", parent_ino, FT_DIR)] + entries:
+        n = _ceil(len(name), SLOT_LEN)
+        if slot + n > nr:
+            return None
+        DIR_ENTRY.pack_into(out, ents + slot * DIR_ENTRY.size, dentry_hash(name), ino, len(name), ftype)
+        out[names + slot * SLOT_LEN:names + slot * SLOT_LEN + len(name)] = name
+        for k in range(slot, slot + n):
+            out[k >> 3] |= 1 << (k & 7)
+        slot += n
+    return bytes(out)
 
 
 def _dir_blocks(entries: list[tuple[bytes, int, int]], self_ino: int, parent_ino: int
@@ -338,23 +363,31 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         ino_at[path] = ino
     ino_of = {p: i for p, _n, i in paths}
 
+    addrs = ADDRS_PER_INODE - (INLINE_XATTR_ADDRS if opts.inline_xattr else 0)
+    max_inline = 4 * (addrs - 1)
+
     # Directory contents and links.
     for path, node, ino in paths:
         rec = inodes[ino]
-        if node.kind is not Kind.DIR or rec.dentry_blocks:
+        if node.kind is not Kind.DIR:
             continue
         base = path.rstrip("/")
         entries = [(encode_name(n), ino_of[f"{base}/{n}"], _FT[c.kind]) for n, c in node.sorted_children()]
-        rec.dentry_blocks, rec.depth = _dir_blocks(entries, ino, rec.parent)
+        inline = _inline_dentries(entries, ino, rec.parent, max_inline) if opts.inline_dentry else None
+        if inline is not None:
+            rec.inline |= INLINE_DENTRY
+            rec.inline_data = inline
+            rec.depth = 1
+        else:
+            rec.dentry_blocks, rec.depth = _dir_blocks(entries, ino, rec.parent)
         rec.links = 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
-
-    addrs = ADDRS_PER_INODE - (INLINE_XATTR_ADDRS if opts.inline_xattr else 0)
-    max_inline = 4 * (addrs - 1)
 
     # Data blocks, numbered from 0 in the main area.
     ndata = 0
     for ino, rec in inodes.items():
-        if rec.kind is Kind.DIR:
+        if rec.kind is Kind.DIR and rec.inline & INLINE_DENTRY:
+            rec.size = max_inline  # as the kernel sizes an inline directory
+        elif rec.kind is Kind.DIR:
             top = max(rec.dentry_blocks) + 1
             rec.data = [-1] * top
             for idx in sorted(rec.dentry_blocks):
@@ -671,7 +704,7 @@ def _pack_inode(blk: bytearray, rec: _Inode, main: int, addrs: int) -> None:
     if rec.inline_xattrs:
         end = INODE_ADDR_OFFSET + 4 * ADDRS_PER_INODE
         blk[end - INLINE_XATTR_BYTES:end - INLINE_XATTR_BYTES + len(rec.inline_xattrs)] = rec.inline_xattrs
-    if rec.inline & INLINE_DATA:
+    if rec.inline & (INLINE_DATA | INLINE_DENTRY):
         start = INODE_ADDR_OFFSET + 4  # i_addr[0] stays 0: the inline reserved word
         blk[start:start + len(rec.inline_data)] = rec.inline_data
         return
