@@ -247,3 +247,27 @@ def test_random_trees(entries):
         fsck_clean(img)
         with Region(img) as region:
             assert read_back(f2fs_reader.open(region)) == expected(tree)
+
+
+def test_sparse_false_stores_every_block(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "holey", "wb") as f:
+        f.write(b"head")
+        f.seek(4 * MiB)
+        f.write(b"tail")
+    sparse, dense = tmp_path / "sparse.img", tmp_path / "dense.img"
+    build(src, sparse)
+    build(src, dense, sparse=False)
+    fsck_clean(sparse)
+    fsck_clean(dense)
+    for img in (sparse, dense):
+        with Region(str(img)) as region:
+            r = f2fs_reader.open(region)
+            data = b"".join(r.read_file("/holey"))
+            assert data[:4] == b"head" and data[-4:] == b"tail" and len(data) == 4 * MiB + 4
+            valid = int(dict(r.info())["valid blocks"])
+        if img == sparse:
+            few = valid
+    assert valid - few >= 4 * MiB // 4096 - 2  # the hole's blocks are allocated when not sparse
+    assert dense.stat().st_blocks * 512 > sparse.stat().st_blocks * 512 + 3 * MiB

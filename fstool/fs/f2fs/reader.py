@@ -195,6 +195,8 @@ class F2fsReader(Reader):
     def _data_addrs(self, ino: _Inode, what: str) -> Iterator[int]:
         """Block addresses of the file's blocks in order (0 for holes), up to its size."""
         need = (ino.size + BLOCK - 1) // BLOCK
+        if need > self.block_count:
+            raise ImageError(f"{what}: size {ino.size} is larger than the filesystem", where=self.where)
         done = 0
         for i in range(min(ino.addrs, need)):
             yield ino.addr(i)

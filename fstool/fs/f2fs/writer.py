@@ -412,6 +412,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             rec.size = size
             nblocks = _ceil(size, BLOCK)
             has = bytearray(nblocks)
+            if not params.sparse:  # `sparse = false`: every block stored, holes as zeros
+                has = bytearray(b"\x01" * nblocks)
             for foff, length, _s in (rec.node.source.data_segments() if size else []):
                 for b in range(foff // BLOCK, _ceil(foff + length, BLOCK)):
                     has[b] = 1
@@ -537,6 +539,16 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
                                    daddr(rec.data[b]) * BLOCK + pos % BLOCK))
                     pos = run_end
     _copy_runs(out, copies)
+    if not params.sparse:  # blocks of holes hold zeros on the image too, not just in the file
+        for rec in inodes.values():
+            if rec.kind is Kind.FILE and rec.data and not rec.inline & INLINE_DATA:
+                covered = bytearray(len(rec.data))
+                for foff, length, _s in rec.node.source.data_segments():
+                    for b in range(foff // BLOCK, min(len(rec.data), _ceil(foff + length, BLOCK))):
+                        covered[b] = 1
+                for b, rel in enumerate(rec.data):
+                    if rel >= 0 and not covered[b]:
+                        out.pwrite(bytes(BLOCK), (main + rel) * BLOCK)
 
     # Node blocks.
     summaries: dict[int, tuple[int, int]] = {}  # data block (main-relative) -> (nid, ofs_in_node)
