@@ -271,3 +271,32 @@ def test_sparse_false_stores_every_block(tmp_path):
             few = valid
     assert valid - few >= 4 * MiB // 4096 - 2  # the hole's blocks are allocated when not sparse
     assert dense.stat().st_blocks * 512 > sparse.stat().st_blocks * 512 + 3 * MiB
+
+
+def test_file_over_8gib_uses_double_indirect_nodes(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    marks = {0: b"start", 5 << 30: b"five", (9 << 30) - 3: b"end"}
+    with open(src / "huge", "wb") as f:
+        for off, data in marks.items():
+            f.seek(off)
+            f.write(data)
+    img = tmp_path / "big.f2fs"
+    build(src, img)
+    fsck_clean(img)
+    with Region(str(img)) as region:
+        r = f2fs_reader.open(region)
+        e = r.stat("/huge")
+        assert e.size == 9 << 30
+        ino = e.inode
+        pos = 0
+        found = {}
+        for chunk in r.read_file("/huge"):
+            for off, data in marks.items():
+                if pos <= off < pos + len(chunk):
+                    found[off] = chunk[off - pos:off - pos + len(data)]
+            pos += len(chunk)
+        assert found == marks and pos == 9 << 30
+    info = subprocess.run(["dump.f2fs", "-i", hex(ino), str(img)], input="n\n", capture_output=True,
+                          text=True).stdout
+    assert re.search(r"i_nid\[4\]\s+\[0x\s*[1-9a-f]", info), info  # the double indirect slot

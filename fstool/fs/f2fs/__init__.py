@@ -15,7 +15,7 @@ FORMAT = Format(
     caps=Capabilities(label=1024, uuid=True, block_sizes=(4096,)),
     # one xattr block per inode (4072 bytes with its header); symlink targets in one block
     limits=Limits(max_time=(1 << 63) - 1, max_symlink=4095, max_xattr_value=4000,
-                  max_file_size=(923 + 2 * 1018 + 2 * 1018 * 1018) * 4096),
+                  max_file_size=(873 + 2 * 1018 + 2 * 1018 ** 2 + 1018 ** 3) * 4096),
     parse_options=_parse_options,
     writer="fstool.fs.f2fs.writer",
     reader="fstool.fs.f2fs.reader",

@@ -27,6 +27,7 @@ DEFAULT_INLINE_XATTR_ADDRS = 50
 CP_COMPACT_SUM_FLAG = 0x4
 NEW_ADDR = 0xFFFFFFFF
 READ_CHUNK = 1 << 20
+MAX_FILE_BLOCKS = ADDRS_PER_INODE + 2 * ADDRS_PER_BLOCK + 2 * NIDS_PER_BLOCK ** 2 + NIDS_PER_BLOCK ** 3
 DIR_CACHE_ENTRIES = 1 << 20  # names kept in memory across directories
 
 
@@ -192,43 +193,71 @@ class F2fsReader(Reader):
         return node
 
     # -- file data ------------------------------------------------------------
-    def _data_addrs(self, ino: _Inode, what: str) -> Iterator[int]:
-        """Block addresses of the file's blocks in order (0 for holes), up to its size."""
+    def _data_runs(self, ino: _Inode, what: str) -> Iterator[tuple[int, int]]:
+        """(first block address, block count) runs covering the file's blocks in order, up to
+        its size; address 0 is a hole. A missing node is one hole for everything below it."""
         need = (ino.size + BLOCK - 1) // BLOCK
-        if need > self.block_count:
-            raise ImageError(f"{what}: size {ino.size} is larger than the filesystem", where=self.where)
+        if need > MAX_FILE_BLOCKS:
+            raise ImageError(f"{what}: size {ino.size} is larger than F2FS can address", where=self.where)
         done = 0
-        for i in range(min(ino.addrs, need)):
-            yield ino.addr(i)
-            done += 1
 
-        def direct(nid: int) -> Iterator[int]:
+        def addrs(words: list[int]) -> Iterator[tuple[int, int]]:
             nonlocal done
-            blk = self._node(nid, what) if nid else bytes(BLOCK)
-            for i in range(ADDRS_PER_BLOCK):
+            words = words[:need - done]
+            start, count = None, 0
+            for w in words:
+                w = 0 if w == NEW_ADDR else w
+                if start is not None and (w == 0 == start or (w and start and w == start + count)):
+                    count += 1
+                    continue
+                if start is not None:
+                    yield start, count
+                start, count = w, 1
+            if start is not None:
+                yield start, count
+            done += len(words)
+
+        def hole(blocks: int) -> Iterator[tuple[int, int]]:
+            nonlocal done
+            n = min(blocks, need - done)
+            if n > 0:
+                done += n
+                yield 0, n
+
+        def words_of(nid: int) -> list[int]:
+            blk = self._node(nid, what)
+            return list(struct.unpack_from(f"<{ADDRS_PER_BLOCK}I", blk, 0))
+
+        def direct(nid: int) -> Iterator[tuple[int, int]]:
+            yield from (addrs(words_of(nid)) if nid else hole(ADDRS_PER_BLOCK))
+
+        def indirect(nid: int) -> Iterator[tuple[int, int]]:
+            if not nid:
+                yield from hole(ADDRS_PER_BLOCK * NIDS_PER_BLOCK)
+                return
+            for child in words_of(nid):
                 if done >= need:
                     return
-                yield int.from_bytes(blk[4 * i:4 * i + 4], "little")
-                done += 1
+                yield from direct(child)
 
+        yield from addrs([ino.addr(i) for i in range(min(ino.addrs, need))])
         for slot in (0, 1):
             if done < need:
                 yield from direct(ino.nid_slot(slot))
         for slot in (2, 3):
             if done < need:
-                nid = ino.nid_slot(slot)
-                blk = self._node(nid, what) if nid else bytes(BLOCK)
-                for i in range(NIDS_PER_BLOCK):
+                yield from indirect(ino.nid_slot(slot))
+        if done < need:
+            nid = ino.nid_slot(4)
+            if not nid:
+                yield from hole(need - done)
+            else:
+                for child in words_of(nid):
                     if done >= need:
                         break
-                    yield from direct(int.from_bytes(blk[4 * i:4 * i + 4], "little"))
-        if done < need:
-            raise ImageError(f"{what}: files this large (double indirect) are not read yet",
-                             where=self.where)
+                    yield from indirect(child)
 
     def _read(self, ino: _Inode, what: str) -> Iterator[bytes]:
-        if ino.size > self.block_count * BLOCK:
-            raise ImageError(f"{what}: size {ino.size} is larger than the filesystem", where=self.where)
         if ino.inline & INLINE_DATA:
             area = ino.inline_area
             if ino.size > len(area):
@@ -236,16 +265,17 @@ class F2fsReader(Reader):
             yield area[:ino.size]
             return
         left = ino.size
-        for addr in self._data_addrs(ino, what):
-            n = min(BLOCK, left)
-            if addr in (0, NEW_ADDR):
-                yield bytes(n)
-            else:
-                if not self.main_blkaddr <= addr < self.block_count:
-                    raise ImageError(f"{what}: data block {addr:#x} is outside the main area",
-                                     where=self.where)
-                yield self._block(addr)[:n]
-            left -= n
+        zero = bytes(READ_CHUNK)
+        for addr, count in self._data_runs(ino, what):
+            if addr and not (self.main_blkaddr <= addr and addr + count <= self.block_count):
+                raise ImageError(f"{what}: data block {addr:#x} is outside the main area",
+                                 where=self.where)
+            pos = 0
+            while pos < count * BLOCK and left > 0:
+                n = min(READ_CHUNK, count * BLOCK - pos, left)
+                yield zero[:n] if not addr else self.region.pread(n, addr * BLOCK + pos)
+                pos += n
+                left -= n
 
     # -- directories ----------------------------------------------------------
     @staticmethod
@@ -289,14 +319,15 @@ class F2fsReader(Reader):
             found = list(self._dentries(area, nr, bitmap, reserved))
         else:
             found = []
-            for addr in self._data_addrs(ino, what):
-                if addr in (0, NEW_ADDR):
+            for first, count in self._data_runs(ino, what):
+                if not first:
                     continue
-                if not self.main_blkaddr <= addr < self.block_count:
-                    raise ImageError(f"{what}: dentry block {addr:#x} is outside the main area",
+                if not (self.main_blkaddr <= first and first + count <= self.block_count):
+                    raise ImageError(f"{what}: dentry block {first:#x} is outside the main area",
                                      where=self.where)
-                found += self._dentries(self._block(addr), NR_DENTRY_IN_BLOCK, DENTRY_BITMAP_SIZE,
-                                        DENTRY_RESERVED)
+                for addr in range(first, first + count):
+                    found += self._dentries(self._block(addr), NR_DENTRY_IN_BLOCK,
+                                            DENTRY_BITMAP_SIZE, DENTRY_RESERVED)
         for name, child, _t in found:
             out[name.decode("utf-8", errors="surrogateescape")] = child
         return out
@@ -412,14 +443,7 @@ class F2fsReader(Reader):
         norm, ino = self._lookup(path)
         if ino.mode & 0o170000 != 0o100000:
             raise InputError("not a regular file", where=norm)
-        buf = b""
-        for piece in self._read(ino, norm):
-            buf += piece
-            if len(buf) >= READ_CHUNK:
-                yield buf
-                buf = b""
-        if buf:
-            yield buf
+        yield from self._read(ino, norm)
 
 
 def _acl_to_posix(value: bytes) -> bytes:

@@ -437,30 +437,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             rec.xattr_nid = next_nid
             node_list.append(_NodeBlock(next_nid, ino, XATTR_NODE_OFFSET, "xattr", []))
             next_nid += 1
-        extra = rec.data[addrs:]
-        chunks = [extra[i:i + ADDRS_PER_BLOCK] for i in range(0, len(extra), ADDRS_PER_BLOCK)]
-        if len(chunks) > 2 + 2 * NIDS_PER_BLOCK:
-            raise CapacityError("files over 8 GiB are not supported yet by the F2FS writer",
-                                where=params.where)
-        direct: list[_NodeBlock] = []
-        for k, ch in enumerate(chunks):
-            # node offsets as the kernel's get_node_path numbers them: direct 1 and 2, the first
-            # indirect 3 and its children 4.., the second indirect 4+N and its children 5+N..
-            if k < 2:
-                ofs = 1 + k
-            elif k < 2 + NIDS_PER_BLOCK:
-                ofs = 4 + (k - 2)
-            else:
-                ofs = 5 + NIDS_PER_BLOCK + (k - 2 - NIDS_PER_BLOCK)
-            direct.append(_NodeBlock(next_nid, ino, ofs, "direct", ch))
-            next_nid += 1
-        indirect: list[_NodeBlock] = []
-        for ofs, group in ((3, direct[2:2 + NIDS_PER_BLOCK]),
-                           (4 + NIDS_PER_BLOCK, direct[2 + NIDS_PER_BLOCK:])):
-            if group:
-                indirect.append(_NodeBlock(next_nid, ino, ofs, "indirect", [d.nid for d in group]))
-                next_nid += 1
-        rec.nodes = direct + indirect
+        rec.nodes = _file_nodes(rec.data[addrs:], ino, next_nid, params.where)
+        next_nid += len(rec.nodes)
         node_list += rec.nodes
     nnode = len(node_list)
 
@@ -689,6 +667,58 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     return size
 
 
+def _direct_offset(k: int) -> int:
+    """The node offset of the k-th direct node, as the kernel's get_node_path numbers them:
+    1 and 2 under the inode, 4.. under the first indirect node (3), 5+N.. under the second
+    (4+N), and under the double indirect node (5+2N) its i-th indirect node is 6+2N+i(N+1)
+    and that one's children follow it."""
+    n = NIDS_PER_BLOCK
+    if k < 2:
+        return 1 + k
+    k -= 2
+    if k < n:
+        return 4 + k
+    k -= n
+    if k < n:
+        return 5 + n + k
+    i, j = divmod(k - n, n)
+    return 7 + 2 * n + i * (n + 1) + j
+
+
+def _file_nodes(extra: list[int], ino: int, first_nid: int, where: str) -> list["_NodeBlock"]:
+    """Direct, indirect and double indirect nodes for the blocks past the inode's own
+    addresses. A stretch of ADDRS_PER_BLOCK holes gets no node at all (nid 0)."""
+    n = NIDS_PER_BLOCK
+    chunks = [extra[i:i + ADDRS_PER_BLOCK] for i in range(0, len(extra), ADDRS_PER_BLOCK)]
+    if len(chunks) > 2 + 2 * n + n * n:
+        raise CapacityError("the file is larger than F2FS's node tree addresses", where=where)
+    nodes: list[_NodeBlock] = []
+    nid_of: dict[int, int] = {}
+    nxt = first_nid
+    for k, ch in enumerate(chunks):
+        if any(r >= 0 for r in ch):
+            nid_of[k] = nxt
+            nodes.append(_NodeBlock(nxt, ino, _direct_offset(k), "direct", ch))
+            nxt += 1
+
+    def indirect(ofs: int, first_k: int) -> int:
+        nonlocal nxt
+        kids = [nid_of.get(k, 0) for k in range(first_k, first_k + n)]
+        if not any(kids):
+            return 0
+        nodes.append(_NodeBlock(nxt, ino, ofs, "indirect", kids))
+        nxt += 1
+        return nxt - 1
+
+    indirect(3, 2)
+    indirect(4 + n, 2 + n)
+    if len(chunks) > 2 + 2 * n:
+        kids = [indirect(6 + 2 * n + i * (n + 1), 2 + 2 * n + i * n) for i in range(n)]
+        if any(kids):
+            nodes.append(_NodeBlock(nxt, ino, 5 + 2 * n, "indirect", kids))
+    return nodes
+
+
 def _copy_runs(out: ImageFile, copies) -> None:
     import os
     by_path: dict[str, list] = {}
@@ -732,7 +762,7 @@ def _pack_inode(blk: bytearray, rec: _Inode, main: int, addrs: int) -> None:
         if rel >= 0:
             blk[INODE_ADDR_OFFSET + 4 * i:INODE_ADDR_OFFSET + 4 * i + 4] = \
                 (main + rel).to_bytes(4, "little")
-    slots = {1: 0, 2: 1, 3: 2, 4 + NIDS_PER_BLOCK: 3}
+    slots = {1: 0, 2: 1, 3: 2, 4 + NIDS_PER_BLOCK: 3, 5 + 2 * NIDS_PER_BLOCK: 4}
     for nb in rec.nodes:
         if nb.ofs in slots:
             i = slots[nb.ofs]
