@@ -129,16 +129,19 @@ def test_xattrs_spill_from_inline_area_to_block(tmp_path):
     values = {f"user.attr{i}": bytes([65 + i]) * 150 for i in range(10)}  # ~1.7 KB: past 200 bytes
     for k, v in values.items():
         os.setxattr(src / "f", k, v)
+    subprocess.run(["setfacl", "-m", "u:1234:rw,g:55:r", str(src / "f")], check=True)
+    acl = os.getxattr(src / "f", "system.posix_acl_access")
     img = tmp_path / "x.f2fs"
     build(src, img)
     fsck_clean(img)
     with Region(str(img)) as region:
         r = f2fs_reader.open(region)
         e = r.stat("/f")
-        assert e.xattrs == values
+        assert e.xattrs == dict(values, **{"system.posix_acl_access": acl})
         ino = e.inode
     _data, info = dump_file(img, ino, tmp_path / "dump")
     assert all(f"e_name:attr{i} " in info for i in range(10)), info
+    assert "e_name_index:2" in info  # the ACL, in its own name index
 
 
 def test_geometry_is_mkfs_f2fs(tmp_path, small):

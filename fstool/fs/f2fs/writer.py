@@ -16,6 +16,8 @@ allocated (NULL_ADDR), so holes stay holes; free segments are never written.
 """
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass, field
 
 from ...errors import CapacityError, InputError, SpecError
@@ -285,7 +287,6 @@ def _dir_blocks(entries: list[tuple[bytes, int, int]], self_ino: int, parent_ino
 
 def _acl(value: bytes, where: str) -> bytes:
     """A POSIX ACL xattr (version 2, 8-byte entries) in F2FS's on-disk form."""
-    import struct
     if len(value) < 4 or (len(value) - 4) % 8 or int.from_bytes(value[:4], "little") != 2:
         raise InputError("malformed POSIX ACL xattr", where=where)
     out = bytearray(ACL_VERSION.to_bytes(4, "little"))
@@ -307,7 +308,7 @@ def xattr_block(xattrs: dict[str, bytes], where: str, inline: int = 0) -> bytes:
         else:
             for prefix, index in XATTR_INDEX:
                 if key.startswith(prefix):
-                    name = key[len(prefix):].encode()
+                    name = os.fsencode(key[len(prefix):])
                     break
             else:
                 raise InputError(f"F2FS cannot store the xattr {key!r} (user., trusted., security. "
@@ -720,7 +721,6 @@ def _file_nodes(extra: list[int], ino: int, first_nid: int, where: str) -> list[
 
 
 def _copy_runs(out: ImageFile, copies) -> None:
-    import os
     by_path: dict[str, list] = {}
     for src, soff, n, off in copies:
         by_path.setdefault(src.path, []).append((soff, n, off))
