@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
-	exfatprogs exfat-fuse f2fs-tools \
+	exfatprogs exfat-fuse f2fs-tools acl \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c
 PYTEST_ARGS ?=
 
