@@ -325,32 +325,50 @@ def xattr_block(xattrs: dict[str, bytes], where: str, inline: int = 0) -> bytes:
     return bytes(out)
 
 
-def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
-    """Write tree as an F2FS image into out; return its size in bytes."""
-    opts = params.opts if isinstance(params.opts, Options) else parse_options(params)
-    vol_uuid = parse_uuid(params.uuid, f"{params.where}.uuid") if params.uuid else \
-        derive_uuid(params.seed, "f2fs-uuid")
-    label = (params.label or "").encode("utf-16-le")
-    if len(label) // 2 > 512:
-        raise SpecError("F2FS volume names hold at most 512 UTF-16 characters", where=params.where)
+@dataclass
+class _Plan:
+    """What goes where: inodes by number, data blocks and node blocks counted from the start
+    of their own runs in the main area, and the address slots an inode holds itself."""
 
-    # Inodes: root 3, then one per distinct node in walk order.
+    inodes: dict[int, _Inode]
+    nodes: list[_NodeBlock]
+    ndata: int
+    next_nid: int
+    addrs: int
+
+    @property
+    def data_segs(self) -> int:  # the last one is the hot data log, maybe empty
+        return self.ndata // BLOCKS_PER_SEG + 1
+
+    @property
+    def node_segs(self) -> int:  # the last one is the hot node log, maybe empty
+        return len(self.nodes) // BLOCKS_PER_SEG + 1
+
+    @property
+    def used_segs(self) -> int:  # and the four empty logs
+        return self.data_segs + self.node_segs + 4
+
+    @property
+    def blocks(self) -> int:
+        return self.ndata + len(self.nodes)
+
+
+def _plan_inodes(tree: Tree, opts: Options, max_inline: int) -> dict[int, _Inode]:
+    """Inode numbers (root 3, then one per distinct node in walk order), links, xattrs and
+    directory contents."""
     inodes: dict[int, _Inode] = {}
     by_node: dict[int, _Inode] = {}
-    paths: list[tuple[str, Node, int]] = []
     ino_at: dict[str, int] = {}
+    dirs: list[tuple[str, _Inode]] = []
     nxt = ROOT_INO
     for path, node in tree.walk():
         if id(node) in by_node:
             by_node[id(node)].links += 1
-            paths.append((path, node, by_node[id(node)].ino))
             ino_at[path] = by_node[id(node)].ino
             continue
         parent = ROOT_INO if path == "/" else ino_at[path.rsplit("/", 1)[0] or "/"]
-        ino = nxt
-        nxt += 1
         name = encode_name(path.rsplit("/", 1)[-1]) if path != "/" else b""
-        rec = _Inode(ino, node, node.kind, parent, name)
+        rec = _Inode(nxt, node, node.kind, parent, name)
         full = xattr_block(node.xattrs, path, INLINE_XATTR_BYTES if opts.inline_xattr else 0)
         if opts.inline_xattr:
             # the inline area and the xattr block hold one buffer, in that order
@@ -358,34 +376,31 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             rec.inline_xattrs, rec.xattrs = full[:INLINE_XATTR_BYTES], full[INLINE_XATTR_BYTES:]
         else:
             rec.xattrs = full
-        inodes[ino] = rec
-        by_node[id(node)] = rec
-        paths.append((path, node, ino))
-        ino_at[path] = ino
-    ino_of = {p: i for p, _n, i in paths}
-
-    addrs = ADDRS_PER_INODE - (INLINE_XATTR_ADDRS if opts.inline_xattr else 0)
-    max_inline = 4 * (addrs - 1)
-
-    # Directory contents and links.
-    for path, node, ino in paths:
-        rec = inodes[ino]
-        if node.kind is not Kind.DIR:
-            continue
+        inodes[nxt] = by_node[id(node)] = rec
+        ino_at[path] = nxt
+        nxt += 1
+        if node.kind is Kind.DIR:
+            dirs.append((path, rec))
+    for path, rec in dirs:
         base = path.rstrip("/")
-        entries = [(encode_name(n), ino_of[f"{base}/{n}"], _FT[c.kind]) for n, c in node.sorted_children()]
-        inline = _inline_dentries(entries, ino, rec.parent, max_inline) if opts.inline_dentry else None
+        entries = [(encode_name(n), ino_at[f"{base}/{n}"], _FT[c.kind])
+                   for n, c in rec.node.sorted_children()]
+        inline = _inline_dentries(entries, rec.ino, rec.parent, max_inline) if opts.inline_dentry else None
         if inline is not None:
             rec.inline |= INLINE_DENTRY
             rec.inline_data = inline
             rec.depth = 1
         else:
-            rec.dentry_blocks, rec.depth = _dir_blocks(entries, ino, rec.parent)
-        rec.links = 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
+            rec.dentry_blocks, rec.depth = _dir_blocks(entries, rec.ino, rec.parent)
+        rec.links = 2 + sum(1 for c in rec.node.children.values() if c.kind is Kind.DIR)
+    return inodes
 
-    # Data blocks, numbered from 0 in the main area.
+
+def _plan_data(inodes: dict[int, _Inode], opts: Options, max_inline: int, sparse: bool) -> int:
+    """Sizes, inline contents and data block numbers (from 0, in inode order); returns the
+    number of data blocks. Whole-hole blocks get none unless `sparse` is off."""
     ndata = 0
-    for ino, rec in inodes.items():
+    for rec in inodes.values():
         if rec.kind is Kind.DIR and rec.inline & INLINE_DENTRY:
             rec.size = max_inline  # as the kernel sizes an inline directory
         elif rec.kind is Kind.DIR:
@@ -401,21 +416,18 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             if opts.inline_data and len(target) <= max_inline:
                 rec.inline |= INLINE_DATA | (DATA_EXIST if target else 0)
                 rec.inline_data = target
-            else:
-                rec.data = [ndata] if target else []
-                ndata += 1 if target else 0
+            elif target:
+                rec.data = [ndata]
+                ndata += 1
         elif rec.kind is Kind.FILE and opts.inline_data and 0 < rec.node.size <= max_inline:
             rec.size = rec.node.size
             rec.inline |= INLINE_DATA | DATA_EXIST
             rec.inline_data = rec.node.source.read(0, rec.size)
         elif rec.kind is Kind.FILE:
-            size = rec.node.size
-            rec.size = size
-            nblocks = _ceil(size, BLOCK)
-            has = bytearray(nblocks)
-            if not params.sparse:  # `sparse = false`: every block stored, holes as zeros
-                has = bytearray(b"\x01" * nblocks)
-            for foff, length, _s in (rec.node.source.data_segments() if size else []):
+            rec.size = rec.node.size
+            nblocks = _ceil(rec.size, BLOCK)
+            has = bytearray(b"\x01" * nblocks) if not sparse else bytearray(nblocks)
+            for foff, length, _s in (rec.node.source.data_segments() if rec.size else []):
                 for b in range(foff // BLOCK, _ceil(foff + length, BLOCK)):
                     has[b] = 1
             rec.data = []
@@ -425,101 +437,92 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
                     ndata += 1
                 else:
                     rec.data.append(-1)
-            # trailing holes need no address slots
-            while rec.data and rec.data[-1] == -1:
+            while rec.data and rec.data[-1] == -1:  # trailing holes need no address slots
                 rec.data.pop()
+    return ndata
 
+
+def plan(tree: Tree, opts: Options, params: FsParams) -> _Plan:
+    addrs = ADDRS_PER_INODE - (INLINE_XATTR_ADDRS if opts.inline_xattr else 0)
+    max_inline = 4 * (addrs - 1)
+    inodes = _plan_inodes(tree, opts, max_inline)
+    ndata = _plan_data(inodes, opts, max_inline, params.sparse)
     # Node blocks: every inode first, then each inode's xattr, direct and indirect nodes
     # (their nids follow the last inode number).
-    next_nid = nxt
-    node_list: list[_NodeBlock] = [_NodeBlock(ino, ino, 0, "inode", []) for ino in inodes]
+    next_nid = max(inodes) + 1
+    nodes: list[_NodeBlock] = [_NodeBlock(ino, ino, 0, "inode", []) for ino in inodes]
     for ino, rec in inodes.items():
         if rec.xattrs:
             rec.xattr_nid = next_nid
-            node_list.append(_NodeBlock(next_nid, ino, XATTR_NODE_OFFSET, "xattr", []))
+            nodes.append(_NodeBlock(next_nid, ino, XATTR_NODE_OFFSET, "xattr", []))
             next_nid += 1
         rec.nodes = _file_nodes(rec.data[addrs:], ino, next_nid, params.where)
         next_nid += len(rec.nodes)
-        node_list += rec.nodes
-    nnode = len(node_list)
+        nodes += rec.nodes
+    return _Plan(inodes, nodes, ndata, next_nid, addrs)
 
-    # Segments: data from segment 0, nodes after; the four other logs after them.
-    data_segs = ndata // BLOCKS_PER_SEG + 1
-    node_segs = nnode // BLOCKS_PER_SEG + 1
-    used_segs = data_segs + node_segs + 4
-    needed_blocks = ndata + nnode
 
+def choose_geometry(p: _Plan, opts: Options, params: FsParams) -> Geometry:
+    """The asked size's layout, or for `auto` the smallest whole number of segments that holds
+    the plan and the headroom."""
     def fits(g: Geometry) -> bool:
         # every used segment, the four empty logs included, must lie outside the overprovision
-        return used_segs <= g.main_segs - g.ovp_segs and needed_blocks <= g.user_blocks
+        return p.used_segs <= g.main_segs - g.ovp_segs and p.blocks <= g.user_blocks
 
     def ok(size: int) -> Geometry | None:
         try:
             g = geometry_for(size, opts)
         except SpecError:
             return None
-        if not fits(g) or g.user_blocks - needed_blocks < _ceil(params.headroom, BLOCK):
+        if not fits(g) or g.user_blocks - p.blocks < _ceil(params.headroom, BLOCK):
             return None
         return g
 
-    if params.size is None:
-        # the smallest whole number of segments that holds it: double, then bisect
-        lo, hi = 0, 16
-        while ok(hi * SEG_BYTES) is None:
-            lo, hi = hi, hi * 2
-            if hi > (1 << 24):
-                raise CapacityError("the content is too large for an F2FS image", where=params.where)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if ok(mid * SEG_BYTES) is not None else (mid, hi)
-        g = ok(hi * SEG_BYTES)
-        assert g is not None
-    else:
+    if params.size is not None:
         size = params.size // SEG_BYTES * SEG_BYTES
         g = geometry_for(size, opts)
         if not fits(g):
-            raise CapacityError(f"the content needs {needed_blocks} blocks in {used_segs} segments but "
+            raise CapacityError(f"the content needs {p.blocks} blocks in {p.used_segs} segments but "
                                 f"the {format_size(size)} F2FS image has {g.user_blocks} user blocks "
                                 f"in {g.main_segs - g.ovp_segs} segments", where=params.where)
-    size = g.block_count * BLOCK
-    out.truncate(size)
-    main = g.main_blkaddr
-    node_base = data_segs * BLOCKS_PER_SEG
+        return g
+    lo, hi = 0, 16  # double, then bisect
+    while ok(hi * SEG_BYTES) is None:
+        lo, hi = hi, hi * 2
+        if hi > (1 << 24):
+            raise CapacityError("the content is too large for an F2FS image", where=params.where)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid * SEG_BYTES) is not None else (mid, hi)
+    g = ok(hi * SEG_BYTES)
+    assert g is not None
+    return g
 
-    def daddr(rel: int) -> int:
-        return main + rel
 
-    def naddr(k: int) -> int:
-        return main + node_base + k
-
-    cp_ver = derive_u32(params.seed, "f2fs-cp-ver") | 1
-
-    # Data: dentry blocks, symlink targets, file bytes.
+def _write_data(out: ImageFile, p: _Plan, main: int, sparse: bool) -> None:
+    """Dentry blocks, symlink targets and file bytes (copy_file_range, run by run)."""
     copies = []
-    for ino, rec in inodes.items():
+    for rec in p.inodes.values():
         if rec.kind is Kind.DIR:
             for idx, blk in rec.dentry_blocks.items():
-                out.pwrite(bytes(blk), daddr(rec.data[idx]) * BLOCK)
+                out.pwrite(bytes(blk), (main + rec.data[idx]) * BLOCK)
         elif rec.kind is Kind.SYMLINK and rec.data:
-            out.pwrite(encode_name(rec.node.target or ""), daddr(rec.data[0]) * BLOCK)
+            out.pwrite(encode_name(rec.node.target or ""), (main + rec.data[0]) * BLOCK)
         elif rec.kind is Kind.FILE and rec.data:
-            # contiguous runs of allocated blocks map to runs of the file
-            segs = rec.node.source.data_segments()
-            for foff, length, soff in segs:
-                pos = foff
-                end = foff + length
+            for foff, length, soff in rec.node.source.data_segments():
+                pos, end = foff, foff + length
                 while pos < end:
                     b = pos // BLOCK
                     run_end = min(end, (b + 1) * BLOCK)
-                    # extend across consecutive blocks that are consecutive on disk
+                    # extend across the following blocks while they follow on disk too
                     while run_end < end and rec.data[run_end // BLOCK] == rec.data[b] + (run_end // BLOCK - b):
                         run_end = min(end, (run_end // BLOCK + 1) * BLOCK)
                     copies.append((rec.node.source, soff + (pos - foff), run_end - pos,
-                                   daddr(rec.data[b]) * BLOCK + pos % BLOCK))
+                                   (main + rec.data[b]) * BLOCK + pos % BLOCK))
                     pos = run_end
     _copy_runs(out, copies)
-    if not params.sparse:  # blocks of holes hold zeros on the image too, not just in the file
-        for rec in inodes.values():
+    if not sparse:  # blocks of holes hold zeros on the image too, not just in the file
+        for rec in p.inodes.values():
             if rec.kind is Kind.FILE and rec.data and not rec.inline & INLINE_DATA:
                 covered = bytearray(len(rec.data))
                 for foff, length, _s in rec.node.source.data_segments():
@@ -529,22 +532,13 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
                     if rel >= 0 and not covered[b]:
                         out.pwrite(bytes(BLOCK), (main + rel) * BLOCK)
 
-    # Node blocks.
-    summaries: dict[int, tuple[int, int]] = {}  # data block (main-relative) -> (nid, ofs_in_node)
-    for ino, rec in inodes.items():
-        for i, rel in enumerate(rec.data[:addrs]):
-            if rel >= 0:
-                summaries[rel] = (ino, i)
-        for nb in rec.nodes:
-            if nb.kind == "direct":
-                for i, rel in enumerate(nb.payload):
-                    if rel >= 0:
-                        summaries[rel] = (nb.nid, i)
-    for k, nb in enumerate(node_list):
-        rec = inodes[nb.ino]
+
+def _write_nodes(out: ImageFile, p: _Plan, main: int, node_base: int, cp_ver: int) -> None:
+    for k, nb in enumerate(p.nodes):
+        rec = p.inodes[nb.ino]
         blk = bytearray(BLOCK)
         if nb.kind == "inode":
-            _pack_inode(blk, rec, main, addrs)
+            _pack_inode(blk, rec, main, p.addrs)
         elif nb.kind == "xattr":
             blk[:len(rec.xattrs)] = rec.xattrs
         elif nb.kind == "direct":
@@ -554,89 +548,113 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         else:
             for i, child in enumerate(nb.payload):
                 blk[i * 4:i * 4 + 4] = child.to_bytes(4, "little")
+        addr = main + node_base + k
         NODE_FOOTER.pack_into(blk, FOOTER_OFFSET, nb.nid, nb.ino, (nb.ofs << 3) & 0xFFFFFFFF, cp_ver,
-                              naddr(k) + 1)
-        out.pwrite(bytes(blk), naddr(k) * BLOCK)
+                              addr + 1)
+        out.pwrite(bytes(blk), addr * BLOCK)
 
-    # Segment information: types, valid maps, summaries.
-    hot_data_seg = ndata // BLOCKS_PER_SEG
-    hot_node_seg = data_segs + nnode // BLOCKS_PER_SEG
-    logs = {CURSEG_HOT_DATA: (hot_data_seg, ndata % BLOCKS_PER_SEG),
-            CURSEG_HOT_NODE: (hot_node_seg, nnode % BLOCKS_PER_SEG),
-            CURSEG_WARM_NODE: (data_segs + node_segs, 0),
-            CURSEG_COLD_NODE: (data_segs + node_segs + 1, 0),
-            CURSEG_WARM_DATA: (data_segs + node_segs + 2, 0),
-            CURSEG_COLD_DATA: (data_segs + node_segs + 3, 0)}
-    seg_type: dict[int, int] = {}
-    seg_count: dict[int, int] = {}
-    for s in range(data_segs):
-        seg_type[s] = CURSEG_HOT_DATA
-        seg_count[s] = min(BLOCKS_PER_SEG, ndata - s * BLOCKS_PER_SEG)
-    for s in range(node_segs):
-        seg_type[data_segs + s] = CURSEG_HOT_NODE
-        seg_count[data_segs + s] = min(BLOCKS_PER_SEG, nnode - s * BLOCKS_PER_SEG)
+
+@dataclass
+class _Segments:
+    """Each used segment's log type and block count, and the six logs' (segment, offset)."""
+
+    types: dict[int, int]
+    counts: dict[int, int]
+    logs: dict[int, tuple[int, int]]
+
+
+def _segments(p: _Plan) -> _Segments:
+    ds, ns, nnode = p.data_segs, p.node_segs, len(p.nodes)
+    logs = {CURSEG_HOT_DATA: (p.ndata // BLOCKS_PER_SEG, p.ndata % BLOCKS_PER_SEG),
+            CURSEG_HOT_NODE: (ds + nnode // BLOCKS_PER_SEG, nnode % BLOCKS_PER_SEG),
+            CURSEG_WARM_NODE: (ds + ns, 0), CURSEG_COLD_NODE: (ds + ns + 1, 0),
+            CURSEG_WARM_DATA: (ds + ns + 2, 0), CURSEG_COLD_DATA: (ds + ns + 3, 0)}
+    types: dict[int, int] = {}
+    counts: dict[int, int] = {}
+    for s in range(ds):
+        types[s] = CURSEG_HOT_DATA
+        counts[s] = min(BLOCKS_PER_SEG, p.ndata - s * BLOCKS_PER_SEG)
+    for s in range(ns):
+        types[ds + s] = CURSEG_HOT_NODE
+        counts[ds + s] = min(BLOCKS_PER_SEG, nnode - s * BLOCKS_PER_SEG)
     for t, (s, _off) in logs.items():
-        seg_type[s] = t
-        seg_count.setdefault(s, 0)
+        types[s] = t
+        counts.setdefault(s, 0)
+    return _Segments(types, counts, logs)
 
-    def summary_block(seg: int) -> bytearray:
-        b = bytearray(BLOCK)
-        node_seg = seg >= data_segs and seg < data_segs + node_segs or seg_type[seg] >= CURSEG_HOT_NODE
-        for j in range(seg_count.get(seg, 0)):
-            if node_seg:
-                k = (seg - data_segs) * BLOCKS_PER_SEG + j
-                SUMMARY.pack_into(b, j * SUMMARY.size, node_list[k].nid, 0, 0)
-            else:
-                nid, ofs = summaries[seg * BLOCKS_PER_SEG + j]
-                SUMMARY.pack_into(b, j * SUMMARY.size, nid, 0, ofs)
-        SUMMARY_FOOTER.pack_into(b, SUM_FOOTER_OFFSET, SUM_TYPE_NODE if node_seg else SUM_TYPE_DATA, 0)
-        return b
 
-    # SSA: every segment with blocks (the logs' summaries also go in the checkpoint).
-    for seg in sorted(seg_type):
-        out.pwrite(bytes(summary_block(seg)), (g.ssa_blkaddr + seg) * BLOCK)
+def _summary_block(seg: int, p: _Plan, sg: _Segments, owners: dict[int, tuple[int, int]]) -> bytes:
+    """The segment summary: for each block the node that points at it (and where)."""
+    b = bytearray(BLOCK)
+    node_seg = sg.types[seg] >= CURSEG_HOT_NODE
+    for j in range(sg.counts.get(seg, 0)):
+        if node_seg:
+            SUMMARY.pack_into(b, j * SUMMARY.size, p.nodes[(seg - p.data_segs) * BLOCKS_PER_SEG + j].nid, 0, 0)
+        else:
+            nid, ofs = owners[seg * BLOCKS_PER_SEG + j]
+            SUMMARY.pack_into(b, j * SUMMARY.size, nid, 0, ofs)
+    SUMMARY_FOOTER.pack_into(b, SUM_FOOTER_OFFSET, SUM_TYPE_NODE if node_seg else SUM_TYPE_DATA, 0)
+    return bytes(b)
 
-    # SIT, first copy.
-    sit_blocks: dict[int, bytearray] = {}
-    for seg, t in seg_type.items():
-        n = seg_count.get(seg, 0)
+
+def _write_meta(out: ImageFile, p: _Plan, g: Geometry) -> tuple[list[bytes], _Segments]:
+    """SSA, SIT and NAT (first copies); returns the six logs' summaries for the checkpoint."""
+    sg = _segments(p)
+    owners: dict[int, tuple[int, int]] = {}  # data block (main-relative) -> (nid, ofs_in_node)
+    for ino, rec in p.inodes.items():
+        for i, rel in enumerate(rec.data[:p.addrs]):
+            if rel >= 0:
+                owners[rel] = (ino, i)
+        for nb in rec.nodes:
+            if nb.kind == "direct":
+                for i, rel in enumerate(nb.payload):
+                    if rel >= 0:
+                        owners[rel] = (nb.nid, i)
+    for seg in sorted(sg.types):
+        out.pwrite(_summary_block(seg, p, sg, owners), (g.ssa_blkaddr + seg) * BLOCK)
+
+    def place(blocks: dict[int, bytearray], area: int) -> None:
+        # SIT and NAT keep two copies, segment by segment; the zero version bitmaps pick the first
+        for bi, b in blocks.items():
+            addr = area + (bi // BLOCKS_PER_SEG) * 2 * BLOCKS_PER_SEG + bi % BLOCKS_PER_SEG
+            out.pwrite(bytes(b), addr * BLOCK)
+
+    sit: dict[int, bytearray] = {}
+    for seg, t in sg.types.items():
+        n = sg.counts.get(seg, 0)
         vmap = bytearray(64)
         for j in range(n):
             vmap[j >> 3] |= 0x80 >> (j & 7)
         bi, ei = divmod(seg, SIT_ENTRY_PER_BLOCK)
-        b = sit_blocks.setdefault(bi, bytearray(BLOCK))
-        SIT_ENTRY.pack_into(b, ei * SIT_ENTRY.size, (t << 10) | n, bytes(vmap), 0)
-    for bi, b in sit_blocks.items():
-        addr = g.sit_blkaddr + (bi // BLOCKS_PER_SEG) * 2 * BLOCKS_PER_SEG + bi % BLOCKS_PER_SEG
-        out.pwrite(bytes(b), addr * BLOCK)
+        SIT_ENTRY.pack_into(sit.setdefault(bi, bytearray(BLOCK)), ei * SIT_ENTRY.size, (t << 10) | n,
+                            bytes(vmap), 0)
+    place(sit, g.sit_blkaddr)
 
-    # NAT, first copy.
-    nat_blocks: dict[int, bytearray] = {}
-
-    def nat(nid: int, ino: int, addr: int) -> None:
+    nat: dict[int, bytearray] = {}
+    node_base = g.main_blkaddr + p.data_segs * BLOCKS_PER_SEG
+    entries = [(NODE_INO, NODE_INO, 1), (META_INO, META_INO, 1)]
+    entries += [(nb.nid, nb.ino, node_base + k) for k, nb in enumerate(p.nodes)]
+    for nid, ino, addr in entries:
         bi, ei = divmod(nid, NAT_ENTRY_PER_BLOCK)
-        b = nat_blocks.setdefault(bi, bytearray(BLOCK))
-        NAT_ENTRY.pack_into(b, ei * NAT_ENTRY.size, 0, ino, addr)
+        NAT_ENTRY.pack_into(nat.setdefault(bi, bytearray(BLOCK)), ei * NAT_ENTRY.size, 0, ino, addr)
+    place(nat, g.nat_blkaddr)
 
-    nat(NODE_INO, NODE_INO, 1)
-    nat(META_INO, META_INO, 1)
-    for k, nb in enumerate(node_list):
-        nat(nb.nid, nb.ino, naddr(k))
-    for bi, b in nat_blocks.items():
-        addr = g.nat_blkaddr + (bi // BLOCKS_PER_SEG) * 2 * BLOCKS_PER_SEG + bi % BLOCKS_PER_SEG
-        out.pwrite(bytes(b), addr * BLOCK)
+    order = (CURSEG_HOT_DATA, CURSEG_WARM_DATA, CURSEG_COLD_DATA,
+             CURSEG_HOT_NODE, CURSEG_WARM_NODE, CURSEG_COLD_NODE)
+    return [_summary_block(sg.logs[t][0], p, sg, owners) for t in order], sg
 
-    # Checkpoint packs.
-    free_segs = g.main_segs - len(seg_type)
+
+def _write_checkpoint(out: ImageFile, p: _Plan, g: Geometry, sg: _Segments, sums: list[bytes],
+                      cp_ver: int) -> None:
+    """Pack 1 (cp block, payload, the logs' summaries, cp block) and pack 2 at version 0."""
     cp = bytearray(BLOCK)
-    node_logs = [logs[CURSEG_HOT_NODE], logs[CURSEG_WARM_NODE], logs[CURSEG_COLD_NODE]]
-    data_logs = [logs[CURSEG_HOT_DATA], logs[CURSEG_WARM_DATA], logs[CURSEG_COLD_DATA]]
-    ninodes = len(inodes)
+    node_logs = [sg.logs[CURSEG_HOT_NODE], sg.logs[CURSEG_WARM_NODE], sg.logs[CURSEG_COLD_NODE]]
+    data_logs = [sg.logs[CURSEG_HOT_DATA], sg.logs[CURSEG_WARM_DATA], sg.logs[CURSEG_COLD_DATA]]
     CHECKPOINT.pack_into(
-        cp, 0, cp_ver, g.user_blocks, ndata + nnode, g.reserved, g.ovp_segs, free_segs,
+        cp, 0, cp_ver, g.user_blocks, p.blocks, g.reserved, g.ovp_segs, g.main_segs - len(sg.types),
         *[s for s, _ in node_logs], *[0xFFFFFFFF] * 5, *[o for _, o in node_logs], *[0] * 5,
         *[s for s, _ in data_logs], *[0xFFFFFFFF] * 5, *[o for _, o in data_logs], *[0] * 5,
-        CP_UMOUNT_FLAG, 8 + g.cp_payload, 1 + g.cp_payload, nnode, ninodes, next_nid,
+        CP_UMOUNT_FLAG, 8 + g.cp_payload, 1 + g.cp_payload, len(p.nodes), len(p.inodes), p.next_nid,
         ((g.seg_sit // 2) << LOG_BLOCKS_PER_SEG) // 8, ((g.seg_nat // 2) << LOG_BLOCKS_PER_SEG) // 8,
         CHECKSUM_OFFSET, 0, bytes(16))
 
@@ -644,17 +662,16 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         c[CHECKSUM_OFFSET:CHECKSUM_OFFSET + 4] = crc32(bytes(c[:CHECKSUM_OFFSET])).to_bytes(4, "little")
         return bytes(c)
 
-    sums = [summary_block(s) for s, _ in data_logs] + [summary_block(s) for s, _ in node_logs]
-    pack = [finish(cp)] + [bytes(BLOCK)] * g.cp_payload + [bytes(b) for b in sums] + [finish(cp)]
-    out.pwrite(b"".join(pack), g.cp_blkaddr * BLOCK)
-    cp2 = bytearray(cp)
-    cp2[0:8] = (0).to_bytes(8, "little")
-    second = finish(cp2)
+    first = finish(cp)
+    out.pwrite(b"".join([first] + [bytes(BLOCK)] * g.cp_payload + sums + [first]), g.cp_blkaddr * BLOCK)
+    cp[0:8] = bytes(8)
+    second = finish(cp)
     base2 = g.cp_blkaddr + BLOCKS_PER_SEG
     out.pwrite(second, base2 * BLOCK)
     out.pwrite(second, (base2 + 7 + g.cp_payload) * BLOCK)
 
-    # Superblocks.
+
+def _write_super(out: ImageFile, g: Geometry, vol_uuid, label: bytes) -> None:
     sb = bytearray(BLOCK)
     version = b"fstool".ljust(256, b"\0")
     SUPER.pack_into(
@@ -665,7 +682,28 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         g.cp_payload, version, version, 0, 0, bytes(16))
     out.pwrite(bytes(sb), 0)
     out.pwrite(bytes(sb), BLOCK)
-    return size
+
+
+def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
+    """Write tree as an F2FS image into out; return its size in bytes."""
+    opts = params.opts if isinstance(params.opts, Options) else parse_options(params)
+    vol_uuid = parse_uuid(params.uuid, f"{params.where}.uuid") if params.uuid else \
+        derive_uuid(params.seed, "f2fs-uuid")
+    label = (params.label or "").encode("utf-16-le")
+    if len(label) // 2 > 512:
+        raise SpecError("F2FS volume names hold at most 512 UTF-16 characters", where=params.where)
+    p = plan(tree, opts, params)
+    g = choose_geometry(p, opts, params)
+    params.log(f"F2FS: {g.block_count} blocks, {g.main_segs} main segments ({g.ovp_segs} "
+               f"overprovisioned), {p.ndata} data and {len(p.nodes)} node blocks")
+    out.truncate(g.block_count * BLOCK)
+    cp_ver = derive_u32(params.seed, "f2fs-cp-ver") | 1
+    _write_data(out, p, g.main_blkaddr, params.sparse)
+    _write_nodes(out, p, g.main_blkaddr, p.data_segs * BLOCKS_PER_SEG, cp_ver)
+    sums, sg = _write_meta(out, p, g)
+    _write_checkpoint(out, p, g, sg, sums, cp_ver)
+    _write_super(out, g, vol_uuid, label)
+    return g.block_count * BLOCK
 
 
 def _direct_offset(k: int) -> int:
