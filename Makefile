@@ -5,7 +5,6 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
-	exfatprogs exfat-fuse f2fs-tools acl \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c
 PYTEST_ARGS ?=
 
@@ -35,6 +34,9 @@ test: deps
 
 bench: deps
 	$(VPY) bench/run_all.py
+
+# The exFAT and F2FS checkers (fsck.exfat, exfat-fuse, fsck.f2fs, dump.f2fs, sload.f2fs, setfacl).
+APT_PKGS += exfatprogs exfat-fuse f2fs-tools acl
 
 clean:
 	rm -rf $(VENV) build bench/out
