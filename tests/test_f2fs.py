@@ -303,3 +303,45 @@ def test_file_over_8gib_uses_double_indirect_nodes(tmp_path):
     info = subprocess.run(["dump.f2fs", "-i", hex(ino), str(img)], input="n\n", capture_output=True,
                           text=True).stdout
     assert re.search(r"i_nid\[4\]\s+\[0x\s*[1-9a-f]", info), info  # the double indirect slot
+
+
+@pytest.mark.parametrize("inline_xattr", [True, False])
+def test_features_extra_attr_inode_checksum_sb_checksum(tmp_path, rich, inline_xattr):
+    """mkfs.f2fs -O extra_attr,inode_checksum,sb_checksum (as Android formats userdata)."""
+    img = tmp_path / "feat.f2fs"
+    build(rich, img, options={"features": ["extra_attr", "inode_checksum", "sb_checksum"],
+                              "inline_xattr": inline_xattr})
+    out = fsck_clean(img)
+    assert "extra_attr inode_checksum sb_checksum" in out
+    with Region(str(img)) as region:
+        r = f2fs_reader.open(region)
+        assert read_back(r) == expected(load_dir(str(rich)))
+        root_nid = r.root_ino
+        _ino, root_addr = r._nat(root_nid)
+    data = bytearray(img.read_bytes())
+    bad = bytearray(data)
+    bad[root_addr * 4096 + 368] ^= 1  # the root inode's checksum
+    (tmp_path / "ino.img").write_bytes(bytes(bad))
+    p = subprocess.run(["fsck.f2fs", str(tmp_path / "ino.img")], capture_output=True, text=True)
+    assert "checksum" in p.stdout + p.stderr  # fsck.f2fs checks the same field
+    with Region(str(tmp_path / "ino.img")) as region, pytest.raises(ImageError, match="checksum"):
+        list(f2fs_reader.open(region).walk("/"))
+    bad = bytearray(data)
+    for copy in (0, 4096):
+        bad[copy + SUPER_OFFSET + 3068] ^= 1  # both superblocks' CRC
+    (tmp_path / "sb.img").write_bytes(bytes(bad))
+    with Region(str(tmp_path / "sb.img")) as region, pytest.raises(ImageError, match="superblock"):
+        f2fs_reader.open(region)
+
+
+def test_features_from_the_command_line(tmp_path, small):
+    img = tmp_path / "f.img"
+    run_fstool("create", "-t", "f2fs", small, "-o", img, "-O", "features=extra_attr:inode_checksum",
+               check=True)
+    assert "extra_attr inode_checksum" in fsck_clean(img)
+    p = run_fstool("create", "-t", "f2fs", small, "-o", tmp_path / "g.img", "-O", "features=compression",
+                   cwd=tmp_path)
+    assert_one_line_error(p, 2, "features", "compression")
+    p = run_fstool("create", "-t", "f2fs", small, "-o", tmp_path / "g.img", "-O",
+                   "features=inode_checksum", cwd=tmp_path)
+    assert_one_line_error(p, 2, "extra_attr")

@@ -147,3 +147,9 @@ ACL_VERSION = 1
 ACL_SHORT_TAGS = (0x01, 0x04, 0x10, 0x20)  # USER_OBJ, GROUP_OBJ, MASK, OTHER: no id stored
 INLINE_XATTR, INLINE_DATA, INLINE_DENTRY, DATA_EXIST, EXTRA_ATTR = 0x01, 0x02, 0x04, 0x08, 0x20
 INLINE_XATTR_ADDRS = 50  # i_addr words an inline xattr area takes (200 bytes)
+
+# Superblock feature bits (mkfs.f2fs -O names) this writer can set.
+FEATURES = {"extra_attr": 0x0008, "inode_checksum": 0x0020, "sb_checksum": 0x0800}
+EXTRA_ISIZE = 36  # i_extra_isize .. i_compress_flag: F2FS_TOTAL_EXTRA_ATTR_SIZE of f2fs-tools 1.15
+INODE_CHECKSUM_OFFSET = INODE.size + 8  # after i_extra_isize, i_inline_xattr_size, i_projid
+SB_CHECKSUM_OFFSET = 3068  # the crc field, last in the 3072-byte superblock

@@ -20,7 +20,8 @@ from .layout import (ACL_SHORT_TAGS, ADDRS_PER_BLOCK, ADDRS_PER_INODE, BLOCK, CH
                      DENTRY_BITMAP_SIZE, DENTRY_RESERVED, DIR_ENTRY, INODE, INODE_NID_OFFSET,
                      NAT_ENTRY, NAT_ENTRY_PER_BLOCK, NIDS_PER_BLOCK, NODE_FOOTER, NR_DENTRY_IN_BLOCK,
                      SLOT_LEN, SUM_JOURNAL_OFFSET, SUPER, SUPER_MAGIC, SUPER_OFFSET, XATTR_ACL,
-                     XATTR_BLOCK_SIZE, XATTR_ENTRY, XATTR_HEADER, XATTR_INDEX, XATTR_MAGIC, crc32)
+                     XATTR_BLOCK_SIZE, XATTR_ENTRY, XATTR_HEADER, XATTR_INDEX, XATTR_MAGIC, crc32,
+                     FEATURES, INODE_CHECKSUM_OFFSET, SB_CHECKSUM_OFFSET)
 
 INLINE_XATTR, INLINE_DATA, INLINE_DENTRY, EXTRA_ATTR = 0x01, 0x02, 0x04, 0x20
 DEFAULT_INLINE_XATTR_ADDRS = 50
@@ -79,18 +80,24 @@ class F2fsReader(Reader):
         self.where = region.path
         sb = None
         for copy in (0, BLOCK):
-            f = SUPER.unpack(region.pread(SUPER.size, copy + SUPER_OFFSET))
+            raw = region.pread(SB_CHECKSUM_OFFSET + 4, copy + SUPER_OFFSET)
+            f = SUPER.unpack_from(raw, 0)
+            if f[-3] & FEATURES["sb_checksum"] and (
+                    f[9] != SB_CHECKSUM_OFFSET
+                    or crc32(raw[:SB_CHECKSUM_OFFSET]) != int.from_bytes(raw[-4:], "little")):
+                continue  # a superblock whose checksum does not match is not used
             if f[0] == SUPER_MAGIC and f[5] == 12 and f[6] == 9:
                 sb = f
                 break
         if sb is None:
-            raise ImageError("not a valid F2FS superblock (magic or block size)", where=self.where)
+            raise ImageError("no valid F2FS superblock (magic, block size or checksum)", where=self.where)
         (_m, _maj, _min, _lss, _lspb, _lbs, _lbps, _sps, _spz, _cso, self.block_count, _secs,
          self.segment_count, _sc_cp, self.seg_sit, self.seg_nat, self.seg_ssa, self.main_segs,
          self.segment0, self.cp_blkaddr, self.sit_blkaddr, self.nat_blkaddr, self.ssa_blkaddr,
          self.main_blkaddr, self.root_ino, _node_ino, _meta_ino, uuid, name, _ec, _el,
          self.cp_payload, _v, _iv, self.feature, _enc, _salt) = sb
         self.uuid = uuid
+        self.csum_seed = crc32(uuid, 0xFFFFFFFF)
         self.label = name.decode("utf-16-le", errors="replace").split("\0", 1)[0]
         if self.block_count * BLOCK > region.length:
             raise ImageError(f"the filesystem is {self.block_count * BLOCK} bytes but the image "
@@ -184,9 +191,16 @@ class F2fsReader(Reader):
         extra = 0
         if inline & EXTRA_ATTR:
             extra = int.from_bytes(blk[INODE.size:INODE.size + 2], "little") // 4
-        ixattr = DEFAULT_INLINE_XATTR_ADDRS if inline & INLINE_XATTR else 0
+        # inline directories keep the default inline xattr area even without the flag
+        ixattr = DEFAULT_INLINE_XATTR_ADDRS if inline & (INLINE_XATTR | INLINE_DENTRY) else 0
         if extra + ixattr >= ADDRS_PER_INODE:
             raise ImageError(f"{what}: inode {nid} has impossible extra attributes", where=self.where)
+        if self.feature & FEATURES["inode_checksum"] and inline & EXTRA_ATTR and extra * 4 >= 12:
+            c = crc32(blk[68:72], crc32(nid.to_bytes(4, "little"), self.csum_seed))
+            off = INODE_CHECKSUM_OFFSET
+            c = crc32(blk[:off] + bytes(4) + blk[off + 4:], c)
+            if c != int.from_bytes(blk[off:off + 4], "little"):
+                raise ImageError(f"{what}: inode {nid} checksum does not match", where=self.where)
         node = _Inode(nid, mode, inline, uid, gid, links, size, mtime, xnid, depth, blk, extra, ixattr)
         if len(self._nodes) < 4096:
             self._nodes[nid] = node
@@ -349,7 +363,7 @@ class F2fsReader(Reader):
 
     def _xattrs(self, ino: _Inode, what: str) -> dict[str, bytes]:
         buf = b""
-        if ino.inline_xattr:
+        if ino.inline & INLINE_XATTR:
             end = INODE.size + 4 * ADDRS_PER_INODE
             buf = ino.block[end - 4 * ino.inline_xattr:end]
         if ino.xattr_nid:

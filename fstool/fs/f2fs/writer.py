@@ -17,6 +17,7 @@ allocated (NULL_ADDR), so holes stay holes; free segments are never written.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -40,7 +41,8 @@ from .layout import (ADDRS_PER_BLOCK, ADDRS_PER_INODE, BLOCK, BLOCKS_PER_SEG, CH
                      dir_block_index, dir_buckets, XATTR_NODE_OFFSET, XATTR_MAGIC,
                      XATTR_BLOCK_SIZE, XATTR_HEADER, XATTR_ENTRY, XATTR_INDEX, XATTR_ACL, ACL_VERSION,
                      ACL_SHORT_TAGS, INLINE_XATTR, INLINE_DATA, DATA_EXIST, INLINE_XATTR_ADDRS,
-                     INLINE_DENTRY)
+                     INLINE_DENTRY, FEATURES, EXTRA_ISIZE, INODE_CHECKSUM_OFFSET, SB_CHECKSUM_OFFSET,
+                     EXTRA_ATTR)
 
 MiB = 1 << 20
 INLINE_XATTR_BYTES = 4 * INLINE_XATTR_ADDRS
@@ -60,6 +62,7 @@ class Options:
     inline_data: bool = True  # small files and symlink targets inside their inode
     inline_xattr: bool = True  # 200 bytes of every inode for xattrs (the kernel's default)
     inline_dentry: bool = True  # small directories inside their inode
+    features: tuple[str, ...] = ()  # mkfs.f2fs -O: extra_attr, inode_checksum, sb_checksum
 
 
 def parse_options(params: FsParams) -> Options:
@@ -68,6 +71,22 @@ def parse_options(params: FsParams) -> Options:
     inline_data = r.get_bool("inline_data", True)
     inline_xattr = r.get_bool("inline_xattr", True)
     inline_dentry = r.get_bool("inline_dentry", True)
+    raw = r._raw("features")
+    features: tuple[str, ...] = ()
+    if raw is not None:
+        # a TOML list, or one string ("extra_attr,inode_checksum"; -O splits at commas, so
+        # the command line writes "extra_attr:inode_checksum" or "extra_attr+inode_checksum")
+        items = re.split(r"[,:+\s]+", raw) if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise SpecError("expected a list of feature names", where=f"{params.where}.options.features")
+        features = tuple(sorted({i.strip() for i in items if i.strip()}))
+        for f in features:
+            if f not in FEATURES:
+                raise SpecError(f"unknown or unsupported feature {f!r}; supported: "
+                                f"{', '.join(sorted(FEATURES))}", where=f"{params.where}.options.features")
+        if "inode_checksum" in features and "extra_attr" not in features:
+            raise SpecError("inode_checksum needs extra_attr (as mkfs.f2fs says)",
+                            where=f"{params.where}.options.features")
     r.finish()
     value = None
     if ovp is not None:
@@ -81,7 +100,7 @@ def parse_options(params: FsParams) -> Options:
                             where=f"{params.where}.options.overprovision")
     if params.block_size not in (None, BLOCK):
         raise SpecError("F2FS blocks are 4096 bytes", where=f"{params.where}.block_size")
-    return Options(value, inline_data, inline_xattr, inline_dentry)
+    return Options(value, inline_data, inline_xattr, inline_dentry, features)
 
 
 # -- geometry -----------------------------------------------------------------------
@@ -335,6 +354,7 @@ class _Plan:
     ndata: int
     next_nid: int
     addrs: int
+    extra: int = 0  # i_addr words taken by the extra attributes
 
     @property
     def data_segs(self) -> int:  # the last one is the hot data log, maybe empty
@@ -353,7 +373,7 @@ class _Plan:
         return self.ndata + len(self.nodes)
 
 
-def _plan_inodes(tree: Tree, opts: Options, max_inline: int) -> dict[int, _Inode]:
+def _plan_inodes(tree: Tree, opts: Options, dentry_area: int) -> dict[int, _Inode]:
     """Inode numbers (root 3, then one per distinct node in walk order), links, xattrs and
     directory contents."""
     inodes: dict[int, _Inode] = {}
@@ -385,7 +405,7 @@ def _plan_inodes(tree: Tree, opts: Options, max_inline: int) -> dict[int, _Inode
         base = path.rstrip("/")
         entries = [(encode_name(n), ino_at[f"{base}/{n}"], _FT[c.kind])
                    for n, c in rec.node.sorted_children()]
-        inline = _inline_dentries(entries, rec.ino, rec.parent, max_inline) if opts.inline_dentry else None
+        inline = _inline_dentries(entries, rec.ino, rec.parent, dentry_area) if opts.inline_dentry else None
         if inline is not None:
             rec.inline |= INLINE_DENTRY
             rec.inline_data = inline
@@ -402,7 +422,7 @@ def _plan_data(inodes: dict[int, _Inode], opts: Options, max_inline: int, sparse
     ndata = 0
     for rec in inodes.values():
         if rec.kind is Kind.DIR and rec.inline & INLINE_DENTRY:
-            rec.size = max_inline  # as the kernel sizes an inline directory
+            rec.size = len(rec.inline_data)  # MAX_INLINE_DATA, as the kernel sizes an inline directory
         elif rec.kind is Kind.DIR:
             top = max(rec.dentry_blocks) + 1
             rec.data = [-1] * top
@@ -443,9 +463,12 @@ def _plan_data(inodes: dict[int, _Inode], opts: Options, max_inline: int, sparse
 
 
 def plan(tree: Tree, opts: Options, params: FsParams) -> _Plan:
-    addrs = ADDRS_PER_INODE - (INLINE_XATTR_ADDRS if opts.inline_xattr else 0)
+    extra = EXTRA_ISIZE // 4 if "extra_attr" in opts.features else 0
+    addrs = ADDRS_PER_INODE - extra - (INLINE_XATTR_ADDRS if opts.inline_xattr else 0)
     max_inline = 4 * (addrs - 1)
-    inodes = _plan_inodes(tree, opts, max_inline)
+    # an inline directory always keeps the default inline xattr area (f2fs get_inline_xattr_addrs)
+    dentry_area = 4 * (ADDRS_PER_INODE - extra - INLINE_XATTR_ADDRS - 1)
+    inodes = _plan_inodes(tree, opts, dentry_area)
     ndata = _plan_data(inodes, opts, max_inline, params.sparse)
     # Node blocks: every inode first, then each inode's xattr, direct and indirect nodes
     # (their nids follow the last inode number).
@@ -459,7 +482,7 @@ def plan(tree: Tree, opts: Options, params: FsParams) -> _Plan:
         rec.nodes = _file_nodes(rec.data[addrs:], ino, next_nid, params.where)
         next_nid += len(rec.nodes)
         nodes += rec.nodes
-    return _Plan(inodes, nodes, ndata, next_nid, addrs)
+    return _Plan(inodes, nodes, ndata, next_nid, addrs, extra)
 
 
 def choose_geometry(p: _Plan, opts: Options, params: FsParams) -> Geometry:
@@ -533,12 +556,23 @@ def _write_data(out: ImageFile, p: _Plan, main: int, sparse: bool) -> None:
                         out.pwrite(bytes(BLOCK), (main + rel) * BLOCK)
 
 
-def _write_nodes(out: ImageFile, p: _Plan, main: int, node_base: int, cp_ver: int) -> None:
+def _inode_checksum(blk: bytearray, ino: int, seed: int) -> None:
+    """f2fs_inode_chksum: CRC over the inode number, generation, then the whole node block with
+    the checksum field taken as zero."""
+    c = crc32(ino.to_bytes(4, "little"), seed)
+    c = crc32(bytes(blk[68:72]), c)  # i_generation
+    off = INODE_CHECKSUM_OFFSET
+    c = crc32(bytes(blk[:off]) + bytes(4) + bytes(blk[off + 4:]), c)
+    blk[off:off + 4] = c.to_bytes(4, "little")
+
+
+def _write_nodes(out: ImageFile, p: _Plan, main: int, node_base: int, cp_ver: int,
+                 csum_seed: int | None = None) -> None:
     for k, nb in enumerate(p.nodes):
         rec = p.inodes[nb.ino]
         blk = bytearray(BLOCK)
         if nb.kind == "inode":
-            _pack_inode(blk, rec, main, p.addrs)
+            _pack_inode(blk, rec, main, p.addrs, p.extra)
         elif nb.kind == "xattr":
             blk[:len(rec.xattrs)] = rec.xattrs
         elif nb.kind == "direct":
@@ -551,6 +585,8 @@ def _write_nodes(out: ImageFile, p: _Plan, main: int, node_base: int, cp_ver: in
         addr = main + node_base + k
         NODE_FOOTER.pack_into(blk, FOOTER_OFFSET, nb.nid, nb.ino, (nb.ofs << 3) & 0xFFFFFFFF, cp_ver,
                               addr + 1)
+        if nb.kind == "inode" and csum_seed is not None:
+            _inode_checksum(blk, nb.ino, csum_seed)
         out.pwrite(bytes(blk), addr * BLOCK)
 
 
@@ -671,15 +707,19 @@ def _write_checkpoint(out: ImageFile, p: _Plan, g: Geometry, sg: _Segments, sums
     out.pwrite(second, (base2 + 7 + g.cp_payload) * BLOCK)
 
 
-def _write_super(out: ImageFile, g: Geometry, vol_uuid, label: bytes) -> None:
+def _write_super(out: ImageFile, g: Geometry, vol_uuid, label: bytes, features: int) -> None:
     sb = bytearray(BLOCK)
     version = b"fstool".ljust(256, b"\0")
     SUPER.pack_into(
-        sb, SUPER_OFFSET, SUPER_MAGIC, MAJOR_VER, MINOR_VER, 9, 3, 12, LOG_BLOCKS_PER_SEG, 1, 1, 0,
+        sb, SUPER_OFFSET, SUPER_MAGIC, MAJOR_VER, MINOR_VER, 9, 3, 12, LOG_BLOCKS_PER_SEG, 1, 1,
+        SB_CHECKSUM_OFFSET if features & FEATURES["sb_checksum"] else 0,
         g.block_count, g.main_segs, g.segment_count, 2, g.seg_sit, g.seg_nat, g.seg_ssa, g.main_segs,
         g.segment0, g.cp_blkaddr, g.sit_blkaddr, g.nat_blkaddr, g.ssa_blkaddr, g.main_blkaddr,
         ROOT_INO, NODE_INO, META_INO, vol_uuid.bytes, label.ljust(1024, b"\0"), 0, bytes(512),
-        g.cp_payload, version, version, 0, 0, bytes(16))
+        g.cp_payload, version, version, features, 0, bytes(16))
+    if features & FEATURES["sb_checksum"]:
+        at = SUPER_OFFSET + SB_CHECKSUM_OFFSET
+        sb[at:at + 4] = crc32(bytes(sb[SUPER_OFFSET:at])).to_bytes(4, "little")
     out.pwrite(bytes(sb), 0)
     out.pwrite(bytes(sb), BLOCK)
 
@@ -699,10 +739,11 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     out.truncate(g.block_count * BLOCK)
     cp_ver = derive_u32(params.seed, "f2fs-cp-ver") | 1
     _write_data(out, p, g.main_blkaddr, params.sparse)
-    _write_nodes(out, p, g.main_blkaddr, p.data_segs * BLOCKS_PER_SEG, cp_ver)
+    seed = crc32(vol_uuid.bytes, 0xFFFFFFFF) if "inode_checksum" in opts.features else None
+    _write_nodes(out, p, g.main_blkaddr, p.data_segs * BLOCKS_PER_SEG, cp_ver, seed)
     sums, sg = _write_meta(out, p, g)
     _write_checkpoint(out, p, g, sg, sums, cp_ver)
-    _write_super(out, g, vol_uuid, label)
+    _write_super(out, g, vol_uuid, label, sum(FEATURES[f] for f in opts.features))
     return g.block_count * BLOCK
 
 
@@ -771,35 +812,38 @@ def _copy_runs(out: ImageFile, copies) -> None:
             os.close(fd)
 
 
-def _pack_inode(blk: bytearray, rec: _Inode, main: int, addrs: int) -> None:
+def _pack_inode(blk: bytearray, rec: _Inode, main: int, addrs: int, extra: int) -> None:
     node = rec.node
     mode = node.st_mode
     nblocks = sum(1 for r in rec.data if r >= 0) + 1 + len(rec.nodes) + (1 if rec.xattr_nid else 0)
     mt, mns = node.mtime, node.mtime_ns
     name = rec.name[:255]
-    INODE.pack_into(blk, 0, mode, 0, rec.inline, node.uid, node.gid, rec.links, rec.size, nblocks, mt, mt, mt,
+    inline = rec.inline | (EXTRA_ATTR if extra else 0)
+    INODE.pack_into(blk, 0, mode, 0, inline, node.uid, node.gid, rec.links, rec.size, nblocks, mt, mt, mt,
                     mns, mns, mns, 0, rec.depth if rec.kind is Kind.DIR else 0, rec.xattr_nid, 0,
                     rec.parent,
                     len(name), name, 0, 0, 0, 0)
     if rec.inline_xattrs:
         end = INODE_ADDR_OFFSET + 4 * ADDRS_PER_INODE
         blk[end - INLINE_XATTR_BYTES:end - INLINE_XATTR_BYTES + len(rec.inline_xattrs)] = rec.inline_xattrs
+    if extra:
+        blk[INODE_ADDR_OFFSET:INODE_ADDR_OFFSET + 2] = (4 * extra).to_bytes(2, "little")
+    base = INODE_ADDR_OFFSET + 4 * extra  # the first address slot after the extra attributes
     if rec.inline & (INLINE_DATA | INLINE_DENTRY):
-        start = INODE_ADDR_OFFSET + 4  # i_addr[0] stays 0: the inline reserved word
+        start = base + 4  # i_addr[0] stays 0: the inline reserved word
         blk[start:start + len(rec.inline_data)] = rec.inline_data
         return
     if rec.kind in (Kind.CHR, Kind.BLK):
         major, minor = node.rdev
         if major < 256 and minor < 256:
-            blk[INODE_ADDR_OFFSET:INODE_ADDR_OFFSET + 4] = ((major << 8) | minor).to_bytes(4, "little")
+            blk[base:base + 4] = ((major << 8) | minor).to_bytes(4, "little")
         else:
             dev = (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
-            blk[INODE_ADDR_OFFSET + 4:INODE_ADDR_OFFSET + 8] = dev.to_bytes(4, "little")
+            blk[base + 4:base + 8] = dev.to_bytes(4, "little")
         return
     for i, rel in enumerate(rec.data[:addrs]):
         if rel >= 0:
-            blk[INODE_ADDR_OFFSET + 4 * i:INODE_ADDR_OFFSET + 4 * i + 4] = \
-                (main + rel).to_bytes(4, "little")
+            blk[base + 4 * i:base + 4 * i + 4] = (main + rel).to_bytes(4, "little")
     slots = {1: 0, 2: 1, 3: 2, 4 + NIDS_PER_BLOCK: 3, 5 + 2 * NIDS_PER_BLOCK: 4}
     for nb in rec.nodes:
         if nb.ofs in slots:
