@@ -312,6 +312,8 @@ def test_sector_size_4096_and_small_alignment(tmp_path, src):
     assert f[5] * 4096 == 24 * 4096  # the FAT right after the two boot regions
     fsck_clean(img)
     check_reader(img, src)
+    with fuse_mount(img, tmp_path) as mnt:
+        compare_mount(src, mnt)
 
 
 def test_reproducible_and_derived_ids(tmp_path, src):
