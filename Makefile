@@ -48,5 +48,8 @@ test: deps buildgrid
 bench: deps
 	$(VPY) bench/run_all.py
 
+# The exFAT and F2FS checkers (fsck.exfat, exfat-fuse, fsck.f2fs, dump.f2fs, sload.f2fs, setfacl).
+APT_PKGS += exfatprogs exfat-fuse f2fs-tools acl
+
 clean:
 	rm -rf $(VENV) $(BG_VENV) build bench/out

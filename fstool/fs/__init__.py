@@ -20,6 +20,8 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.fat",
     "fstool.fs.tar",
     "fstool.fs.erofs",
+    "fstool.fs.exfat",
+    "fstool.fs.f2fs",
 )
 
 _formats: list[Format] | None = None

@@ -7,9 +7,11 @@ A new format adds its names here.
 
 FS_TYPES = [
     "erofs",
+    "exfat",
     "ext2",
     "ext3",
     "ext4",
+    "f2fs",
     "fat",
     "fat12",
     "fat16",
