@@ -154,7 +154,7 @@ class DiskSpec:
 @dataclass
 class Spec:
     path: str
-    seed: bytes  # hash of the spec's content: seeds every derived identifier
+    seed: bytes  # hash of the spec's parsed content (doc_seed): seeds every derived identifier
     fs: FsSpec | None = None
     disk: DiskSpec | None = None
 
@@ -661,7 +661,14 @@ def load_spec(path: str) -> Spec:
     if not isinstance(doc, dict):
         raise SpecError("expected a table at the top level", where=path)
     base_dir = os.path.dirname(os.path.abspath(path))
-    return spec_from_doc(doc, path, hashlib.sha256(raw).digest(), base_dir)
+    return spec_from_doc(doc, path, doc_seed(doc), base_dir)
+
+
+def doc_seed(doc: dict) -> bytes:
+    """The identity of a spec: a hash of its parsed content, so comments, whitespace, key
+    order and TOML-or-JSON change nothing, while every value does."""
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(b"fstool-spec/" + canon.encode("utf-8", "surrogatepass")).digest()
 
 
 def spec_from_doc(doc: dict, path: str, seed: bytes, base_dir: str) -> Spec:
