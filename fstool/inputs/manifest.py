@@ -71,12 +71,32 @@ def _xattrs(e: dict, where: str) -> dict[str, bytes]:
     return out
 
 
+_loading: list[str] = []  # the manifests being read, outermost first (a manifest may name others)
+MAX_NESTING = 32
+
+
 def load_manifest(path: str) -> Tree:
+    real = os.path.realpath(path)
+    if real in _loading:
+        chain = " -> ".join(_loading[_loading.index(real):] + [real])
+        raise InputError(f"the manifest includes itself ({chain})", where=path)
+    if len(_loading) >= MAX_NESTING:
+        raise InputError(f"manifests nested more than {MAX_NESTING} deep", where=path)
+    _loading.append(real)
+    try:
+        return _load_manifest(path)
+    finally:
+        _loading.pop()
+
+
+def _load_manifest(path: str) -> Tree:
     try:
         with open(path, "rb") as f:
             doc = json.load(f)
     except OSError as e:
         raise InputError(e.strerror or str(e), where=path) from None
+    except RecursionError:
+        raise InputError("not a manifest: JSON nested too deeply", where=path) from None
     except ValueError as e:
         raise InputError(f"not valid JSON: {e}", where=path) from None
     if isinstance(doc, list):
