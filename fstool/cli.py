@@ -163,7 +163,7 @@ def cmd_build(args) -> int:
         return _build_genimage(args)
     if args.rootpath or args.inputpath or args.image:
         raise UsageError("--rootpath, --inputpath and --image are for genimage configs (*.cfg)")
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.relative_to)
     if args.mtime_from_status:
         stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
@@ -470,6 +470,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
+    b.add_argument("--relative-to", choices=("cwd", "spec"), default=None,
+                   help="where a spec's relative paths start when it has no relative_to key "
+                        "(default: cwd for TOML, as the Rust fstool; spec for JSON)")
     b.add_argument("--mtime-from-status", metavar="FILE",
                    help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
                         "(stamped builds)")
