@@ -19,6 +19,7 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.ext",
     "fstool.fs.fat",
     "fstool.fs.cpio",
+    "fstool.fs.iso9660",
 )
 
 _formats: list[Format] | None = None
