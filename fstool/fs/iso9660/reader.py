@@ -194,9 +194,6 @@ class IsoReader(Reader):
             if name in ("", ".", "..") or "/" in name:
                 raise ImageError(f"bad file name {name!r} in directory at sector {d.lba}", where=self.region.path)
             out.append((name, rec, rr))
-        if self.mode == "rockridge" and d.lba == self.root.lba:
-            out = [c for c in out if not (c[0] == "rr_moved" and c[1].flags & FLAG_DIR
-                                          and not self._children(c[1]))]
         out.sort(key=lambda c: os.fsencode(c[0]))
         self._cache[key] = out
         return out

@@ -283,7 +283,9 @@ class Plan:
         out = susp.entries_for(node, e.name, nlink, self.ino.get(id(node), 0))
         if e.link:
             out.append(susp.cl(e.dir.lba))
-        if e.moved:
+        if e.moved or e.dir is self.reloc and e.dir is not None:
+            # the relocation directory itself carries RE too (as mkisofs and libarchive write it),
+            # so Rock Ridge readers hide it along with the relocated directories
             out.append(susp.re())
         return out
 
