@@ -246,3 +246,18 @@ def test_errors_are_one_line(tmp_path, src):
     assert_one_line_error(run_fstool("ls", "-R", tmp_path / "bad.iso"), 1, "malformed")
     (tmp_path / "short.iso").write_bytes(good[:20 * 2048])
     assert_one_line_error(run_fstool("ls", "-R", tmp_path / "short.iso"), 1)
+
+
+def test_without_rock_ridge_reads_joliet_and_deep_dirs_in_place(tmp_path, src):
+    img = build(src, tmp_path / "j.iso", "rock_ridge=false")
+    d = subprocess.run(["isoinfo", "-d", "-i", str(img)], capture_output=True, text=True, check=True).stdout
+    assert "NO Rock Ridge present" in d and "Joliet" in d
+    ls = run_fstool("ls", "-R", img, check=True).stdout
+    assert "/boot/isolinux.bin" in ls and "/same.name~1.txt" in ls and "/bin/ls" not in ls  # no symlinks in Joliet
+    flat = build(src, tmp_path / "flat.iso", "relocate_deep_dirs=false")
+    plain = subprocess.run(["isoinfo", "-l", "-i", str(flat)], capture_output=True, text=True, check=True).stdout
+    assert "RR_MOVED" not in plain
+    out = osirrox(flat, tmp_path / "x")
+    if not os.path.lexists(out / "sock"):
+        os.mkfifo(out / "sock")
+    same_tree(src, out, osirrox_view)

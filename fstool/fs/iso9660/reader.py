@@ -236,7 +236,6 @@ class IsoReader(Reader):
         joined = True  # the previous component continues into this one
         for f, data in comps:
             if f & SL_COMP_ROOT:
-                piece = b"/"
                 out, joined = b"/", True
                 continue
             piece = b"." if f & SL_COMP_CURRENT else b".." if f & SL_COMP_PARENT else data
@@ -327,12 +326,12 @@ class IsoReader(Reader):
         pos = 32
         while pos + 32 <= SECTOR:
             b = raw[pos]
-            if b in (0x88, 0x00) and pos == 32 or b == 0x88:
+            if b == 0x88:  # a bootable entry (the default one, or one of a section)
                 e = BOOT_ENTRY.unpack_from(raw, pos)
                 out.append(f"{'UEFI' if platform == 0xEF else 'BIOS'} image at sector {e[6]}")
-            elif b in (0x90, 0x91):
+            elif b in (0x90, 0x91):  # a section header names the platform of the entries after it
                 platform = raw[pos + 1]
-            elif b == 0:
+            elif b == 0 and pos > 32:
                 break
             pos += 32
         return out

@@ -172,25 +172,24 @@ class Plan:
         self._build(self.root)
         self._number()
 
-    # the ISO hierarchy, relocating what is too deep
-    def _build(self, d: IsoDir) -> None:
-        children = d.node.sorted_children()
-        kids = []
-        for name, node in children:
-            if node.kind is Kind.DIR:
-                sub = IsoDir(node, name, d, d, d.level + 1)
-                if sub.level > MAX_LEVELS and self.opts.rock_ridge and self.opts.relocate:
-                    if self.reloc is None:
-                        self.reloc = IsoDir(Node(Kind.DIR, mode=0o755, mtime=self.params.timestamp),
-                                            RELOC_RR, self.root, self.root, 2)
-                    sub.iso_parent, sub.level, sub.relocated = self.reloc, 3, True
+    # the ISO hierarchy, relocating what is too deep (iteratively: trees may be deeper than the stack)
+    def _build(self, top: IsoDir) -> None:
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            kids = []
+            for name, node in d.node.sorted_children():
+                sub = None
+                if node.kind is Kind.DIR:
+                    sub = IsoDir(node, name, d, d, d.level + 1)
+                    if sub.level > MAX_LEVELS and self.opts.rock_ridge and self.opts.relocate:
+                        if self.reloc is None:
+                            self.reloc = IsoDir(Node(Kind.DIR, mode=0o755, mtime=self.params.timestamp),
+                                                RELOC_RR, self.root, self.root, 2)
+                        sub.iso_parent, sub.level, sub.relocated = self.reloc, 3, True
+                    stack.append(sub)
                 kids.append((name, node, sub))
-            else:
-                kids.append((name, node, None))
-        d.kids = kids
-        for _, _, sub in kids:
-            if sub is not None:
-                self._build(sub)
+            d.kids = kids
 
     def _number(self) -> None:
         """Make each directory's records and the path-table order (breadth first, ECMA-119 9.4)."""
@@ -247,6 +246,9 @@ class Plan:
             for e in d.entries:
                 if e.dir is not None and not e.link:
                     order.append(e.dir)
+        if len(order) > 0xFFFF:
+            raise CapacityError(f"{len(order)} directories; an ISO 9660 path table numbers at most 65535",
+                                where=self.params.where)
         for n, d in enumerate(order, 1):
             d.number = n
         self.dirs = order
