@@ -2,8 +2,9 @@
 
 - ISO 9660 (ECMA-119 7.5, 7.6 at interchange level 2 and 3): d-characters only (A-Z, 0-9, _),
   a file is NAME.EXT;1 with NAME and EXT together at most 30 characters, a directory at most 31
-  characters without a dot. Anything else becomes "_"; clashes in one directory take a ~N tail.
-- Joliet: UCS-2 big-endian, at most 64 characters, without * / : ; ? \\ (files get ";1").
+  characters without a dot. Anything else becomes "_"; clashes in one directory take a _N tail.
+- Joliet: UCS-2 big-endian, at most 64 characters, without * / : ; ? \\ (files get ";1"); clashes,
+  compared case-blind as Windows does, take a ~N tail.
 - Rock Ridge keeps the real name (NM), so these mangled ones only matter to plain readers.
 
 Names are made for a directory's children in sorted order (by the real name's bytes), so the same
@@ -49,7 +50,7 @@ def assign_iso(children: list[tuple[str, bool]]) -> list[bytes]:
         limit = 31 if is_dir else 30 - len(ext)
         cand, n = base, 1
         while (cand, ext) in used:
-            tail = f"~{n}"
+            tail = f"_{n}"  # "~" is no d-character
             cand = base[:limit - len(tail)] + tail
             n += 1
         used.add((cand, ext))
