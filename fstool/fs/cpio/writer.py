@@ -272,6 +272,10 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     opts = params.opts if params.opts is not None else _parse_options(params)
     if params.headroom:
         raise SpecError("a cpio archive has no free space to add (headroom)", where=f"{params.where}.headroom")
+    if params.verbose:
+        dropped = sum(1 for _, n in tree.walk() if n.xattrs)
+        if dropped:
+            params.log(f"cpio: newc has no xattrs; dropped those of {dropped} entries")
     pos = 0
     for path in opts.early:
         n = os.path.getsize(path)

@@ -378,11 +378,17 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     where = f"{params.where}.options"
     if params.headroom:
         raise SpecError("an ISO 9660 image has no free space to add (headroom)", where=f"{params.where}.headroom")
+    if params.verbose:
+        dropped = sum(1 for _, n in tree.walk() if n.xattrs)
+        if dropped:
+            params.log(f"iso9660: xattrs are not stored; dropped those of {dropped} entries")
     plan = Plan(tree, params, opts)
     ts = params.timestamp
 
     # -- boot images ------------------------------------------------------------------------------
     bios_node = _find_file(tree, opts.bios_boot, "bios_boot", f"{where}.bios_boot") if opts.bios_boot else None
+    if bios_node is not None and bios_node.size == 0:
+        raise InputError(f"bios_boot {opts.bios_boot!r} is empty", where=f"{where}.bios_boot")
     efi_node = None
     efi_host = None
     if opts.efi_boot:
@@ -448,7 +454,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         if node.kind is not Kind.FILE or id(node) in data or node.size == 0:
             continue
         if node is efi_node and opts.hybrid:
-            last.append(node)
+            if node not in last:  # (a hardlinked ESP is met once per name)
+                last.append(node)
             continue
         data[id(node)] = lba
         copies.append((node.source, lba * SECTOR))
