@@ -12,7 +12,6 @@ tree always gets the same identifiers.
 """
 from __future__ import annotations
 
-import os
 
 D_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 JOLIET_BAD = set("*/:;?\\")
@@ -83,6 +82,3 @@ def assign_joliet(children: list[tuple[str, bool]]) -> list[bytes]:
         out.append((cand + ("" if is_dir else ";1")).encode("utf-16-be"))
     return out
 
-
-def fs_name(raw: str) -> str:
-    return os.fsdecode(raw) if isinstance(raw, bytes) else raw

@@ -27,7 +27,7 @@ from ...errors import CapacityError, InputError, SpecError
 from ...ids import derive_u32, derive_uuid
 from ...image import ImageFile, copy_sources
 from ...sizes import format_size
-from ...tree import Kind, Node, Tree, split_path
+from ...tree import Kind, Node, Tree
 from ..base import FsParams, OptionReader
 from . import susp
 from .format import (
