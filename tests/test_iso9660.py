@@ -261,3 +261,18 @@ def test_without_rock_ridge_reads_joliet_and_deep_dirs_in_place(tmp_path, src):
     if not os.path.lexists(out / "sock"):
         os.mkfifo(out / "sock")
     same_tree(src, out, osirrox_view)
+
+
+def test_images_as_sources_convert_both_ways(tmp_path, src):
+    """An ISO (read in place) becomes a cpio, a compressed cpio becomes an ISO: same listings."""
+    iso = build(src, tmp_path / "a.iso")
+    cpio = tmp_path / "from-iso.cpio.gz"
+    run_fstool("create", "-t", "cpio", iso, "-o", cpio, "-O", "compression=gzip", check=True)
+    back = tmp_path / "from-cpio.iso"
+    run_fstool("create", "-t", "iso9660", cpio, "-o", back, check=True)
+    listings = [run_fstool("ls", "-R", img, check=True).stdout for img in (iso, cpio, back)]
+    assert listings[0] == listings[1] == listings[2]
+    out = osirrox(back, tmp_path / "x")
+    if not os.path.lexists(out / "sock"):
+        os.mkfifo(out / "sock")
+    same_tree(src, out, osirrox_view)  # hardlinks, devices and bytes survive both conversions

@@ -1,4 +1,4 @@
-"""Inputs: host directories, tar archives and JSON manifests, layered into one Tree.
+"""Inputs: host directories, tar archives, JSON manifests and images, layered into one Tree.
 
 `load_sources` reads each source into a tree of its own and merges it over the
 ones below, bottom to top, as container layers stack: a directory over a
@@ -22,7 +22,8 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst
 
 
 def load_one(path: str, where: str | None = None) -> Tree:
-    """One source: a host directory, a tar (any supported compression) or a .json manifest."""
+    """One source: a host directory, a tar (any supported compression), a .json manifest, or an
+    image a registered reader opens (ISO 9660, cpio, squashfs, ext, FAT)."""
     try:
         st = os.stat(path)
     except OSError as e:
@@ -34,9 +35,16 @@ def load_one(path: str, where: str | None = None) -> Tree:
         from .manifest import load_manifest
         return load_manifest(path)
     from .tarball import load_tar, sniff_tar
-    if path.lower().endswith(TAR_SUFFIXES) or sniff_tar(path):
+    if path.lower().endswith(TAR_SUFFIXES):
         return load_tar(path)
-    raise InputError("not a directory, a tar archive or a .json manifest", where=path)
+    # images before the tar sniff, which takes any compressed file (a .cpio.gz too) for a tar
+    from .image import load_image
+    tree = load_image(path)
+    if tree is not None:
+        return tree
+    if sniff_tar(path):
+        return load_tar(path)
+    raise InputError("not a directory, a tar archive, a .json manifest or an image fstool reads", where=path)
 
 
 def merge(lower: Tree, upper: Tree, *, whiteouts: bool) -> None:

@@ -188,8 +188,9 @@ class CpioReader(Reader):
                 raise ImageError(f"symlink {path} target is {h.filesize} bytes", where=where)
             target = os.fsdecode(src.pread(h.filesize, data))
         group = (archive, h.ino, h.devmajor, h.devminor) if kind is Kind.FILE and h.nlink > 1 else None
+        # inode numbers are per archive: keep those of concatenated archives apart
         e = REntry(path, kind, _stat.S_IMODE(h.mode), h.uid, h.gid, h.filesize if kind is not Kind.DIR else 0,
-                   h.mtime, h.nlink, h.ino, target, (h.rdevmajor, h.rdevminor))
+                   h.mtime, h.nlink, (archive << 32) | h.ino, target, (h.rdevmajor, h.rdevminor))
         m = _Member(e, src, data, group)
         if group is not None and (h.filesize or group not in self.groups):
             self.groups[group] = m
@@ -241,6 +242,19 @@ class CpioReader(Reader):
             n = min(CHUNK, size - done)
             yield d.src.pread(n, d.offset + done)
             done += n
+
+    def file_extents(self, path: str):
+        """(host file, [(0, size, host offset)]): where the file's bytes lie (in the image, or in
+        the decompressed spill file, which stays open as long as this reader)."""
+        m = self.members.get("/" + "/".join(x for x in path.split("/") if x))
+        if m is None or m.entry.kind is not Kind.FILE:
+            raise ImageError("not a regular file in the archive", where=f"{self.region.path}:{path}")
+        d = self._data_of(m)
+        if not d.entry.size:
+            return self.region.path, []
+        if isinstance(d.src, _Spill):
+            return f"/proc/self/fd/{d.src.f.fileno()}", [(0, d.entry.size, d.offset)]
+        return self.region.path, [(0, d.entry.size, self.region.offset + d.offset)]
 
     def info(self) -> list[tuple[str, str]]:
         fmt = " + ".join(self.segments)

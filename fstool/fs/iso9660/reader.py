@@ -302,6 +302,21 @@ class IsoReader(Reader):
                 yield self.region.pread(n, lba * SECTOR + done)
                 done += n
 
+    def file_extents(self, path: str):
+        """(host file, [(file offset, length, host offset)]): where the file's bytes lie, so an
+        image used as a source is read in place."""
+        p, rec, _ = self._lookup(path)
+        if rec.flags & FLAG_DIR:
+            raise ImageError("is a directory", where=f"{self.region.path}:{p}")
+        segs, pos = [], 0
+        for lba, size in rec.extents:
+            if size:
+                if lba * SECTOR + size > self.region.length:
+                    raise ImageError("file extent lies outside the image", where=f"{self.region.path}:{p}")
+                segs.append((pos, size, self.region.offset + lba * SECTOR))
+            pos += size
+        return self.region.path, segs
+
     def info(self) -> list[tuple[str, str]]:
         v = self.pvd
         rows = [("volume id", v.volume_id.decode("ascii", "replace").rstrip()),
