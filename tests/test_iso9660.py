@@ -148,6 +148,9 @@ def test_el_torito_bios_and_uefi_hybrid(tmp_path, src, esp):
     assert data[lba * 2048 + 64:lba * 2048 + len(raw)] == raw[64:]
     info = run_fstool("ls", "-R", img, check=True).stdout
     assert "/boot/isolinux.bin" in info
+    info = run_fstool("info", img, check=True).stdout  # the GPT, then the ISO as a whole
+    assert "GPT disk" in info and "whole image: iso9660" in info
+    assert "el torito: BIOS image at sector" in info and "system area: GPT (isohybrid)" in info
 
 
 def test_uefi_only_from_a_file_in_the_tree(tmp_path, src, esp):
