@@ -279,3 +279,39 @@ def test_images_as_sources_convert_both_ways(tmp_path, src):
     if not os.path.lexists(out / "sock"):
         os.mkfifo(out / "sock")
     same_tree(src, out, osirrox_view)  # hardlinks, devices and bytes survive both conversions
+
+
+def _boots(args, log, marker, timeout=90):
+    """Run qemu until the serial log shows marker (or time runs out); True if it did."""
+    import time
+    p = subprocess.Popen(["qemu-system-x86_64", "-m", "128", "-display", "none", "-serial", f"file:{log}",
+                          "-no-reboot", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and p.poll() is None:
+            if os.path.exists(log) and marker in open(log, "rb").read():
+                return True
+            time.sleep(0.5)
+        return os.path.exists(log) and marker in open(log, "rb").read()
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_isolinux_boots_from_cd_and_from_a_stick(tmp_path):
+    """SeaBIOS boots the image as a CD (El Torito, boot info table) and as a hard disk (the
+    isohybrid MBR code jumps to isolinux), and isolinux then reads its config and ldlinux.c32
+    from our ISO 9660 directories."""
+    tree = tmp_path / "t" / "isolinux"
+    tree.mkdir(parents=True)
+    for f in ("/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/modules/bios/ldlinux.c32"):
+        (tree / os.path.basename(f)).write_bytes(open(f, "rb").read())
+    (tree / "isolinux.cfg").write_text("SERIAL 0 115200\nPROMPT 0\nDEFAULT none\nLABEL none\n"
+                                       "  KERNEL /fstool-marker-kernel\n")
+    img = build(tmp_path / "t", tmp_path / "b.iso", "bios_boot=isolinux/isolinux.bin", "boot_info_table=true",
+                "hybrid=true", "mbr_code=/usr/lib/ISOLINUX/isohdpfx.bin")
+    marker = b"Loading /fstool-marker-kernel"
+    assert _boots(["-cdrom", str(img), "-boot", "d"], tmp_path / "cd.log", marker), \
+        (tmp_path / "cd.log").read_bytes()[-500:]
+    assert _boots(["-drive", f"file={img},format=raw,if=ide", "-boot", "c"], tmp_path / "hd.log", marker), \
+        (tmp_path / "hd.log").read_bytes()[-500:]
