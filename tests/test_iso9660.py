@@ -315,3 +315,24 @@ def test_isolinux_boots_from_cd_and_from_a_stick(tmp_path):
         (tmp_path / "cd.log").read_bytes()[-500:]
     assert _boots(["-drive", f"file={img},format=raw,if=ide", "-boot", "c"], tmp_path / "hd.log", marker), \
         (tmp_path / "hd.log").read_bytes()[-500:]
+
+
+def test_uefi_grub_boots_from_cd_and_from_a_stick(tmp_path):
+    """OVMF starts GRUB from the El Torito UEFI entry (as a CD) and from the GPT's ESP partition
+    (as a disk); the ESP is an image made by our FAT writer."""
+    esp_tree = tmp_path / "esp" / "EFI" / "BOOT"
+    esp_tree.mkdir(parents=True)
+    (esp_tree / "BOOTX64.EFI").write_bytes(open("/usr/lib/grub/x86_64-efi/monolithic/grubx64.efi", "rb").read())
+    esp = tmp_path / "esp.img"
+    run_fstool("create", "-t", "vfat", tmp_path / "esp", "-o", esp, "--size", "8MiB", check=True)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "readme").write_text("uefi\n")
+    img = build(tmp_path / "t", tmp_path / "e.iso", f"efi_boot={esp}", "hybrid=true")
+    for name, drive in (("cd", ["-cdrom", str(img), "-boot", "d"]),
+                        ("disk", ["-drive", f"file={img},format=raw,if=ide"])):
+        vars_fd = tmp_path / f"vars-{name}.fd"
+        vars_fd.write_bytes(open("/usr/share/OVMF/OVMF_VARS.fd", "rb").read())
+        firmware = ["-m", "256", "-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
+                    "-drive", f"if=pflash,format=raw,file={vars_fd}"]
+        log = tmp_path / f"{name}.log"
+        assert _boots(firmware + drive, log, b"Welcome to GRUB!", timeout=120), log.read_bytes()[-800:]
