@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
 	cpio libarchive-tools xorriso genisoimage gzip xz-utils zstd lz4 qemu-system-x86 isolinux syslinux-common \
-	ovmf grub-efi-amd64-bin
+	ovmf grub-efi-amd64-bin busybox-static
 PYTEST_ARGS ?=
 
 .PHONY: demo demo-cli test deps apt venv bench clean

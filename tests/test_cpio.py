@@ -252,3 +252,45 @@ def test_errors_are_one_line(tmp_path, src):
     plain[120:128] = b"zzzzzzzz"
     (tmp_path / "badhdr").write_bytes(plain[:4096])
     assert_one_line_error(run_fstool("ls", tmp_path / "badhdr"), 1)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """A Debian cloud kernel (downloaded and unpacked by scripts/fetch-test-kernel.sh, not installed)."""
+    from conftest import REPO
+    dest = os.path.join(REPO, "build", "test-kernel")
+    subprocess.run([os.path.join(REPO, "scripts", "fetch-test-kernel.sh"), dest], check=True)
+    return os.path.join(dest, "vmlinuz")
+
+
+@pytest.mark.parametrize("comp", ["none", "gzip", "xz", "zstd", "lz4"])
+def test_the_kernel_unpacks_and_runs_it(tmp_path, kernel, comp):
+    """Linux boots with the archive as its initramfs (after an early microcode archive) and runs
+    /init from it: hardlinks are one inode with two links, the device node and data are there."""
+    root = tmp_path / "ir"
+    for d in ("bin", "dev", "data"):
+        (root / d).mkdir(parents=True)
+    (root / "bin" / "busybox").write_bytes(open("/bin/busybox", "rb").read())
+    os.chmod(root / "bin" / "busybox", 0o755)
+    os.link(root / "bin" / "busybox", root / "bin" / "sh")
+    (root / "data" / "hello").write_text("hello from the archive\n")
+    os.mknod(root / "dev" / "console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+    (root / "init").write_text("#!/bin/sh\necho FSTOOL-INIT-RAN\n"
+                               "/bin/busybox stat -c 'LINKS %h %i' /bin/sh /bin/busybox\n"
+                               "/bin/busybox cat /data/hello\n/bin/busybox poweroff -f\n")
+    os.chmod(root / "init", 0o755)
+    uc = tmp_path / "ucode"
+    (uc / "kernel" / "x86" / "microcode").mkdir(parents=True)
+    (uc / "kernel" / "x86" / "microcode" / "GenuineIntel.bin").write_bytes(b"\0" * 64)
+    early = tmp_path / "early.cpio"
+    early.write_bytes(gnu_cpio(uc))
+    img = build(root, tmp_path / "initrd.img", f"compression={comp}", f"early={early}")
+    log = tmp_path / "serial.log"
+    subprocess.run(["qemu-system-x86_64", "-m", "256", "-kernel", kernel, "-initrd", str(img),
+                    "-append", "console=ttyS0 panic=-1 quiet", "-display", "none", "-serial", f"file:{log}",
+                    "-no-reboot"], timeout=300, check=True, capture_output=True)
+    out = log.read_text(errors="replace")
+    assert "FSTOOL-INIT-RAN" in out, out[-2000:]
+    links = [ln.split() for ln in out.splitlines() if ln.startswith("LINKS")]
+    assert len(links) == 2 and links[0] == links[1] and links[0][1] == "2", links
+    assert "hello from the archive" in out
