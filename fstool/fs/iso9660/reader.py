@@ -142,7 +142,7 @@ class IsoReader(Reader):
                 elif sig == b"PX" and len(body) >= 32:
                     out["px"] = [le_of(body[i:i + 8]) for i in range(0, len(body) - 7, 8)]
                 elif sig == b"PN" and len(body) >= 16:
-                    out["dev"] = (le_of(body[0:8]) << 32) | le_of(body[8:16])
+                    out["dev"] = (le_of(body[0:8]), le_of(body[8:16]))
                 elif sig == b"TF" and body:
                     out["tf"] = body
                 elif sig == b"NM" and body:
@@ -226,8 +226,8 @@ class IsoReader(Reader):
             e.target = self._link(rr["sl"])
             e.size = len(os.fsencode(e.target))
         elif e.kind in (Kind.CHR, Kind.BLK):
-            dev = rr.get("dev", 0)
-            e.rdev = (os.major(dev), os.minor(dev))
+            high, low = rr.get("dev", (0, 0))  # read as Linux does (see susp.pn)
+            e.rdev = (os.major(low), os.minor(low)) if high == 0 else (high, low)
         return e
 
     @staticmethod

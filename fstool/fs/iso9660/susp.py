@@ -39,9 +39,17 @@ def tf(node: Node) -> bytes:
 
 
 def pn(node: Node) -> bytes:
-    # the 64-bit dev_t as glibc encodes it, split in two halves, as libisofs and mkisofs write it
-    dev = os.makedev(*node.rdev)
-    return susp(b"PN", PN_BODY.pack(both32(dev >> 32), both32(dev & 0xFFFFFFFF)))
+    """RRIP 4.1.2 leaves the split of a dev_t to the writer, and readers disagree: Linux reads
+    (high, low) as (major, minor) unless high is 0, then low as an old 16-bit dev_t; libisofs
+    reads high:low as a glibc dev_t. Small numbers (major < 4096, minor < 256) are written as the
+    old dev_t, which both read alike; larger ones as (major, minor), which Linux and mkisofs-style
+    readers (and ours) read, libisofs does not."""
+    major, minor = node.rdev
+    if major < 4096 and minor < 256:
+        high, low = 0, os.makedev(major, minor)
+    else:
+        high, low = major, minor
+    return susp(b"PN", PN_BODY.pack(both32(high), both32(low)))
 
 
 def nm(name: str) -> list[bytes]:

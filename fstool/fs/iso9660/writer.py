@@ -281,7 +281,7 @@ class Plan:
                 out.append(susp.pl(d.parent.lba))
             return out
         node = e.node
-        nlink = t.nlink(node) if e.dir is not self.reloc else 2
+        nlink = 2 if e.dir is not None and e.dir is self.reloc else t.nlink(node)
         out = susp.entries_for(node, e.name, nlink, self.ino.get(id(node), 0))
         if e.link:
             out.append(susp.cl(e.dir.lba))
