@@ -169,6 +169,7 @@ class Plan:
         self.root = IsoDir(tree.root, "", None)
         self.dirs: list[IsoDir] = []  # path table order (primary)
         self.reloc: IsoDir | None = None
+        self.left_out: list[Node] = []
         self._build(self.root)
         self._number()
 
@@ -179,6 +180,9 @@ class Plan:
             d = stack.pop()
             kids = []
             for name, node in d.node.sorted_children():
+                if node.kind not in (Kind.FILE, Kind.DIR) and not self.opts.rock_ridge:
+                    self.left_out.append(node)  # only Rock Ridge can say what a symlink or device is
+                    continue
                 sub = None
                 if node.kind is Kind.DIR:
                     sub = IsoDir(node, name, d, d, d.level + 1)
@@ -383,6 +387,9 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         if dropped:
             params.log(f"iso9660: xattrs are not stored; dropped those of {dropped} entries")
     plan = Plan(tree, params, opts)
+    if plan.left_out:
+        params.log(f"iso9660: without Rock Ridge, {len(plan.left_out)} symlinks, devices, fifos and sockets "
+                   "are left out")
     ts = params.timestamp
 
     # -- boot images ------------------------------------------------------------------------------
