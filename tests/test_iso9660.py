@@ -66,21 +66,13 @@ def build(src, out, *opts, **kw):
     return out
 
 
-# libisofs reads a Rock Ridge PN entry as a glibc dev_t; for numbers past major 4095 or minor 255
-# we write what Linux reads (see susp.pn), which osirrox cannot restore: it leaves those out, and
-# test_linux_mounts_it checks them
-LARGE_DEVICES = ("/sda",)
-
-
 def osirrox(img, dest):
     p = subprocess.run(["xorriso", "-osirrox", "on:device_files", "-hardlinks", "on", "-indev", str(img),
-                        "-rm", *LARGE_DEVICES, "--", "-extract", "/", str(dest), "-rollback_end"],
-                       capture_output=True, text=True)
+                        "-extract", "/", str(dest)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "SORRY" not in p.stderr and "FAILURE" not in p.stderr and "WARNING" not in p.stderr, p.stderr
-    for path in ("/sock", *LARGE_DEVICES):  # stand-ins for what osirrox leaves out (osirrox_view)
-        if not os.path.lexists(str(dest) + path):
-            os.mkfifo(str(dest) + path)
+    if not os.path.lexists(dest / "sock"):  # a stand-in for the socket osirrox skips (osirrox_view)
+        os.mkfifo(dest / "sock")
     return dest
 
 
@@ -91,11 +83,10 @@ def xorriso_report(img, *what):
 
 
 def osirrox_view(path, rec):
-    """What osirrox cannot restore: a symlink's own time (it sets none), sockets (it skips them),
-    and the large device numbers (see LARGE_DEVICES)."""
+    """What osirrox cannot restore: a symlink's own time (it sets none) and sockets (it skips them)."""
     if rec["fmt"] == stat.S_IFLNK:
         rec.pop("mtime")
-    if path == "/sock" or path in LARGE_DEVICES:
+    if path == "/sock":
         rec.clear()
 
 
@@ -103,6 +94,11 @@ def test_rock_ridge_tree_extracts_equal(tmp_path, src):
     img = build(src, tmp_path / "a.iso")
     out = osirrox(img, tmp_path / "x")
     same_tree(src, out, osirrox_view)
+    # libarchive is a third reader (it extracts a socket as an empty file, as it does from a cpio)
+    y = tmp_path / "y"
+    y.mkdir()
+    subprocess.run(["bsdtar", "-xpf", str(img), "-C", str(y)], check=True)
+    same_tree(src, y, lambda path, rec: rec.clear() if path == "/sock" else None)
     # our reader sees the socket and every symlink time
     ls = run_fstool("ls", "-R", img, check=True).stdout
     assert any(ln.startswith("srwxr-xr-x") and ln.endswith("/sock") for ln in ls.splitlines())
@@ -422,5 +418,10 @@ def test_linux_mounts_it(tmp_path, src, kernel):
     # Linux's isofs keeps at most 253 bytes of a Rock Ridge name (fs/isofs/rock.c): the 255-byte
     # name shows as its first NM piece, 250 bytes
     want["./" + "n" * 250] = want.pop("./" + "n" * 255)
+    # block device 259,300000: Linux reads the PN halves as (major, minor) when the high half is
+    # not 0, else as an old dev_t, so past minor 255 it misreads what xorriso, libarchive and we
+    # write (a glibc dev_t: major 259 stays, the minor loses its high bits)
+    assert seen.pop("./sda").split("|")[3] == "103,e0"
+    want.pop("./sda")
     diffs = {p: (want.get(p), seen.get(p)) for p in set(want) | set(seen) if want.get(p) != seen.get(p)}
     assert not diffs, sorted(diffs.items())[:10]

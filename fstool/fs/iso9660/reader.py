@@ -226,8 +226,9 @@ class IsoReader(Reader):
             e.target = self._link(rr["sl"])
             e.size = len(os.fsencode(e.target))
         elif e.kind in (Kind.CHR, Kind.BLK):
-            high, low = rr.get("dev", (0, 0))  # read as Linux does (see susp.pn)
-            e.rdev = (os.major(low), os.minor(low)) if high == 0 else (high, low)
+            high, low = rr.get("dev", (0, 0))  # a glibc dev_t in two halves (see susp.pn)
+            dev = (high << 32) | low
+            e.rdev = (os.major(dev), os.minor(dev))
         return e
 
     @staticmethod

@@ -12,7 +12,7 @@ import os
 from ...tree import Kind, Node, encode_name
 from .format import (
     CE_BODY, CE_LEN, ER_HEAD, NM_CONTINUE, PN_BODY, PX_BODY, RRIP_DESCRIPTOR, RRIP_ID, RRIP_SOURCE, SECTOR,
-    SL_COMP_CONTINUE, SL_COMP_CURRENT, SL_COMP_PARENT, SL_COMP_ROOT, SL_CONTINUE, SP_BODY, TF_ACCESS,
+    SL_COMP_CONTINUE, SL_COMP_ROOT, SL_CONTINUE, SP_BODY, TF_ACCESS,
     TF_ATTRIBUTES, TF_MODIFY, both32, date7, susp,
 )
 
@@ -39,17 +39,12 @@ def tf(node: Node) -> bytes:
 
 
 def pn(node: Node) -> bytes:
-    """RRIP 4.1.2 leaves the split of a dev_t to the writer, and readers disagree: Linux reads
-    (high, low) as (major, minor) unless high is 0, then low as an old 16-bit dev_t; libisofs
-    reads high:low as a glibc dev_t. Small numbers (major < 4096, minor < 256) are written as the
-    old dev_t, which both read alike; larger ones as (major, minor), which Linux and mkisofs-style
-    readers (and ours) read, libisofs does not."""
-    major, minor = node.rdev
-    if major < 4096 and minor < 256:
-        high, low = 0, os.makedev(major, minor)
-    else:
-        high, low = major, minor
-    return susp(b"PN", PN_BODY.pack(both32(high), both32(low)))
+    """RRIP 4.1.2 leaves the split of a dev_t to the writer. libisofs (xorriso) and libarchive
+    write and read the two halves of a glibc dev_t, and so do we. Linux reads the same numbers
+    for every device up to major 4095 / minor 255; past that it takes (high, low) as (major,
+    minor) and misreads these images, as it misreads xorriso's."""
+    dev = os.makedev(*node.rdev)
+    return susp(b"PN", PN_BODY.pack(both32(dev >> 32), both32(dev & 0xFFFFFFFF)))
 
 
 def nm(name: str) -> list[bytes]:
@@ -64,31 +59,40 @@ def nm(name: str) -> list[bytes]:
 
 
 def sl(target: str) -> list[bytes]:
-    """SL entries for a symlink target: one component record per path component (RRIP 4.1.3.1),
-    long components split with the component CONTINUE flag, entries with the SL CONTINUE flag."""
+    """SL entries for a symlink target (RRIP 4.1.3.1): a ROOT component for a leading "/", then
+    one component record per path component ("." and ".." as plain text, which every reader
+    turns into the same string).
+
+    Where the target needs several SL entries, an entry only ever ends inside a name component
+    (its last record flagged CONTINUE): libarchive joins the first component of a continued SL
+    entry to the previous one without a "/", whatever the flags say, and Linux and libisofs read
+    this form the same way."""
     raw = encode_name(target)
-    comps: list[bytes] = []
+    room = MAX_ENTRY - 5  # component records per SL entry
+    entries: list[bytearray] = []
+    cur = bytearray()
     if raw.startswith(b"/"):
-        comps.append(bytes((SL_COMP_ROOT, 0)))
-    parts = [p for p in raw.split(b"/") if p] if raw not in (b"",) else [b""]
-    for p in parts:
-        if p == b".":
-            comps.append(bytes((SL_COMP_CURRENT, 0)))
-        elif p == b"..":
-            comps.append(bytes((SL_COMP_PARENT, 0)))
-        else:
-            while len(p) > 248:
-                comps.append(bytes((SL_COMP_CONTINUE, 248)) + p[:248])
-                p = p[248:]
-            comps.append(bytes((0, len(p))) + p)
-    room = MAX_ENTRY - 5
-    groups: list[list[bytes]] = [[]]
-    for c in comps:
-        if sum(map(len, groups[-1])) + len(c) > room:
-            groups.append([])
-        groups[-1].append(c)
-    return [susp(b"SL", bytes((SL_CONTINUE if i < len(groups) - 1 else 0,)) + b"".join(g))
-            for i, g in enumerate(groups)]
+        cur += bytes((SL_COMP_ROOT, 0))
+    parts = [p for p in raw.split(b"/") if p] or ([b""] if not raw.startswith(b"/") else [])
+    for i, text in enumerate(parts):
+        last = i == len(parts) - 1
+        while True:
+            space = room - len(cur) - 2
+            if len(text) <= space and (last or len(cur) + 2 + len(text) + 3 <= room):
+                cur += bytes((0, len(text))) + text
+                break
+            n = min(space, len(text) - 1)  # leave at least a byte for the next entry
+            if n < 1:  # a one-byte name at the very end of an entry: end the entry before it
+                entries.append(cur)
+                cur = bytearray()
+                continue
+            cur += bytes((SL_COMP_CONTINUE, n)) + text[:n]
+            text = text[n:]
+            entries.append(cur)
+            cur = bytearray()
+    entries.append(cur)
+    return [susp(b"SL", bytes((SL_CONTINUE if k < len(entries) - 1 else 0,)) + bytes(e))
+            for k, e in enumerate(entries)]
 
 
 def cl(lba: int) -> bytes:
