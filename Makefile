@@ -6,11 +6,15 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
+	bazel-skylib android-sdk-libsparse-utils bmap-tools qemu-utils cryptsetup-bin \
 	cpio libarchive-tools xorriso genisoimage gzip xz-utils zstd lz4 qemu-system-x86 isolinux syslinux-common \
 	ovmf grub-efi-amd64-bin busybox-static
 PYTEST_ARGS ?=
+JOBS ?= 2
+# BuildGrid (a Remote Execution API server) for the remote execution test, in a venv of its own.
+BG_VENV := .venv-buildgrid
 
-.PHONY: demo demo-cli test deps apt venv bench clean
+.PHONY: demo demo-cli test deps apt venv buildgrid bench clean
 
 deps: apt venv
 
@@ -19,10 +23,18 @@ apt:
 
 venv: $(VENV)/.stamp
 
-$(VENV)/.stamp: pyproject.toml requirements_lock.txt
+$(VENV)/.stamp: pyproject.toml requirements_lock.txt Makefile
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements_lock.txt pytest==8.3.4 hypothesis==6.122.3 wheel==0.45.1
+	$(VPY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements_lock.txt
+	$(VPY) -m pip install -q --disable-pip-version-check pytest==8.3.4 pytest-xdist==3.6.1 hypothesis==6.122.3 wheel==0.45.1
 	$(VPY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+buildgrid: $(BG_VENV)/.stamp
+
+$(BG_VENV)/.stamp: tests/buildgrid_requirements.txt
+	$(PY) -m venv $(BG_VENV)
+	$(BG_VENV)/bin/python -m pip install -q --disable-pip-version-check -r tests/buildgrid_requirements.txt
 	touch $@
 
 demo: deps
@@ -31,11 +43,11 @@ demo: deps
 demo-cli: deps
 	@scripts/demo.sh $(VPY)
 
-test: deps
-	$(VPY) -m pytest -q -ra $(PYTEST_ARGS) tests
+test: deps buildgrid
+	$(VPY) -m pytest -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS) tests
 
 bench: deps
 	$(VPY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build bench/out
+	rm -rf $(VENV) $(BG_VENV) build bench/out

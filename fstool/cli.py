@@ -10,12 +10,13 @@ import argparse
 import json
 import os
 import stat
+import struct
 import sys
 import time
 
 from . import __version__
-from .errors import FstoolError, ImageError, InputError, SpecError, UsageError
-from .image import Region, atomic_output
+from .errors import FstoolError, ImageError, InputError, SpecError, UsageError, set_quiet
+from .image import Region, Terminated, atomic_output
 from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
@@ -50,7 +51,7 @@ def _log(args, msg: str) -> None:
 
 
 def cmd_create(args) -> int:
-    from .build import create_seed, load_tree, make_params, write_filesystem
+    from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
     from .spec import FsSpec
     from .fs import canonical_type
@@ -80,59 +81,147 @@ def cmd_create(args) -> int:
         apply_generic(fs, {k: v}, f"--{k}", os.getcwd())
     if args.device_table:
         fs.device_table = os.path.abspath(args.device_table)
+    parse_format_options(fs)
+    check_output_against_inputs(args.output, fs.sources + ([fs.device_table] if fs.device_table else []),
+                                "-o")
     t0 = time.monotonic()
-    tree = load_tree(fs)
     with terminal_progress(args.quiet) as progress:
-        params = make_params(fs, create_seed(fs, tree), size=fs.size, verbose=args.verbose,
-                             progress=progress)
-        with atomic_output(args.output) as out:
-            size = write_filesystem(fs, tree, out, params)
+        from .container import container_output, plan_output
+        with container_output(plan_output(args.output, args.format)) as out:
+            size = build_filesystem(fs, out, None, size=fs.size, verbose=args.verbose,
+                                    progress=progress)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
                    f"in {time.monotonic() - t0:.2f}s")
     return 0
 
 
+def cmd_formats(args) -> int:
+    """List the registered formats: type names, what each stores, whether it reads and writes."""
+    from .fs import formats
+
+    for f in formats():
+        names = ", ".join(list(f.types) + sorted(f.aliases))
+        c = f.caps
+        stores = [k for k in ("owners", "times", "symlinks", "hardlinks", "devices", "fifos",
+                              "sockets", "xattrs", "uuid", "volume_id", "journal") if getattr(c, k)]
+        if c.label is not None:
+            stores.append(f"label ({c.label} bytes)")
+        rw = "/".join(x for x, m in (("write", f.writer), ("read", f.reader)) if m)
+        print(f"{f.name}: {f.description}\n  types: {names}\n  {rw}; stores: {', '.join(stores)}")
+    return 0
+
+
+def stamp_mtime(spec, status_file: str) -> None:
+    """Set the mtime of the spec's filesystems from BUILD_TIMESTAMP in a Bazel workspace
+    status file (`key value` lines), as pkg_tar's stamp does."""
+    try:
+        with open(status_file, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise InputError(e.strerror or str(e), where=status_file) from None
+    value = None
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        if key == "BUILD_TIMESTAMP":
+            value = rest.strip()
+    if value is None or not value.isdigit():
+        raise InputError(f"no BUILD_TIMESTAMP with a number of seconds (got {value!r})",
+                         where=status_file)
+    filesystems = [spec.fs] if spec.fs is not None else [p.fs for p in spec.disk.partitions]
+    for fs in filesystems:
+        if fs is not None:
+            fs.mtime = int(value)
+    return 0
+
+
 def cmd_build(args) -> int:
+    from .build import build
     from .spec import load_spec
 
+    if args.spec.endswith(".cfg"):
+        return _build_genimage(args)
+    if args.rootpath or args.inputpath or args.image:
+        raise UsageError("--rootpath, --inputpath and --image are for genimage configs (*.cfg)")
     spec = load_spec(args.spec)
-    try:
-        return _build(args, spec)
-    except FstoolError as e:
-        if str(e).startswith(args.spec + ":"):
-            raise
-        # errors found while building name the spec they come from, as parse errors do
-        raise type(e)(str(e), where=args.spec) from None
-
-
-def _build(args, spec) -> int:
+    if args.mtime_from_status:
+        stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
-        layout = _write_spec(args, spec, progress)
-    if args.layout_json:
-        if layout is None:
-            raise UsageError("--layout-json needs a disk spec ([image] with [[partitions]])")
-        from .disk import write_layout
-        write_layout(args.layout_json, layout)
+        build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+              progress=progress, format=args.format, roothash=args.roothash)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
     return 0
 
 
-def _write_spec(args, spec, progress) -> dict | None:
-    """Write the spec's filesystem or disk to args.output; the disk's layout, or None."""
-    from .build import load_tree, make_params, write_filesystem
+def _genimage(args, directory: str, relative: bool = False):
+    """The genimage config translated; vfat `files` manifests written into directory. Paths
+    are absolute, or (relative=True, for a spec written into directory) relative to it."""
+    from .genimage import load, write_manifests
 
-    with atomic_output(args.output) as out:
-        if spec.fs is not None:
-            tree = load_tree(spec.fs)
-            params = make_params(spec.fs, spec.seed, size=spec.fs.size, verbose=args.verbose,
-                                 progress=progress)
-            write_filesystem(spec.fs, tree, out, params)
-            return None
-        from .disk import build_disk
-        return build_disk(spec, out, verbose=args.verbose, progress=progress)
+    def where(p: str) -> str:
+        p = os.path.abspath(p)
+        return os.path.relpath(p, os.path.abspath(directory)) if relative else p
+
+    tr = load(args.spec if hasattr(args, "spec") else args.config,
+              rootpath=where(args.rootpath) if args.rootpath else None,
+              inputpath=where(args.inputpath or "input"), image=args.image)
+    write_manifests(tr, directory)
+    return tr
+
+
+def _build_genimage(args) -> int:
+    """`fstool build genimage.cfg`: the config's image as a spec (seeded by the config's bytes)."""
+    import hashlib
+    import tempfile
+    from .build import build
+    from .spec import spec_from_doc
+
+    with open(args.spec, "rb") as f:
+        seed = hashlib.sha256(f.read()).digest()
+    with tempfile.TemporaryDirectory(prefix="fstool-genimage-") as tmp:
+        try:
+            tr = _genimage(args, tmp)
+        except FstoolError as e:
+            raise e.within(args.spec) from None
+        spec = spec_from_doc(tr.doc, args.spec, seed, tmp)
+        with terminal_progress(args.quiet) as progress:
+            build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+                  progress=progress, format=args.format, roothash=args.roothash)
+    return 0
+
+
+def cmd_import_genimage(args) -> int:
+    """`fstool import-genimage genimage.cfg [-o disk.toml]`: the equivalent spec."""
+    from .genimage import to_toml
+    directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+    try:
+        tr = _genimage(args, directory, relative=True)
+    except FstoolError as e:
+        raise e.within(args.config) from None
+    text = to_toml(tr.doc)
+    if args.output:
+        with atomic_output(args.output) as out:
+            out.pwrite(text.encode(), 0)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .build import check_output_against_inputs
+    from .container import convert, plan_output
+    if not os.path.exists(args.source):
+        raise InputError("no such file", where=args.source)
+    plan = plan_output(args.dest, args.format)
+    for o in [plan.image] + ([plan.bmap] if plan.bmap else []):
+        check_output_against_inputs(o, [args.source], "convert")
+    plan = convert(args.source, args.dest, args.format)
+    if args.verbose:
+        _log(args, f"fstool: wrote {plan.image} ({plan.format})"
+                   + (f" and {plan.bmap}" if plan.bmap else ""))
+    return 0
 
 
 def _split_target(arg: str) -> tuple[str, int | None]:
@@ -150,7 +239,8 @@ def _open_region(arg: str):
     path, num = _split_target(arg)
     if not os.path.exists(path):
         raise InputError("no such file", where=path)
-    region = Region(path)
+    from .container import open_region
+    region = open_region(path)
     if num is None:
         return region, None
     from .part import probe_table
@@ -173,18 +263,42 @@ def _open_fs(arg: str):
     return open_reader(region)
 
 
+# what a reader's parsing raises on records it did not expect; on an untrusted image that is
+# a malformed image, reported in one line naming it, never an internal error
+_MALFORMED = (struct.error, IndexError, KeyError, ValueError, UnicodeDecodeError, OverflowError,
+              RecursionError, ZeroDivisionError)
+
+
+def _reading(fn):
+    """Wrap a read verb so a malformed image is one clean line naming it."""
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except ImageError as e:
+            raise e.within(args.image) from None
+        except _MALFORMED as e:
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise ImageError(f"malformed image ({detail})", where=args.image) from None
+    run.__name__ = fn.__name__
+    return run
+
+
+@_reading
 def cmd_info(args) -> int:
     path, num = _split_target(args.image)
     out = sys.stdout
     if num is None:
         if not os.path.exists(path):
             raise InputError("no such file", where=path)
-        region = Region(path)
+        from .container import detect, open_region
+        region = open_region(path)
+        container = detect(path)
         from .part import probe_table, render_table
         found = probe_table(region)
         if found is not None:
             kind, table = found
-            print(f"{path}: {kind.upper()} disk, {format_size(region.length)}", file=out)
+            shell = "" if container == "raw" else f" in {container}"
+            print(f"{path}: {kind.upper()} disk{shell}, {format_size(region.length)}", file=out)
             for line in render_table(kind, table):
                 print(line, file=out)
             from .fs import open_reader
@@ -196,7 +310,9 @@ def cmd_info(args) -> int:
                     if rows.get("label"):
                         desc += f" label={rows['label']}"
                 except FstoolError as e:
-                    desc = f"unknown content ({e.args[0].split(': ')[-1]})"
+                    from .verity import describe_superblock
+                    desc = describe_superblock(region.sub(p.offset, p.size)) or \
+                        f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
             try:  # a hybrid image (an isohybrid ISO) is also a filesystem as a whole
                 whole = open_reader(region)
@@ -225,6 +341,7 @@ def _fmt_entry(e) -> str:
     return f"{mode}\t{e.uid}\t{e.gid}\t{size}\t{t}\t{name}"
 
 
+@_reading
 def cmd_ls(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/") if args.path else "/"
@@ -240,6 +357,7 @@ def cmd_ls(args) -> int:
     return 0
 
 
+@_reading
 def cmd_cat(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/")
@@ -266,14 +384,29 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
+    b.add_argument("--mtime-from-status", metavar="FILE",
+                   help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
+                        "(stamped builds)")
+    b.add_argument("--format", metavar="F", help="output container: raw, qcow2, android-sparse "
+                   "(simg), android-sparse-crc, bmap (default: by the output's extension)")
+    b.add_argument("--roothash", metavar="FILE", help="write the dm-verity root hash (hex)")
+    b.add_argument("--rootpath", metavar="DIR", help="genimage configs: the root filesystem tree")
+    b.add_argument("--inputpath", metavar="DIR", help="genimage configs: where images and files are "
+                   "(default: input, as genimage)")
+    b.add_argument("--image", metavar="NAME", help="genimage configs: the image to build "
+                   "(default: the one no other image uses)")
     b.set_defaults(func=cmd_build)
+
+    fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
+    fm.set_defaults(func=cmd_formats)
 
     c = sub.add_parser("create", parents=[common], help="create one filesystem from sources")
     c.add_argument("source", nargs="?", metavar="SRC",
                    help="directory, tar or JSON manifest; layer several with '+' (bottom first)")
     c.add_argument("-t", "--type", required=True, metavar="TYPE",
-                   help="ext2, ext3, ext4, squashfs, vfat, fat12, fat16, fat32, cpio, iso9660")
+                   help="filesystem type (`fstool formats` lists them)")
     c.add_argument("-o", "--output", required=True, metavar="OUT")
+    c.add_argument("--format", metavar="F", help="output container (see build --format)")
     c.add_argument("--size", metavar="SIZE", help="image size (e.g. 64MiB) or 'auto' (default)")
     c.add_argument("--headroom", metavar="SIZE", help="free space to add to an auto size")
     c.add_argument("--label", "-L", metavar="LABEL")
@@ -297,6 +430,21 @@ def make_parser() -> argparse.ArgumentParser:
     cat.add_argument("image", metavar="IMG[:N]")
     cat.add_argument("path", metavar="PATH")
     cat.set_defaults(func=cmd_cat)
+    cv = sub.add_parser("convert", parents=[common],
+                        help="convert an image between raw, qcow2 and Android sparse (and bmap)")
+    cv.add_argument("source", metavar="SRC")
+    cv.add_argument("dest", metavar="DST")
+    cv.add_argument("--format", metavar="F", help="output container (default: by DST's extension)")
+    cv.set_defaults(func=cmd_convert)
+
+    gi = sub.add_parser("import-genimage", parents=[common], help="a genimage.cfg as a TOML spec")
+    gi.add_argument("config", metavar="CFG")
+    gi.add_argument("-o", "--output", metavar="SPEC", help="write here (and vfat file manifests "
+                    "beside it) instead of stdout")
+    gi.add_argument("--rootpath", metavar="DIR", help="the root filesystem tree")
+    gi.add_argument("--inputpath", metavar="DIR", help="where images and files are (default: input, as genimage)")
+    gi.add_argument("--image", metavar="NAME", help="the image to translate")
+    gi.set_defaults(func=cmd_import_genimage)
     return p
 
 
@@ -304,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
     try:
         args = make_parser().parse_args(argv)
+        set_quiet(args.quiet)
         return args.func(args)
     except FstoolError as e:
         print(f"fstool: error: {e}", file=sys.stderr)
@@ -313,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fstool: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:  # SIGTERM/SIGHUP (a CI timeout): the output was removed
+        print(f"fstool: terminated by signal {e.signum}; nothing was written", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         try:
             sys.stdout = None  # type: ignore[assignment]

@@ -31,6 +31,9 @@ def load_one(path: str, where: str | None = None) -> Tree:
     if stat.S_ISDIR(st.st_mode):
         from .hostdir import load_dir
         return load_dir(path)
+    if not stat.S_ISREG(st.st_mode):  # a fifo would block forever, a device read without end
+        raise InputError("not a directory, a tar archive or a .json manifest (not a regular file)",
+                         where=path)
     if path.endswith(".json"):
         from .manifest import load_manifest
         return load_manifest(path)

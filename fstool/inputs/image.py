@@ -2,8 +2,8 @@
 squashfs, ext, FAT) becomes a tree, so `fstool create -t squashfs boot.iso` converts.
 
 No file bytes are read here when the reader can tell where a file lies in the image
-(`file_extents(path) -> (host path, [(file offset, length, host offset)])`, which the ISO 9660
-and cpio readers offer): the tree's FileSources point into the image itself. Other readers' files
+(`Reader.data_map(path)`: (file offset, length, region offset) runs, which the ISO 9660 and plain
+cpio readers give): the tree's FileSources point into the image itself. Other readers' files
 are copied once, through the reader, into an unlinked temporary file. Hardlinks come back from
 the reader's inode numbers (regular files with nlink > 1). Readers stay open, like the tar
 spools, for as long as the process runs, because their file sources may point into them.
@@ -31,7 +31,7 @@ def load_image(path: str) -> Tree | None:
         region.close()
         return None
     _keep.append((region, reader))
-    extents = getattr(reader, "file_extents", None)
+    data_map = getattr(reader, "data_map", None)
     spool = None
     tree = Tree()
     links: dict[int, Node] = {}
@@ -45,10 +45,10 @@ def load_image(path: str) -> Tree | None:
             tree.add(e.path, links[e.inode], where=f"{path}:{e.path}")
             continue
         if e.kind is Kind.FILE:
-            found = extents(e.path) if extents is not None else None
-            if found is not None:
-                host, segs = found
-                src = FileSource(host if e.size else None, e.size, segments=tuple(segs))
+            runs = data_map(e.path) if data_map is not None else None
+            if runs is not None:
+                segs = tuple((f, n, region.offset + r) for f, n, r in runs)
+                src = FileSource(region.path if e.size else None, e.size, segments=segs)
             else:
                 if spool is None:
                     fd, tmp = tempfile.mkstemp(prefix="fstool-image-")

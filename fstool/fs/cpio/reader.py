@@ -80,6 +80,12 @@ class _Spill:
         return data
 
 
+def _safe(path: str) -> str:
+    """A member name for an error message: as it is when printable, else quoted (a hostile name
+    could break the one-line error with a control character)."""
+    return path if path.isprintable() else repr(path)
+
+
 def _kind(mode: int, where: str) -> Kind:
     try:
         return Kind.from_mode(mode)
@@ -98,6 +104,7 @@ class CpioReader(Reader):
         self.spills: list[_Spill] = []
         self.count = 0
         self.magics: set[bytes] = set()
+        self._dirs = 0
         self._scan()
 
     # -- indexing ---------------------------------------------------------------
@@ -148,7 +155,8 @@ class CpioReader(Reader):
         if not self.members:
             raise ImageError("holds no cpio members", where=r.path)
         if "/" not in self.members:  # archives made without "." still have a root
-            self.members["/"] = _Member(REntry("/", Kind.DIR, 0o755, nlink=2), None, 0, None)
+            self.members["/"] = _Member(REntry("/", Kind.DIR, 0o755, nlink=2, inode=self._dir_number()),
+                                        None, 0, None)
 
     def _archive(self, src, pos: int, archive: int) -> int:
         """Index one archive starting at pos of src; the position after its trailer."""
@@ -181,16 +189,19 @@ class CpioReader(Reader):
         if any(p == ".." for p in parts):
             raise ImageError(f"member name {name!r} climbs out with '..'", where=where)
         path = "/" + "/".join(parts)
-        kind = _kind(h.mode, f"{where}: {path}")
+        kind = _kind(h.mode, f"{where}: {_safe(path)}")
         target = None
         if kind is Kind.SYMLINK:
             if h.filesize > 65536:
-                raise ImageError(f"symlink {path} target is {h.filesize} bytes", where=where)
+                raise ImageError(f"symlink {_safe(path)} target is {h.filesize} bytes", where=where)
             target = os.fsdecode(src.pread(h.filesize, data))
         group = (archive, h.ino, h.devmajor, h.devminor) if kind is Kind.FILE and h.nlink > 1 else None
         # inode numbers are per archive: keep those of concatenated archives apart
+        ino = (archive << 32) | h.ino
+        if kind is Kind.DIR:  # a cpio has no hardlinked directories: number each one apart, as the
+            ino = self._dir_number()  # walk's cycle check counts directories by inode number
         e = REntry(path, kind, _stat.S_IMODE(h.mode), h.uid, h.gid, h.filesize if kind is not Kind.DIR else 0,
-                   h.mtime, h.nlink, (archive << 32) | h.ino, target, (h.rdevmajor, h.rdevminor))
+                   h.mtime, h.nlink, ino, target, (h.rdevmajor, h.rdevminor))
         m = _Member(e, src, data, group)
         if group is not None and (h.filesize or group not in self.groups):
             self.groups[group] = m
@@ -200,10 +211,15 @@ class CpioReader(Reader):
             self._ensure_dirs(parent)
         self.members[path] = m
 
+    def _dir_number(self) -> int:
+        self._dirs += 1
+        return (1 << 62) | self._dirs
+
     def _ensure_dirs(self, path: str) -> None:
         """A member whose parent directory was never listed gets an implied one (as cpio -id makes)."""
         while path not in self.members:
-            self.members[path] = _Member(REntry(path, Kind.DIR, 0o755, nlink=2), None, 0, None)
+            self.members[path] = _Member(REntry(path, Kind.DIR, 0o755, nlink=2, inode=self._dir_number()),
+                                         None, 0, None)
             path = path.rsplit("/", 1)[0] or "/"
 
     # -- the Reader interface ---------------------------------------------------
@@ -216,7 +232,7 @@ class CpioReader(Reader):
         p = "/" + "/".join(x for x in path.split("/") if x)
         m = self.members.get(p)
         if m is None:
-            raise ImageError("no such file in the archive", where=f"{self.region.path}:{p}")
+            raise ImageError("no such file in the archive", where=f"{self.region.path}:{_safe(p)}")
         e = m.entry
         if e.kind is Kind.FILE:
             e.size = self._data_of(m).entry.size
@@ -225,7 +241,7 @@ class CpioReader(Reader):
     def listdir(self, path: str) -> list[REntry]:
         top = self.stat(path)
         if top.kind is not Kind.DIR:
-            raise ImageError("not a directory", where=f"{self.region.path}:{top.path}")
+            raise ImageError("not a directory", where=f"{self.region.path}:{_safe(top.path)}")
         prefix = top.path.rstrip("/") + "/"
         out = [self.stat(p) for p in self.members
                if p.startswith(prefix) and p != "/" and "/" not in p[len(prefix):]]
@@ -234,7 +250,7 @@ class CpioReader(Reader):
     def read_file(self, path: str) -> Iterator[bytes]:
         m = self.members.get("/" + "/".join(x for x in path.split("/") if x))
         if m is None or m.entry.kind is not Kind.FILE:
-            raise ImageError("not a regular file in the archive", where=f"{self.region.path}:{path}")
+            raise ImageError("not a regular file in the archive", where=f"{self.region.path}:{_safe(path)}")
         d = self._data_of(m)
         size = d.entry.size
         done = 0
@@ -243,18 +259,16 @@ class CpioReader(Reader):
             yield d.src.pread(n, d.offset + done)
             done += n
 
-    def file_extents(self, path: str):
-        """(host file, [(0, size, host offset)]): where the file's bytes lie (in the image, or in
-        the decompressed spill file, which stays open as long as this reader)."""
+    def data_map(self, path: str) -> list[tuple[int, int, int]] | None:
+        """(0, size, region offset) of a member of an uncompressed archive; None for one inside a
+        compressed stream (its bytes only exist decompressed)."""
         m = self.members.get("/" + "/".join(x for x in path.split("/") if x))
         if m is None or m.entry.kind is not Kind.FILE:
-            raise ImageError("not a regular file in the archive", where=f"{self.region.path}:{path}")
+            raise ImageError("not a regular file in the archive", where=f"{self.region.path}:{_safe(path)}")
         d = self._data_of(m)
-        if not d.entry.size:
-            return self.region.path, []
         if isinstance(d.src, _Spill):
-            return f"/proc/self/fd/{d.src.f.fileno()}", [(0, d.entry.size, d.offset)]
-        return self.region.path, [(0, d.entry.size, self.region.offset + d.offset)]
+            return None
+        return [(0, d.entry.size, d.offset)] if d.entry.size else []
 
     def info(self) -> list[tuple[str, str]]:
         fmt = " + ".join(self.segments)

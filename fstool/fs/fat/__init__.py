@@ -14,7 +14,8 @@ FORMAT = Format(
     types=("vfat", "fat12", "fat16", "fat32"),
     aliases={"fat": "vfat", "msdos": "vfat"},
     caps=Capabilities(label=11, volume_id=True, owners=False, symlinks=False, hardlinks=False,
-                      devices=False, fifos=False, sockets=False, xattrs=False),
+                      devices=False, fifos=False, sockets=False, xattrs=False,
+                      block_sizes=tuple(512 << i for i in range(8))),
     # DOS dates run 1980..2107; the writer clamps into that range as mkfs.vfat and mtools do
     limits=Limits(min_time=-(1 << 63), max_time=(1 << 63) - 1, max_file_size=(1 << 32) - 1),
     parse_options=_parse_options,
@@ -22,5 +23,6 @@ FORMAT = Format(
     reader="fstool.fs.fat.reader",
     extensions=(".vfat", ".fat"),
     probe_order=30,
+    partition_type="msdata",
     description="FAT12/16/32 with long names (vfat)",
 )

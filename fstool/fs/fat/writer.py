@@ -115,7 +115,7 @@ class Geometry:
 @dataclass
 class _Options:
     spc: int | None
-    hidden: int
+    hidden: int | None  # None: the partition's start in 512-byte sectors (params.partition_offset)
     fats: int
     media: int
     reserved: int | None
@@ -412,7 +412,7 @@ def _read_options(params: FsParams) -> _Options:
     if spc is not None and spc & (spc - 1):
         raise SpecError(f"must be a power of 2 from 1 to 128; got {spc}",
                         where=f"{params.where}.options.sectors_per_cluster")
-    hidden = r.get_int("hidden_sectors", 0, 0, 0xFFFFFFFF)
+    hidden = r.get_int("hidden_sectors", None, 0, 0xFFFFFFFF)
     fats = r.get_int("fats", 2, 1, 2)
     media = r.get_int("media", 0xF8, 0xF0, 0xFF)
     if 0xF0 < media < 0xF8:
@@ -637,15 +637,18 @@ def _fat_bytes(bits: int, media: int, runs: list[tuple[int, int]], next_free: in
     return bytes(out)
 
 
-def _boot_sector(g: Geometry, opts: _Options, vid: int, label: bytes | None) -> bytearray:
+def _boot_sector(g: Geometry, opts: _Options, vid: int, label: bytes | None,
+                 partition_offset: int) -> bytearray:
     bs = bytearray(SECTOR)
+    # hidden sectors count the FAT's own 512-byte sectors before it, also on 4K-sector disks
+    hidden = opts.hidden if opts.hidden is not None else partition_offset // SECTOR
     fat32 = g.bits == 32
     code_off = 90 if fat32 else 62
     jump = bytes((0xEB, code_off - 2, 0x90))
     small = g.total < 0x10000 and not fat32
     BPB.pack_into(bs, 0, jump, OEM_NAME, SECTOR, g.spc, g.reserved, g.fats, g.root_entries,
                   g.total if small else 0, opts.media, 0 if fat32 else g.fat_sectors,
-                  SECTORS_PER_TRACK, HEADS, opts.hidden, 0 if small else g.total)
+                  SECTORS_PER_TRACK, HEADS, hidden, 0 if small else g.total)
     drive = 0x00 if opts.media == 0xF0 else 0x80
     vol_label = label if label is not None else b"NO NAME    "
     if fat32:
@@ -747,10 +750,11 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     for i in range(g.fats):
         base = (g.reserved + i * g.fat_sectors) * SECTOR
         out.pwrite(fat, base)
-        write_zeros(out, base + len(fat), g.fat_sectors * SECTOR - len(fat))
+        if not params.sparse:  # the rest of the FAT is free entries: zeros, a hole unless asked
+            write_zeros(out, base + len(fat), g.fat_sectors * SECTOR - len(fat))
 
     # Boot sector (and FSInfo and the backups on FAT32).
-    boot = _boot_sector(g, opts, vid, label)
+    boot = _boot_sector(g, opts, vid, label, params.partition_offset)
     out.pwrite(boot, 0)
     if g.bits == 32:
         free = g.clusters - used

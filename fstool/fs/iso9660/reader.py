@@ -27,6 +27,12 @@ CHUNK = 1 << 20
 MAX_DIR = 64 << 20
 
 
+def _safe(path: str) -> str:
+    """A path for an error message: as it is when printable, else quoted (a hostile name could
+    break the one-line error with a control character)."""
+    return path if path.isprintable() else repr(path)
+
+
 def probe(region) -> bool:
     if region.length < (SYSTEM_AREA + 1) * SECTOR:
         return False
@@ -211,7 +217,8 @@ class IsoReader(Reader):
             try:
                 kind = Kind.from_mode(mode)
             except ValueError:
-                raise ImageError(f"unknown file type in mode {mode:o}", where=f"{self.region.path}:{path}") from None
+                raise ImageError(f"unknown file type in mode {mode:o}",
+                                 where=f"{self.region.path}:{_safe(path)}") from None
             e = REntry(path, kind, _stat.S_IMODE(mode), px[2], px[3], nlink=px[1], inode=px[4] if len(px) > 4 else 0)
         else:
             e = REntry(path, Kind.DIR if is_dir else Kind.FILE, 0o555 if is_dir else 0o444)
@@ -252,17 +259,17 @@ class IsoReader(Reader):
         seen = {rec.lba}
         for p in parts:
             if not rec.flags & FLAG_DIR:
-                raise ImageError("not a directory", where=f"{self.region.path}:{cur}")
+                raise ImageError("not a directory", where=f"{self.region.path}:{_safe(cur)}")
             for name, child, crr in self._children(rec):
                 if name == p:
                     rec, rr = child, crr
                     break
             else:
-                raise ImageError("no such file or directory", where=f"{self.region.path}:{path}")
+                raise ImageError("no such file or directory", where=f"{self.region.path}:{_safe(path)}")
             cur = cur.rstrip("/") + "/" + p
             if rec.flags & FLAG_DIR:
                 if rec.lba in seen:
-                    raise ImageError("directory cycle", where=f"{self.region.path}:{cur}")
+                    raise ImageError("directory cycle", where=f"{self.region.path}:{_safe(cur)}")
                 seen.add(rec.lba)
         return cur, rec, rr
 
@@ -274,7 +281,7 @@ class IsoReader(Reader):
     def listdir(self, path: str) -> list[REntry]:
         p, rec, _ = self._lookup(path)
         if not rec.flags & FLAG_DIR:
-            raise ImageError("not a directory", where=f"{self.region.path}:{p}")
+            raise ImageError("not a directory", where=f"{self.region.path}:{_safe(p)}")
         base = p.rstrip("/")
         return [self._entry(f"{base}/{name}", child, rr) for name, child, rr in self._children(rec)]
 
@@ -288,14 +295,14 @@ class IsoReader(Reader):
             if e.kind is Kind.DIR:
                 _, rec, _ = self._lookup(e.path)
                 if rec.lba in seen:
-                    raise ImageError("directory cycle", where=f"{self.region.path}:{e.path}")
+                    raise ImageError("directory cycle", where=f"{self.region.path}:{_safe(e.path)}")
                 seen.add(rec.lba)
                 stack.extend(reversed(self.listdir(e.path)))
 
     def read_file(self, path: str) -> Iterator[bytes]:
         p, rec, rr = self._lookup(path)
         if rec.flags & FLAG_DIR:
-            raise ImageError("is a directory", where=f"{self.region.path}:{p}")
+            raise ImageError("is a directory", where=f"{self.region.path}:{_safe(p)}")
         for lba, size in rec.extents:
             done = 0
             while done < size:
@@ -303,20 +310,20 @@ class IsoReader(Reader):
                 yield self.region.pread(n, lba * SECTOR + done)
                 done += n
 
-    def file_extents(self, path: str):
-        """(host file, [(file offset, length, host offset)]): where the file's bytes lie, so an
-        image used as a source is read in place."""
+    def data_map(self, path: str) -> list[tuple[int, int, int]]:
+        """(file offset, length, region offset) of each extent: an image used as a source is
+        read in place."""
         p, rec, _ = self._lookup(path)
         if rec.flags & FLAG_DIR:
-            raise ImageError("is a directory", where=f"{self.region.path}:{p}")
-        segs, pos = [], 0
+            raise ImageError("is a directory", where=f"{self.region.path}:{_safe(p)}")
+        runs, pos = [], 0
         for lba, size in rec.extents:
             if size:
                 if lba * SECTOR + size > self.region.length:
-                    raise ImageError("file extent lies outside the image", where=f"{self.region.path}:{p}")
-                segs.append((pos, size, self.region.offset + lba * SECTOR))
+                    raise ImageError("file extent lies outside the image", where=f"{self.region.path}:{_safe(p)}")
+                runs.append((pos, size, lba * SECTOR))
             pos += size
-        return self.region.path, segs
+        return runs
 
     def info(self) -> list[tuple[str, str]]:
         v = self.pvd
