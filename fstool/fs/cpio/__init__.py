@@ -13,7 +13,7 @@ def _parse_options(params):
 FORMAT = Format(
     name="cpio",
     types=("cpio",),
-    aliases={"newc": "cpio", "initramfs": "cpio", "initrd": "cpio"},
+    aliases={"newc": "cpio", "initramfs": "cpio"},
     # newc has no xattrs (they are dropped), no label or UUID; every field is 32 bits
     caps=Capabilities(label=None, xattrs=False),
     limits=Limits(max_time=(1 << 32) - 1, max_major=(1 << 32) - 1, max_minor=(1 << 32) - 1,

@@ -13,7 +13,7 @@ def _parse_options(params):
 FORMAT = Format(
     name="iso9660",
     types=("iso9660",),
-    aliases={"iso": "iso9660", "cd9660": "iso9660"},
+    aliases={"iso": "iso9660"},
     # Rock Ridge stores owners, modes, devices, symlinks and hardlinks (PX serial numbers); no xattrs
     caps=Capabilities(label=32, xattrs=False),
     # 7-byte directory dates count years from 1900 to 2155
