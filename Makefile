@@ -7,6 +7,7 @@ VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
 	bazel-skylib android-sdk-libsparse-utils bmap-tools qemu-utils cryptsetup-bin \
+	erofs-utils liblz4-1 liblzma5 acl libcap2-bin attr selinux-utils \
 	cpio libarchive-tools xorriso genisoimage gzip xz-utils zstd lz4 qemu-system-x86 isolinux syslinux-common \
 	ovmf grub-efi-amd64-bin busybox-static
 PYTEST_ARGS ?=
@@ -48,6 +49,9 @@ test: deps buildgrid
 
 bench: deps
 	$(VPY) bench/run_all.py
+
+# The exFAT and F2FS checkers (fsck.exfat, exfat-fuse, fsck.f2fs, dump.f2fs, sload.f2fs, setfacl).
+APT_PKGS += exfatprogs exfat-fuse f2fs-tools acl
 
 clean:
 	rm -rf $(VENV) $(BG_VENV) build bench/out
