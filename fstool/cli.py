@@ -408,6 +408,14 @@ def cmd_info(args) -> int:
                     desc = describe_superblock(region.sub(p.offset, p.size)) or \
                         f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
+            try:  # a hybrid image (an isohybrid ISO) is also a filesystem as a whole
+                whole = open_reader(region)
+            except FstoolError:
+                whole = None
+            if whole is not None:
+                print(f"  whole image: {whole.fs_type}", file=out)
+                for k, v in whole.info():
+                    print(f"    {k}: {v}", file=out)
             return 0
         from .fs import open_reader
         r = open_reader(region)
