@@ -18,6 +18,7 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.squashfs",
     "fstool.fs.ext",
     "fstool.fs.fat",
+    "fstool.fs.xfs",
 )
 
 _formats: list[Format] | None = None
