@@ -459,7 +459,7 @@ class XfsWriter:
         g = plan.geom
         ip.nextents = len(exts)
         ip.dfmt, ip.dfork, ip.nblocks = self.fork(plan, ip, exts, ip.dfork_space,
-                                                  ip.nblocks + sum(n for _, _, n in runs))
+                                                  ip.nblocks + sum(n for _, n in runs))
         # map each data segment onto the extents
         pieces = []
         ei = 0
