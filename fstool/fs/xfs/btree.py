@@ -103,7 +103,7 @@ def bmbt(bs: int, recs: list[bytes], fork_size: int, fsbs: list[int], owner: int
         raise AssertionError("bmbt block plan does not match its shape")
     pool = iter(fsbs)
     blocks: dict[int, bytes] = {}
-    items = [(r[:8], r) for r in recs]
+    items = [(BMBT_KEY.pack(int.from_bytes(r[:8], 'big') >> 9), r) for r in recs]  # key: startoff
     for level, nblocks in enumerate(levels):
         groups = _spread(items, nblocks)
         addrs = [next(pool) for _ in groups]
@@ -135,5 +135,5 @@ def bmbt(bs: int, recs: list[bytes], fork_size: int, fsbs: list[int], owner: int
     BMDR_HDR.pack_into(root, 0, len(levels), len(items))
     for i, (k, child) in enumerate(items):
         root[4 + i * 8:12 + i * 8] = k
-        BMBT_KEY.pack_into(root, 4 + rootmax * 8 + i * 8, child)
+        BMBT_PTR.pack_into(root, 4 + rootmax * 8 + i * 8, child)
     return bytes(root), blocks
