@@ -27,6 +27,7 @@ from ...ids import derive_uuid
 from ...image import ImageFile
 from ...tree import Kind, Node, Tree, encode_name
 from ..base import FsParams, OptionReader
+from ..registry import check_tree
 from . import attrs as xattr
 from .btree import bmbt, bmbt_levels, short_btree, short_btree_blocks
 from .dirs import DirPlan, shortform, shortform_size
@@ -643,6 +644,8 @@ class XfsWriter:
         return blocks
 
     def run(self) -> int:
+        from . import FORMAT
+        check_tree(FORMAT, self.tree, self.params.where)  # ids, times, devices, symlinks, names
         self.collect()
         p = self.params
         if p.size is not None:
