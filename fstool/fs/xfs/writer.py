@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from ...errors import CapacityError, SpecError
 from ...ids import derive_uuid
-from ...image import ImageFile
-from ...tree import Kind, Node, Tree, encode_name
+from ...image import ImageFile, write_zeros
+from ...tree import SEEK_DATA, SEEK_HOLE, Kind, Node, Tree, encode_name
 from ..base import FsParams, OptionReader
 from ..registry import check_tree
 from . import attrs as xattr
@@ -676,7 +676,28 @@ class XfsWriter:
             size = geom.dblocks * BS
         self.out.truncate(size)
         self.emit(plan)
+        if not p.sparse:
+            _fill_holes(self.out, size)
         return size
+
+
+def _fill_holes(out: ImageFile, size: int) -> None:
+    """`sparse = false`: write zeros over every hole the image file has."""
+    pos = 0
+    while pos < size:
+        try:
+            hole = os.lseek(out.fd, out.base + pos, SEEK_HOLE) - out.base
+        except OSError:
+            return
+        if hole >= size:
+            return
+        try:
+            data = os.lseek(out.fd, out.base + hole, SEEK_DATA) - out.base
+        except OSError:
+            data = size
+        end = min(data, size)
+        write_zeros(out, hole, end - hole)
+        pos = end
 
 
 def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
