@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 
 from conftest import assert_one_line_error, diff_r, run_fstool
+from fstool.tree import FileSource, Kind, Node, Tree
 from test_properties import SETTINGS, build, expected, materialise, open_reader, read_back, trees
 from treegen import compare, make_rich_tree
 from xfsproto import write_protofile
@@ -135,6 +136,49 @@ def test_directory_forms(tmp_path, mounted):
     assert node["nhdr.info.hdr.magic"] == "0x3ebe"  # da node over leafn blocks
     r = run_fstool("ls", img, "/node", check=True).stdout.splitlines()
     assert len(r) == 3000
+
+
+def test_directory_form_boundaries(tmp_path, mounted):
+    """Around the leaf1/node switch (a node directory with a single leafn block), long names
+    (fewer leaf entries fit beside the best-free table), and more data blocks than one
+    free-index block covers."""
+    tree = Tree()
+    counts = {f"d{c}": (c, 6) for c in range(490, 515)}
+    counts.update({f"long{c}": (c, 255) for c in (380, 400, 420, 440)})
+    counts["huge"] = (31000, 255)
+    for dname, (c, namelen) in counts.items():
+        tree.add(f"/{dname}", Node(Kind.DIR, mode=0o755, mtime=MTIME))
+        for i in range(c):
+            name = (f"{i:06d}" + "n" * namelen)[:namelen]
+            tree.add(f"/{dname}/{name}", Node(Kind.FILE, mode=0o644, mtime=MTIME, source=FileSource(None, 0)))
+    img = tmp_path / "b.xfs"
+    build(tree, "xfs", str(img))
+    repair_ok(img)
+    mnt = mounted(img)
+    reader = open_reader(str(img))
+    for dname, (c, _) in counts.items():
+        assert len(os.listdir(mnt / dname)) == c, dname
+        assert len(reader.listdir("/" + dname)) == c, dname
+
+
+def test_kernel_writes_to_our_images(tmp_path, rich):
+    """A read-write mount can allocate from our free-space btrees and AGFL, and the result is
+    still clean."""
+    img = tmp_path / "w.xfs"
+    create(rich, img, "--headroom", "16m")
+    mnt = tmp_path / "rw"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+    try:
+        (mnt / "new").write_bytes(os.urandom(5 << 20))
+        for i in range(300):
+            (mnt / "many" / f"new-{i}").write_text(str(i))
+        for name in list(os.listdir(mnt / "many"))[:100]:
+            os.unlink(mnt / "many" / name)
+        os.setxattr(mnt / "text.txt", "user.added", b"x" * 500)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    repair_ok(img)
 
 
 def test_fragmented_and_sparse_files(tmp_path, mounted):

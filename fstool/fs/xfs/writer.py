@@ -674,6 +674,9 @@ class XfsWriter:
             else:
                 raise CapacityError("could not find an xfs size that holds the tree", where=p.where)
             size = geom.dblocks * BS
+        g = plan.geom
+        p.log(f"xfs: {g.dblocks} blocks of {BS}, {g.agcount} AGs of {g.agblocks}, "
+              f"{len(plan.chunks)} inode chunks, log {plan.logblocks} blocks in AG {plan.logstart[0]}")
         self.out.truncate(size)
         self.emit(plan)
         if not p.sparse:
