@@ -28,6 +28,7 @@ class Record:
 
     def __init__(self, name: str, layout: tuple[tuple[str, str], ...]):
         self.names = tuple(n for n, _ in layout)
+        self.index = {n: i for i, n in enumerate(self.names)}
         self.st = struct.Struct(">" + "".join(c for _, c in layout))
         self.size = self.st.size
         self.tuple = namedtuple(name, self.names)
@@ -40,8 +41,9 @@ class Record:
 
     def pack(self, **kw) -> bytes:
         vals = list(self._zero)
+        index = self.index
         for k, v in kw.items():
-            vals[self.names.index(k)] = v
+            vals[index[k]] = v
         return self.st.pack(*vals)
 
     def unpack(self, buf, off: int = 0):

@@ -230,11 +230,18 @@ class XfsWriter:
                 self.parent[id(node)] = parent
                 for _, child in reversed(node.sorted_children()):
                     stack.append((child, node))
+        self._runs: dict[int, tuple] = {}
         self.xattrs = {id(n): xattr.split(n.xattrs, f"{self.params.where}: xattrs") for n in self.nodes
                        if n.xattrs}
 
     def runs_of(self, node: Node) -> tuple[list[tuple[int, int]], list]:
-        """A file's data as block runs (lblk, count) and its segments."""
+        """A file's data as block runs (lblk, count) and its segments (asked of the host once)."""
+        got = self._runs.get(id(node))
+        if got is None:
+            got = self._runs[id(node)] = self._find_runs(node)
+        return got
+
+    def _find_runs(self, node: Node) -> tuple[list[tuple[int, int]], list]:
         segs = node.source.data_segments() if node.source and node.size else []
         runs: list[list[int]] = []
         for foff, length, _ in segs:
@@ -658,10 +665,12 @@ class XfsWriter:
                                     where=p.where) from None
             size = p.size
         else:
-            need = self.estimate()
-            dblocks = need + _ceil(p.headroom, BS) + SMALL_LOG + 2 * (AG_HDR_BLOCKS + AGFL_FILL + 8) + 64
+            need = self.estimate() + _ceil(p.headroom, BS)
+            dblocks = need + SMALL_LOG + 4 * (AG_HDR_BLOCKS + AGFL_FILL + self.chunk_blocks) + 64
+            if dblocks >= SMALL_FS:  # mkfs.xfs's log for larger devices
+                dblocks = need + self.geometry(dblocks, exact=False)[1] + 4 * 64 + 64
             dblocks = max(dblocks, 2 * (SMALL_LOG + 128))
-            for _ in range(60):
+            for attempt in range(60):
                 try:
                     geom, logblocks = self.geometry(dblocks, exact=False)
                     plan = self.plan(geom, logblocks)
@@ -670,6 +679,7 @@ class XfsWriter:
                         break
                 except _NoSpace:
                     pass
+                p.log(f"xfs: {dblocks} blocks are not enough, trying more")
                 dblocks = dblocks + max(dblocks // 16, 256)
             else:
                 raise CapacityError("could not find an xfs size that holds the tree", where=p.where)
