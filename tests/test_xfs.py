@@ -255,6 +255,34 @@ def test_xattrs(tmp_path, mounted):
     assert xfs_db(img, f"inode {os.stat(mnt / 'remote').st_ino}", "print core.aformat")["core.aformat"].startswith("2")
 
 
+def _acl(*entries) -> bytes:
+    """A POSIX ACL in the VFS xattr form: version 2, then (tag, perm, id) little-endian."""
+    import struct
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, i) for t, p, i in entries)
+
+
+def test_posix_acls(tmp_path, mounted):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "f").write_bytes(b"x")
+    none = 0xFFFFFFFF
+    access = _acl((1, 6, none), (2, 7, 1234), (4, 4, none), (8, 4, 55), (0x10, 7, none), (0x20, 4, none))
+    default = _acl((1, 7, none), (2, 5, 99), (4, 5, none), (0x10, 5, none), (0x20, 5, none))
+    os.setxattr(src / "f", "system.posix_acl_access", access)
+    os.setxattr(src / "d", "system.posix_acl_default", default)
+    img = tmp_path / "a.xfs"
+    create(src, img)
+    repair_ok(img)
+    mnt = mounted(img)
+    assert os.getxattr(mnt / "f", "system.posix_acl_access") == access
+    assert os.getxattr(mnt / "d", "system.posix_acl_default") == default
+    # XFS keeps them as trusted.SGI_ACL_FILE / SGI_ACL_DEFAULT; our reader shows the Linux names
+    assert "trusted.SGI_ACL_FILE" in os.listxattr(mnt / "f")
+    reader = open_reader(str(img))
+    assert reader.stat("/f").xattrs == {"system.posix_acl_access": access}
+    assert reader.stat("/d").xattrs == {"system.posix_acl_default": default}
+
+
 def test_symlinks_devices_and_hardlinks(tmp_path, mounted):
     src = tmp_path / "src"
     src.mkdir()

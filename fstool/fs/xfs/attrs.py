@@ -3,7 +3,7 @@ remote values.
 
 Invariants: the namespace prefix becomes a flag (user: none, trusted: ROOT,
 security: SECURE) and is not stored; leaf entries are sorted by xfs_da_hashname of
-the bare name; a value whose local entry would reach 3/4 of a block lives in remote
+the bare name; POSIX ACLs become XFS's own trusted SGI_ACL_* xattrs; a value whose local entry would reach 3/4 of a block lives in remote
 blocks (attr fork blocks 1..) behind a CRC header.
 """
 from __future__ import annotations
@@ -12,23 +12,59 @@ import struct
 
 from ...errors import CapacityError
 from .format import (ATTR3_LEAF_HDR_SIZE, ATTR3_LEAF_HDR_TAIL, ATTR3_LEAF_MAGIC, ATTR3_RMT_MAGIC,
-                     ATTR_LEAF_ENT, ATTR_LOCAL, ATTR_NAMESPACES, ATTR_SF_ENT, ATTR_SF_HDR,
+                     ATTR_LEAF_ENT, ATTR_LOCAL, ATTR_NAMESPACES, ATTR_ROOT, ATTR_SF_ENT, ATTR_SF_HDR,
                      DA3_BLKINFO, DA3_CRC_OFF, RMT_CRC_OFF, RMT_HDR, attr_local_size,
                      attr_remote_size, da_hashname, set_crc)
 
 Attr = tuple[int, bytes, bytes]  # flags (namespace), bare name, value
 
 
+# POSIX ACLs: the VFS hands "system.posix_acl_*" values as version 2, little-endian
+# (tag u16, perm u16, id u32) entries; XFS keeps them as trusted-namespace xattrs named
+# SGI_ACL_FILE / SGI_ACL_DEFAULT in big-endian struct xfs_acl (count, then tag u32, id u32,
+# perm u16, pad u16), with id -1 where the tag carries none (fs/xfs/xfs_acl.c).
+ACL_NAMES = {"system.posix_acl_access": b"SGI_ACL_FILE", "system.posix_acl_default": b"SGI_ACL_DEFAULT"}
+ACL_XATTRS = {v: k for k, v in ACL_NAMES.items()}
+ACL_VFS_VERSION = 2
+ACL_UNDEFINED_ID = 0xFFFFFFFF
+
+
+def acl_to_disk(value: bytes, where: str) -> bytes:
+    if len(value) < 4 or (len(value) - 4) % 8 or struct.unpack_from("<I", value)[0] != ACL_VFS_VERSION:
+        raise CapacityError("not a POSIX ACL (version 2) value", where=where)
+    ents = list(struct.iter_unpack("<HHI", value[4:]))
+    out = bytearray(struct.pack(">I", len(ents)))
+    for tag, perm, ident in ents:
+        out += struct.pack(">IIHH", tag, ident if tag in (2, 8) else ACL_UNDEFINED_ID, perm, 0)
+    return bytes(out)
+
+
+def acl_from_disk(value: bytes) -> bytes | None:
+    """struct xfs_acl -> the VFS form, or None when the value is not one."""
+    if len(value) < 4:
+        return None
+    n = struct.unpack_from(">I", value)[0]
+    if len(value) != 4 + 12 * n:
+        return None
+    out = bytearray(struct.pack("<I", ACL_VFS_VERSION))
+    for tag, ident, perm, _ in struct.iter_unpack(">IIHH", value[4:]):
+        out += struct.pack("<HHI", tag, perm, ident if tag in (2, 8) else ACL_UNDEFINED_ID)
+    return bytes(out)
+
+
 def split(xattrs: dict[str, bytes], where: str) -> list[Attr]:
     out = []
     for key in sorted(xattrs):
+        if key in ACL_NAMES:
+            out.append((ATTR_ROOT, ACL_NAMES[key], acl_to_disk(bytes(xattrs[key]), f"{where} {key}")))
+            continue
         for prefix, flags in ATTR_NAMESPACES.items():
             if key.startswith(prefix) and len(key) > len(prefix):
                 out.append((flags, key[len(prefix):].encode("utf-8", "surrogateescape"), xattrs[key]))
                 break
         else:
-            raise CapacityError(f"xattr {key!r}: only user., trusted. and security. xattrs are "
-                                "supported (POSIX ACLs not yet)", where=where)
+            raise CapacityError(f"xattr {key!r}: xfs stores user., trusted., security. xattrs and "
+                                "POSIX ACLs", where=where)
     return out
 
 

@@ -15,8 +15,9 @@ from typing import Iterator
 from ...errors import ImageError, InputError
 from ...tree import Kind, split_path
 from ..base import Reader, REntry
+from .attrs import ACL_XATTRS, acl_from_disk
 from .format import (ATTR3_LEAF_HDR_SIZE, ATTR3_LEAF_MAGIC, ATTR3_RMT_MAGIC, ATTR_LEAF_ENT,
-                     ATTR_LOCAL, ATTR_PREFIX, ATTR_SF_ENT, ATTR_SF_HDR, BLOCK_TAIL, BMAP_MAGIC,
+                     ATTR_LOCAL, ATTR_PREFIX, ATTR_ROOT, ATTR_SF_ENT, ATTR_SF_HDR, BLOCK_TAIL, BMAP_MAGIC,
                      BMDR_HDR, BT_LONG, DA3_BLKINFO, DA3_CRC_OFF, DA3_NODE_MAGIC,
                      DIFLAG2_BIGTIME, DINODE, DINODE_CRC_OFF, DINODE_MAGIC, DIR2_LEAF_OFFSET,
                      DIR3_BLK_HDR, DIR3_BLOCK_MAGIC, DIR3_DATA_HDR_SIZE, DIR3_DATA_MAGIC,
@@ -272,7 +273,7 @@ class XfsReader(Reader):
                     raise ImageError(f"inode {node.ino}: truncated shortform xattrs", where=self.where)
                 nl, vl, flags = ATTR_SF_ENT.unpack_from(a, pos)
                 name = a[pos + 3:pos + 3 + nl]
-                out[self._attr_name(flags, name)] = bytes(a[pos + 3 + nl:pos + 3 + nl + vl])
+                self._put_attr(out, flags, bytes(name), a[pos + 3 + nl:pos + 3 + nl + vl])
                 pos += 3 + nl + vl
             return out
         exts = self._extents(node, attr=True)
@@ -302,7 +303,7 @@ class XfsReader(Reader):
                     vblk, vl, nl = struct.unpack_from(">IIB", blk, idx)
                     name = blk[idx + 9:idx + 9 + nl]
                     value = self._remote_value(node, exts, vblk, vl)
-                out[self._attr_name(flags, name)] = bytes(value)
+                self._put_attr(out, flags, bytes(name), value)
             if not info.forw or info.forw in seen or len(seen) > 1 << 16:
                 break
             seen.add(info.forw)
@@ -329,6 +330,15 @@ class XfsReader(Reader):
     def _attr_name(flags: int, name: bytes) -> str:
         prefix = ATTR_PREFIX.get(flags & 0x06, "user.")
         return prefix + name.decode("utf-8", "surrogateescape")
+
+    def _put_attr(self, out: dict, flags: int, name: bytes, value: bytes) -> None:
+        """One xattr as Linux shows it: XFS's SGI_ACL_* become system.posix_acl_*."""
+        if flags & 0x06 == ATTR_ROOT and name in ACL_XATTRS:
+            acl = acl_from_disk(value)
+            if acl is not None:
+                out[ACL_XATTRS[name]] = acl
+                return
+        out[self._attr_name(flags, name)] = bytes(value)
 
     # -- entries --------------------------------------------------------------------
     def _symlink(self, node: Inode) -> bytes:
