@@ -6,13 +6,13 @@ while that fits; else data blocks plus one leaf1 block (hash array + best-free
 table) while that fits; else data blocks, a da-node root over leafn blocks, and
 free-index blocks. Invariants: entries never span data blocks, every data block
 ends in one unused region (if any space is left) that its best-free table lists,
-and the hash arrays are sorted by xfs_da_hashname.
+the hash arrays are sorted by xfs_da_hashname, and da-node levels are added above
+the leafn blocks until one root block (at the first leaf-space block) holds them.
 """
 from __future__ import annotations
 
 import struct
 
-from ...errors import CapacityError
 from .format import (BESTFREE, BLOCK_TAIL, DA3_BLKINFO, DA3_CRC_OFF, DA3_NODE_HDR_TAIL,
                      DA3_NODE_MAGIC, DATA_FIRST_OFFSET, DIR2_FREE_OFFSET, DIR2_LEAF_OFFSET,
                      DIR3_BLK_HDR, DIR3_BLOCK_MAGIC, DIR3_DATA_HDR_SIZE, DIR3_DATA_MAGIC,
@@ -104,16 +104,25 @@ class DirPlan:
             self.leaves.append(self.leaf_ents[pos:pos + n])
             pos += n
         per_node = (bs - leaf_hdr) // LEAF_ENT.size
-        if nleaves > per_node:
-            raise CapacityError(f"a directory of {len(entries)} entries needs a multi-level dabtree "
-                                "(not supported yet)")
         self.per_free = (bs - DIR3_BLK_HDR.size - DIR3_FREE_HDR_TAIL.size) // 2
         nfree = -(-nd // self.per_free)
-        if nleaves == 1:
+        if nleaves == 1:  # the leafn block is the root itself, as xfs_dir2_leaf_to_node leaves it
             self.leaf_dbs = [self.leaf_db]
+            self.nodes: list[list[int]] = []
         else:
             self.leaf_dbs = [self.leaf_db + 1 + i for i in range(nleaves)]
+            # da-node levels above the leaves: the top one is the root at leaf_db
+            counts = [nleaves]
+            while counts[-1] > per_node:
+                counts.append(-(-counts[-1] // per_node))
+            nxt = self.leaf_db + 1 + nleaves
+            self.nodes = []  # the dablks of each node level, lowest first; the root level last
+            for c in counts[1:]:
+                self.nodes.append(list(range(nxt, nxt + c)))
+                nxt += c
+            self.nodes.append([self.leaf_db])
         self.dablks = (list(range(nd)) + ([self.leaf_db] if nleaves > 1 else []) + self.leaf_dbs
+                       + sorted(b for lvl in self.nodes[:-1] for b in lvl)
                        + [self.free_db + i for i in range(nfree)])
 
     def _place(self, ents: list[Entry], db: int) -> dict:
@@ -171,14 +180,25 @@ class DirPlan:
             back = dbs[i - 1] if i > 0 else 0
             buf = self._leaf_block(DIR3_LEAFN_MAGIC, ents, forw, back, daddr[dbs[i]], owner, uuid)
             out[dbs[i]] = bytes(set_crc(buf, DA3_CRC_OFF))
-        if len(self.leaves) > 1:
-            buf = bytearray(bs)
-            buf[:DA3_BLKINFO.size] = DA3_BLKINFO.pack(magic=DA3_NODE_MAGIC, blkno=daddr[self.leaf_db],
-                                                      uuid=uuid, owner=owner)
-            DA3_NODE_HDR_TAIL.pack_into(buf, DA3_BLKINFO.size, len(self.leaves), 1, 0)
-            for i, ents in enumerate(self.leaves):
-                LEAF_ENT.pack_into(buf, 64 + i * 8, ents[-1][0], dbs[i])
-            out[self.leaf_db] = bytes(set_crc(buf, DA3_CRC_OFF))
+        # da-node levels: each entry is (the highest hash below the child, the child's dablk)
+        children = [(ents[-1][0], dbs[i]) for i, ents in enumerate(self.leaves)]
+        for level, blocks in enumerate(self.nodes, start=1):
+            k, r = divmod(len(children), len(blocks))
+            pos, above = 0, []
+            for i, db in enumerate(blocks):
+                n = k + (1 if i < r else 0)
+                group = children[pos:pos + n]
+                pos += n
+                buf = bytearray(bs)
+                buf[:DA3_BLKINFO.size] = DA3_BLKINFO.pack(
+                    forw=blocks[i + 1] if i + 1 < len(blocks) else 0, back=blocks[i - 1] if i else 0,
+                    magic=DA3_NODE_MAGIC, blkno=daddr[db], uuid=uuid, owner=owner)
+                DA3_NODE_HDR_TAIL.pack_into(buf, DA3_BLKINFO.size, len(group), level, 0)
+                for j, (h, child) in enumerate(group):
+                    LEAF_ENT.pack_into(buf, 64 + j * 8, h, child)
+                out[db] = bytes(set_crc(buf, DA3_CRC_OFF))
+                above.append((group[-1][0], db))
+            children = above
         for f in range(-(-len(bests) // self.per_free)):
             chunk = bests[f * self.per_free:(f + 1) * self.per_free]
             buf = bytearray(bs)
