@@ -219,6 +219,8 @@ def _xattr_tar(path):
             ("leaf", {f"SCHILY.xattr.user.k{i:02d}": "v" * 40 for i in range(30)}),
             ("remote", {"SCHILY.xattr.user.big": "r" * 10000, "SCHILY.xattr.user.small": "s"}),
             ("max", {"SCHILY.xattr.user.max": "m" * 65536, "SCHILY.xattr.user.mid": "q" * 3000}),
+            ("node", dict({f"SCHILY.xattr.user.attribute-{i:04d}": "v" * (i % 50) for i in range(800)},
+                          **{"SCHILY.xattr.user.big": "B" * 20000})),
         ]:
             ti = tarfile.TarInfo(name)
             ti.size, ti.mtime, ti.pax_headers = 5, MTIME, attrs
@@ -253,6 +255,8 @@ def test_xattrs(tmp_path, mounted):
     # the forms on disk: shortform in the inode, and a leaf block with remote values
     assert xfs_db(img, f"inode {os.stat(mnt / 'sf').st_ino}", "print core.aformat")["core.aformat"].startswith("1")
     assert xfs_db(img, f"inode {os.stat(mnt / 'remote').st_ino}", "print core.aformat")["core.aformat"].startswith("2")
+    node = xfs_db(img, f"inode {os.stat(mnt / 'node').st_ino}", "ablock 0", "print")
+    assert node["hdr.info.hdr.magic"] == "0x3ebe"  # leaves under a da node
 
 
 def _acl(*entries) -> bytes:

@@ -1,5 +1,5 @@
-"""Extended attributes: shortform (in the inode's attr fork) and one leaf block with
-remote values.
+"""Extended attributes: shortform (in the inode's attr fork), leaf blocks (one, or several
+under a da-node root) and remote values.
 
 Invariants: the namespace prefix becomes a flag (user: none, trusted: ROOT,
 security: SECURE) and is not stored; leaf entries are sorted by xfs_da_hashname of
@@ -13,8 +13,8 @@ import struct
 from ...errors import CapacityError
 from .format import (ATTR3_LEAF_HDR_SIZE, ATTR3_LEAF_HDR_TAIL, ATTR3_LEAF_MAGIC, ATTR3_RMT_MAGIC,
                      ATTR_LEAF_ENT, ATTR_LOCAL, ATTR_NAMESPACES, ATTR_ROOT, ATTR_SF_ENT, ATTR_SF_HDR,
-                     DA3_BLKINFO, DA3_CRC_OFF, RMT_CRC_OFF, RMT_HDR, attr_local_size,
-                     attr_remote_size, da_hashname, set_crc)
+                     DA3_BLKINFO, DA3_CRC_OFF, DA3_NODE_HDR_TAIL, DA3_NODE_MAGIC, LEAF_ENT,
+                     RMT_CRC_OFF, RMT_HDR, attr_local_size, attr_remote_size, da_hashname, set_crc)
 
 Attr = tuple[int, bytes, bytes]  # flags (namespace), bare name, value
 
@@ -83,59 +83,84 @@ def shortform(attrs: list[Attr]) -> bytes:
 
 
 class LeafPlan:
-    """One attr leaf block (attr fork block 0) plus remote value blocks after it."""
+    """Attr leaf blocks plus remote value blocks after them. One leaf is attr fork block 0;
+    more leaves sit at blocks 1.. under a da-node root at block 0 (the node form)."""
 
     def __init__(self, attrs: list[Attr], bs: int, where: str):
         self.bs = bs
         self.rmt_space = bs - RMT_HDR.size
         local_max = (bs >> 1) + (bs >> 2)
-        self.items = []
-        nblk = 1
-        used = 0
+        items = []
         for flags, n, v in attrs:
             if attr_local_size(len(n), len(v)) < local_max:
-                self.items.append((da_hashname(n), flags | ATTR_LOCAL, n, v, 0))
-                used += attr_local_size(len(n), len(v))
+                items.append([da_hashname(n), flags | ATTR_LOCAL, n, v, 0, attr_local_size(len(n), len(v))])
             else:
-                self.items.append((da_hashname(n), flags, n, v, nblk))
-                nblk += -(-len(v) // self.rmt_space)
-                used += attr_remote_size(len(n))
-        self.items.sort(key=lambda it: (it[0], it[2]))
-        if ATTR3_LEAF_HDR_SIZE + ATTR_LEAF_ENT.size * len(self.items) + used > bs:
-            raise CapacityError(f"{len(attrs)} xattrs need more than one attr leaf block "
-                                "(attr node form not supported yet)", where=where)
+                items.append([da_hashname(n), flags, n, v, 0, attr_remote_size(len(n))])
+        items.sort(key=lambda it: (it[0], it[2]))
+        self.leaves: list[list] = [[]]
+        used = ATTR3_LEAF_HDR_SIZE
+        for it in items:
+            need = ATTR_LEAF_ENT.size + it[5]
+            if used + need > bs:
+                self.leaves.append([])
+                used = ATTR3_LEAF_HDR_SIZE
+            self.leaves[-1].append(it)
+            used += need
+        per_node = (bs - 64) // 8
+        if len(self.leaves) > per_node:
+            raise CapacityError(f"{len(attrs)} xattrs need more than {per_node} attr leaf blocks "
+                                "(a multi-level attr tree is not supported)", where=where)
+        self.leaf_blks = [0] if len(self.leaves) == 1 else list(range(1, len(self.leaves) + 1))
+        nblk = self.leaf_blks[-1] + 1
+        for it in items:
+            if not it[1] & ATTR_LOCAL:
+                it[4] = nblk
+                nblk += -(-len(it[3]) // self.rmt_space)
         self.nblocks = nblk
 
     def render(self, owner: int, uuid: bytes, daddr: dict[int, int]) -> dict[int, bytes]:
         bs = self.bs
         out: dict[int, bytes] = {}
-        buf = bytearray(bs)
-        top = bs
-        for i, (h, flags, n, v, vblk) in enumerate(self.items):
-            if flags & ATTR_LOCAL:
-                size = attr_local_size(len(n), len(v))
+        blks = self.leaf_blks
+        for li, leaf in enumerate(self.leaves):
+            buf = bytearray(bs)
+            top = bs
+            for i, (h, flags, n, v, vblk, size) in enumerate(leaf):
                 top -= size
-                struct.pack_into(">HB", buf, top, len(v), len(n))
-                buf[top + 3:top + 3 + len(n) + len(v)] = n + v
-            else:
-                size = attr_remote_size(len(n))
-                top -= size
-                struct.pack_into(">IIB", buf, top, vblk, len(v), len(n))
-                buf[top + 9:top + 9 + len(n)] = n
-                for k in range(-(-len(v) // self.rmt_space)):
-                    piece = v[k * self.rmt_space:(k + 1) * self.rmt_space]
-                    rb = bytearray(bs)
-                    rb[:RMT_HDR.size] = RMT_HDR.pack(magic=ATTR3_RMT_MAGIC, offset=k * self.rmt_space,
-                                                     bytes=len(piece), uuid=uuid, owner=owner,
-                                                     blkno=daddr[vblk + k])
-                    rb[RMT_HDR.size:RMT_HDR.size + len(piece)] = piece
-                    out[vblk + k] = bytes(set_crc(rb, RMT_CRC_OFF))
-            ATTR_LEAF_ENT.pack_into(buf, ATTR3_LEAF_HDR_SIZE + i * ATTR_LEAF_ENT.size, h, top, flags, 0)
-        base = ATTR3_LEAF_HDR_SIZE + ATTR_LEAF_ENT.size * len(self.items)
-        buf[:DA3_BLKINFO.size] = DA3_BLKINFO.pack(magic=ATTR3_LEAF_MAGIC, blkno=daddr[0], uuid=uuid,
-                                                  owner=owner)
-        freemap = struct.pack(">HHHHHH", base, top - base, 0, 0, 0, 0)
-        ATTR3_LEAF_HDR_TAIL.pack_into(buf, DA3_BLKINFO.size, len(self.items), bs - top, top, 0, 0,
-                                      freemap, 0)
-        out[0] = bytes(set_crc(buf, DA3_CRC_OFF))
+                if flags & ATTR_LOCAL:
+                    struct.pack_into(">HB", buf, top, len(v), len(n))
+                    buf[top + 3:top + 3 + len(n) + len(v)] = n + v
+                else:
+                    struct.pack_into(">IIB", buf, top, vblk, len(v), len(n))
+                    buf[top + 9:top + 9 + len(n)] = n
+                    out.update(self._remote(v, vblk, owner, uuid, daddr))
+                ATTR_LEAF_ENT.pack_into(buf, ATTR3_LEAF_HDR_SIZE + i * ATTR_LEAF_ENT.size, h, top, flags, 0)
+            base = ATTR3_LEAF_HDR_SIZE + ATTR_LEAF_ENT.size * len(leaf)
+            buf[:DA3_BLKINFO.size] = DA3_BLKINFO.pack(
+                forw=blks[li + 1] if li + 1 < len(blks) else 0, back=blks[li - 1] if li else 0,
+                magic=ATTR3_LEAF_MAGIC, blkno=daddr[blks[li]], uuid=uuid, owner=owner)
+            freemap = struct.pack(">HHHHHH", base, top - base, 0, 0, 0, 0)
+            ATTR3_LEAF_HDR_TAIL.pack_into(buf, DA3_BLKINFO.size, len(leaf), bs - top, top, 0, 0,
+                                          freemap, 0)
+            out[blks[li]] = bytes(set_crc(buf, DA3_CRC_OFF))
+        if len(self.leaves) > 1:
+            buf = bytearray(bs)
+            buf[:DA3_BLKINFO.size] = DA3_BLKINFO.pack(magic=DA3_NODE_MAGIC, blkno=daddr[0], uuid=uuid,
+                                                      owner=owner)
+            DA3_NODE_HDR_TAIL.pack_into(buf, DA3_BLKINFO.size, len(self.leaves), 1, 0)
+            for i, leaf in enumerate(self.leaves):
+                LEAF_ENT.pack_into(buf, 64 + 8 * i, leaf[-1][0], blks[i])
+            out[0] = bytes(set_crc(buf, DA3_CRC_OFF))
+        return out
+
+    def _remote(self, v: bytes, vblk: int, owner: int, uuid: bytes, daddr: dict[int, int]) -> dict[int, bytes]:
+        out = {}
+        for k in range(-(-len(v) // self.rmt_space)):
+            piece = v[k * self.rmt_space:(k + 1) * self.rmt_space]
+            rb = bytearray(self.bs)
+            rb[:RMT_HDR.size] = RMT_HDR.pack(magic=ATTR3_RMT_MAGIC, offset=k * self.rmt_space,
+                                             bytes=len(piece), uuid=uuid, owner=owner,
+                                             blkno=daddr[vblk + k])
+            rb[RMT_HDR.size:RMT_HDR.size + len(piece)] = piece
+            out[vblk + k] = bytes(set_crc(rb, RMT_CRC_OFF))
         return out
