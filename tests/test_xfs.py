@@ -388,6 +388,10 @@ def test_capacity_and_label_errors(tmp_path):
     assert_one_line_error(create(src, tmp_path / "x.xfs", "--size", "32m", check=False), 1, "does not fit")
     assert_one_line_error(create(src, tmp_path / "y.xfs", "--label", "thirteen-char", check=False), 2, "12 bytes")
     assert not (tmp_path / "x.xfs").exists()
+    small = tmp_path / "small"
+    small.mkdir()
+    assert_one_line_error(create(small, tmp_path / "z.xfs", "--size", "64m", "-O", "agcount=8", check=False),
+                          1, "16 MiB")
 
 
 def test_reader_matches_the_source(tmp_path, rich):

@@ -261,6 +261,9 @@ class XfsWriter:
         elif o.agcount:
             agcount = o.agcount
             agblocks = _ceil(dblocks, agcount)
+            if agblocks < MIN_AG_BLOCKS and exact:
+                raise CapacityError(f"agcount {agcount} makes allocation groups of {agblocks * BS >> 20} "
+                                    f"MiB; XFS needs at least 16 MiB each", where=f"{o.where}.agcount")
         else:
             if dblocks >= (4 << 40) // BS:
                 shift = None
@@ -283,8 +286,10 @@ class XfsWriter:
         if dblocks < MIN_AG_BLOCKS:
             raise _NoSpace("one 16 MiB allocation group")
         agcount = _ceil(dblocks, agblocks)
-        if not exact:
-            if agcount < 2 and not o.agcount:
+        if not exact:  # auto size: whole AGs, as many as asked for
+            if o.agcount:
+                agcount = o.agcount
+            elif agcount < 2:
                 agcount = 2
             dblocks = agcount * agblocks
         last = dblocks - (agcount - 1) * agblocks
