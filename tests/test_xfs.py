@@ -360,6 +360,13 @@ def test_options_and_fixed_size(tmp_path, mounted):
     assert (sb["agcount"], sb["inodesize"], sb["logblocks"], sb["inoalignmt"]) == ("5", "1024", "2048", "16")
     repair_ok(img)
     compare(src, mounted(img))
+    # one AG (the log then sits in AG 0, before the root inode chunk): xfs_repair needs
+    # -o force_geometry, having no secondary superblock to compare
+    one = tmp_path / "one.xfs"
+    create(src, one, "-O", "agcount=1")
+    assert xfs_db(one, "sb 0", "print agcount")["agcount"] == "1"
+    repair_ok(one, "-o", "force_geometry")
+    compare(src, mounted(one))
     # mkfs.xfs's own AG rule for a 1 GiB device: 4 AGs and a 64 MiB log (the mkfs.xfs default)
     img2 = tmp_path / "g.xfs"
     create(src, img2, "--size", "1g")
