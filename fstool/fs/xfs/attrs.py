@@ -3,8 +3,9 @@ under a da-node root) and remote values.
 
 Invariants: the namespace prefix becomes a flag (user: none, trusted: ROOT,
 security: SECURE) and is not stored; leaf entries are sorted by xfs_da_hashname of
-the bare name; POSIX ACLs become XFS's own trusted SGI_ACL_* xattrs; a value whose local entry would reach 3/4 of a block lives in remote
-blocks (attr fork blocks 1..) behind a CRC header.
+the bare name; POSIX ACLs become XFS's own trusted SGI_ACL_* xattrs; a value whose
+local entry would reach 3/4 of a block lives in remote blocks (after the leaf and node
+blocks) behind a CRC header.
 """
 from __future__ import annotations
 
@@ -153,7 +154,8 @@ class LeafPlan:
             out[0] = bytes(set_crc(buf, DA3_CRC_OFF))
         return out
 
-    def _remote(self, v: bytes, vblk: int, owner: int, uuid: bytes, daddr: dict[int, int]) -> dict[int, bytes]:
+    def _remote(self, v: bytes, vblk: int, owner: int, uuid: bytes,
+                daddr: dict[int, int]) -> dict[int, bytes]:
         out = {}
         for k in range(-(-len(v) // self.rmt_space)):
             piece = v[k * self.rmt_space:(k + 1) * self.rmt_space]

@@ -37,7 +37,8 @@ def _spread(items: list, nblocks: int) -> list[list]:
 
 
 def short_btree(bs: int, magic: int, recs: list[bytes], keys: list[bytes], key_size: int,
-                root_agbno: int, extra: list[int], agno: int, daddr_of, uuid: bytes) -> tuple[dict[int, bytes], int]:
+                root_agbno: int, extra: list[int], agno: int, daddr_of,
+                uuid: bytes) -> tuple[dict[int, bytes], int]:
     """Blocks of an AG btree: {agbno: block}, levels. The root is root_agbno; the other
     blocks take agbnos from `extra` in order (len(extra) == blocks needed - 1)."""
     hdr = BT_SHORT.size

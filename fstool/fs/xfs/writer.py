@@ -37,7 +37,7 @@ from .format import (ABTB_MAGIC, ABTC_MAGIC, AGF, AGF_MAGIC, AGFL, AGFL_MAGIC, A
                      IBT_MAGIC, INCOMPAT_BIGTIME, INCOMPAT_FTYPE, INCOMPAT_SPINODES,
                      INODES_PER_CHUNK, INOBT_KEY, INOBT_REC, LOG_BIG_RECORD_BSIZE, LOG_CLIENT,
                      LOG_FMT_LINUX_LE, LOG_MAGIC, LOG_OP_HDR, LOG_REC_HDR, LOG_UNMOUNT_TRANS,
-                     LOG_UNMOUNT_TYPE, MAX_EXTLEN, NULLAGBLOCK, NULLAGINO, RMT_CRC_OFF, RMT_HDR,
+                     LOG_UNMOUNT_TYPE, MAX_EXTLEN, NULLAGINO, RMT_CRC_OFF, RMT_HDR,
                      RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, SB, SB_CRC_OFF, SB_FEATURES2, SB_MAGIC,
                      SB_VERSION, SYMLINK_MAGIC, Geometry, bigtime, encode_dev, pack_bmbt, set_crc)
 
@@ -185,6 +185,7 @@ class IPlan:
     time: int = 0
     uid: int = 0
     gid: int = 0
+    dfork_space: int = 0  # bytes of the data fork (the literal area less the attr fork)
 
 
 @dataclass
@@ -557,8 +558,9 @@ class XfsWriter:
             raise CapacityError(f"AG {a} free space is too fragmented", where=self.params.where)
         daddr = lambda b: g.daddr(a, b)  # noqa: E731
         blocks = {}
-        blocks.update(short_btree(bs, ABTB_MAGIC, bno, [r for r in bno], 8, BNO_ROOT, [], a, daddr, self.uuid)[0])
-        blocks.update(short_btree(bs, ABTC_MAGIC, cnt, [r for r in cnt], 8, CNT_ROOT, [], a, daddr, self.uuid)[0])
+        # a free-space record is its own key (startblock, blockcount); both trees stay one leaf
+        blocks.update(short_btree(bs, ABTB_MAGIC, bno, bno, 8, BNO_ROOT, [], a, daddr, self.uuid)[0])
+        blocks.update(short_btree(bs, ABTC_MAGIC, cnt, cnt, 8, CNT_ROOT, [], a, daddr, self.uuid)[0])
         irecs = [INOBT_REC.pack(ag, 0, INODES_PER_CHUNK, nf, m) for ag, nf, m in sorted(chunks)]
         ikeys = [INOBT_KEY.pack(ag) for ag, _, _ in sorted(chunks)]
         iblk, ilevel = short_btree(bs, IBT_MAGIC, irecs, ikeys, 4, INO_ROOT, plan.ino_extra.get(a, []),
