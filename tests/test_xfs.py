@@ -446,6 +446,15 @@ def test_reader_reads_mkfs_protofile_images(tmp_path):
     for name in ("sub/blob", "sub/f499", "a.txt"):
         assert run_fstool("cat", img, "/" + name, check=True, text_output=False).stdout == (src / name).read_bytes()
     assert "xfs" in run_fstool("info", img, check=True).stdout
+    # 8 KiB directory blocks, 1 KiB inodes, large extent counters (nrext64), reflink
+    img2 = tmp_path / "mk2.img"
+    with open(img2, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.xfs", "-q", "-f", "-n", "size=8192", "-i", "size=1024,nrext64=1", "-p", str(proto),
+                    str(img2)], check=True, env=QA_ENV)
+    assert strip(run_fstool("ls", "-R", img2, check=True).stdout.splitlines()) == strip(b)
+    assert run_fstool("cat", img2, "/sub/blob", check=True, text_output=False).stdout == (src / "sub/blob").read_bytes()
+    assert "nrext64" in run_fstool("info", img2, check=True).stdout
 
 
 def test_corrupt_images_are_refused(tmp_path):

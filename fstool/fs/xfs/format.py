@@ -175,6 +175,7 @@ DINODE_CRC_OFF = DINODE.offsets["crc"]
 FMT_DEV, FMT_LOCAL, FMT_EXTENTS, FMT_BTREE = 0, 1, 2, 3
 DIFLAG_NEWRTBM = 1 << 2
 DIFLAG2_BIGTIME = 1 << 3
+DIFLAG2_NREXT64 = 1 << 4  # di_nextents becomes the attr count; the data count is the 8 bytes at 'pad'
 INODES_PER_CHUNK = 64
 BIGTIME_EPOCH_OFFSET = 1 << 31
 

@@ -19,7 +19,7 @@ from .attrs import ACL_XATTRS, acl_from_disk
 from .format import (ATTR3_LEAF_HDR_SIZE, ATTR3_LEAF_MAGIC, ATTR3_RMT_MAGIC, ATTR_LEAF_ENT,
                      ATTR_LOCAL, ATTR_PREFIX, ATTR_ROOT, ATTR_SF_ENT, ATTR_SF_HDR, BLOCK_TAIL, BMAP_MAGIC,
                      BMDR_HDR, BT_LONG, DA3_BLKINFO, DA3_CRC_OFF, DA3_NODE_MAGIC,
-                     DIFLAG2_BIGTIME, DINODE, DINODE_CRC_OFF, DINODE_MAGIC, DIR2_LEAF_OFFSET,
+                     DIFLAG2_BIGTIME, DIFLAG2_NREXT64, DINODE, DINODE_CRC_OFF, DINODE_MAGIC, DIR2_LEAF_OFFSET,
                      DIR3_BLK_HDR, DIR3_BLOCK_MAGIC, DIR3_DATA_HDR_SIZE, DIR3_DATA_MAGIC,
                      FMT_BTREE, FMT_DEV, FMT_EXTENTS, FMT_LOCAL, INCOMPAT_FTYPE, KNOWN_INCOMPAT,
                      RMT_CRC_OFF, RMT_HDR, SB, SB_CRC_OFF, SB_MAGIC, SYMLINK_MAGIC, Geometry,
@@ -128,7 +128,11 @@ class XfsReader(Reader):
         """(startoff, fsb, count, unwritten) of a fork, sorted by startoff."""
         fmt = node.core.aformat if attr else node.core.format
         fork = node.afork if attr else node.dfork
-        n = node.core.anextents if attr else node.core.nextents
+        c = node.core
+        if c.flags2 & DIFLAG2_NREXT64:  # large extent counts: 64-bit data, 32-bit attr counters
+            n = c.nextents if attr else struct.unpack_from(">Q", node.raw, DINODE.offsets["pad"])[0]
+        else:
+            n = c.anextents if attr else c.nextents
         if fork is None:
             return []
         if fmt == FMT_EXTENTS:
