@@ -181,6 +181,30 @@ def test_kernel_writes_to_our_images(tmp_path, rich):
     repair_ok(img)
 
 
+def test_auto_size_leaves_the_per_ag_reservation(tmp_path, rich):
+    """An auto-sized image is tight, yet every AG keeps the free blocks the kernel reserves for
+    the finobt at mount, so a read-write mount does not warn "ENOSPC reserving per-AG metadata"."""
+    img = tmp_path / "t.xfs"
+    create(rich, img)
+    agcount = int(xfs_db(img, "sb 0", "print agcount")["agcount"])
+    free = [int(xfs_db(img, f"agf {a}", "print freeblks")["freeblks"]) for a in range(agcount)]
+    assert all(f >= 10 for f in free) and sum(free) * 4096 < 16 << 20, free
+    before = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.count("\n")
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", dev, str(mnt)], check=True)
+        subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev])
+    new = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()[before:]
+    name = os.path.basename(dev)
+    assert not [ln for ln in new if f"({name})" in ln and "ENOSPC" in ln]
+    repair_ok(img)
+
+
 def test_fragmented_and_sparse_files(tmp_path, mounted):
     src = tmp_path / "src"
     src.mkdir()
@@ -375,9 +399,33 @@ def test_options_and_fixed_size(tmp_path, mounted):
     repair_ok(img2)
 
 
+def test_4k_sectors(tmp_path, rich):
+    """sector_size=4096: the AG headers take a block each, a 4 KiB log sector and stripe unit,
+    and the kernel mounts it from a device with 4096-byte logical sectors."""
+    img = tmp_path / "s.xfs"
+    create(rich, img, "-O", "sector_size=4096")
+    sb = xfs_db(img, "sb 0", "print sectsize logsectsize versionnum rootino")
+    assert (sb["sectsize"], sb["logsectsize"], sb["versionnum"]) == ("4096", "4096", "0xbca5")
+    repair_ok(img)
+    dev = subprocess.run(["losetup", "-f", "--show", "--sector-size", "4096", str(img)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-o", "ro", dev, str(mnt)], check=True)
+        try:
+            compare(rich, mnt)
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev])
+    assert run_fstool("cat", img, "/text.txt", check=True, text_output=False).stdout == (rich / "text.txt").read_bytes()
+
+
 @pytest.mark.parametrize("opt, needle", [
     ("inode_size=256", "inode_size"), ("agsize=1m", "agsize"), ("log_size=1m", "log_size"),
     ("agcount=0", "agcount"), ("bogus=1", "unknown option"), ("block_size=1024", "4096"),
+    ("sector_size=1024", "sector_size"),
 ])
 def test_option_errors(tmp_path, opt, needle):
     src = tmp_path / "src"

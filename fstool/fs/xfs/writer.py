@@ -39,16 +39,15 @@ from .format import (ABTB_MAGIC, ABTC_MAGIC, AGF, AGF_MAGIC, AGFL, AGFL_MAGIC, A
                      LOG_FMT_LINUX_LE, LOG_MAGIC, LOG_OP_HDR, LOG_REC_HDR, LOG_UNMOUNT_TRANS,
                      LOG_UNMOUNT_TYPE, MAX_EXTLEN, NULLAGINO, RMT_CRC_OFF, RMT_HDR,
                      RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, SB, SB_CRC_OFF, SB_FEATURES2, SB_MAGIC,
-                     SB_VERSION, SYMLINK_MAGIC, Geometry, bigtime, encode_dev, pack_bmbt, set_crc)
+                     SB_VERSION, SB_VERSION_SECTOR, SYMLINK_MAGIC, Geometry, bigtime, encode_dev, pack_bmbt, set_crc)
 
 BS = 4096
-AG_HDR_BLOCKS = 5  # block 0 (sb, agf, agi, agfl sectors), bno root, cnt root, inobt root, finobt root
-BNO_ROOT, CNT_ROOT, INO_ROOT, FINO_ROOT = 1, 2, 3, 4
 AGFL_FILL = 4  # xfs_alloc_min_freelist without rmapbt: (1 + 1) * 2
 MIN_AG_BLOCKS = (16 << 20) // BS  # XFS_MIN_AG_BYTES: the kernel refuses smaller AGs
 MIN_LAST_AG = 64  # XFS_MIN_AG_BLOCKS: the last AG may be this short
 SMALL_FS = (300 << 20) // BS  # mkfs.xfs: below 300 MB the log takes its minimum size
-SMALL_LOG = 1024  # blocks; mkfs's computed minimum is 857..915 for these geometries
+SMALL_LOG = 1024  # blocks; mkfs's computed minimum is 857..931 for these geometries
+SMALL_LOG_4K = 2048  # with 4 KiB sectors the log stripe unit raises the minimum to about 1608
 REALISTIC_LOG = (64 << 20) // BS
 MAX_LOG = (1 << 30) // BS
 AG_MAX_BLOCKS = (1 << 40) // BS
@@ -61,6 +60,7 @@ class Options:
     inode_size: int
     log_size: int | None  # blocks
     imaxpct: int
+    sector_size: int
     label: bytes
     uuid: bytes
     where: str
@@ -74,6 +74,7 @@ def parse_options(params: FsParams) -> Options:
     inode_size = opt.get_int("inode_size", 512)
     log_size = opt.get_size("log_size")
     imaxpct = opt.get_int("imaxpct", 25, 0, 100)
+    sector_size = opt.get_int("sector_size", 512)
     opt.finish()
     if params.block_size not in (None, BS):
         raise SpecError(f"xfs supports block_size 4096 only, got {params.block_size}",
@@ -83,6 +84,8 @@ def parse_options(params: FsParams) -> Options:
     if inode_size not in (512, 1024, 2048):
         raise SpecError(f"inode_size must be 512, 1024 or 2048 (v5 filesystems), got {inode_size}",
                         where=f"{where}.inode_size")
+    if sector_size not in (512, 4096):
+        raise SpecError(f"sector_size must be 512 or 4096, got {sector_size}", where=f"{where}.sector_size")
     if agcount is not None and agsize is not None:
         raise SpecError("set agcount or agsize, not both", where=f"{where}.agsize")
     if agsize is not None:
@@ -91,9 +94,10 @@ def parse_options(params: FsParams) -> Options:
                             where=f"{where}.agsize")
         agsize //= BS
     if log_size is not None:
-        if log_size % BS or not SMALL_LOG * BS <= log_size <= MAX_LOG * BS:
-            raise SpecError(f"log_size must be a multiple of 4096 between 4 MiB and 1 GiB, got {log_size}",
-                            where=f"{where}.log_size")
+        low = SMALL_LOG if sector_size == 512 else SMALL_LOG_4K
+        if log_size % BS or not low * BS <= log_size <= MAX_LOG * BS:
+            raise SpecError(f"log_size must be a multiple of 4096 between {low * BS >> 20} MiB and 1 GiB, "
+                            f"got {log_size}", where=f"{where}.log_size")
         log_size //= BS
     label = (params.label or "").encode("utf-8")
     if len(label) > 12:
@@ -106,7 +110,7 @@ def parse_options(params: FsParams) -> Options:
             raise SpecError(f"invalid UUID {params.uuid!r}", where=f"{params.where}.uuid") from None
     else:
         u = derive_uuid(params.seed, "xfs/uuid").bytes
-    return Options(agcount, agsize, inode_size, log_size, imaxpct, label, u, where)
+    return Options(agcount, agsize, inode_size, log_size, imaxpct, sector_size, label, u, where)
 
 
 class _NoSpace(Exception):
@@ -154,6 +158,20 @@ class Allocator:
                 return self.first, s, got
             self.first += 1
         raise _NoSpace(f"{n} blocks")
+
+    def release(self, agno: int, start: int, n: int) -> None:
+        """Give back blocks held aside (merging with the free extents around them)."""
+        fl = self.free[agno]
+        fl.append([start, start + n])
+        fl.sort()
+        merged = [fl[0]]
+        for s, e in fl[1:]:
+            if s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        self.free[agno] = merged
+        self.first = min(self.first, agno)
 
     def runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
         """Place logical runs (lblk, count): extents (lblk, fsb, count)."""
@@ -213,6 +231,12 @@ class XfsWriter:
         self.opts: Options = params.opts if isinstance(params.opts, Options) else parse_options(params)
         self.isize = self.opts.inode_size
         self.chunk_blocks = INODES_PER_CHUNK * self.isize // BS
+        self.sect = self.opts.sector_size
+        # AG block layout: the four header sectors (sb, agf, agi, agfl), then the btree roots
+        hdr = _ceil(4 * self.sect, BS)
+        self.bno_root, self.cnt_root, self.ino_root, self.fino_root = hdr, hdr + 1, hdr + 2, hdr + 3
+        self.ag_hdr_blocks = hdr + 4
+        self.small_log = SMALL_LOG if self.sect == 512 else SMALL_LOG_4K
         self.uuid = self.opts.uuid
 
     # -- inputs ------------------------------------------------------------------
@@ -297,39 +321,62 @@ class XfsWriter:
         if last < MIN_LAST_AG and agcount > 1:
             agcount -= 1
             dblocks = agcount * agblocks
-        geom = Geometry(BS, agblocks, agcount, self.isize)
+        geom = Geometry(BS, agblocks, agcount, self.isize, self.sect)
         geom.dblocks = dblocks
         if o.log_size:
             logblocks = o.log_size
         elif dblocks < SMALL_FS:
-            logblocks = SMALL_LOG
+            logblocks = self.small_log
         else:
             logblocks = min(max(dblocks // 2048, REALISTIC_LOG), MAX_LOG, agblocks - 64)
         return geom, logblocks
 
     # -- planning ----------------------------------------------------------------
-    def plan(self, geom: Geometry, logblocks: int) -> Plan:
+    def finobt_reserve(self, geom: Geometry, agno: int, logblocks: int) -> int:
+        """Free blocks the kernel sets aside in an AG at mount for the finobt
+        (xfs_inobt_max_size: a tree of minimally full blocks over every inode the AG could
+        hold). With less, a read-write mount warns "ENOSPC reserving per-AG metadata pool"."""
+        aglen = geom.ag_length(agno) - (logblocks if agno == geom.agcount // 2 else 0)
+        n = aglen * geom.inopblock // INODES_PER_CHUNK
+        limits = ((BS - 56) // INOBT_REC.size // 2, (BS - 56) // (INOBT_KEY.size + 4) // 2)
+        total, level = 0, 0
+        while n > 1:
+            n = _ceil(n, limits[min(level, 1)])
+            total += n
+            level += 1
+        return total
+
+    def plan(self, geom: Geometry, logblocks: int, keep_free: bool = True) -> Plan:
         bs = BS
         logag = geom.agcount // 2
-        if logblocks + AG_HDR_BLOCKS + AGFL_FILL + (self.chunk_blocks * 2 if logag == 0 else 0) \
+        if logblocks + self.ag_hdr_blocks + AGFL_FILL + (self.chunk_blocks * 2 if logag == 0 else 0) \
                 > geom.ag_length(logag):
             raise _NoSpace("the log")
         al = Allocator(geom)
         agfl_start = []
         for a in range(geom.agcount):
-            if geom.ag_length(a) < AG_HDR_BLOCKS + AGFL_FILL + 1:
+            if geom.ag_length(a) < self.ag_hdr_blocks + AGFL_FILL + 1:
                 raise _NoSpace("AG headers")
-            al.reserve(a, 0, AG_HDR_BLOCKS)
-            start = AG_HDR_BLOCKS
+            al.reserve(a, 0, self.ag_hdr_blocks)
+            start = self.ag_hdr_blocks
             if a == logag:
                 al.reserve(a, start, logblocks)
                 start += logblocks
             al.reserve(a, start, AGFL_FILL)
             agfl_start.append(start)
-        plan = Plan(geom, (logag, AG_HDR_BLOCKS), logblocks, agfl_start, alloc=al)
+        plan = Plan(geom, (logag, self.ag_hdr_blocks), logblocks, agfl_start, alloc=al)
+        held = []  # the tail of each AG, kept free for the kernel's per-AG reservation
+        if keep_free:
+            for a in range(geom.agcount):
+                n = self.finobt_reserve(geom, a, logblocks) + 8
+                start = geom.ag_length(a) - n
+                if start <= agfl_start[a] + AGFL_FILL + (2 * self.chunk_blocks if a == 0 else 0):
+                    raise _NoSpace("the per-AG reservation")
+                al.reserve(a, start, n)
+                held.append((a, start, n))
         # the root chunk where xfs_ialloc_calc_rootino expects it
         align = self.chunk_blocks
-        first = AG_HDR_BLOCKS + AGFL_FILL + (logblocks if logag == 0 else 0)
+        first = self.ag_hdr_blocks + AGFL_FILL + (logblocks if logag == 0 else 0)
         root_bno = _ceil(first, align) * align
         al.reserve(0, root_bno, self.chunk_blocks)
         plan.chunks.append((0, root_bno))
@@ -368,6 +415,8 @@ class XfsWriter:
             self.plan_inode(plan, ip, files)
         for ip in files:  # file data after all metadata
             self.plan_file(plan, ip)
+        for a, start, n in held:
+            al.release(a, start, n)
         return plan
 
     def daddr_map(self, geom: Geometry, exts: list[tuple[int, int, int]]) -> dict[int, int]:
@@ -559,15 +608,15 @@ class XfsWriter:
         daddr = lambda b: g.daddr(a, b)  # noqa: E731
         blocks = {}
         # a free-space record is its own key (startblock, blockcount); both trees stay one leaf
-        blocks.update(short_btree(bs, ABTB_MAGIC, bno, bno, 8, BNO_ROOT, [], a, daddr, self.uuid)[0])
-        blocks.update(short_btree(bs, ABTC_MAGIC, cnt, cnt, 8, CNT_ROOT, [], a, daddr, self.uuid)[0])
+        blocks.update(short_btree(bs, ABTB_MAGIC, bno, bno, 8, self.bno_root, [], a, daddr, self.uuid)[0])
+        blocks.update(short_btree(bs, ABTC_MAGIC, cnt, cnt, 8, self.cnt_root, [], a, daddr, self.uuid)[0])
         irecs = [INOBT_REC.pack(ag, 0, INODES_PER_CHUNK, nf, m) for ag, nf, m in sorted(chunks)]
         ikeys = [INOBT_KEY.pack(ag) for ag, _, _ in sorted(chunks)]
-        iblk, ilevel = short_btree(bs, IBT_MAGIC, irecs, ikeys, 4, INO_ROOT, plan.ino_extra.get(a, []),
+        iblk, ilevel = short_btree(bs, IBT_MAGIC, irecs, ikeys, 4, self.ino_root, plan.ino_extra.get(a, []),
                                    a, daddr, self.uuid)
         fsel = [i for i, (_, nf, _) in enumerate(sorted(chunks)) if nf]
         fblk, flevel = short_btree(bs, FIBT_MAGIC, [irecs[i] for i in fsel], [ikeys[i] for i in fsel], 4,
-                                   FINO_ROOT, plan.fino_extra.get(a, []), a, daddr, self.uuid)
+                                   self.fino_root, plan.fino_extra.get(a, []), a, daddr, self.uuid)
         blocks.update(iblk)
         blocks.update(fblk)
         for b, blk in blocks.items():
@@ -577,7 +626,7 @@ class XfsWriter:
         sect = g.sectsize
         agf = bytearray(sect)
         agf[:AGF.size] = AGF.pack(magicnum=AGF_MAGIC, versionnum=1, seqno=a, length=length,
-                                  bnoroot=BNO_ROOT, cntroot=CNT_ROOT, bnolevel=1, cntlevel=1,
+                                  bnoroot=self.bno_root, cntroot=self.cnt_root, bnolevel=1, cntlevel=1,
                                   flfirst=0, fllast=AGFL_FILL - 1, flcount=AGFL_FILL,
                                   freeblks=freeblks, longest=longest, uuid=self.uuid)
         set_crc(agf, AGF.offsets["crc"])
@@ -585,10 +634,10 @@ class XfsWriter:
         freecount = sum(nf for _, nf, _ in chunks)
         agi = bytearray(sect)
         agi[:AGI.size] = AGI.pack(magicnum=AGI_MAGIC, versionnum=1, seqno=a, length=length, count=count,
-                                  root=INO_ROOT, level=ilevel, freecount=freecount,
+                                  root=self.ino_root, level=ilevel, freecount=freecount,
                                   newino=max(c[0] for c in chunks) if chunks else NULLAGINO,
                                   dirino=NULLAGINO, unlinked=b"\xff" * 256, uuid=self.uuid,
-                                  free_root=FINO_ROOT, free_level=flevel,
+                                  free_root=self.fino_root, free_level=flevel,
                                   iblocks=1 + len(plan.ino_extra.get(a, [])),
                                   fblocks=1 + len(plan.fino_extra.get(a, [])))
         set_crc(agi, AGI.offsets["crc"])
@@ -610,11 +659,13 @@ class XfsWriter:
             magicnum=SB_MAGIC, blocksize=BS, dblocks=g.dblocks, uuid=self.uuid,
             logstart=g.fsb(la, lb), rootino=rootino, rbmino=rootino + 1, rsumino=rootino + 2,
             rextsize=1, agblocks=g.agblocks, agcount=g.agcount, logblocks=plan.logblocks,
-            versionnum=SB_VERSION, sectsize=g.sectsize, inodesize=self.isize, inopblock=g.inopblock,
-            fname=self.opts.label, blocklog=g.blocklog, sectlog=9, inodelog=g.inodelog,
+            versionnum=SB_VERSION | (SB_VERSION_SECTOR if self.sect != 512 else 0), sectsize=g.sectsize, inodesize=self.isize, inopblock=g.inopblock,
+            fname=self.opts.label, blocklog=g.blocklog, sectlog=g.sectsize.bit_length() - 1, inodelog=g.inodelog,
             inopblog=g.inopblog, agblklog=g.agblklog, imax_pct=self.opts.imaxpct,
             icount=self.icount, ifree=self.ifree, fdblocks=fdblocks,
-            inoalignmt=self.chunk_blocks, logsunit=1, features2=SB_FEATURES2,
+            inoalignmt=self.chunk_blocks, logsunit=self.sect if self.sect != 512 else 1,
+            logsectlog=self.sect.bit_length() - 1 if self.sect != 512 else 0,
+            logsectsize=self.sect if self.sect != 512 else 0, features2=SB_FEATURES2,
             bad_features2=SB_FEATURES2, features_ro_compat=RO_COMPAT_FINOBT | RO_COMPAT_INOBTCNT,
             features_incompat=INCOMPAT_FTYPE | INCOMPAT_SPINODES | INCOMPAT_BIGTIME,
             spino_align=max(1, (8192 * self.isize // 256) // BS))
@@ -623,9 +674,13 @@ class XfsWriter:
             self.out.pwrite(sb, g.byte(a, 0))
 
     def emit_log(self, plan: Plan) -> None:
+        """A clean log: one record at block 0 holding an unmount op (libxfs_log_header's shape);
+        with 4 KiB log sectors the record fills the sector, every 512-byte block stamped with
+        the cycle. The rest of the log stays zero (a hole): the kernel reads it as never written."""
         g = plan.geom
         la, lb = plan.logstart
-        rec = bytearray(1024)
+        length = max(1024, self.sect if self.sect != 512 else 0)
+        rec = bytearray(length)
         op = LOG_OP_HDR.pack(0xB0C0D0D0, 8, LOG_CLIENT, LOG_UNMOUNT_TRANS, 0)
         body = bytearray(512)
         body[:len(op)] = op
@@ -634,10 +689,12 @@ class XfsWriter:
         struct.pack_into(">I", body, 0, 1)  # the cycle stamped over the first word
         lsn = 1 << 32
         rec[:LOG_REC_HDR.size] = LOG_REC_HDR.pack(
-            magicno=LOG_MAGIC, cycle=1, version=2, len=512, lsn=lsn, tail_lsn=lsn, crc=0,
+            magicno=LOG_MAGIC, cycle=1, version=2, len=length - 512, lsn=lsn, tail_lsn=lsn, crc=0,
             prev_block=0xFFFFFFFF, num_logops=1, cycle_data0=first_word, fmt=LOG_FMT_LINUX_LE,
             fs_uuid=self.uuid, size=LOG_BIG_RECORD_BSIZE)
-        rec[512:] = body
+        rec[512:1024] = body
+        for bb in range(1024, length, 512):
+            struct.pack_into(">I", rec, bb, 1)
         self.out.pwrite(rec, g.byte(la, lb))
 
     # -- driver ------------------------------------------------------------------
@@ -666,17 +723,22 @@ class XfsWriter:
             dblocks = p.size // BS
             try:
                 geom, logblocks = self.geometry(dblocks, exact=True)
-                plan = self.plan(geom, logblocks)
+                try:
+                    plan = self.plan(geom, logblocks)
+                except _NoSpace:  # fill the AGs to the brim rather than fail
+                    plan = self.plan(geom, logblocks, keep_free=False)
             except _NoSpace as e:
                 raise CapacityError(f"the tree does not fit in {p.size} bytes of xfs (no room for {e})",
                                     where=p.where) from None
             size = p.size
         else:
             need = self.estimate() + _ceil(p.headroom, BS)
-            dblocks = need + SMALL_LOG + 4 * (AG_HDR_BLOCKS + AGFL_FILL + self.chunk_blocks) + 64
+            dblocks = need + self.small_log + 4 * (self.ag_hdr_blocks + AGFL_FILL + self.chunk_blocks) + 64
             if dblocks >= SMALL_FS:  # mkfs.xfs's log for larger devices
                 dblocks = need + self.geometry(dblocks, exact=False)[1] + 4 * 64 + 64
-            dblocks = max(dblocks, 2 * (SMALL_LOG + 128))
+            dblocks = max(dblocks, 2 * (self.small_log + 128))
+            g0, l0 = self.geometry(dblocks, exact=False)
+            dblocks += sum(self.finobt_reserve(g0, a, l0) + 8 for a in range(g0.agcount))
             for attempt in range(60):
                 try:
                     geom, logblocks = self.geometry(dblocks, exact=False)
