@@ -736,7 +736,7 @@ class XfsWriter:
             dblocks = need + self.small_log + 4 * (self.ag_hdr_blocks + AGFL_FILL + self.chunk_blocks) + 64
             if dblocks >= SMALL_FS:  # mkfs.xfs's log for larger devices
                 dblocks = need + self.geometry(dblocks, exact=False)[1] + 4 * 64 + 64
-            dblocks = max(dblocks, 2 * (self.small_log + 128))
+            dblocks = max(dblocks, 2 * (self.small_log + 128), MIN_AG_BLOCKS)
             g0, l0 = self.geometry(dblocks, exact=False)
             dblocks += sum(self.finobt_reserve(g0, a, l0) + 8 for a in range(g0.agcount))
             for attempt in range(60):
