@@ -8,7 +8,8 @@ Phases:
    (xfs_ialloc_calc_rootino), the other inode chunks next, then per inode its
    xattr blocks, directory/symlink blocks and file extents (first fit, lowest AG
    first, so free space per AG is one or two extents), then bmbt blocks where an
-   inode's extent list does not fit in its fork;
+   inode's extent list does not fit in its fork; the tail of every AG is held back
+   while planning so the kernel's per-AG finobt reservation finds free blocks;
 3. write: AG headers and btrees, the inode chunks, every metadata block, the log
    (one unmount record, the rest zero: a clean log), and copy file data with
    copy_file_range. Holes in files are holes in the image.
@@ -39,7 +40,8 @@ from .format import (ABTB_MAGIC, ABTC_MAGIC, AGF, AGF_MAGIC, AGFL, AGFL_MAGIC, A
                      LOG_FMT_LINUX_LE, LOG_MAGIC, LOG_OP_HDR, LOG_REC_HDR, LOG_UNMOUNT_TRANS,
                      LOG_UNMOUNT_TYPE, MAX_EXTLEN, NULLAGINO, RMT_CRC_OFF, RMT_HDR,
                      RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, SB, SB_CRC_OFF, SB_FEATURES2, SB_MAGIC,
-                     SB_VERSION, SB_VERSION_SECTOR, SYMLINK_MAGIC, Geometry, bigtime, encode_dev, pack_bmbt, set_crc)
+                     SB_VERSION, SB_VERSION_SECTOR, SYMLINK_MAGIC, Geometry, bigtime, encode_dev,
+                     pack_bmbt, set_crc)
 
 BS = 4096
 AGFL_FILL = 4  # xfs_alloc_min_freelist without rmapbt: (1 + 1) * 2
