@@ -399,6 +399,21 @@ def test_options_and_fixed_size(tmp_path, mounted):
     repair_ok(img2)
 
 
+def test_large_sparse_device(tmp_path, mounted):
+    """A 2 TiB device: mkfs.xfs's geometry (4 AGs of 512 GiB, a 1 GiB log, imaxpct 5), a few MiB
+    on the host, inode numbers and block numbers far past 32 bits in the later AGs."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(1 << 20))
+    img = tmp_path / "big.xfs"
+    create(src, img, "--size", "2t")
+    assert os.stat(img).st_blocks * 512 < 16 << 20
+    sb = xfs_db(img, "sb 0", "print agcount agblocks logblocks imax_pct")
+    assert sb == {"agcount": "4", "agblocks": "134217728", "logblocks": "262144", "imax_pct": "5"}
+    repair_ok(img)
+    compare(src, mounted(img))
+
+
 def test_4k_sectors(tmp_path, rich):
     """sector_size=4096: the AG headers take a block each, a 4 KiB log sector and stripe unit,
     and the kernel mounts it from a device with 4096-byte logical sectors."""

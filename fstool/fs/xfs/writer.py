@@ -61,7 +61,7 @@ class Options:
     agsize: int | None  # blocks
     inode_size: int
     log_size: int | None  # blocks
-    imaxpct: int
+    imaxpct: int | None  # None: as mkfs.xfs (25 below 1 TiB, 5 below 50 TiB, else 1)
     sector_size: int
     label: bytes
     uuid: bytes
@@ -75,7 +75,7 @@ def parse_options(params: FsParams) -> Options:
     agsize = opt.get_size("agsize")
     inode_size = opt.get_int("inode_size", 512)
     log_size = opt.get_size("log_size")
-    imaxpct = opt.get_int("imaxpct", 25, 0, 100)
+    imaxpct = opt.get_int("imaxpct", None, 0, 100)
     sector_size = opt.get_int("sector_size", 512)
     opt.finish()
     if params.block_size not in (None, BS):
@@ -651,6 +651,12 @@ class XfsWriter:
         out.pwrite(agf + agi + agfl, g.byte(a, 0) + sect)
         return freeblks + AGFL_FILL
 
+    def imaxpct(self, g: Geometry) -> int:
+        if self.opts.imaxpct is not None:
+            return self.opts.imaxpct
+        size = g.dblocks * BS
+        return 25 if size < 1 << 40 else 5 if size < 50 << 40 else 1
+
     def emit_sb(self, plan: Plan, fdblocks: int) -> None:
         g = plan.geom
         root = plan.chunks[0]
@@ -663,7 +669,7 @@ class XfsWriter:
             rextsize=1, agblocks=g.agblocks, agcount=g.agcount, logblocks=plan.logblocks,
             versionnum=SB_VERSION | (SB_VERSION_SECTOR if self.sect != 512 else 0), sectsize=g.sectsize, inodesize=self.isize, inopblock=g.inopblock,
             fname=self.opts.label, blocklog=g.blocklog, sectlog=g.sectsize.bit_length() - 1, inodelog=g.inodelog,
-            inopblog=g.inopblog, agblklog=g.agblklog, imax_pct=self.opts.imaxpct,
+            inopblog=g.inopblog, agblklog=g.agblklog, imax_pct=self.imaxpct(g),
             icount=self.icount, ifree=self.ifree, fdblocks=fdblocks,
             inoalignmt=self.chunk_blocks, logsunit=self.sect if self.sect != 512 else 1,
             logsectlog=self.sect.bit_length() - 1 if self.sect != 512 else 0,
