@@ -440,6 +440,7 @@ def test_4k_sectors(tmp_path, rich):
 @pytest.mark.parametrize("opt, needle", [
     ("inode_size=256", "inode_size"), ("agsize=1m", "agsize"), ("log_size=1m", "log_size"),
     ("agcount=0", "agcount"), ("bogus=1", "unknown option"), ("block_size=1024", "4096"),
+    ("journal_blocks=30", "journal_blocks"),
     ("sector_size=1024", "sector_size"),
 ])
 def test_option_errors(tmp_path, opt, needle):

@@ -81,8 +81,12 @@ def parse_options(params: FsParams) -> Options:
     if params.block_size not in (None, BS):
         raise SpecError(f"xfs supports block_size 4096 only, got {params.block_size}",
                         where=f"{params.where}.block_size")
-    if params.journal_blocks is not None:
-        raise SpecError("use options.log_size for xfs", where=f"{params.where}.journal_blocks")
+    if params.journal_blocks is not None:  # the generic key: the log size in 4 KiB blocks
+        if log_size is not None:
+            raise SpecError("set journal_blocks or options.log_size, not both",
+                            where=f"{params.where}.journal_blocks")
+        log_size = params.journal_blocks * BS
+    log_where = f"{params.where}.journal_blocks" if params.journal_blocks is not None else f"{where}.log_size"
     if inode_size not in (512, 1024, 2048):
         raise SpecError(f"inode_size must be 512, 1024 or 2048 (v5 filesystems), got {inode_size}",
                         where=f"{where}.inode_size")
@@ -92,14 +96,14 @@ def parse_options(params: FsParams) -> Options:
         raise SpecError("set agcount or agsize, not both", where=f"{where}.agsize")
     if agsize is not None:
         if agsize % BS or not MIN_AG_BLOCKS * BS <= agsize <= AG_MAX_BLOCKS * BS:
-            raise SpecError(f"agsize must be a multiple of 4096 between 256 KiB and 1 TiB, got {agsize}",
+            raise SpecError(f"agsize must be a multiple of 4096 between 16 MiB and 1 TiB, got {agsize}",
                             where=f"{where}.agsize")
         agsize //= BS
     if log_size is not None:
         low = SMALL_LOG if sector_size == 512 else SMALL_LOG_4K
         if log_size % BS or not low * BS <= log_size <= MAX_LOG * BS:
-            raise SpecError(f"log_size must be a multiple of 4096 between {low * BS >> 20} MiB and 1 GiB, "
-                            f"got {log_size}", where=f"{where}.log_size")
+            raise SpecError(f"the log must be a multiple of 4096 bytes between {low * BS >> 20} MiB and "
+                            f"1 GiB, got {log_size}", where=log_where)
         log_size //= BS
     label = (params.label or "").encode("utf-8")
     if len(label) > 12:
