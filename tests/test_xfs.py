@@ -48,6 +48,9 @@ def repair_ok(img, *extra):
                         r"the image and the host filesystem|No modify flag set")
     bad = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip() and not benign.match(ln)]
     assert not bad, "\n".join(bad[:20])
+    # xfs_db's check accounts for every block and inode (and the superblock's feature bits)
+    c = subprocess.run(["xfs_db", "-r", "-c", "check", str(img)], capture_output=True, text=True)
+    assert c.returncode == 0 and not c.stdout.strip() and not c.stderr.strip(), c.stdout + c.stderr
 
 
 def xfs_db(img, *cmds) -> dict[str, str]:
@@ -87,7 +90,8 @@ def test_rich_tree_repairs_clean_and_mounts(tmp_path, rich, mounted):
     create(rich, img)
     repair_ok(img)
     sb = xfs_db(img, "sb 0", "print")
-    assert sb["versionnum"] == "0xb4a5" and sb["features_incompat"] == "0xb"  # ftype, sparse, bigtime
+    # mkfs.xfs's 0xb4a5 plus the attr bit the kernel adds with the first xattr
+    assert sb["versionnum"] == "0xb4b5" and sb["features_incompat"] == "0xb"  # ftype, sparse, bigtime
     assert sb["features_ro_compat"] == "0x9"  # finobt, inobtcount (no reflink, no rmapbt)
     assert int(sb["agcount"]) >= 2 and sb["inodesize"] == "512"
     for opts in ("loop,ro", "loop,ro,norecovery"):
@@ -420,7 +424,7 @@ def test_4k_sectors(tmp_path, rich):
     img = tmp_path / "s.xfs"
     create(rich, img, "-O", "sector_size=4096")
     sb = xfs_db(img, "sb 0", "print sectsize logsectsize versionnum rootino")
-    assert (sb["sectsize"], sb["logsectsize"], sb["versionnum"]) == ("4096", "4096", "0xbca5")
+    assert (sb["sectsize"], sb["logsectsize"], sb["versionnum"]) == ("4096", "4096", "0xbcb5")
     repair_ok(img)
     dev = subprocess.run(["losetup", "-f", "--show", "--sector-size", "4096", str(img)],
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -548,4 +552,6 @@ def test_random_trees(fs_type, entries):
         build(tree, fs_type, img)
         p = subprocess.run(["xfs_repair", "-n", img], capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
+        c = subprocess.run(["xfs_db", "-r", "-c", "check", img], capture_output=True, text=True)
+        assert c.returncode == 0 and not (c.stdout + c.stderr).strip(), c.stdout + c.stderr
         assert read_back(open_reader(img)) == expected(tree)

@@ -109,6 +109,7 @@ SB_CRC_OFF = SB.offsets["crc"]
 NULLFSINO = (1 << 64) - 1
 # versionnum: v5 | nlink | align | logv2 | extflg | dirv2 | morebits (0xb4a5, as mkfs.xfs)
 SB_VERSION = 5 | 0x0020 | 0x0080 | 0x0400 | 0x1000 | 0x2000 | 0x8000
+SB_VERSION_ATTR = 0x0010  # set once any inode has an attr fork (as the kernel does)
 SB_VERSION_SECTOR = 0x0800  # sector or log sector size other than 512
 SB_FEATURES2 = 0x2 | 0x8 | 0x80 | 0x100  # lazysbcount, attr2, projid32bit, crc
 RO_COMPAT_FINOBT = 1 << 0

@@ -40,7 +40,7 @@ from .format import (ABTB_MAGIC, ABTC_MAGIC, AGF, AGF_MAGIC, AGFL, AGFL_MAGIC, A
                      LOG_FMT_LINUX_LE, LOG_MAGIC, LOG_OP_HDR, LOG_REC_HDR, LOG_UNMOUNT_TRANS,
                      LOG_UNMOUNT_TYPE, MAX_EXTLEN, NULLAGINO, RMT_CRC_OFF, RMT_HDR,
                      RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, SB, SB_CRC_OFF, SB_FEATURES2, SB_MAGIC,
-                     SB_VERSION, SB_VERSION_SECTOR, SYMLINK_MAGIC, Geometry, bigtime, encode_dev,
+                     SB_VERSION, SB_VERSION_ATTR, SB_VERSION_SECTOR, SYMLINK_MAGIC, Geometry, bigtime, encode_dev,
                      pack_bmbt, set_crc)
 
 BS = 4096
@@ -671,7 +671,8 @@ class XfsWriter:
             magicnum=SB_MAGIC, blocksize=BS, dblocks=g.dblocks, uuid=self.uuid,
             logstart=g.fsb(la, lb), rootino=rootino, rbmino=rootino + 1, rsumino=rootino + 2,
             rextsize=1, agblocks=g.agblocks, agcount=g.agcount, logblocks=plan.logblocks,
-            versionnum=SB_VERSION | (SB_VERSION_SECTOR if self.sect != 512 else 0), sectsize=g.sectsize, inodesize=self.isize, inopblock=g.inopblock,
+            versionnum=(SB_VERSION | (SB_VERSION_SECTOR if self.sect != 512 else 0)
+                        | (SB_VERSION_ATTR if self.xattrs else 0)), sectsize=g.sectsize, inodesize=self.isize, inopblock=g.inopblock,
             fname=self.opts.label, blocklog=g.blocklog, sectlog=g.sectsize.bit_length() - 1, inodelog=g.inodelog,
             inopblog=g.inopblog, agblklog=g.agblklog, imax_pct=self.imaxpct(g),
             icount=self.icount, ifree=self.ifree, fdblocks=fdblocks,
