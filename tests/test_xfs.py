@@ -325,6 +325,9 @@ def test_symlinks_devices_and_hardlinks(tmp_path, mounted):
     os.mknod(src / "null", 0o666 | 0o020000, os.makedev(1, 3))
     os.mknod(src / "disk", 0o660 | 0o060000, os.makedev(511, (1 << 18) - 1))
     os.mkfifo(src / "fifo")
+    for name, ns in (("old", -1_000_000_000_123_456_789), ("new", 4_102_444_800_987_654_321)):
+        (src / name).write_bytes(name.encode())
+        os.utime(src / name, ns=(ns, ns))
     img = tmp_path / "s.xfs"
     create(src, img)
     repair_ok(img)
@@ -332,6 +335,9 @@ def test_symlinks_devices_and_hardlinks(tmp_path, mounted):
     compare(src, mnt)
     diff_r(src, mnt)
     assert os.stat(mnt / "f").st_nlink == 2
+    # nanosecond times (bigtime), before 1970 and after 2038
+    for name, ns in (("old", -1_000_000_000_123_456_789), ("new", 4_102_444_800_987_654_321)):
+        assert os.stat(mnt / name, follow_symlinks=False).st_mtime_ns == ns, name
     long = tmp_path / "toolong"
     long.mkdir()
     os.symlink("z" * 1024, long / "l")
