@@ -264,7 +264,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("source", nargs="?", metavar="SRC",
                    help="directory, tar or JSON manifest; layer several with '+' (bottom first)")
     c.add_argument("-t", "--type", required=True, metavar="TYPE",
-                   help="ext2, ext3, ext4, squashfs, vfat, fat12, fat16, fat32, xfs")
+                   help="ext2, ext3, ext4, squashfs, vfat, fat12, fat16, fat32")
     c.add_argument("-o", "--output", required=True, metavar="OUT")
     c.add_argument("--size", metavar="SIZE", help="image size (e.g. 64MiB) or 'auto' (default)")
     c.add_argument("--headroom", metavar="SIZE", help="free space to add to an auto size")
