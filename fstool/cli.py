@@ -10,12 +10,13 @@ import argparse
 import json
 import os
 import stat
+import struct
 import sys
 import time
 
 from . import __version__
-from .errors import FstoolError, ImageError, InputError, SpecError, UsageError
-from .image import Region, atomic_output
+from .errors import FstoolError, ImageError, InputError, UsageError, set_quiet
+from .image import Terminated, atomic_output
 from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
@@ -49,8 +50,20 @@ def _log(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def _cluster_size(args) -> int | None:
+    """The Rust fstool's --cluster-size: the qcow2 cluster size (a power of two, 512 B to
+    2 MiB), for qcow2 output only."""
+    if args.cluster_size is None:
+        return None
+    cs = parse_size(args.cluster_size, where="--cluster-size")
+    if cs < 512 or cs > 2 << 20 or cs & (cs - 1):
+        raise UsageError(f"--cluster-size must be a power of two from 512 to 2MiB; got {cs}")
+    return cs
+
+
 def cmd_create(args) -> int:
-    from .build import create_seed, load_tree, make_params, write_filesystem
+    cluster_size = _cluster_size(args)
+    from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
     from .spec import FsSpec
     from .fs import canonical_type
@@ -80,59 +93,246 @@ def cmd_create(args) -> int:
         apply_generic(fs, {k: v}, f"--{k}", os.getcwd())
     if args.device_table:
         fs.device_table = os.path.abspath(args.device_table)
+    parse_format_options(fs)
+    check_output_against_inputs(args.output, fs.sources + ([fs.device_table] if fs.device_table else []),
+                                "-o")
     t0 = time.monotonic()
-    tree = load_tree(fs)
     with terminal_progress(args.quiet) as progress:
-        params = make_params(fs, create_seed(fs, tree), size=fs.size, verbose=args.verbose,
-                             progress=progress)
-        with atomic_output(args.output) as out:
-            size = write_filesystem(fs, tree, out, params)
+        from .container import container_output, plan_output
+        plan = plan_output(args.output, args.format)
+        if cluster_size is not None:
+            if plan.format != "qcow2":
+                raise UsageError("--cluster-size is the qcow2 cluster size: it needs qcow2 output "
+                                 "(-o IMG.qcow2 or --format qcow2)")
+            plan.cluster_size = cluster_size
+        with container_output(plan, force=args.force) as out:
+            # on a block device an auto size is the device's (as the Rust fstool)
+            want = fs.size if fs.size is not None or not out.device else out.limit
+            size = build_filesystem(fs, out, None, size=want, verbose=args.verbose,
+                                    progress=progress)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
                    f"in {time.monotonic() - t0:.2f}s")
     return 0
 
 
-def cmd_build(args) -> int:
-    from .spec import load_spec
+def cmd_formats(args) -> int:
+    """List the registered formats: type names, what each stores, whether it reads and writes."""
+    from .fs import formats
 
-    spec = load_spec(args.spec)
-    try:
-        return _build(args, spec)
-    except FstoolError as e:
-        if str(e).startswith(args.spec + ":"):
-            raise
-        # errors found while building name the spec they come from, as parse errors do
-        raise type(e)(str(e), where=args.spec) from None
-
-
-def _build(args, spec) -> int:
-    t0 = time.monotonic()
-    with terminal_progress(args.quiet) as progress:
-        layout = _write_spec(args, spec, progress)
-    if args.layout_json:
-        if layout is None:
-            raise UsageError("--layout-json needs a disk spec ([image] with [[partitions]])")
-        from .disk import write_layout
-        write_layout(args.layout_json, layout)
-    if args.verbose:
-        _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
+    for f in formats():
+        names = ", ".join(list(f.types) + sorted(f.aliases))
+        c = f.caps
+        stores = [k for k in ("owners", "times", "symlinks", "hardlinks", "devices", "fifos",
+                              "sockets", "xattrs", "uuid", "volume_id", "journal") if getattr(c, k)]
+        if c.label is not None:
+            stores.append(f"label ({c.label} bytes)")
+        rw = "/".join(x for x, m in (("write", f.writer), ("read", f.reader)) if m)
+        print(f"{f.name}: {f.description}\n  types: {names}\n  {rw}; stores: {', '.join(stores)}")
     return 0
 
 
-def _write_spec(args, spec, progress) -> dict | None:
-    """Write the spec's filesystem or disk to args.output; the disk's layout, or None."""
-    from .build import load_tree, make_params, write_filesystem
+def stamp_mtime(spec, status_file: str) -> None:
+    """Set the mtime of the spec's filesystems from BUILD_TIMESTAMP in a Bazel workspace
+    status file (`key value` lines), as pkg_tar's stamp does."""
+    try:
+        with open(status_file, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise InputError(e.strerror or str(e), where=status_file) from None
+    value = None
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        if key == "BUILD_TIMESTAMP":
+            value = rest.strip()
+    if value is None or not value.isdigit():
+        raise InputError(f"no BUILD_TIMESTAMP with a number of seconds (got {value!r})",
+                         where=status_file)
+    filesystems = [spec.fs] if spec.fs is not None else [p.fs for p in spec.disk.partitions]
+    for fs in filesystems:
+        if fs is not None:
+            fs.mtime = int(value)
+    return 0
 
-    with atomic_output(args.output) as out:
-        if spec.fs is not None:
-            tree = load_tree(spec.fs)
-            params = make_params(spec.fs, spec.seed, size=spec.fs.size, verbose=args.verbose,
-                                 progress=progress)
-            write_filesystem(spec.fs, tree, out, params)
-            return None
-        from .disk import build_disk
-        return build_disk(spec, out, verbose=args.verbose, progress=progress)
+
+def cmd_build(args) -> int:
+    from .build import build
+    from .spec import load_spec
+
+    if args.spec.endswith(".cfg"):
+        return _build_genimage(args)
+    if args.rootpath or args.inputpath or args.image:
+        raise UsageError("--rootpath, --inputpath and --image are for genimage configs (*.cfg)")
+    spec = load_spec(args.spec)
+    if args.mtime_from_status:
+        stamp_mtime(spec, args.mtime_from_status)
+    t0 = time.monotonic()
+    with terminal_progress(args.quiet) as progress:
+        build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+              progress=progress, format=args.format, roothash=args.roothash, force=args.force)
+    if spec.fs is not None:
+        what = spec.fs.type
+    else:
+        n = len(spec.disk.partitions)
+        what = f"{spec.disk.table.upper()} disk, {n} partition{'s' if n != 1 else ''}"
+    try:
+        with open(args.output, "rb") as f:
+            what += f", {format_size(f.seek(0, os.SEEK_END))}"
+    except OSError:
+        pass
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    # the Rust fstool says "built OUT from SPEC" too
+    _log(args, f"fstool: built {args.output} from {args.spec} ({what}){took}")
+    return 0
+
+
+def cmd_repack(args) -> int:
+    from .repack import repack
+
+    if len(args.paths) < 2:
+        raise UsageError("repack needs SRC... OUT: at least one source and the output")
+    *sources, out = args.paths
+    t0 = time.monotonic()
+    with terminal_progress(args.quiet) as progress:
+        fs_type, size = repack(sources, out, fs_type=args.fs_type, shrink=args.shrink,
+                               options=_parse_O(args.option or []), force=args.force,
+                               verbose=args.verbose, progress=progress)
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    _log(args, f"fstool: repacked {' + '.join(sources)} into {out} ({fs_type}, "
+               f"{format_size(size)}){took}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .repack import analyze
+
+    types = None
+    if args.fs_type:
+        from .fs import canonical_type
+        types = [canonical_type(t, "--fs-type") for t in args.fs_type.split(",")]
+    report = analyze(args.source.split("+") if not os.path.exists(args.source) else [args.source],
+                     types=types)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    c = report["counts"]
+    print(f"{args.source}: {c['entries']} entries: {c['files']} files, {c['dirs']} directories, "
+          f"{c['symlinks']} symlinks, {c['devices']} devices, {c['fifos']} fifos, "
+          f"{c['sockets']} sockets, {c['hardlinks']} extra hardlinks, {c['xattrs']} xattrs")
+    print(f"  file bytes: {format_size(c['bytes'])} ({c['bytes']}), of which data "
+          f"(not holes): {format_size(c['data_bytes'])} ({c['data_bytes']})")
+    print("  smallest image (size = \"auto\"):")
+    for t, v in report["smallest"].items():
+        print(f"    {t}: {format_size(v) + f' ({v})' if isinstance(v, int) else v}")
+    return 0
+
+
+def _editor(arg: str):
+    """An in-place editor for the filesystem at IMG[:N] (FAT today)."""
+    region, _ = _open_region(arg)
+    from .fs import open_reader
+    r = open_reader(region)
+    from .fs.fat.reader import FatReader
+    if isinstance(r, FatReader):
+        from .fs.fat.edit import FatEditor
+        return FatEditor(region)
+    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT is); "
+                     "rebuild it with `fstool repack SRC HOST_DIR OUT` instead")
+
+
+def cmd_add(args) -> int:
+    if not os.path.exists(args.host_src):
+        raise InputError("no such file or directory", where=args.host_src)
+    ed = _editor(args.image)
+    try:
+        ed.add(args.host_src, "/" + args.dest.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: added {args.host_src} -> {args.image}:/{args.dest.strip('/')}")
+    return 0
+
+
+def cmd_rm(args) -> int:
+    ed = _editor(args.image)
+    try:
+        ed.rm("/" + args.path.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: removed {args.image}:/{args.path.strip('/')}")
+    return 0
+
+
+def _genimage(args, directory: str, relative: bool = False):
+    """The genimage config translated; vfat `files` manifests written into directory. Paths
+    are absolute, or (relative=True, for a spec written into directory) relative to it."""
+    from .genimage import load, write_manifests
+
+    def where(p: str) -> str:
+        p = os.path.abspath(p)
+        return os.path.relpath(p, os.path.abspath(directory)) if relative else p
+
+    tr = load(args.spec if hasattr(args, "spec") else args.config,
+              rootpath=where(args.rootpath) if args.rootpath else None,
+              inputpath=where(args.inputpath or "input"), image=args.image)
+    write_manifests(tr, directory)
+    return tr
+
+
+def _build_genimage(args) -> int:
+    """`fstool build genimage.cfg`: the config's image as a spec (seeded by the config's bytes)."""
+    import hashlib
+    import tempfile
+    from .build import build
+    from .spec import spec_from_doc
+
+    with open(args.spec, "rb") as f:
+        seed = hashlib.sha256(f.read()).digest()
+    with tempfile.TemporaryDirectory(prefix="fstool-genimage-") as tmp:
+        try:
+            tr = _genimage(args, tmp)
+        except FstoolError as e:
+            raise e.within(args.spec) from None
+        # the manifests written for vfat `files` lie in tmp; every other path is absolute
+        spec = spec_from_doc({**tr.doc, "relative_to": "spec"}, args.spec, seed, tmp)
+        with terminal_progress(args.quiet) as progress:
+            build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+                  progress=progress, format=args.format, roothash=args.roothash)
+    return 0
+
+
+def cmd_import_genimage(args) -> int:
+    """`fstool import-genimage genimage.cfg [-o disk.toml]`: the equivalent spec."""
+    from .genimage import to_toml
+    directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+    try:
+        tr = _genimage(args, directory, relative=True)
+    except FstoolError as e:
+        raise e.within(args.config) from None
+    # its paths are written relative to the spec's directory: say so (TOML specs resolve
+    # against the working directory unless told)
+    text = to_toml({"relative_to": "spec", **tr.doc})
+    if args.output:
+        with atomic_output(args.output) as out:
+            out.pwrite(text.encode(), 0)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .build import check_output_against_inputs
+    from .container import convert, plan_output
+    if not os.path.exists(args.source):
+        raise InputError("no such file", where=args.source)
+    plan = plan_output(args.dest, args.format)
+    for o in [plan.image] + ([plan.bmap] if plan.bmap else []):
+        check_output_against_inputs(o, [args.source], "convert")
+    plan = convert(args.source, args.dest, args.format)
+    if args.verbose:
+        _log(args, f"fstool: wrote {plan.image} ({plan.format})"
+                   + (f" and {plan.bmap}" if plan.bmap else ""))
+    return 0
 
 
 def _split_target(arg: str) -> tuple[str, int | None]:
@@ -147,24 +347,8 @@ def _split_target(arg: str) -> tuple[str, int | None]:
 
 def _open_region(arg: str):
     """(Region of the filesystem, table info or None)."""
-    path, num = _split_target(arg)
-    if not os.path.exists(path):
-        raise InputError("no such file", where=path)
-    region = Region(path)
-    if num is None:
-        return region, None
-    from .part import probe_table
-    found = probe_table(region)
-    if found is None:
-        raise ImageError("has no partition table, so it has no partition "
-                         f"{num} (drop the ':{num}')", where=path)
-    kind, table = found
-    parts = {p.number: p for p in table.partitions}
-    if num not in parts:
-        raise ImageError(f"has no partition {num} (it has {', '.join(map(str, sorted(parts))) or 'none'})",
-                         where=path)
-    p = parts[num]
-    return region.sub(p.offset, p.size), (kind, p)
+    from .inputs.image import open_partition
+    return open_partition(*_split_target(arg))
 
 
 def _open_fs(arg: str):
@@ -173,18 +357,42 @@ def _open_fs(arg: str):
     return open_reader(region)
 
 
+# what a reader's parsing raises on records it did not expect; on an untrusted image that is
+# a malformed image, reported in one line naming it, never an internal error
+_MALFORMED = (struct.error, IndexError, KeyError, ValueError, UnicodeDecodeError, OverflowError,
+              RecursionError, ZeroDivisionError)
+
+
+def _reading(fn):
+    """Wrap a read verb so a malformed image is one clean line naming it."""
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except ImageError as e:
+            raise e.within(args.image) from None
+        except _MALFORMED as e:
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise ImageError(f"malformed image ({detail})", where=args.image) from None
+    run.__name__ = fn.__name__
+    return run
+
+
+@_reading
 def cmd_info(args) -> int:
     path, num = _split_target(args.image)
     out = sys.stdout
     if num is None:
         if not os.path.exists(path):
             raise InputError("no such file", where=path)
-        region = Region(path)
+        from .container import detect, open_region
+        region = open_region(path)
+        container = detect(path)
         from .part import probe_table, render_table
         found = probe_table(region)
         if found is not None:
             kind, table = found
-            print(f"{path}: {kind.upper()} disk, {format_size(region.length)}", file=out)
+            shell = "" if container == "raw" else f" in {container}"
+            print(f"{path}: {kind.upper()} disk{shell}, {format_size(region.length)}", file=out)
             for line in render_table(kind, table):
                 print(line, file=out)
             from .fs import open_reader
@@ -196,7 +404,9 @@ def cmd_info(args) -> int:
                     if rows.get("label"):
                         desc += f" label={rows['label']}"
                 except FstoolError as e:
-                    desc = f"unknown content ({e.args[0].split(': ')[-1]})"
+                    from .verity import describe_superblock
+                    desc = describe_superblock(region.sub(p.offset, p.size)) or \
+                        f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
             return 0
         from .fs import open_reader
@@ -217,6 +427,7 @@ def _fmt_entry(e) -> str:
     return f"{mode}\t{e.uid}\t{e.gid}\t{size}\t{t}\t{name}"
 
 
+@_reading
 def cmd_ls(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/") if args.path else "/"
@@ -232,6 +443,7 @@ def cmd_ls(args) -> int:
     return 0
 
 
+@_reading
 def cmd_cat(args) -> int:
     r = _open_fs(args.image)
     path = "/" + args.path.strip("/")
@@ -258,14 +470,31 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
+    b.add_argument("--mtime-from-status", metavar="FILE",
+                   help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
+                        "(stamped builds)")
+    b.add_argument("--format", metavar="F", help="output container: raw, qcow2, android-sparse "
+                   "(simg), android-sparse-crc, bmap (default: by the output's extension)")
+    b.add_argument("--roothash", metavar="FILE", help="write the dm-verity root hash (hex)")
+    b.add_argument("--rootpath", metavar="DIR", help="genimage configs: the root filesystem tree")
+    b.add_argument("--inputpath", metavar="DIR", help="genimage configs: where images and files are "
+                   "(default: input, as genimage)")
+    b.add_argument("--image", metavar="NAME", help="genimage configs: the image to build "
+                   "(default: the one no other image uses)")
+    b.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
     b.set_defaults(func=cmd_build)
+
+    fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
+    fm.set_defaults(func=cmd_formats)
 
     c = sub.add_parser("create", parents=[common], help="create one filesystem from sources")
     c.add_argument("source", nargs="?", metavar="SRC",
                    help="directory, tar or JSON manifest; layer several with '+' (bottom first)")
     c.add_argument("-t", "--type", required=True, metavar="TYPE",
-                   help="ext2, ext3, ext4, squashfs, vfat, fat12, fat16, fat32")
+                   help="filesystem type (`fstool formats` lists them)")
     c.add_argument("-o", "--output", required=True, metavar="OUT")
+    c.add_argument("--format", metavar="F", help="output container (see build --format)")
     c.add_argument("--size", metavar="SIZE", help="image size (e.g. 64MiB) or 'auto' (default)")
     c.add_argument("--headroom", metavar="SIZE", help="free space to add to an auto size")
     c.add_argument("--label", "-L", metavar="LABEL")
@@ -273,7 +502,42 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("-D", "--device-table", metavar="FILE", help="genext2fs-style device table")
     c.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
                    help="filesystem option (repeatable)")
+    c.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
+    c.add_argument("--cluster-size", metavar="SIZE", default=None,
+                   help="qcow2 cluster size, as the Rust fstool (only for .qcow2 output)")
     c.set_defaults(func=cmd_create)
+
+    rp = sub.add_parser("repack", parents=[common],
+                        help="merge sources (images, IMG:N, tars, directories) into a new image")
+    rp.add_argument("paths", nargs="+", metavar="SRC... OUT")
+    rp.add_argument("--fs-type", "-t", metavar="TYPE",
+                    help="output type (default: from OUT's name; .img keeps the source's)")
+    rp.add_argument("--shrink", action="store_true",
+                    help="make the image as small as its content (default: the source's size)")
+    rp.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
+                    help="filesystem option (repeatable)")
+    rp.add_argument("--force", action="store_true",
+                    help="allow OUT to be a block device (refused when mounted)")
+    rp.set_defaults(func=cmd_repack)
+
+    an = sub.add_parser("analyze", parents=[common],
+                        help="count what a source holds and the smallest image of each type")
+    an.add_argument("source", metavar="SOURCE", help="directory, tar, IMG or IMG:N; a+b layers")
+    an.add_argument("--json", action="store_true", help="print JSON")
+    an.add_argument("--fs-type", "-t", metavar="TYPE[,TYPE]", help="only these types")
+    an.set_defaults(func=cmd_analyze)
+
+    ad = sub.add_parser("add", parents=[common], help="copy a host file or tree into an image, in place")
+    ad.add_argument("image", metavar="IMG[:N]")
+    ad.add_argument("host_src", metavar="HOST_SRC")
+    ad.add_argument("dest", metavar="DEST", help="its path in the image (into DEST if a directory)")
+    ad.set_defaults(func=cmd_add)
+
+    rm = sub.add_parser("rm", parents=[common], help="remove a file or empty directory, in place")
+    rm.add_argument("image", metavar="IMG[:N]")
+    rm.add_argument("path", metavar="PATH")
+    rm.set_defaults(func=cmd_rm)
 
     i = sub.add_parser("info", parents=[common], help="describe an image or disk (IMG or IMG:N)")
     i.add_argument("image", metavar="IMG[:N]")
@@ -289,6 +553,21 @@ def make_parser() -> argparse.ArgumentParser:
     cat.add_argument("image", metavar="IMG[:N]")
     cat.add_argument("path", metavar="PATH")
     cat.set_defaults(func=cmd_cat)
+    cv = sub.add_parser("convert", parents=[common],
+                        help="convert an image between raw, qcow2 and Android sparse (and bmap)")
+    cv.add_argument("source", metavar="SRC")
+    cv.add_argument("dest", metavar="DST")
+    cv.add_argument("--format", metavar="F", help="output container (default: by DST's extension)")
+    cv.set_defaults(func=cmd_convert)
+
+    gi = sub.add_parser("import-genimage", parents=[common], help="a genimage.cfg as a TOML spec")
+    gi.add_argument("config", metavar="CFG")
+    gi.add_argument("-o", "--output", metavar="SPEC", help="write here (and vfat file manifests "
+                    "beside it) instead of stdout")
+    gi.add_argument("--rootpath", metavar="DIR", help="the root filesystem tree")
+    gi.add_argument("--inputpath", metavar="DIR", help="where images and files are (default: input, as genimage)")
+    gi.add_argument("--image", metavar="NAME", help="the image to translate")
+    gi.set_defaults(func=cmd_import_genimage)
     return p
 
 
@@ -296,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
     try:
         args = make_parser().parse_args(argv)
+        set_quiet(args.quiet)
         return args.func(args)
     except FstoolError as e:
         print(f"fstool: error: {e}", file=sys.stderr)
@@ -305,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fstool: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:  # SIGTERM/SIGHUP (a CI timeout): the output was removed
+        print(f"fstool: terminated by signal {e.signum}; nothing was written", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         try:
             sys.stdout = None  # type: ignore[assignment]

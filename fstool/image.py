@@ -11,14 +11,16 @@ Invariants kept here:
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import stat
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import ImageError, InputError
-from .tree import SEEK_DATA, SEEK_HOLE
+from .errors import ImageError, InputError, OutputError
+from .tree import data_extents
 
 COPY_CHUNK = 8 << 20
 
@@ -26,8 +28,10 @@ COPY_CHUNK = 8 << 20
 class ImageFile:
     """A writable window of a file: offsets are relative to `base`."""
 
-    def __init__(self, fd: int, base: int = 0, limit: int | None = None, path: str = "<image>"):
+    def __init__(self, fd: int, base: int = 0, limit: int | None = None, path: str = "<image>",
+                 device: bool = False):
         self.fd, self.base, self.limit, self.path = fd, base, limit, path
+        self.device = device  # a block device: its size is fixed, truncate only checks
 
     def _check(self, off: int, n: int) -> None:
         if off < 0 or (self.limit is not None and off + n > self.limit):
@@ -40,8 +44,11 @@ class ImageFile:
         self._check(off, len(data))
         view = memoryview(data)
         pos = 0
-        while pos < len(view):
-            pos += os.pwrite(self.fd, view[pos:], self.base + off + pos)
+        try:
+            while pos < len(view):
+                pos += os.pwrite(self.fd, view[pos:], self.base + off + pos)
+        except OSError as e:
+            raise OutputError(e.strerror or str(e), where=self.path) from None
 
     def copy_from(self, src_fd: int, src_off: int, length: int, off: int) -> None:
         """Copy length bytes from src_fd at src_off to off (kernel-side when possible)."""
@@ -49,15 +56,22 @@ class ImageFile:
         done = 0
         while done < length:
             n = min(COPY_CHUNK, length - done)
-            try:
-                got = os.copy_file_range(src_fd, self.fd, n, src_off + done, self.base + off + done)
-            except OSError:
-                got = 0
+            # Looked up on every call: os.copy_file_range is Linux-only (macOS and the BSDs
+            # lack it), and where it is missing or refused the bytes go through pread/pwrite.
+            cfr = getattr(os, "copy_file_range", None)
+            got = 0
+            if cfr is not None:
+                try:
+                    got = cfr(src_fd, self.fd, n, src_off + done, self.base + off + done)
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                        raise OutputError(e.strerror, where=self.path) from None
+                    got = 0
             if got <= 0:
                 data = os.pread(src_fd, n, src_off + done)
                 if not data:
                     raise InputError(f"source ended early at {src_off + done}")
-                os.pwrite(self.fd, data, self.base + off + done)
+                self.pwrite(data, off + done)
                 got = len(data)
             done += got
 
@@ -72,57 +86,108 @@ class ImageFile:
 
     def truncate(self, size: int) -> None:
         """Set the image size (only meaningful when base == 0)."""
-        if self.base == 0:
+        if self.device:
+            if self.limit is not None and size > self.limit:
+                raise ImageError(f"an image of {size} bytes does not fit on the device "
+                                 f"({self.limit} bytes)", where=self.path)
+        elif self.base == 0:
             os.ftruncate(self.fd, size)
         elif self.limit is not None and size > self.limit:
             raise ImageError(f"image of {size} bytes exceeds its region of {self.limit}",
                              where=self.path)
 
 
-def data_extents(fd: int, length: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of the data regions of an open file up to length."""
-    pos = 0
-    while pos < length:
-        try:
-            start = os.lseek(fd, pos, SEEK_DATA)
-        except OSError:
-            return
-        if start >= length:
-            return
-        try:
-            end = min(os.lseek(fd, start, SEEK_HOLE), length)
-        except OSError:
-            end = length
-        yield start, end - start
-        pos = end
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while an output was open: clean up, then exit 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def check_output_path(dest: str, *, allow_block_device: bool = False) -> None:
+    """Refuse an output path that writing would damage: a directory, a symlink, a device,
+    a fifo or a socket (a block device only with allow_block_device: `create --force`)."""
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise OutputError(e.strerror or str(e), where=dest) from None
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISBLK(mode) and allow_block_device:
+        return
+    what = ("a directory" if stat.S_ISDIR(mode) else "a symlink" if stat.S_ISLNK(mode)
+            else "a block device (use --force to write to it)" if stat.S_ISBLK(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a fifo" if stat.S_ISFIFO(mode)
+            else "a socket")
+    raise OutputError(f"the output is {what}; nothing was written", where=dest)
+
+
+def _open_unnamed(dest_dir: str) -> tuple[int, bool]:
+    """An unnamed file in dest_dir (O_TMPFILE): even SIGKILL leaves nothing behind.
+    (fd, True), or (-1, False) where the filesystem cannot do it."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return -1, False
+    try:
+        return os.open(dest_dir, flag | os.O_RDWR | os.O_CLOEXEC, 0o644), True
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return -1, False
+        raise OutputError(e.strerror or str(e), where=dest_dir) from None
 
 
 @contextmanager
 def atomic_output(dest: str) -> Iterator[ImageFile]:
-    """Yield an ImageFile on a temp file beside dest; rename it over dest on success.
+    """Yield an ImageFile on a file that gets dest's name only when it is complete.
 
-    On any exception (or SIGINT/SIGTERM), the temp file is removed.
+    Where the filesystem allows, the file has no name at all until then (O_TMPFILE,
+    linked in at the end), so a killed build leaves nothing; elsewhere it is a hidden
+    temporary file beside dest, removed on any exception, SIGINT, SIGTERM or SIGHUP.
     """
+    check_output_path(dest)
     dest_dir = os.path.dirname(os.path.abspath(dest)) or "."
     if not os.path.isdir(dest_dir):
-        raise InputError("output directory does not exist", where=dest_dir)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp", dir=dest_dir)
-    old_term = signal.getsignal(signal.SIGTERM)
+        raise OutputError("output directory does not exist", where=dest_dir)
+    fd, unnamed = _open_unnamed(dest_dir)
+    tmp: str | None = None
+    if not unnamed:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp",
+                                       dir=dest_dir)
+        except OSError as e:
+            raise OutputError(e.strerror or str(e), where=dest_dir) from None
+    old = {}
 
-    def _on_term(signum, frame):  # turn SIGTERM into an exception so cleanup runs
-        raise KeyboardInterrupt
+    def _on_signal(signum, frame):  # an exception, so the cleanup below runs
+        raise Terminated(signum)
 
     try:
-        try:
-            signal.signal(signal.SIGTERM, _on_term)
-        except ValueError:  # not the main thread
-            old_term = None
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                old[sig] = signal.signal(sig, _on_signal)
+            except ValueError:  # not the main thread
+                pass
         os.fchmod(fd, 0o644)
         yield ImageFile(fd, path=dest)
-        os.fsync(fd) if os.environ.get("FSTOOL_FSYNC") else None
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, dest)
+        try:
+            os.fsync(fd) if os.environ.get("FSTOOL_FSYNC") else None
+            if unnamed:  # linkat(AT_SYMLINK_FOLLOW) of the /proc magic link names the file
+                name = f".{os.path.basename(dest)}.{os.getpid()}.tmp"
+                dfd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
+                finally:
+                    os.close(dfd)
+                tmp = os.path.join(dest_dir, name)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, dest)
+        except OSError as e:
+            raise OutputError(e.strerror or str(e), where=dest) from None
         tmp = None
     finally:
         if fd >= 0:
@@ -132,8 +197,81 @@ def atomic_output(dest: str) -> Iterator[ImageFile]:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.lstat(path).st_mode)  # a symlink to one is refused, as outputs are
+    except OSError:
+        return False
+
+
+def mounted_from(path: str) -> str | None:
+    """Where the block device at path (or a partition of it) is mounted, or None."""
+    rdev = os.stat(path).st_rdev
+    major, minor = os.major(rdev), os.minor(rdev)
+    holders = {(major, minor)}
+    sysdir = f"/sys/dev/block/{major}:{minor}"
+    try:
+        for name in os.listdir(os.path.realpath(sysdir)):
+            dev = os.path.join(sysdir, name, "dev")
+            if os.path.exists(dev):
+                a, b = open(dev).read().strip().split(":")
+                holders.add((int(a), int(b)))
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                a, b = fields[2].split(":")
+                if (int(a), int(b)) in holders:
+                    return fields[4]
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def device_output(dest: str) -> Iterator[ImageFile]:
+    """Write straight onto block device dest (opened exclusively, so the kernel refuses one in
+    use), zeroed first so no old data shows through the holes writers leave."""
+    where = mounted_from(dest)
+    if where is not None:
+        raise OutputError(f"is mounted on {where}: refusing to write to it", where=dest)
+    try:
+        fd = os.open(dest, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as e:
+        raise OutputError(f"cannot open it exclusively ({e.strerror}): in use?", where=dest) from None
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            import fcntl
+            import struct as _struct
+            fcntl.ioctl(fd, BLKZEROOUT, _struct.pack("QQ", 0, size))
+        except OSError:
+            write_zeros(ImageFile(fd, limit=size, path=dest), 0, size)
+        yield ImageFile(fd, limit=size, path=dest, device=True)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def open_output(dest: str, *, force: bool = False) -> Iterator[ImageFile]:
+    """atomic_output for a file; device_output for a block device given with force (without
+    it, atomic_output refuses the device, naming --force)."""
+    if force and is_block_device(dest):
+        with device_output(dest) as out:
+            yield out
+    else:
+        with atomic_output(dest) as out:
+            yield out
 
 
 class Region:
@@ -146,7 +284,8 @@ class Region:
             self.fd = os.open(path, os.O_RDONLY) if fd is None else fd
         except OSError as e:
             raise InputError(e.strerror or str(e), where=path) from None
-        total = os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        total = os.lseek(self.fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
         self.offset = offset
         self.length = total - offset if length is None else length
         if offset < 0 or self.length < 0 or offset + self.length > total:

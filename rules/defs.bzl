@@ -32,6 +32,8 @@ Rules:
 - `gpt_disk`, `mbr_disk`: `<name>.img` and, in output group `layout`,
   `<name>.layout.json` (DiskImageInfo).
 - `fstool_image`: `<name>.img` from a TOML/JSON spec for the fstool command line.
+- `fstool_toolchain`: an fstool program for `register_toolchains` (type
+  `@rules_fstool//fstool:toolchain_type`).
 
 Every attribute is documented in docs/rules.md; the providers are in providers.bzl.
 """
@@ -53,14 +55,33 @@ load(
     _fs_image_rule = "fs_image",
     _squashfs_image_rule = "squashfs_image",
 )
+load("//rules/private:fs_types.bzl", _FS_TYPES = "FS_TYPES")
 load("//rules/private:fstool_image.bzl", _fstool_image_rule = "fstool_image")
+load("//rules/private:toolchain.bzl", _fstool_toolchain = "fstool_toolchain")
 
 FsImageInfo = _FsImageInfo
 PartitionInfo = _PartitionInfo
 DiskImageInfo = _DiskImageInfo
 
-# The rules are wrapped in macros only to offer an attribute called `size`: Bazel 4.2.3
-# reserves that name for tests and crashes on a rule attribute with it.
+# The filesystem type names fs_image accepts (those of fstool's format registry).
+FS_TYPES = _FS_TYPES
+
+fstool_toolchain = _fstool_toolchain
+
+# The rules are wrapped in macros to offer an attribute called `size` (Bazel 4.2.3
+# reserves that name for tests and crashes on a rule attribute with it), to take `mtime`
+# as an int of any size (attr.int is 32 bits: 2038) and to tell `stamp = -1` whether
+# --stamp is on (as rules_pkg does).
+
+def _content_kwargs(kwargs):
+    mtime = kwargs.pop("mtime", None)
+    if mtime != None:
+        kwargs["mtime"] = str(mtime) if type(mtime) == "int" else mtime
+    kwargs["private_stamp_detect"] = select({
+        str(Label("//rules/private:stamp_detect")): True,
+        "//conditions:default": False,
+    })
+    return kwargs
 
 def fs_image(name, size = "auto", **kwargs):
     """A filesystem image `<name>.img`: ext2/3/4 (default ext4), vfat, fat12/16/32, squashfs.
@@ -70,12 +91,12 @@ def fs_image(name, size = "auto", **kwargs):
       size: `"auto"` (the smallest size holding the content plus `headroom`) or a
         size such as `"64MiB"`.
       **kwargs: `fs_type`, the content attributes (`srcs`, `package_dir`,
-        `strip_prefix`, `tars`, `symlinks`, `empty_dirs`, `modes`, `owners`,
-        `device_table`, `rootdevs`, `mtime`, `headroom`, `block_size`,
-        `extra_options`), `label`, `uuid` and the common ones (`visibility`,
-        `tags`, ...); see docs/rules.md.
+        `strip_prefix`, `mode`, `include_runfiles`, `tars`, `symlinks`,
+        `empty_dirs`, `modes`, `owners`, `device_table`, `rootdevs`, `mtime`,
+        `stamp`, `headroom`, `block_size`, `extra_options`), `label`, `uuid` and
+        the common ones (`visibility`, `tags`, ...); see docs/rules.md.
     """
-    _fs_image_rule(name = name, image_size = size, **kwargs)
+    _fs_image_rule(name = name, image_size = size, **_content_kwargs(kwargs))
 
 def squashfs_image(name, size = "auto", **kwargs):
     """A SquashFS image `<name>.img`.
@@ -86,7 +107,7 @@ def squashfs_image(name, size = "auto", **kwargs):
       **kwargs: `compression` (default `"zstd"`), `compression_level`,
         `block_size`, the content attributes of fs_image and the common ones.
     """
-    _squashfs_image_rule(name = name, image_size = size, **kwargs)
+    _squashfs_image_rule(name = name, image_size = size, **_content_kwargs(kwargs))
 
 def partition(name, image, size = "auto", **kwargs):
     """One partition of a gpt_disk or mbr_disk.

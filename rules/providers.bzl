@@ -4,8 +4,9 @@ FsImageInfo = provider(
     doc = "A filesystem image built by fs_image, squashfs_image or fstool_image.",
     fields = {
         "image": "File: the image (`<name>.img`).",
-        "fs_type": "string: the canonical type (`ext2`, `ext3`, `ext4`, `squashfs`, " +
-                   "`vfat`, `fat12`, `fat16`, `fat32`), or `\"\"` when unknown (fstool_image).",
+        "fs_type": "string: the type as the rule names it (`ext2`, `ext3`, `ext4`, " +
+                   "`squashfs`, `vfat`, `fat12`, `fat16`, `fat32` or an alias from FS_TYPES), " +
+                   "or `\"\"` when unknown (fstool_image).",
         "size": "string: the size asked for, `\"auto\"` when the image is as small as its " +
                 "content allows (the real size is the image file's).",
         "label": "string: the volume label, or `\"\"`.",

@@ -2,8 +2,11 @@
 
 Every Bazel world here is clean: the repository is copied to a temporary "checkout",
 and each world gets an output base of its own under one shared --output_user_root (so
-Bazel's install base is unpacked once). Which spawns ran is read from Bazel's
---execution_log_json_file, where a disk cache hit is a spawn with remoteCacheHit.
+Bazel's install base is unpacked once). Caching goes through an HTTP remote cache
+(tests/http_cache_server.py, one per module, on 127.0.0.1). Which spawns ran is read
+from Bazel's --execution_log_json_file, where a cache hit is a spawn with remoteCacheHit.
+Remote execution runs against BuildGrid (its own venv, `make buildgrid`) with the host
+worker tests/rex_worker.py.
 
 The examples' root filesystem is ext4: test_examples_disk needs the ext4 writer
 (fstool/fs/ext/writer.py). Everything else builds vfat and SquashFS images only
@@ -20,6 +23,7 @@ import sys
 
 import pytest
 
+import http_cache_server
 from conftest import REPO, run_fstool
 
 pytestmark = pytest.mark.slow
@@ -46,20 +50,23 @@ SYSTEM_STARTUP = _system_startup_options()
 
 # What a checkout needs: the ruleset, the engine, the offline stand-ins, the examples.
 CHECKOUT_ITEMS = (".bazelrc", ".bazelignore", "BUILD.bazel", "MODULE.bazel", "WORKSPACE.bazel",
-                  "requirements_lock.txt", "fstool", "rules", "tests/offline", "examples", "scripts")
+                  "requirements_lock.txt", "fstool", "rules", "tests/offline", "tests/analysis", "examples",
+                  "scripts")
 
 # A package of the examples workspace that needs no ext4: a vfat ESP, a SquashFS root
 # (the examples' files, the tar, symlinks, modes, owners), a GPT and an MBR disk holding
 # both, an image of generated files and a directory (tree artifact), and fstool_image
 # specs (written from CACHETEST_FILES).
 CACHETEST_BUILD = '''
-load("@rules_fstool//rules:defs.bzl", "fs_image", "fstool_image", "gpt_disk", "mbr_disk", "partition", "squashfs_image")
-load(":tree.bzl", "make_text", "make_tool", "make_tree")
+load("@rules_fstool//rules:defs.bzl", "fs_image", "fstool_image", "fstool_toolchain", "gpt_disk", "mbr_disk", "partition", "squashfs_image")
+load("@rules_pkg//pkg:mappings.bzl", "pkg_attributes", "pkg_filegroup", "pkg_files", "pkg_mkdirs", "pkg_mklink")
+load("@rules_python//python:defs.bzl", "py_binary")
+load(":tree.bzl", "make_fake_fstool", "make_text", "make_tool", "make_tree")
 
 fs_image(
     name = "esp",
     srcs = ["//:esp_files"],
-    fs_type = "vfat",
+    fs_type = "fat",
     label = "ESP",
     strip_prefix = "/esp",
 )
@@ -68,7 +75,7 @@ squashfs_image(
     name = "rootfs",
     srcs = ["//:rootfs_files"],
     empty_dirs = ["/tmp"],
-    modes = {"/tmp": "1777", "/etc/hostname": "0600"},
+    modes = {"/tmp": "1777", "/etc/hostname": "0600", "/usr/bin/hello": "0755"},
     owners = {"/etc/hostname": "5.6"},
     rootdevs = "minimal",
     strip_prefix = "/rootfs",
@@ -95,7 +102,70 @@ squashfs_image(
     name = "with_tree",
     srcs = [":app", ":notes", ":tool"],
     device_table = "devices.txt",
+    modes = {"/opt/app/bin/app": "0755"},
     package_dir = "/opt",
+)
+
+# rules_pkg's mapping rules (the offline stand-in fills the same providers), an
+# executable with runfiles, and a date past 2038.
+pkg_files(
+    name = "etc_files",
+    srcs = ["devices.txt"],
+    attributes = pkg_attributes(mode = "0600", uid = 10, gid = 20),
+    prefix = "etc/app",
+    renames = {"devices.txt": "devs.conf"},
+)
+
+pkg_files(
+    name = "tree_files",
+    srcs = [":app"],
+    attributes = pkg_attributes(mode = "0640"),
+    prefix = "srv",
+)
+
+pkg_mkdirs(
+    name = "cache_dirs",
+    attributes = pkg_attributes(mode = "0700", uid = 3, gid = 4),
+    dirs = ["var/cache/app"],
+)
+
+pkg_mklink(
+    name = "app_link",
+    link_name = "usr/bin/app",
+    target = "/opt/app/bin/app",
+)
+
+pkg_filegroup(
+    name = "group",
+    srcs = [":cache_dirs", ":etc_files", ":app_link"],
+    prefix = "grp",
+)
+
+make_tool(name = "runner", data = ":notes")
+
+py_binary(
+    name = "hello_py",
+    srcs = ["hello_py.py"],
+    data = ["fs.toml"],
+)
+
+squashfs_image(
+    name = "pkg",
+    srcs = [":app_link", ":cache_dirs", ":etc_files", ":group", ":hello_py", ":runner", ":tree_files"],
+    include_runfiles = True,
+    mtime = 4102444800,
+    package_dir = "/p",
+)
+
+# A toolchain of one's own (registered with --extra_toolchains by one test only).
+make_fake_fstool(name = "fake_fstool")
+
+fstool_toolchain(name = "fake_fstool_impl", tool = ":fake_fstool")
+
+toolchain(
+    name = "fake_toolchain",
+    toolchain = ":fake_fstool_impl",
+    toolchain_type = "@rules_fstool//fstool:toolchain_type",
 )
 
 # Specs written for the fstool command line, their inputs staged under the names they use.
@@ -119,8 +189,9 @@ CACHETEST_FILES = {
     d = ctx.actions.declare_directory(ctx.label.name)
     ctx.actions.run_shell(
         outputs = [d],
-        command = "mkdir -p $1/bin $1/etc && printf 'tree data\\\\n' > $1/etc/app.conf && " +
-                  "printf '#!/bin/sh\\\\n' > $1/bin/app && chmod 755 $1/bin/app",
+        command = "mkdir -p $1/bin $1/etc $1/empty && printf 'tree data\\\\n' > $1/etc/app.conf && " +
+                  "printf '#!/bin/sh\\\\n' > $1/bin/app && chmod 755 $1/bin/app && " +
+                  "ln -s app.conf $1/etc/link.conf",
         arguments = [d.path],
     )
     return [DefaultInfo(files = depset([d]))]
@@ -130,9 +201,25 @@ make_tree = rule(implementation = _impl)
 def _tool_impl(ctx):
     out = ctx.actions.declare_file(ctx.label.name)
     ctx.actions.write(out, "#!/bin/sh\\n", is_executable = True)
+    runfiles = ctx.runfiles(files = ctx.files.data)
+    return [DefaultInfo(executable = out, runfiles = runfiles)]
+
+make_tool = rule(
+    implementation = _tool_impl,
+    executable = True,
+    attrs = {"data": attr.label(allow_files = True)},
+)
+
+def _fake_impl(ctx):
+    out = ctx.actions.declare_file(ctx.label.name + ".sh")
+    ctx.actions.write(
+        out,
+        "#!/bin/sh\\nwhile [ $# -gt 0 ]; do [ \\"$1\\" = -o ] && echo fake fstool > \\"$2\\"; shift; done\\n",
+        is_executable = True,
+    )
     return [DefaultInfo(executable = out)]
 
-make_tool = rule(implementation = _tool_impl, executable = True)
+make_fake_fstool = rule(implementation = _fake_impl, executable = True)
 
 def _text_impl(ctx):
     out = ctx.actions.declare_file(ctx.label.name + ".txt")
@@ -142,6 +229,14 @@ def _text_impl(ctx):
 make_text = rule(implementation = _text_impl)
 ''',
     "devices.txt": "/dev/mydev c 640 0 0 10 200 - - -\n",
+    "hello_py.py": '''import os
+import sys
+
+# Found through the runfiles tree next to the launcher, as Bazel lays it out.
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "fs.toml")) as f:
+    sys.stdout.write("hello from runfiles: " + f.readline())
+''',
     "fs.toml": '''[filesystem]
 type = "squashfs"
 source = "layers/overlay.tar.gz"
@@ -156,7 +251,7 @@ mtime = 0
 CACHETEST_OUTPUTS = ("cachetest/esp.img", "cachetest/rootfs.img", "cachetest/disk.img",
                      "cachetest/disk.layout.json", "cachetest/mbr.img", "cachetest/from_spec.img",
                      "cachetest/disk_from_spec.img", "cachetest/disk_from_spec.layout.json",
-                     "cachetest/with_tree.img")
+                     "cachetest/with_tree.img", "cachetest/pkg.img")
 
 # One package per error: a bad attribute value fails the whole package at loading.
 ERROR_PACKAGES = {
@@ -173,7 +268,7 @@ squashfs_image(name = "bad_option", srcs = ["//:doc_files"], extra_options = {"b
     "no_fit": '''
 load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "partition")
 
-fs_image(name = "esp", fs_type = "vfat", srcs = ["//:esp_files"], size = "8MiB")
+fs_image(name = "esp", fs_type = "fat", srcs = ["//:esp_files"], size = "8MiB")
 
 partition(name = "tiny_part", image = ":esp", size = "1MiB")
 
@@ -241,25 +336,34 @@ class Bazel:
                 f"--output_user_root={self.user_root}", f"--output_base={self.output_base}",
                 "--max_idle_secs=600"]
 
-    def build(self, *args: str, disk_cache: str | None = None) -> Result:
+    def build(self, *args: str, cache: str | None = None, command: str = "build") -> Result:
         self.runs += 1
         log = os.path.join(self.output_base + "-logs", f"exec{self.runs}.json")
         os.makedirs(os.path.dirname(log), exist_ok=True)
-        cmd = [*self.startup(), "build", "--config=offline", f"--execution_log_json_file={log}",
+        cmd = [*self.startup(), command, "--config=offline", f"--execution_log_json_file={log}",
                "--color=no", "--curses=no", *args]
-        if disk_cache:
-            cmd.append(f"--disk_cache={disk_cache}")
+        if cache:
+            cmd.append(f"--remote_cache={cache}")
         proc = subprocess.run(cmd, cwd=self.workspace, capture_output=True, text=True, timeout=900)
         spawns = read_exec_log(log) if os.path.exists(log) else []
         return Result(proc, spawns)
 
-    def ok(self, *args: str, disk_cache: str | None = None) -> Result:
-        r = self.build(*args, disk_cache=disk_cache)
+    def ok(self, *args: str, cache: str | None = None, command: str = "build") -> Result:
+        r = self.build(*args, cache=cache, command=command)
         assert r.returncode == 0, _tail(r.output)
         return r
 
+    def out(self, path: str) -> str:
+        """path below this world's bazel-out (not the workspace's bazel-out symlink, which
+        points to whichever world built there last)."""
+        execroot = os.path.join(self.output_base, "execroot")
+        (name,) = [n for n in os.listdir(execroot) if n != "DO_NOT_BUILD_HERE"]
+        return os.path.join(execroot, name, "bazel-out", path)
+
     def bin(self, path: str) -> str:
-        return os.path.join(self.workspace, "bazel-bin", path)
+        import glob
+        (config,) = glob.glob(self.out("*-fastbuild"))
+        return os.path.join(config, "bin", path)
 
     def shutdown(self) -> None:
         if os.path.isdir(self.output_base):
@@ -302,13 +406,25 @@ def checkout1(worlds):
 
 
 @pytest.fixture(scope="module")
-def first_build(worlds, checkout1):
-    """//cachetest:all built once in checkout1, filling a fresh disk cache."""
+def cache_server(worlds):
+    """An HTTP remote cache on 127.0.0.1, empty at the start of the module."""
+    server = http_cache_server.start(str(worlds.root / "http_cache"))
+    yield server
+    server.shutdown()
+
+
+# Every output group the rules write JSON into: the manifests and specs of filesystems,
+# the specs and layouts of disks.
+OUTPUT_GROUPS = "--output_groups=+manifest,+spec,+layout"
+
+
+@pytest.fixture(scope="module")
+def first_build(worlds, checkout1, cache_server):
+    """//cachetest:all built once in checkout1, filling the (empty) HTTP remote cache."""
     bazel = worlds("first", os.path.join(checkout1, "examples"))
-    cache = str(worlds.root / "disk_cache")
-    r = bazel.ok("//cachetest:all", disk_cache=cache)
+    r = bazel.ok("//cachetest:all", OUTPUT_GROUPS, cache=cache_server.url)
     outputs = {p: _read(bazel.bin(p)) for p in CACHETEST_OUTPUTS}
-    return bazel, cache, r, outputs
+    return bazel, cache_server.url, r, outputs
 
 
 def _write(path: str, text: str) -> None:
@@ -376,10 +492,14 @@ ROOTFS_FILES = ("etc/hostname", "etc/os-release", "usr/bin/hello", "usr/share/do
 
 # -- the examples (need the ext4 writer) --------------------------------------------------
 
-def test_examples_disk(worlds, tmp_path):
-    """scripts/bazel-demo.sh builds //images:rootfs and //images:disk; every partition
-    passes its fsck, and the files are those of the sources."""
-    ws = make_checkout(tmp_path / "checkout")
+EXAMPLE_IMAGES = ("images/disk.img", "images/rootfs.img", "images/esp.img", "images/data.img")
+
+
+@pytest.fixture(scope="module")
+def examples_build(worlds):
+    """scripts/bazel-demo.sh (what `make demo` runs) in a fresh checkout, then the disk
+    with its layout: (the world, {path: bytes} of the example images)."""
+    ws = make_checkout(worlds.root / "examples-checkout")
     bazel = worlds("examples", os.path.join(ws, "examples"))
     env = dict(os.environ, BAZEL_STARTUP_OPTIONS=" ".join(bazel.startup()[1:]))
     p = subprocess.run(["bash", os.path.join(ws, "scripts", "bazel-demo.sh"), sys.executable], env=env,
@@ -387,6 +507,13 @@ def test_examples_disk(worlds, tmp_path):
     assert p.returncode == 0, _tail(p.stdout + p.stderr)
     assert "GPT disk" in p.stdout and "name=root" in p.stdout, p.stdout
     bazel.ok("//images:disk", "--output_groups=+layout")
+    return bazel, {path: _read(bazel.bin(path)) for path in EXAMPLE_IMAGES}
+
+
+def test_examples_disk(examples_build, tmp_path):
+    """scripts/bazel-demo.sh builds //images:rootfs and //images:disk; every partition
+    passes its fsck, and the files are those of the sources."""
+    bazel, _images = examples_build
 
     disk = bazel.bin("images/disk.img")
     assert "No problems found" in _tool("sgdisk", "-v", disk)
@@ -429,6 +556,148 @@ def test_examples_disk(worlds, tmp_path):
         _read(os.path.join(EXAMPLES, "rootfs/usr/share/doc/demo/README"))
 
 
+# -- remote execution: BuildGrid and a host worker ----------------------------------------
+
+BUILDGRID_VENV = os.path.join(REPO, ".venv-buildgrid")
+
+BUILDGRID_CONFIG = """
+server:
+  - !channel
+    address: "127.0.0.1:{port}"
+    insecure-mode: true
+authorization:
+  method: none
+connections:
+  # An empty connection string: SQLite in a temporary file (BuildGrid 0.2.53).
+  - !sql-connection &sql
+    connection-string: ""
+storages:
+  - !disk-storage &cas
+    path: {cas}
+caches:
+  - !lru-action-cache &ac
+    storage: *cas
+    max-cached-refs: 10000
+    allow-updates: true
+    cache-failed-actions: false
+schedulers:
+  - !sql-scheduler &scheduler
+    sql: *sql
+    storage: *cas
+    action-cache: *ac
+instances:
+  - name: ""
+    services:
+      - !action-cache
+        cache: *ac
+      - !execution
+        scheduler: *scheduler
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
+      - !bots
+        scheduler: *scheduler
+"""
+
+
+def _buildgrid_python() -> str:
+    """BuildGrid's venv (`make buildgrid`, part of `make test`); made here if missing."""
+    py = os.path.join(BUILDGRID_VENV, "bin", "python")
+    if not os.path.exists(os.path.join(BUILDGRID_VENV, ".stamp")):
+        p = subprocess.run(["make", "-C", REPO, "buildgrid"], capture_output=True, text=True, timeout=1800)
+        assert p.returncode == 0, p.stdout + p.stderr
+    return py
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: str, seconds: float = 180) -> None:
+    import socket
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"BuildGrid exited:\n{_tail(_read(log).decode(errors='replace'))}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"BuildGrid did not listen on {port}:\n{_tail(_read(log).decode(errors='replace'))}")
+
+
+@pytest.fixture(scope="module")
+def buildgrid(worlds):
+    """A BuildGrid server (CAS, ActionCache, ByteStream, Execution, Bots) on 127.0.0.1 and
+    one host worker (tests/rex_worker.py): grpc://127.0.0.1:PORT."""
+    py = _buildgrid_python()
+    root = worlds.root / "buildgrid"
+    os.makedirs(root / "cas")
+    port = _free_port()
+    config = root / "bgd.yml"
+    config.write_text(BUILDGRID_CONFIG.format(port=port, cas=root / "cas"))
+    procs = []
+    try:
+        log = str(root / "bgd.log")
+        with open(log, "wb") as out:
+            server = subprocess.Popen([os.path.join(BUILDGRID_VENV, "bin", "bgd"), "server", "start", str(config)],
+                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(server)
+        _wait_for_port(port, server, log)
+        with open(root / "worker.log", "wb") as out:
+            procs.append(subprocess.Popen(
+                [py, os.path.join(REPO, "tests", "rex_worker.py"), "--server", f"127.0.0.1:{port}",
+                 "--workdir", str(root / "work")], stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        yield f"grpc://127.0.0.1:{port}", root
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+REMOTE_FLAGS = ("--spawn_strategy=remote", "--remote_local_fallback=false")
+
+
+def _remote_build(world, url: str, root, *targets: str) -> Result:
+    r = world.build(*targets, f"--remote_executor={url}", *REMOTE_FLAGS)
+    assert r.returncode == 0, _tail(r.output) + "\n-- worker:\n" + _tail(_read(str(root / "worker.log")).decode())
+    runners = {s.get("runner") for s in r.executed}
+    assert runners == {"remote"}, runners
+    return r
+
+
+def test_remote_execution_is_byte_identical(worlds, examples_build, buildgrid):
+    """The example disk built with every action on a remote executor (BuildGrid, and a
+    worker that stages every input executable as a remote executor may) is
+    byte-identical to the local build."""
+    local, images = examples_build
+    url, root = buildgrid
+    remote = worlds("remote-execution", local.workspace)
+    r = _remote_build(remote, url, root, "//images:disk")
+    assert {"FsImage", "SquashfsImage", "DiskImage"} <= {s["mnemonic"] for s in r.executed}
+    for path, data in images.items():
+        assert _read(remote.bin(path)) == data, path
+
+
+def test_remote_execution_of_directories_and_rules_pkg(worlds, first_build, buildgrid):
+    """Directory outputs (with a relative symlink and an empty directory, which a remote
+    executor receives differently from a sandbox) and rules_pkg targets: the images
+    built remotely are those built locally."""
+    first, _cache, _r, outputs = first_build
+    url, root = buildgrid
+    remote = worlds("remote-execution-cachetest", first.workspace)
+    _remote_build(remote, url, root, "//cachetest:with_tree", "//cachetest:pkg")
+    for path in ("cachetest/with_tree.img", "cachetest/pkg.img"):
+        assert _read(remote.bin(path)) == outputs[path], path
+
+
 # -- vfat and SquashFS: validity, caching, reproducibility, incrementality -----------------
 
 def test_cachetest_images_are_valid(first_build, tmp_path):
@@ -465,8 +734,15 @@ def test_cachetest_images_are_valid(first_build, tmp_path):
     with_tree = bazel.bin("cachetest/with_tree.img")
     tree_entries = _ls(with_tree)
     assert _cat(with_tree, "/opt/app/etc/app.conf") == b"tree data\n"
-    assert tree_entries["/opt/app/bin/app"] == ("-rwxr-xr-x", "0", "0")
+    assert tree_entries["/opt/app/bin/app"] == ("-rwxr-xr-x", "0", "0")  # modes = {...}
+    # Bazel leaves every file of a directory r-xr-xr-x: they get `mode` (0644), not that.
+    assert tree_entries["/opt/app/etc/app.conf"] == ("-rw-r--r--", "0", "0")
     assert tree_entries["/opt/app"][0] == "drwxr-xr-x"
+    # Bazel's view of a directory: its relative symlink is the file it points to (as a
+    # remote executor would receive it), and its empty directory is not there.
+    assert tree_entries["/opt/app/etc/link.conf"] == ("-rw-r--r--", "0", "0")
+    assert _cat(with_tree, "/opt/app/etc/link.conf") == b"tree data\n"
+    assert "/opt/app/empty" not in tree_entries
     # Generated files: a rule's program is 0755, other files 0644, whatever Bazel left.
     assert tree_entries["/opt/tool"] == ("-rwxr-xr-x", "0", "0")
     assert tree_entries["/opt/notes.txt"] == ("-rw-r--r--", "0", "0")
@@ -482,46 +758,179 @@ def test_cachetest_images_are_valid(first_build, tmp_path):
     assert _read(parts2["data"])[:os.path.getsize(from_spec)] == _read(from_spec)
 
 
-def test_disk_cache_serves_a_clean_output_base(worlds, first_build):
-    """A second, clean output base sharing the disk cache executes nothing and gets
+def test_rules_pkg_runfiles_and_late_mtime(first_build, tmp_path):
+    """rules_pkg targets in srcs keep their destinations, modes, owners, directories and
+    links; include_runfiles places an executable's runfiles; mtime past 2038."""
+    bazel, _cache, _r, _outputs = first_build
+    img = bazel.bin("cachetest/pkg.img")
+    _tool("unsquashfs", "-s", img)
+    e = _ls(img)
+    # pkg_files: prefix, rename, mode and owner from pkg_attributes
+    assert e["/p/etc/app/devs.conf"] == ("-rw-------", "10", "20")
+    assert _cat(img, "/p/etc/app/devs.conf") == CACHETEST_FILES["devices.txt"].encode()
+    # pkg_files of a directory output: its files get the attributes' mode
+    assert e["/p/srv/app/etc/app.conf"] == ("-rw-r-----", "0", "0")
+    # pkg_mkdirs and pkg_mklink
+    assert e["/p/var/cache/app"] == ("drwx------", "3", "4")
+    assert e["/p/usr/bin/app -> /opt/app/bin/app"][0] == "lrwxrwxrwx"
+    # pkg_filegroup: its prefix over all three kinds
+    assert e["/p/grp/etc/app/devs.conf"] == ("-rw-------", "10", "20")
+    assert e["/p/grp/var/cache/app"] == ("drwx------", "3", "4")
+    assert "/p/grp/usr/bin/app -> /opt/app/bin/app" in e
+    # include_runfiles: the program, and its runfiles under <program>.runfiles/<workspace>/
+    assert e["/p/runner"] == ("-rwxr-xr-x", "0", "0")
+    assert e["/p/runner.runfiles/fstool_examples/cachetest/runner"] == ("-rwxr-xr-x", "0", "0")
+    assert e["/p/runner.runfiles/fstool_examples/cachetest/notes.txt"] == ("-rw-r--r--", "0", "0")
+    # A py_binary with include_runfiles: its launcher runs from the extracted image.
+    assert e["/p/hello_py"][0] == "-rwxr-xr-x"
+    assert "/p/hello_py.runfiles/fstool_examples/cachetest/hello_py.py" in e
+    out = tmp_path / "extracted"
+    _tool("unsquashfs", "-q", "-n", "-d", str(out), img)
+    run = subprocess.run([str(out / "p" / "hello_py")], capture_output=True, text=True, env={})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "hello from runfiles: [filesystem]\n"
+    # mtime = 4102444800: 2100-01-01, past 2038
+    listing = run_fstool("ls", img, "/p/etc/app", check=True).stdout
+    assert "2100-01-01 00:00:00" in listing, listing
+
+
+def test_user_toolchain_replaces_the_tool(first_build):
+    """A toolchain registered by the user (--extra_toolchains) runs instead of fstool."""
+    bazel, _cache, _r, _outputs = first_build
+    r = bazel.ok("//cachetest:esp", "--extra_toolchains=//cachetest:fake_toolchain")
+    assert _read(bazel.bin("cachetest/esp.img")) == b"fake fstool\n"
+    assert [s["mnemonic"] for s in r.executed] == ["FsImage"], _spawn_names(r.executed)
+    bazel.ok("//cachetest:esp")  # back to the default toolchain for the other tests
+    assert _read(bazel.bin("cachetest/esp.img")) == _outputs["cachetest/esp.img"]
+
+
+def _spawn_names(spawns) -> list[str]:
+    return sorted(s.get("progressMessage") or s["mnemonic"] for s in spawns)
+
+
+def test_remote_cache_serves_a_clean_output_base(worlds, first_build):
+    """A second, clean output base sharing the HTTP cache executes nothing and gets
     byte-identical outputs."""
     first, cache, _r, outputs = first_build
     second = worlds("second", first.workspace)
-    r = second.ok("//cachetest:all", disk_cache=cache)
+    r = second.ok("//cachetest:all", OUTPUT_GROUPS, cache=cache)
     assert r.spawns, "the execution log is empty"
-    assert r.executed == [], [s["progressMessage"] for s in r.executed]
+    assert r.executed == [], _spawn_names(r.executed)
     for path, data in outputs.items():
         assert _read(second.bin(path)) == data, path
 
 
-def test_checkouts_at_different_paths_give_identical_outputs(worlds, first_build):
-    _first, _cache, _r, outputs = first_build
+# Executable bits flipped on sources in the second checkout: modes come from
+# attributes only, so neither the action keys nor the images may change.
+CHMODDED = (("rootfs/etc/hostname", 0o755), ("rootfs/etc/os-release", 0o700),
+            ("rootfs/usr/bin/hello", 0o644), ("cachetest/devices.txt", 0o775))
+
+
+@pytest.fixture(scope="module")
+def elsewhere(worlds):
+    """A second checkout at another (deeper) path, with flipped executable bits."""
     ws = make_cachetest_checkout(worlds.root / "elsewhere" / "deeper" / "checkout2")
-    other = worlds("elsewhere", os.path.join(ws, "examples"))
-    r = other.ok("//cachetest:all")  # no cache: everything runs again
+    for rel, mode in CHMODDED:
+        os.chmod(os.path.join(ws, "examples", rel), mode)
+    return os.path.join(ws, "examples")
+
+
+def test_checkouts_at_different_paths_give_identical_outputs(worlds, first_build, elsewhere):
+    """Built from scratch (no cache) in another checkout whose sources have other
+    executable bits: every output is byte-identical (`chmod +x` changes nothing)."""
+    _first, _cache, _r, outputs = first_build
+    other = worlds("elsewhere", elsewhere)
+    r = other.ok("//cachetest:all", OUTPUT_GROUPS)  # no cache: everything runs again
     assert {s["mnemonic"] for s in r.executed} >= {"FsImage", "SquashfsImage", "DiskImage"}
     for path, data in outputs.items():
         assert _read(other.bin(path)) == data, path
 
 
+def test_remote_cache_serves_another_checkout(worlds, first_build, elsewhere, cache_server):
+    """A clean output base in the other checkout (another path, other executable bits)
+    gets every action from the cache: the action keys depend on neither."""
+    _first, cache, _r, outputs = first_build
+    third = worlds("elsewhere-cached", elsewhere)
+    r = third.ok("//cachetest:all", OUTPUT_GROUPS, cache=cache)
+    assert r.spawns and r.executed == [], _spawn_names(r.executed)
+    for path, data in outputs.items():
+        assert _read(third.bin(path)) == data, path
+    assert cache_server.counts["GET ac hit"] > 0
+
+
+def test_cached_blobs_hold_no_host_path(worlds, first_build, cache_server):
+    """Nothing stored in the remote cache names a checkout, an output base or the
+    output user root."""
+    first, _cache, _r, _outputs = first_build
+    needles = {str(worlds.root).encode(), os.path.realpath(str(worlds.root)).encode(),
+               first.output_base.encode(), first.user_root.encode()}
+    blobs = list(cache_server.blobs())
+    assert len([k for k, _ in blobs if k == "ac"]) >= len(CACHETEST_OUTPUTS) - 3
+    for kind, path in blobs:
+        data = _read(path)
+        for n in needles:
+            assert n not in data, (kind, path, n)
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_generated_json_has_no_absolute_path(worlds, first_build):
+    """Every spec and manifest the rules write: host paths are relative (exec paths or
+    relative to the spec), and nothing names the checkout or the output base."""
+    first, _cache, _r, _outputs = first_build
+    out = first.bin("cachetest")
+    found = [n for n in os.listdir(out) if n.endswith(".json") and not n.endswith(".layout.json")]
+    assert {"rootfs.spec.json", "rootfs.manifest.json", "disk.spec.json", "with_tree.dir0.manifest.json",
+            "pkg.manifest.json"} <= set(found), found
+    for name in found:
+        text = _read(os.path.join(out, name)).decode()
+        assert str(worlds.root) not in text and first.output_base not in text, name
+        doc = json.loads(text)
+        entries = doc.get("entries", [])
+        for e in entries:  # image paths are absolute by design; host paths never
+            assert not e.get("source", "").startswith("/"), (name, e)
+        spec = doc.get("filesystem") or {}
+        for key in ("source", "device_table"):
+            for v in _strings(spec.get(key, [])):
+                assert not v.startswith("/"), (name, key, v)
+        for part in doc.get("partitions", []):
+            assert not part.get("image", "").startswith("/"), (name, part)
+
+
 def test_rebuilds_run_only_what_changed(first_build):
-    """A no-op rebuild runs nothing; editing one rootfs input reruns the rootfs writer and
-    the disks that hold it, nothing else."""
+    """A no-op rebuild runs nothing, and so does `chmod +x` on a source; editing one
+    rootfs input reruns the rootfs writer and the disks that hold it, nothing else."""
     bazel, _cache, _r, outputs = first_build
     r = bazel.ok("//cachetest:all")
-    assert r.spawns == [], [s["progressMessage"] for s in r.spawns]
+    assert r.spawns == [], _spawn_names(r.spawns)
     hostname = os.path.join(bazel.workspace, "rootfs", "etc", "hostname")
     original = _read(hostname)
     try:
+        os.chmod(hostname, 0o755)
+        r = bazel.ok("//cachetest:all")
+        assert r.executed == [], _spawn_names(r.executed)
+        assert _read(bazel.bin("cachetest/rootfs.img")) == outputs["cachetest/rootfs.img"]
         with open(hostname, "ab") as f:
             f.write(b"edited\n")
         r = bazel.ok("//cachetest:all")
-        ran = sorted(s["progressMessage"] for s in r.executed)
+        ran = _spawn_names(r.executed)
         assert ran == ["Assembling GPT disk //cachetest:disk", "Assembling MBR disk //cachetest:mbr",
                        "Writing squashfs image //cachetest:rootfs"], ran
         assert _read(bazel.bin("cachetest/esp.img")) == outputs["cachetest/esp.img"]
         assert _cat(bazel.bin("cachetest/rootfs.img"), "/etc/hostname") == original + b"edited\n"
+        assert _ls(bazel.bin("cachetest/rootfs.img"))["/etc/hostname"][0] == "-rw-------"
     finally:
+        os.chmod(hostname, 0o644)
         with open(hostname, "wb") as f:
             f.write(original)
 
@@ -539,6 +948,53 @@ def test_attribute_errors_name_target_and_attribute(first_build, target, needles
     for n in needles:
         assert n in r.output, (n, _tail(r.output))
     assert "Traceback (most recent call last)" not in r.output
+
+
+def test_analysis_tests_of_every_fail_branch(worlds, checkout1):
+    """tests/analysis: one skylib analysistest per fail() of the rules (run in the
+    repository's own workspace)."""
+    bazel = worlds("analysis", checkout1)
+    r = bazel.build("//tests/analysis:all", command="test")
+    assert r.returncode == 0, _tail(r.output)
+    assert "Executed 21 out of 21 tests: 21 tests pass" in r.output or \
+        re.search(r"(\d+) tests pass", r.output), _tail(r.output)
+    passed = re.findall(r"^//tests/analysis:\S+\s+PASSED", r.output, flags=re.M)
+    assert len(passed) >= 21, _tail(r.output)
+
+
+STAMPED_BUILD = '''
+load("@rules_fstool//rules:defs.bzl", "squashfs_image")
+
+[squashfs_image(
+    name = "s%s" % stamp,
+    srcs = ["//:esp_files"],
+    mtime = 5,
+    stamp = stamp,
+    strip_prefix = "/esp",
+) for stamp in (-1, 0, 1)]
+'''
+
+
+def _mtimes(image: str) -> set[str]:
+    return {line.split("\t")[4] for line in run_fstool("ls", "-R", image, check=True).stdout.splitlines()}
+
+
+def test_stamp_takes_the_time_from_the_workspace_status(first_build):
+    """stamp = 1: BUILD_TIMESTAMP; 0: mtime; -1: as --stamp says (pkg_tar's rules)."""
+    import datetime
+    bazel, _cache, _r, _outputs = first_build
+    _write(os.path.join(bazel.workspace, "stamped", "BUILD.bazel"), STAMPED_BUILD)
+    bazel.ok("//stamped:all", "--stamp")
+    with open(bazel.out("volatile-status.txt")) as f:
+        status = dict(line.rstrip("\n").split(" ", 1) for line in f if " " in line)
+    when = datetime.datetime.fromtimestamp(int(status["BUILD_TIMESTAMP"]), datetime.timezone.utc)
+    stamped = {when.strftime("%Y-%m-%d %H:%M:%S")}
+    assert _mtimes(bazel.bin("stamped/s1.img")) == stamped
+    assert _mtimes(bazel.bin("stamped/s-1.img")) == stamped
+    assert _mtimes(bazel.bin("stamped/s0.img")) == {"1970-01-01 00:00:05"}
+    bazel.ok("//stamped:all")
+    assert _mtimes(bazel.bin("stamped/s-1.img")) == {"1970-01-01 00:00:05"}
+    assert _mtimes(bazel.bin("stamped/s1.img")) == stamped
 
 
 # -- lint ------------------------------------------------------------------------------------

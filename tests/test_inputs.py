@@ -11,6 +11,7 @@ import tarfile
 import pytest
 import zstandard
 
+from conftest import assert_one_line_error, run_fstool
 from fstool.errors import InputError
 from fstool.inputs import load_sources
 from fstool.inputs.devtable import apply_device_table
@@ -303,3 +304,52 @@ def test_manifest_file_modes_by_exec_bit(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"file_modes": "umask", "entries": []}))
     with pytest.raises(InputError, match="bad.json: file_modes"):
         load_sources([str(tmp_path / "bad.json")])
+
+
+class _Zeros:
+    """A file object of n zero bytes (never held in memory)."""
+
+    def __init__(self, n):
+        self.left = n
+
+    def read(self, k=-1):
+        k = self.left if k < 0 else min(k, self.left)
+        self.left -= k
+        return bytes(k)
+
+
+@pytest.mark.slow
+def test_compressed_tar_bomb_costs_no_spool_and_no_image_space(tmp_path):
+    """512 MiB of zeros in a few hundred KiB of .tar.zst: the spool keeps zeros as holes
+    (a 32 MiB $TMPDIR is plenty) and the image keeps them as holes too."""
+    import tarfile
+    import zstandard
+    bomb = tmp_path / "bomb.tar.zst"
+    with open(bomb, "wb") as raw, zstandard.ZstdCompressor(level=1).stream_writer(raw) as z, \
+            tarfile.open(fileobj=z, mode="w|") as tf:
+        ti = tarfile.TarInfo("zeros")
+        ti.size = 512 << 20
+        tf.addfile(ti, _Zeros(ti.size))
+        ti = tarfile.TarInfo("hello")
+        ti.size = 6
+        tf.addfile(ti, io.BytesIO(b"hello\n"))
+    assert bomb.stat().st_size < 1 << 20
+    small_tmp = tmp_path / "tmpfs"
+    small_tmp.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small_tmp)], check=True)
+    try:
+        for t in ("ext4", "squashfs"):
+            img = tmp_path / f"bomb.{t}"
+            run_fstool("create", "-t", t, bomb, "-o", img, env={"TMPDIR": str(small_tmp)}, check=True)
+            assert os.stat(img).st_blocks * 512 < 16 << 20, t
+            out = run_fstool("cat", img, "/hello", text_output=False, check=True)
+            assert out.stdout == b"hello\n"
+    finally:
+        subprocess.run(["umount", str(small_tmp)], check=True)
+
+
+def test_fifo_source_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "src.tar"
+    os.mkfifo(fifo)
+    p = run_fstool("create", "-t", "ext4", fifo, "-o", tmp_path / "x.img")
+    assert_one_line_error(p, 1, str(fifo), "not a regular file")

@@ -17,7 +17,8 @@ def write(tmp_path, text, name="spec.toml"):
     return str(p)
 
 
-def test_bare_filesystem_all_rust_keys(tmp_path):
+def test_bare_filesystem_all_rust_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the working directory
     spec = load_spec(write(tmp_path, """
         [filesystem]
         type = "ext4"
@@ -42,7 +43,8 @@ def test_bare_filesystem_all_rust_keys(tmp_path):
     assert fs.options == {"inode_size": 256}
 
 
-def test_extensions_layers_overrides_and_generic_options(tmp_path):
+def test_extensions_layers_overrides_and_generic_options(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     spec = load_spec(write(tmp_path, """
         [filesystem]
         type = "squashfs"
@@ -51,7 +53,6 @@ def test_extensions_layers_overrides_and_generic_options(tmp_path):
         headroom = "1MiB"
         all_root = true
         device_table = "devs.txt"
-        uuid = "12345678-1234-5678-1234-567812345678"
         seed = "my-image"
         [filesystem.options]
         compression = "xz"
@@ -72,7 +73,8 @@ def test_extensions_layers_overrides_and_generic_options(tmp_path):
     assert fs.seed == "my-image"
 
 
-def test_disk_spec_gpt(tmp_path):
+def test_disk_spec_gpt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     spec = load_spec(write(tmp_path, """
         [image]
         size = "1GiB"
@@ -197,3 +199,34 @@ def test_small_parsers():
     assert parse_attributes(["required", "no-block-io", 48], "a") == 0b11 | (1 << 48)
     with pytest.raises(SpecError):
         parse_volume_id("zz", "v")
+
+
+def test_format_capabilities_are_checked_when_the_spec_is_read(tmp_path):
+    # squashfs stores no UUID: refused at load time, before any input is read
+    with pytest.raises(SpecError, match=r"filesystem\.uuid: squashfs has no UUID"):
+        load_spec(write(tmp_path, """
+            [filesystem]
+            type = "squashfs"
+            source = "missing-dir"
+            uuid = "12345678-1234-5678-1234-567812345678"
+        """))
+
+
+def test_option_error_in_last_partition_comes_first(tmp_path):
+    # the typo in partition 2 is found while reading the spec: partition 1's source
+    # (which does not exist) is never touched
+    with pytest.raises(SpecError, match=r"partitions\[1\].*options\.compresion.*did you mean 'compression'"):
+        load_spec(write(tmp_path, """
+            [image]
+            [[partitions]]
+            name = "a"
+            [partitions.filesystem]
+            type = "ext4"
+            source = "does-not-exist"
+            [[partitions]]
+            name = "b"
+            [partitions.filesystem]
+            type = "squashfs"
+            [partitions.filesystem.options]
+            compresion = "xz"
+        """))

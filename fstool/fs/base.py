@@ -37,8 +37,8 @@ class FsParams:
     timestamp: int = 0
     seed: bytes = b"fstool"
     options: dict[str, Any] = field(default_factory=dict)
+    partition_offset: int = 0  # where the disk assembler places this filesystem (bytes)
     opts: Any = None  # the format's typed options (Format.parse_options), parsed when the spec is read
-    threads: int = 0  # 0: FSTOOL_THREADS or the CPU count
     verbose: bool = False
     where: str = "filesystem"  # the spec table or CLI flag these came from, for messages
     progress: Any = None  # fstool.progress.Progress (stderr is a terminal) or None
@@ -49,8 +49,7 @@ class FsParams:
             self.progress(f"writing {self.fs_type}", done, total)
 
     def thread_count(self) -> int:
-        if self.threads > 0:
-            return self.threads
+        """FSTOOL_THREADS, else the CPU count (the output never depends on it)."""
         env = os.environ.get("FSTOOL_THREADS")
         if env:
             try:
@@ -184,15 +183,28 @@ class Reader:
         """The file's bytes in bounded chunks."""
         raise NotImplementedError
 
+    def data_map(self, path: str) -> list[tuple[int, int, int]] | None:
+        """Where a file's bytes lie uncompressed in the region: (file offset, length, region
+        offset) per data run, holes left out; None when they are not stored as plain runs
+        (compressed, inline). Lets an image be a build's source without copying its files."""
+        return None
+
     def walk(self, path: str = "/") -> Iterator[REntry]:
-        """Pre-order walk below path (path itself first)."""
+        """Pre-order walk below path (path itself first).
+
+        A directory reached twice (no format has hardlinked directories) is a cycle in a
+        damaged or hostile image: refused, so `ls -R` ends instead of running forever.
+        """
+        from ..errors import ImageError
         top = self.stat(path)
         stack = [top]
+        seen_dirs: set[int] = set()
         while stack:
             e = stack.pop()
             yield e
             if e.kind is Kind.DIR:
+                if e.inode in seen_dirs:
+                    raise ImageError("directory cycle: this directory is also reached by "
+                                     "another path", where=e.path)
+                seen_dirs.add(e.inode)
                 stack.extend(reversed(self.listdir(e.path)))
-
-    def close(self) -> None:
-        pass

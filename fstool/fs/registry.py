@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import CapacityError, SpecError
+from ..sizes import format_size
 
 U32 = (1 << 32) - 1
 
@@ -43,6 +44,7 @@ class Capabilities:
     sockets: bool = True
     xattrs: bool = True
     block_sizes: tuple[int, ...] | None = None  # None: `block_size` is not a key of this format
+    fills_partition: bool = True  # built to a given size (False: always as small as its content)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,11 @@ class Format:
     reader: str | None = None  # module path, imported lazily
     extensions: tuple[str, ...] = ()  # output file name endings that imply this format
     probe_order: int = 50  # lower probes first (formats with a strong magic first)
+    partition_type: str = "linux"  # the partition type a disk gives it when the spec names none
     description: str = ""
+    # how a given label is stored (FAT: upper-cased, cut); None: cut to caps.label bytes.
+    # The spec warns once when the stored label differs from the one given.
+    label_rule: Callable[[str], str] | None = None
 
     def writer_module(self, where: str = "type"):
         if self.writer is None:
@@ -118,8 +124,9 @@ def check_tree(fmt: Format, tree, where: str) -> None:
                 raise CapacityError(f"symlink target is {n} bytes; {fmt.name} stores at most "
                                     f"{lim.max_symlink}", where=f"{where}: {path}")
         elif node.kind is Kind.FILE and node.size > lim.max_file_size:
-            raise CapacityError(f"file is {node.size} bytes; {fmt.name} stores at most "
-                                f"{lim.max_file_size}", where=f"{where}: {path}")
+            raise CapacityError(f"file is {format_size(node.size)} ({node.size} bytes); {fmt.name} "
+                                f"stores files of at most {lim.max_file_size} bytes",
+                                where=f"{where}: {path}")
         if caps.xattrs:
             for k, v in node.xattrs.items():
                 if len(v) > lim.max_xattr_value:

@@ -2,7 +2,9 @@
 
     {"version": 1,
      "relative_to": "manifest" | "cwd",          # where relative "source" paths start
-     "file_modes": "keep" | "exec_bit",          # exec_bit: 0755 if any x bit, else 0644
+     "file_modes": "keep" | "exec_bit" | "explicit",
+                         # exec_bit: 0755 if any x bit, else 0644; explicit: every file
+                         # entry says its mode and no mode is read from the host
      "entries": [
        {"kind": "dir", "path": "/etc", "mode": "0755"},
        {"kind": "file", "path": "/etc/motd", "source": "src/motd", "mode": 420, "uid": 0},
@@ -15,8 +17,12 @@
 
 A bare list is read as the entries. Files keep the source's mode unless the
 entry sets one, or, with "file_modes": "exec_bit", get 0755 or 0644 by their
-executable bit alone, so a checkout's umask cannot change the image (what the
-Bazel rules use); symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
+executable bit alone, so a checkout's umask cannot change the image. With
+"file_modes": "explicit" (what the Bazel rules write) a file entry without
+"mode" is an error and "tree" entries of host directories are refused: the host's
+mode bits are not part of Bazel's action key (a remote executor stages every input
+executable), so reading them would let a cache serve an image made from other modes.
+Symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
 apply as for any input). Every error names the manifest and the entry index.
 """
 from __future__ import annotations
@@ -82,11 +88,12 @@ def load_manifest(path: str) -> Tree:
         raise InputError(f"relative_to must be \"manifest\" or \"cwd\", got {rel!r}", where=path)
     base = os.path.dirname(os.path.abspath(path)) if rel == "manifest" else os.getcwd()
     modes = doc.get("file_modes", "keep")
-    if modes not in ("keep", "exec_bit"):
-        raise InputError(f"file_modes must be \"keep\" or \"exec_bit\", got {modes!r}", where=path)
+    if modes not in ("keep", "exec_bit", "explicit"):
+        raise InputError(f"file_modes must be \"keep\", \"exec_bit\" or \"explicit\", got {modes!r}",
+                         where=path)
     tree = Tree()
     for i, e in enumerate(doc["entries"]):
-        _add_entry(tree, e, base, f"{path}: entries[{i}]", modes == "exec_bit")
+        _add_entry(tree, e, base, f"{path}: entries[{i}]", modes)
     tree.invalidate()
     return tree
 
@@ -95,7 +102,9 @@ def _by_exec_bit(mode: int) -> int:
     return 0o755 if mode & 0o111 else 0o644
 
 
-def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = False) -> None:
+def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep") -> None:
+    exec_bit = modes == "exec_bit"
+    explicit = modes == "explicit"
     if not isinstance(e, dict):
         raise InputError("expected an object", where=where)
     unknown = set(e) - ENTRY_KEYS
@@ -114,6 +123,10 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = Fa
             raise InputError(f"a {kind_name} entry needs \"source\"", where=where)
         return os.path.join(base, s)
 
+    if kind_name == "tree" and explicit and os.path.isdir(source()):
+        raise InputError("a \"tree\" entry of a host directory reads modes from the host, which "
+                         "\"file_modes\": \"explicit\" forbids: list its files (or point it at "
+                         "a manifest)", where=where)
     if kind_name == "tree" or kind_name == "tar":
         from . import graft, load_one
         sub = load_one(source())
@@ -148,6 +161,8 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = Fa
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"source {src} is not a regular file", where=where)
         node.source = FileSource(src if st.st_size else None, st.st_size)
+        if explicit and "mode" not in e:
+            raise InputError("a file entry needs \"mode\" (\"file_modes\": \"explicit\")", where=where)
         node.mode = _by_exec_bit(st.st_mode) if exec_bit else stat.S_IMODE(st.st_mode)
     elif kind is Kind.SYMLINK:
         t = e.get("target")
@@ -164,3 +179,4 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, exec_bit: bool = Fa
     node.mtime = _int(e, "mtime", where, 0)
     node.xattrs = _xattrs(e, where)
     tree.add(dest, node, where=where)
+

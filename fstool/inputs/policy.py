@@ -1,17 +1,20 @@
 """The metadata rules every format shares, applied after the inputs are merged.
 
 Order: all_root (uid = gid = 0) -> mtime = N (every timestamp N) -> clamp to
-SOURCE_DATE_EPOCH (no timestamp later than it) -> per-path overrides, which
-come last so a spec can still set one file's owner or time explicitly.
+SOURCE_DATE_EPOCH (no timestamp later than it) -> SELinux labels from
+file_contexts -> per-path overrides (owner, mode, time, xattrs, capabilities,
+ACLs), so a spec can still set one file's metadata explicitly -> an Android
+fs_config table, applied last as e2fsdroid applies it over everything else.
 """
 from __future__ import annotations
 
 from ..errors import InputError
-from ..tree import Tree
+from ..tree import Kind, Tree
 
 
 def apply_policy(tree: Tree, *, all_root: bool = False, mtime: int | None = None, clamp: int | None = None,
-                 overrides: list[dict] | None = None) -> None:
+                 overrides: list[dict] | None = None, file_contexts: str | None = None,
+                 fs_config: str | None = None) -> None:
     seen: set[int] = set()
     for _, node in tree.walk():
         if id(node) in seen:
@@ -23,6 +26,9 @@ def apply_policy(tree: Tree, *, all_root: bool = False, mtime: int | None = None
             node.mtime, node.mtime_ns = mtime, 0
         if clamp is not None and node.mtime >= clamp and (node.mtime > clamp or node.mtime_ns):
             node.mtime, node.mtime_ns = clamp, 0
+    if file_contexts:
+        from .security import apply_file_contexts
+        apply_file_contexts(tree, file_contexts)
     for ov in overrides or []:
         node = tree.lookup(ov["path"])
         if node is None:
@@ -35,3 +41,11 @@ def apply_policy(tree: Tree, *, all_root: bool = False, mtime: int | None = None
             node.gid = ov["gid"]
         if "mtime" in ov:
             node.mtime, node.mtime_ns = ov["mtime"], 0
+        xattrs = ov.get("xattrs") or {}
+        if "system.posix_acl_default" in xattrs and node.kind is not Kind.DIR:
+            raise InputError(f"a default ACL is for directories; {ov['path']!r} is not one",
+                             where=ov.get("where"))
+        node.xattrs.update(xattrs)
+    if fs_config:
+        from .security import apply_fs_config
+        apply_fs_config(tree, fs_config)

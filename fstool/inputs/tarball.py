@@ -5,7 +5,9 @@ pointing at its data's offset inside the archive. A compressed tar (gzip, xz,
 zstd, bzip2, found by magic bytes, not by name) is first decompressed, streaming,
 into an unlinked spool file in $TMPDIR, kept open for the life of the process
 and named through /proc/self/fd, so nothing is left behind even if the build is
-killed. Member names are normalised ('./a', '/a' -> '/a'); names with '..',
+killed. All-zero 64 KiB blocks are left as holes in the spool (and so in the
+image): a tar bomb of zeros costs neither disk nor image space. tarfile's list
+of members is dropped as the archive is read, so memory grows with the tree only. Member names are normalised ('./a', '/a' -> '/a'); names with '..',
 hardlinks that climb out or point at nothing earlier, and a path that changes
 kind are input errors naming the member.
 """
@@ -58,11 +60,14 @@ def _spool(path: str, head: bytes) -> str:
     fd, tmp = tempfile.mkstemp(prefix="fstool-spool-")
     os.unlink(tmp)
     try:
-        with opener() as src, os.fdopen(os.dup(fd), "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        with opener() as src:
+            _copy_sparse(src, fd)
     except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
         os.close(fd)
         raise InputError(f"cannot decompress: {e}", where=path) from None
+    except InputError:
+        os.close(fd)
+        raise
     except Exception as e:  # zstandard.ZstdError and friends
         os.close(fd)
         raise InputError(f"cannot decompress: {e}", where=path) from None
@@ -70,11 +75,64 @@ def _spool(path: str, head: bytes) -> str:
     return f"/proc/self/fd/{fd}"
 
 
+SPOOL_BLOCK = 64 << 10
+_ZERO = bytes(SPOOL_BLOCK)
+
+
+def _copy_sparse(src, fd: int) -> None:
+    """Decompress src into fd, leaving every all-zero 64 KiB block a hole: a member full of
+    zeros (a tar bomb, a disk image) costs no disk, and its holes stay holes in the image."""
+    pos = 0
+    while True:
+        chunk = src.read(1 << 20)
+        if not chunk:
+            break
+        view = memoryview(chunk)
+        for i in range(0, len(chunk), SPOOL_BLOCK):
+            piece = view[i:i + SPOOL_BLOCK]
+            if piece != _ZERO[:len(piece)]:
+                off = 0
+                while off < len(piece):
+                    try:
+                        off += os.pwrite(fd, piece[off:], pos + i + off)
+                    except OSError as e:
+                        raise InputError(f"cannot spool the decompressed archive into $TMPDIR: "
+                                         f"{e.strerror}", where=tempfile.gettempdir()) from None
+        pos += len(chunk)
+    os.ftruncate(fd, pos)
+
+
+def _data_runs(path: str, offset: int, size: int) -> tuple[tuple[int, int, int], ...]:
+    """(file_offset, length, source_offset) of the data in [offset, offset+size) of a spool."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        runs = []
+        end = offset + size
+        pos = offset
+        while pos < end:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: nothing but hole up to the end
+                break
+            if start >= end:
+                break
+            stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+            runs.append((start - offset, stop - start, start))
+            pos = stop
+        return tuple(runs)
+    finally:
+        os.close(fd)
+
+
 def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for k, v in member.pax_headers.items():
         if k.startswith("SCHILY.xattr."):
             out[k[len("SCHILY.xattr."):]] = v.encode("utf-8", "surrogateescape")
+        elif k in ("SCHILY.acl.access", "SCHILY.acl.default") and v.strip():
+            from .security import acl_from_text
+            name = "system.posix_acl_" + k.rsplit(".", 1)[1]
+            out[name] = acl_from_text(v, f"{member.name}: {k}")
         elif k.startswith("LIBARCHIVE.xattr."):
             name = k[len("LIBARCHIVE.xattr."):]
             try:
@@ -98,7 +156,8 @@ def _mtime(member: tarfile.TarInfo) -> tuple[int, int]:
 def load_tar(path: str) -> Tree:
     head = _magic(path)
     data_path = path
-    if head.startswith((GZIP, BZIP2, XZ, ZSTD)):
+    spooled = head.startswith((GZIP, BZIP2, XZ, ZSTD))
+    if spooled:
         data_path = _spool(path, head)
     tree = Tree()
     try:
@@ -107,15 +166,20 @@ def load_tar(path: str) -> Tree:
         raise InputError(f"not a readable tar archive ({e})", where=path) from None
     with tf:
         try:
-            for m in tf:
-                _add_member(tree, m, data_path, path)
+            while True:
+                m = tf.next()
+                if m is None:
+                    break
+                tf.members.clear()  # tarfile keeps every TarInfo; the tree is all we need
+                _add_member(tree, m, data_path, path, spooled)
         except tarfile.TarError as e:
             raise InputError(f"corrupt tar archive: {e}", where=path) from None
     tree.invalidate()
     return tree
 
 
-def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str) -> None:
+def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str,
+                spooled: bool = False) -> None:
     where = f"{archive}: {m.name}"
     parts = split_path(m.name, where)
     dest = join_path(parts)
@@ -138,6 +202,8 @@ def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str) ->
                     segs.append((off, n, pos))
                     pos += n
             src = FileSource(data_path, m.size, segments=tuple(segs))
+        elif spooled and m.size:  # the spool's holes are the member's holes
+            src = FileSource(data_path, m.size, segments=_data_runs(data_path, m.offset_data, m.size))
         else:
             src = FileSource(data_path if m.size else None, m.size, offset=m.offset_data)
         node = Node(Kind.FILE, source=src, **attrs)

@@ -5,14 +5,10 @@ action's working directory) or relative to the generated spec's directory; none 
 absolute, so the same inputs give the same action key in any checkout.
 """
 
-# The tool as every rule runs it: a py_binary built for the exec platform.
-TOOL_ATTRS = {
-    "_tool": attr.label(
-        default = Label("//fstool:fstool_bin"),
-        cfg = "exec",
-        executable = True,
-    ),
-}
+load(":toolchain.bzl", "TOOLCHAIN_TYPE")
+
+# What every rule that runs fstool declares: the tool comes from the toolchain.
+TOOLCHAINS = [TOOLCHAIN_TYPE]
 
 def relative_path(from_dir, to):
     """The path of `to` seen from directory `from_dir`.
@@ -54,9 +50,9 @@ def normalize_image_path(path):
     return "/" + "/".join(parts)
 
 def run_fstool(ctx, *, mnemonic, progress_message, arguments, inputs, outputs):
-    """Runs the tool hermetically: declared inputs only, no environment, no shell."""
+    """Runs the toolchain's fstool hermetically: declared inputs only, no environment, no shell."""
     ctx.actions.run(
-        executable = ctx.attr._tool[DefaultInfo].files_to_run,
+        executable = ctx.toolchains[TOOLCHAIN_TYPE].fstool,
         arguments = arguments,
         inputs = inputs,
         outputs = outputs,

@@ -9,19 +9,13 @@ editing one filesystem's input reruns that filesystem's writer and the assembler
 load("//rules:providers.bzl", "DiskImageInfo", "FsImageInfo", "PartitionInfo")
 load(
     ":common.bzl",
-    "TOOL_ATTRS",
+    "TOOLCHAINS",
     "attr_error",
     "declare_spec",
     "run_fstool",
     "spec_path",
     "write_json",
 )
-
-_FAT_TYPES = ["vfat", "fat12", "fat16", "fat32"]
-
-def _default_type(fs_type):
-    # What fstool picks for a filesystem it builds into a partition.
-    return "msdata" if fs_type in _FAT_TYPES else "linux"
 
 def _fs_type_of(target):
     return target[FsImageInfo].fs_type if FsImageInfo in target else ""
@@ -32,7 +26,7 @@ def _partition_impl(ctx):
         image = ctx.file.image,
         fs_type = fs_type,
         name = ctx.attr.label if ctx.attr.label else ctx.label.name,
-        type = ctx.attr.type if ctx.attr.type else _default_type(fs_type),
+        type = ctx.attr.type,
         size = ctx.attr.partition_size,
         headroom = ctx.attr.headroom,
         uuid = ctx.attr.uuid,
@@ -53,7 +47,7 @@ partition = rule(
         "type": attr.string(
             doc = "Partition type: a name (`esp`, `linux`, `linux-root-x86-64`, `swap`, " +
                   "`xbootldr`, ...), a GPT type GUID or an MBR byte like `\"0x83\"`. " +
-                  "Default: `msdata` for FAT images, else `linux`.",
+                  "Default (`\"\"`): fstool picks `msdata` for a FAT image, else `linux`.",
         ),
         "label": attr.string(
             doc = "The partition name written in the GPT (default: this target's name).",
@@ -91,7 +85,7 @@ def _partition_info(target):
         image = info.image,
         fs_type = info.fs_type,
         name = target.label.name,
-        type = _default_type(info.fs_type),
+        type = "",
         size = "auto",
         headroom = "",
         uuid = "",
@@ -122,10 +116,12 @@ def _disk_impl(ctx, table):
             attr_error(ctx, "size", "%s has size = \"remaining\", which needs a fixed disk size" % p.label)
         entry = {
             "name": p.name,
-            "type": p.type,
             "size": p.size,
             "image": spec_path(spec, p.image),
         }
+        if p.type:
+            # else fstool picks: msdata for a FAT image (it probes the image), else linux
+            entry["type"] = p.type
         if p.headroom:
             entry["headroom"] = p.headroom
         if table == "gpt":
@@ -203,8 +199,8 @@ gpt_disk = rule(
     attrs = dict(
         _DISK_ATTRS,
         uuid = attr.string(doc = "The disk GUID (default: derived from the spec)."),
-        **TOOL_ATTRS
     ),
+    toolchains = TOOLCHAINS,
     provides = [DiskImageInfo],
     doc = "A GPT disk image `<name>.img`; output group `layout` has `<name>.layout.json`.",
 )
@@ -219,8 +215,8 @@ mbr_disk = rule(
         disk_signature = attr.string(
             doc = "The MBR disk signature such as `\"0xdeadbeef\"` (default: derived).",
         ),
-        **TOOL_ATTRS
     ),
+    toolchains = TOOLCHAINS,
     provides = [DiskImageInfo],
     doc = "An MBR disk image `<name>.img` (more than four partitions: the fourth and " +
           "later become logical ones); output group `layout` has `<name>.layout.json`.",

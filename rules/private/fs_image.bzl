@@ -11,10 +11,17 @@ Analysis turns the content attributes into generated files and one action:
 - one `fstool build` action (mnemonic FsImage, or SquashfsImage) writing `<name>.img`.
 """
 
+load(
+    "@rules_pkg//pkg:providers.bzl",
+    "PackageDirsInfo",
+    "PackageFilegroupInfo",
+    "PackageFilesInfo",
+    "PackageSymlinkInfo",
+)
 load("//rules:providers.bzl", "FsImageInfo")
 load(
     ":common.bzl",
-    "TOOL_ATTRS",
+    "TOOLCHAINS",
     "attr_error",
     "declare_spec",
     "normalize_image_path",
@@ -23,8 +30,7 @@ load(
     "spec_path",
     "write_json",
 )
-
-FS_TYPES = ["ext2", "ext3", "ext4", "vfat", "fat12", "fat16", "fat32", "squashfs"]
+load(":fs_types.bzl", "FS_TYPES")
 
 SQUASHFS_COMPRESSIONS = ["gzip", "xz", "lzma", "lz4", "zstd"]
 
@@ -48,7 +54,8 @@ _OWN_ATTRIBUTE = {
 CONTENT_ATTRS = {
     "srcs": attr.label_list(
         allow_files = True,
-        doc = "Files and directories (tree artifacts) placed under `package_dir`.",
+        doc = "Files, directories (tree artifacts) and rules_pkg targets (pkg_files, " +
+              "pkg_mkdirs, pkg_mklink, pkg_filegroup) placed under `package_dir`.",
     ),
     "package_dir": attr.string(
         default = "/",
@@ -59,6 +66,15 @@ CONTENT_ATTRS = {
         doc = "Which part of a src's path to drop: `\"\"` keeps only the file name, " +
               "`\".\"` keeps the path below this package, `\"/dir\"` the path below " +
               "`dir` of the repository, `\"dir\"` the path below this package's `dir`.",
+    ),
+    "mode": attr.string(
+        default = "0644",
+        doc = "The mode of every file from `srcs` that says none itself; the programs of " +
+              "executable targets are 0755, directories 0755. Never read from the checkout.",
+    ),
+    "include_runfiles": attr.bool(
+        default = False,
+        doc = "Also place the runfiles of executable `srcs` in `<dest>.runfiles/<repo>/...`.",
     ),
     "tars": attr.label_list(
         allow_files = TAR_EXTENSIONS,
@@ -87,9 +103,21 @@ CONTENT_ATTRS = {
         values = ["none", "minimal", "standard"],
         doc = "Add the `/dev` nodes the Rust fstool adds (`minimal`, `standard`).",
     ),
-    "mtime": attr.int(
-        default = 0,
+    # A string: attr.int is 32 bits, and dates past 2038 need more. The public macros
+    # take an int too.
+    "mtime": attr.string(
+        default = "0",
         doc = "Every timestamp in the image, and the filesystem's own times (seconds).",
+    ),
+    "stamp": attr.int(
+        default = 0,
+        values = [-1, 0, 1],
+        doc = "1: take the times from BUILD_TIMESTAMP of the workspace status; 0: `mtime`; " +
+              "-1: 1 under `--stamp`, else 0 (as pkg_tar).",
+    ),
+    "private_stamp_detect": attr.bool(
+        default = False,
+        doc = "Set by the macros: whether `--stamp` is on (for `stamp = -1`).",
     ),
     # `size` in the public macros (a rule attribute named `size` crashes Bazel 4.2.3,
     # which reserves it for tests).
@@ -110,6 +138,12 @@ CONTENT_ATTRS = {
         doc = "Any other `fstool create -O` key, e.g. `{\"journal_blocks\": \"1024\"}`.",
     ),
 }
+
+def _check_mode(ctx, attribute, what, mode):
+    digits = mode[2:] if mode.startswith("0o") else mode
+    if not digits or len(digits) > 5 or [c for c in digits.elems() if c not in "01234567"]:
+        attr_error(ctx, attribute, "%s: expected an octal mode like \"0644\", got %r" % (what, mode))
+    return mode
 
 def _dest_path(ctx, f):
     """Where src `f` goes in the image (rules_pkg strip_prefix semantics)."""
@@ -132,60 +166,162 @@ def _dest_path(ctx, f):
     return normalize_image_path(ctx.attr.package_dir + "/" + rel)
 
 def _tree_file_entry(f):
-    # map_each of a directory's expansion: one manifest entry per file it holds. Bazel
-    # makes every output file r-xr-xr-x (or whatever a remote cache restores), so the
-    # mode is set here rather than read: 0755, keeping what an executable needs.
-    return json.encode({"kind": "file", "path": f.tree_relative_path, "source": f.path, "mode": "0755"})
+    # map_each of a directory's expansion: the start of one manifest entry per file (the
+    # format string adds the mode and owner).
+    return json.encode(f.tree_relative_path) + ", \"source\": " + json.encode(f.path)
 
-def _tree_manifest(ctx, directory, index):
+def _tree_manifest(ctx, directory, index, mode, uid, gid):
     """A manifest listing the files of a directory (tree artifact), written when it exists.
 
-    fstool could read the directory itself, but the linux-sandbox stages a directory's
-    files as symlinks into the execroot, which fstool would copy as symlinks. Listed file
-    by file, the files are read through those symlinks. (Empty subdirectories are not
-    listed; the root entry comes first so that every file entry can start with a comma.)
+    The image holds what Bazel says the directory is, so that it is the same wherever the
+    action runs: the files Bazel lists (a sandbox stages each as a symlink, a remote
+    executor as a file; both are read through, so a relative symlink inside the directory
+    becomes the file it points to, as Bazel's own input tree has it), each with `mode`
+    (Bazel leaves every file of a directory output r-xr-xr-x, and a remote executor
+    stages inputs executable), and their parent directories at 0755. Empty directories
+    are not part of Bazel's view (neither the sandbox nor remote execution stages them).
     """
     out = ctx.actions.declare_file("%s.dir%d.manifest.json" % (ctx.label.name, index))
     args = ctx.actions.args()
     args.set_param_file_format("multiline")
-    args.add('{"relative_to": "cwd", "file_modes": "exec_bit", "entries": [{"kind": "dir", "path": "/"}')
-    args.add_all([directory], map_each = _tree_file_entry, format_each = ",%s", expand_directories = True)
+    args.add('{"relative_to": "cwd", "file_modes": "explicit", "entries": [')
+    args.add(json.encode({"kind": "dir", "path": "/", "mode": "0755", "uid": uid, "gid": gid}))
+    args.add_all(
+        [directory],
+        map_each = _tree_file_entry,
+        format_each = ',{"kind": "file", "mode": "%s", "uid": %d, "gid": %d, "path": ' % (mode, uid, gid) +
+                      "%s}",
+        expand_directories = True,
+    )
     args.add("]}")
     ctx.actions.write(out, args)
     return out
 
-def _manifest_entries(ctx):
-    """The main manifest's entries, and the manifests of directories in srcs."""
-    entries = []
-    tree_manifests = []
-    seen = {}
+def _pkg_attributes(ctx, what, attributes, default_mode):
+    """(mode, uid, gid) from a rules_pkg `attributes` dict."""
+    attributes = attributes or {}
+    mode = attributes.get("mode") or default_mode
+    _check_mode(ctx, "srcs", what, mode)
+    ids = []
+    for key, name_key in (("uid", "user"), ("gid", "group")):
+        value = attributes.get(key)
+        if value == None and attributes.get(name_key):
+            attr_error(ctx, "srcs", "%s: %s = %r has no numeric %s; images store numbers only" %
+                                    (what, name_key, attributes[name_key], key))
+        ids.append(int(value) if value != None else 0)
+    return mode, ids[0], ids[1]
+
+def _runfiles_path(ctx, f):
+    """Where f lies in a runfiles tree: `<repo>/<path>`."""
+    if f.short_path.startswith("../"):
+        return f.short_path[3:]
+    return ctx.workspace_name + "/" + f.short_path
+
+def _new_content():
+    return struct(entries = [], tree_manifests = [], inputs = [], seen = {})
+
+def _claim(ctx, content, dest, what):
+    if dest in content.seen:
+        attr_error(ctx, "srcs", "%s and %s both go to %s (use strip_prefix, package_dir or " %
+                                (content.seen[dest], what, dest) + "the rules_pkg destinations)")
+    content.seen[dest] = what
+
+def _add_file(ctx, content, dest, f, mode, uid = 0, gid = 0):
+    """One file (or directory output) of srcs at image path dest."""
+    _claim(ctx, content, dest, f.short_path)
+    content.inputs.append(f)
+    if f.is_directory:
+        listing = _tree_manifest(ctx, f, len(content.tree_manifests), mode, uid, gid)
+        content.tree_manifests.append(listing)
+        content.entries.append({"kind": "tree", "path": dest, "source": listing.path})
+    else:
+        entry = {"kind": "file", "path": dest, "source": f.path, "mode": mode}
+        if uid or gid:
+            entry["uid"] = uid
+            entry["gid"] = gid
+        content.entries.append(entry)
+
+def _under_package_dir(ctx, dest):
+    return normalize_image_path(ctx.attr.package_dir + "/" + dest)
+
+def _add_pkg_files(ctx, content, info, origin):
+    for dest, f in sorted(info.dest_src_map.items()):
+        what = "%s (%s)" % (dest, origin)
+        mode, uid, gid = _pkg_attributes(ctx, what, info.attributes, ctx.attr.mode)
+        _add_file(ctx, content, _under_package_dir(ctx, dest), f, mode, uid, gid)
+
+def _add_pkg_dirs(ctx, content, info, origin):
+    for d in info.dirs:
+        mode, uid, gid = _pkg_attributes(ctx, "%s (%s)" % (d, origin), info.attributes, "0755")
+        content.entries.append({
+            "kind": "dir",
+            "path": _under_package_dir(ctx, d),
+            "mode": mode,
+            "uid": uid,
+            "gid": gid,
+        })
+
+def _add_pkg_symlink(ctx, content, info, origin):
+    dest = _under_package_dir(ctx, info.destination)
+    _claim(ctx, content, dest, str(origin))
+    _, uid, gid = _pkg_attributes(ctx, "%s (%s)" % (info.destination, origin), info.attributes, "0777")
+    content.entries.append({"kind": "symlink", "path": dest, "target": info.target, "uid": uid, "gid": gid})
+
+def _add_target(ctx, content, target):
+    """The content one `srcs` target gives: rules_pkg providers first, else its files."""
+    if PackageFilegroupInfo in target:
+        info = target[PackageFilegroupInfo]
+        for files, origin in info.pkg_files:
+            _add_pkg_files(ctx, content, files, origin)
+        for dirs, origin in info.pkg_dirs:
+            _add_pkg_dirs(ctx, content, dirs, origin)
+        for link, origin in info.pkg_symlinks:
+            _add_pkg_symlink(ctx, content, link, origin)
+        return
+    pkg = False
+    if PackageFilesInfo in target:
+        _add_pkg_files(ctx, content, target[PackageFilesInfo], target.label)
+        pkg = True
+    if PackageDirsInfo in target:
+        _add_pkg_dirs(ctx, content, target[PackageDirsInfo], target.label)
+        pkg = True
+    if PackageSymlinkInfo in target:
+        _add_pkg_symlink(ctx, content, target[PackageSymlinkInfo], target.label)
+        pkg = True
+    if pkg:
+        return
+
+    # Modes come from attributes only (as rules_pkg does): the program of an executable
+    # target 0755, every other file `mode`. The checkout's executable bit is not part of
+    # Bazel's action key, so reading it would let a cache serve a stale image.
+    executable = target[DefaultInfo].files_to_run.executable
+    for f in target[DefaultInfo].files.to_list():
+        dest = _dest_path(ctx, f)
+        _add_file(ctx, content, dest, f, "0755" if f == executable else ctx.attr.mode)
+        if f == executable and ctx.attr.include_runfiles:
+            base = dest + ".runfiles/"
+            for r in target[DefaultInfo].default_runfiles.files.to_list():
+                _add_file(
+                    ctx,
+                    content,
+                    base + _runfiles_path(ctx, r),
+                    r,
+                    "0755" if r == executable else ctx.attr.mode,
+                )
+
+def _content(ctx):
+    """The main manifest's entries, the directory listings, and the files read."""
+    content = _new_content()
     for d in ctx.attr.empty_dirs:
-        entries.append({"kind": "dir", "path": normalize_image_path(d)})
+        content.entries.append({"kind": "dir", "path": normalize_image_path(d), "mode": "0755"})
+    _check_mode(ctx, "mode", "mode", ctx.attr.mode)
     for target in ctx.attr.srcs:
-        # A source file keeps its executable bit (0755 or 0644: file_modes = exec_bit). A
-        # generated file's mode says nothing (Bazel leaves every output r-xr-xr-x), so,
-        # as rules_pkg does, the program of an executable rule is 0755 and others 0644.
-        executable = target[DefaultInfo].files_to_run.executable
-        for f in target.files.to_list():
-            dest = _dest_path(ctx, f)
-            if dest in seen:
-                attr_error(ctx, "srcs", "%s and %s both go to %s (use strip_prefix or package_dir)" %
-                                        (seen[dest], f.short_path, dest))
-            seen[dest] = f.short_path
-            if f.is_directory:
-                listing = _tree_manifest(ctx, f, len(tree_manifests))
-                tree_manifests.append(listing)
-                entries.append({"kind": "tree", "path": dest, "source": listing.path})
-            else:
-                entry = {"kind": "file", "path": dest, "source": f.path}
-                if not f.is_source:
-                    entry["mode"] = "0755" if f == executable else "0644"
-                entries.append(entry)
+        _add_target(ctx, content, target)
     for path, target in sorted(ctx.attr.symlinks.items()):
         if not target:
             attr_error(ctx, "symlinks", "%s has an empty target" % path)
-        entries.append({"kind": "symlink", "path": normalize_image_path(path), "target": target})
-    return entries, tree_manifests
+        content.entries.append({"kind": "symlink", "path": normalize_image_path(path), "target": target})
+    return content
 
 def _parse_owner(ctx, path, owner):
     sep = "." if "." in owner else ":"
@@ -197,9 +333,7 @@ def _parse_owner(ctx, path, owner):
 def _overrides(ctx):
     by_path = {}
     for path, mode in ctx.attr.modes.items():
-        digits = mode[2:] if mode.startswith("0o") else mode
-        if not digits or len(digits) > 5 or [c for c in digits.elems() if c not in "01234567"]:
-            attr_error(ctx, "modes", "%s: expected an octal mode like \"0644\", got %r" % (path, mode))
+        _check_mode(ctx, "modes", path, mode)
         by_path.setdefault(normalize_image_path(path), {})["mode"] = mode
     for path, owner in ctx.attr.owners.items():
         uid, gid = _parse_owner(ctx, path, owner)
@@ -240,21 +374,24 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
     """
     image = ctx.actions.declare_file(ctx.label.name + ".img")
     manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
-    entries, tree_manifests = _manifest_entries(ctx)
+    content = _content(ctx)
     write_json(ctx, manifest, {
         "version": 1,
         "relative_to": "cwd",
-        # 0755/0644 by the executable bit: the checkout's umask must not change the image
-        "file_modes": "exec_bit",
-        "entries": entries,
+        # Every file entry says its mode: none is read from the checkout or the sandbox.
+        "file_modes": "explicit",
+        "entries": content.entries,
     })
     spec = declare_spec(ctx)
     layers = ctx.files.tars + [manifest]
+    mtime = ctx.attr.mtime
+    if not mtime.isdigit():
+        attr_error(ctx, "mtime", "expected seconds since the epoch (digits), got %r" % mtime)
     fs = {
         "type": fs_type,
         "source": [spec_path(spec, f) for f in layers],
         "size": ctx.attr.image_size,
-        "mtime": ctx.attr.mtime,
+        "mtime": int(mtime),
         "rootdevs": ctx.attr.rootdevs,
     }
     if ctx.attr.headroom:
@@ -265,7 +402,7 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
         fs["volume_label"] = label
     if uuid:
         fs["uuid"] = uuid
-    inputs = ctx.files.srcs + tree_manifests + layers
+    inputs = content.inputs + content.tree_manifests + layers
     if ctx.file.device_table:
         fs["device_table"] = spec_path(spec, ctx.file.device_table)
         inputs.append(ctx.file.device_table)
@@ -282,6 +419,11 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
     args.add("build")
     args.add(spec)
     args.add("-o", image)
+    if ctx.attr.stamp == 1 or (ctx.attr.stamp == -1 and ctx.attr.private_stamp_detect):
+        # The volatile status (BUILD_TIMESTAMP) is not part of the action key: a stamped
+        # image is rebuilt when its inputs change, not every second (as pkg_tar).
+        args.add("--mtime-from-status", ctx.version_file)
+        inputs.append(ctx.version_file)
     run_fstool(
         ctx,
         mnemonic = mnemonic,
@@ -300,23 +442,17 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
             uuid = uuid,
         ),
         OutputGroupInfo(
-            manifest = depset([manifest, spec] + tree_manifests),
+            manifest = depset([manifest, spec] + content.tree_manifests),
         ),
     ]
 
 def _fs_image_impl(ctx):
-    fs_type = ctx.attr.fs_type
-    if fs_type == "squashfs" and ctx.attr.label:
-        attr_error(ctx, "label", "squashfs has no volume label")
-    if fs_type == "squashfs" and ctx.attr.uuid:
-        attr_error(ctx, "uuid", "squashfs has no UUID")
-    if fs_type in ("vfat", "fat12", "fat16", "fat32") and ctx.attr.uuid:
-        attr_error(ctx, "uuid", "FAT has no UUID; set its volume id with " +
-                                "extra_options = {\"volume_id\": \"1234-ABCD\"}")
+    # Whether the format has a label or a UUID is the tool's to say (its registry knows
+    # every format): the writer action fails naming filesystem.label / filesystem.uuid.
     return build_filesystem(
         ctx,
-        fs_type = fs_type,
-        mnemonic = "SquashfsImage" if fs_type == "squashfs" else "FsImage",
+        fs_type = ctx.attr.fs_type,
+        mnemonic = "FsImage",
         label = ctx.attr.label,
         uuid = ctx.attr.uuid,
     )
@@ -328,13 +464,13 @@ fs_image = rule(
         fs_type = attr.string(
             default = "ext4",
             values = FS_TYPES,
-            doc = "The filesystem: ext2, ext3, ext4, vfat (FAT type by size), fat12, " +
-                  "fat16, fat32 or squashfs.",
+            doc = "The filesystem type, one of FS_TYPES (fs_types.bzl): ext2, ext3, ext4, " +
+                  "vfat (FAT type by size), fat12, fat16, fat32, squashfs and their aliases.",
         ),
         label = attr.string(doc = "Volume label."),
         uuid = attr.string(doc = "Filesystem UUID (default: derived from the inputs)."),
-        **TOOL_ATTRS
     ),
+    toolchains = TOOLCHAINS,
     provides = [FsImageInfo],
     doc = "A filesystem image `<name>.img` (ext2/3/4, FAT or SquashFS).",
 )
@@ -364,8 +500,8 @@ squashfs_image = rule(
             doc = "The compressor's level (gzip 1-9, xz 0-9, lz4 0-1, zstd 1-22); -1 " +
                   "for its default.",
         ),
-        **TOOL_ATTRS
     ),
+    toolchains = TOOLCHAINS,
     provides = [FsImageInfo],
     doc = "A SquashFS image `<name>.img`.",
 )

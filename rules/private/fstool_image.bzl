@@ -7,8 +7,8 @@ mnemonic FsImage, or DiskImage for a disk).
 """
 
 load("//rules:providers.bzl", "DiskImageInfo", "FsImageInfo")
-load(":common.bzl", "TOOL_ATTRS", "attr_error", "normalize_image_path", "run_fstool")
-load(":fs_image.bzl", "FS_TYPES")
+load(":common.bzl", "TOOLCHAINS", "attr_error", "normalize_image_path", "run_fstool")
+load(":fs_types.bzl", "FS_TYPES")
 
 def _stage(ctx, name, f, attribute):
     if f.is_directory:
@@ -24,7 +24,7 @@ def _fstool_image_impl(ctx):
     spec = _stage(ctx, ctx.file.spec.basename, ctx.file.spec, "spec")
     staged = [spec]
     for target, name in ctx.attr.srcs.items():
-        files = target.files.to_list()
+        files = target[DefaultInfo].files.to_list()
         if len(files) != 1:
             attr_error(ctx, "srcs", "%s gives %d files; each key must give exactly one (the spec names it %r)" %
                                     (target.label, len(files), name))
@@ -78,7 +78,7 @@ fstool_image = rule(
             values = FS_TYPES + [""],
             doc = "The spec's filesystem type, for FsImageInfo (and a partition's default type).",
         ),
-        **TOOL_ATTRS
     ),
+    toolchains = TOOLCHAINS,
     doc = "An image `<name>.img` from a spec file for the fstool command line.",
 )

@@ -177,15 +177,28 @@ class FatReader(Reader):
     def chain(self, start: int, what: str) -> Iterator[int]:
         """The clusters of the chain starting at start; ImageError for any fault."""
         c = start
-        seen = 0
+        # a chain that comes back to a cluster it used loops (fsck.vfat reports it): refuse it
+        # before yielding the repeat, so no caller ever returns wrong bytes. A set while the
+        # chain is short, a bitmap of the volume once it is long (bounded memory).
+        seen: set[int] | bytearray = set()
         while True:
             if not 2 <= c < self.clusters + 2:
                 raise ImageError(f"{what}: cluster chain reaches invalid cluster {c:#x}",
                                  where=self.where)
+            if isinstance(seen, set):
+                if c in seen:
+                    raise ImageError(f"{what}: cluster chain loops back to cluster {c}", where=self.where)
+                seen.add(c)
+                if len(seen) > 4096:
+                    bitmap = bytearray((self.clusters + 9) // 8)
+                    for x in seen:
+                        bitmap[x >> 3] |= 1 << (x & 7)
+                    seen = bitmap
+            else:
+                if seen[c >> 3] & (1 << (c & 7)):
+                    raise ImageError(f"{what}: cluster chain loops back to cluster {c}", where=self.where)
+                seen[c >> 3] |= 1 << (c & 7)
             yield c
-            seen += 1
-            if seen > self.clusters:
-                raise ImageError(f"{what}: cluster chain loops", where=self.where)
             n = self.fat_entry(c)
             if n >= EOC_MIN[self.bits]:
                 return
@@ -272,7 +285,8 @@ class FatReader(Reader):
                 long_name = None
                 if expect == 1 and lfn and lfn_checksum(short_raw) == csum:
                     units = b"".join(lfn[i] for i in sorted(lfn))
-                    text = units.decode("utf-16-le", errors="surrogatepass")
+                    # a lone surrogate (which Windows lets through) becomes U+FFFD, printable
+                    text = units.decode("utf-16-le", errors="replace")
                     long_name = text.split("\0", 1)[0]
                 lfn, expect = {}, 0
                 if short in (".", ".."):
@@ -381,6 +395,25 @@ class FatReader(Reader):
         base = norm.rstrip("/")
         out = [self._entry(f"{base}/{c.name}", c) for c in entries]
         out.sort(key=lambda r: encode_name(r.name))
+        return out
+
+    def data_map(self, path: str) -> list[tuple[int, int, int]]:
+        """(file offset, length, offset in the region) of the file's bytes: clusters in place."""
+        norm, e = self._lookup(path)
+        if e is None or e.is_dir:
+            raise InputError("is a directory, not a regular file", where=norm)
+        out, pos, left = [], 0, e.size
+        if left and e.cluster == 0:
+            raise ImageError(f"{norm}: file of {e.size} bytes has no clusters", where=self.where)
+        for off, length in (self._runs(e.cluster, norm) if left else ()):
+            n = min(length, left)
+            out.append((pos, n, off))
+            pos, left = pos + n, left - n
+            if left == 0:
+                return out
+        if left:
+            raise ImageError(f"{norm}: cluster chain is shorter than the file size ({e.size} bytes)",
+                             where=self.where)
         return out
 
     def read_file(self, path: str) -> Iterator[bytes]:

@@ -26,7 +26,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from ...errors import CapacityError, InputError, SpecError
+from ...errors import CapacityError, InputError, SpecError, warn
 from ...ids import derive_u32
 from ...image import ImageFile, copy_sources, write_zeros
 from ...sizes import format_size
@@ -115,11 +115,12 @@ class Geometry:
 @dataclass
 class _Options:
     spc: int | None
-    hidden: int
+    hidden: int | None  # None: the partition's start in 512-byte sectors (params.partition_offset)
     fats: int
     media: int
     reserved: int | None
     follow_symlinks: bool = False
+    strict: bool = False  # refuse entries FAT cannot store instead of leaving them out
 
 
 @dataclass
@@ -360,6 +361,20 @@ def _geometry_for(bits: int, total: int, opts: _Options, root_needed: int) -> Ge
                   f"{format_size(g.cluster_bytes)}, and FAT{bits} allows at most {hi}", False)
 
 
+def _smallest_fat32(opts: _Options) -> int:
+    """The smallest whole-MiB size a FAT32 volume with these options can have."""
+    size = 32 * MiB
+    while size < MAX_SECTORS * SECTOR:
+        try:
+            _geometry_for(32, size // SECTOR, opts, 0)
+            return size
+        except _Layout as e:
+            if not e.too_small:
+                break
+        size += MiB
+    return size
+
+
 def _pad_reserved(g: Geometry) -> Geometry | None:
     """Push a cluster count just over its type's maximum back under it with reserved sectors."""
     lo, hi = CLUSTER_RANGE[g.bits]
@@ -375,8 +390,8 @@ def _pad_reserved(g: Geometry) -> Geometry | None:
 
 def _choose_geometry(fs_type: str, total: int, opts: _Options, root_needed: int) -> Geometry:
     """The geometry for a volume of `total` sectors; raises _Layout when none is legal."""
-    if fs_type in ("fat12", "fat16", "fat32"):
-        return _geometry_for(int(fs_type[3:]), total, opts, root_needed)
+    if fs_type in ("fat12", "fat16", "fat32", "vfat"):  # vfat is FAT32, as in the Rust fstool
+        return _geometry_for(32 if fs_type == "vfat" else int(fs_type[3:]), total, opts, root_needed)
     if opts.spc is None:
         size = total * SECTOR
         bits = 12 if size <= 8 * MiB else 16 if size <= 512 * MiB else 32
@@ -412,7 +427,7 @@ def _read_options(params: FsParams) -> _Options:
     if spc is not None and spc & (spc - 1):
         raise SpecError(f"must be a power of 2 from 1 to 128; got {spc}",
                         where=f"{params.where}.options.sectors_per_cluster")
-    hidden = r.get_int("hidden_sectors", 0, 0, 0xFFFFFFFF)
+    hidden = r.get_int("hidden_sectors", None, 0, 0xFFFFFFFF)
     fats = r.get_int("fats", 2, 1, 2)
     media = r.get_int("media", 0xF8, 0xF0, 0xFF)
     if 0xF0 < media < 0xF8:
@@ -420,6 +435,7 @@ def _read_options(params: FsParams) -> _Options:
                         where=f"{params.where}.options.media")
     reserved = r.get_int("reserved_sectors", None, 1, 0xFFFF)
     follow = r.get_bool("follow_symlinks", False)
+    strict = r.get_bool("strict", False)
     csize = r.get_size("cluster_size", None)
     r.finish()
     if csize is not None:
@@ -436,7 +452,7 @@ def _read_options(params: FsParams) -> _Options:
             raise SpecError("a FAT cluster size must be a power of 2 from 512 to 65536 bytes; "
                             f"got {bs}", where=f"{params.where}.block_size")
         spc = bs // SECTOR
-    return _Options(spc, hidden, fats, media, reserved, follow)
+    return _Options(spc, hidden, fats, media, reserved, follow, strict)
 
 
 def _label_bytes(params: FsParams) -> bytes | None:
@@ -515,6 +531,21 @@ def _follow_symlinks(tree: Tree) -> None:
                     if target is not None and target.kind is Kind.FILE:
                         node.children[name] = target
     tree.invalidate()
+
+
+def _leave_out_unstorable(tree: Tree, where: str) -> None:
+    """Drop what FAT cannot store (symlinks, devices, fifos, sockets) with one warning that
+    counts and names them, as the Rust fstool does (`strict = true` refuses instead)."""
+    bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
+    if not bad:
+        return
+    kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
+    what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
+    shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+    for path, _ in bad:
+        tree.remove(path)
+    tree.invalidate()
+    warn(f"left out {len(bad)} entries FAT cannot store ({what}): {shown}", where=where)
 
 
 def _plan(tree: Tree, label: bytes | None) -> _Plan:
@@ -637,15 +668,18 @@ def _fat_bytes(bits: int, media: int, runs: list[tuple[int, int]], next_free: in
     return bytes(out)
 
 
-def _boot_sector(g: Geometry, opts: _Options, vid: int, label: bytes | None) -> bytearray:
+def _boot_sector(g: Geometry, opts: _Options, vid: int, label: bytes | None,
+                 partition_offset: int) -> bytearray:
     bs = bytearray(SECTOR)
+    # hidden sectors count the FAT's own 512-byte sectors before it, also on 4K-sector disks
+    hidden = opts.hidden if opts.hidden is not None else partition_offset // SECTOR
     fat32 = g.bits == 32
     code_off = 90 if fat32 else 62
     jump = bytes((0xEB, code_off - 2, 0x90))
     small = g.total < 0x10000 and not fat32
     BPB.pack_into(bs, 0, jump, OEM_NAME, SECTOR, g.spc, g.reserved, g.fats, g.root_entries,
                   g.total if small else 0, opts.media, 0 if fat32 else g.fat_sectors,
-                  SECTORS_PER_TRACK, HEADS, opts.hidden, 0 if small else g.total)
+                  SECTORS_PER_TRACK, HEADS, hidden, 0 if small else g.total)
     drive = 0x00 if opts.media == 0xF0 else 0x80
     vol_label = label if label is not None else b"NO NAME    "
     if fat32:
@@ -672,6 +706,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     vid = _volume_id(params)
     if opts.follow_symlinks:
         _follow_symlinks(tree)
+    if not opts.strict:
+        _leave_out_unstorable(tree, params.where)
     plan = _plan(tree, label)
     root_needed = _root_needed(plan)
     if root_needed > MAX_ROOT_ENTRIES and params.fs_type in ("fat12", "fat16"):
@@ -688,7 +724,12 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         try:
             g = _choose_geometry(params.fs_type, total, opts, root_needed)
         except _Layout as e:
-            raise SpecError(str(e), where=params.where) from None
+            hint = ""
+            if e.too_small and params.fs_type in ("vfat", "fat32"):
+                hint = f"; the smallest that works is {format_size(_smallest_fat32(opts))}"
+                if params.fs_type == "vfat":
+                    hint += " (type = \"fat\" picks FAT12/16 for small volumes)"
+            raise SpecError(str(e) + hint, where=params.where) from None
         ok, need = _fits(g, plan, 0)
         if not ok:
             try:
@@ -747,10 +788,11 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     for i in range(g.fats):
         base = (g.reserved + i * g.fat_sectors) * SECTOR
         out.pwrite(fat, base)
-        write_zeros(out, base + len(fat), g.fat_sectors * SECTOR - len(fat))
+        if not params.sparse:  # the rest of the FAT is free entries: zeros, a hole unless asked
+            write_zeros(out, base + len(fat), g.fat_sectors * SECTOR - len(fat))
 
     # Boot sector (and FSInfo and the backups on FAT32).
-    boot = _boot_sector(g, opts, vid, label)
+    boot = _boot_sector(g, opts, vid, label, params.partition_offset)
     out.pwrite(boot, 0)
     if g.bits == 32:
         free = g.clusters - used
