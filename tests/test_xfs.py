@@ -495,6 +495,17 @@ def test_reader_matches_the_source(tmp_path, rich):
     assert ": xfs" in info and "finobt" in info and "bigtime" in info
 
 
+def test_an_xfs_image_as_a_source(tmp_path, rich, mounted):
+    """Our reader feeds other builds: an XFS image of the rich tree rebuilt as XFS keeps every
+    mode, owner, time, xattr, device and hardlink."""
+    first = tmp_path / "first.xfs"
+    create(rich, first)
+    again = tmp_path / "again.xfs"
+    create(first, again)
+    repair_ok(again)
+    compare(rich, mounted(again, "loop,ro,nouuid"))
+
+
 def test_reader_reads_mkfs_protofile_images(tmp_path):
     src = tmp_path / "src"
     (src / "sub" / "deeper").mkdir(parents=True)
