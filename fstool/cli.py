@@ -229,7 +229,7 @@ def cmd_analyze(args) -> int:
 
 
 def _editor(arg: str):
-    """An in-place editor for the filesystem at IMG[:N] (FAT today)."""
+    """An in-place editor for the filesystem at IMG[:N] (FAT or ext2/3/4)."""
     region, _ = _open_region(arg)
     from .fs import open_reader
     r = open_reader(region)
@@ -237,7 +237,11 @@ def _editor(arg: str):
     if isinstance(r, FatReader):
         from .fs.fat.edit import FatEditor
         return FatEditor(region)
-    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT is); "
+    from .fs.ext.reader import ExtReader
+    if isinstance(r, ExtReader):
+        from .fs.ext.edit import ExtEditor
+        return ExtEditor(region)
+    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT and ext are); "
                      "rebuild it with `fstool repack SRC HOST_DIR OUT` instead")
 
 
