@@ -549,7 +549,9 @@ def make_parser() -> argparse.ArgumentParser:
     ad.add_argument("dest", metavar="DEST", help="its path in the image (into DEST if a directory)")
     ad.set_defaults(func=cmd_add)
 
-    rm = sub.add_parser("rm", parents=[common], help="remove a file or empty directory, in place")
+    rm = sub.add_parser("rm", parents=[common],
+                        help="remove a file or directory, in place (FAT: an empty one; ext: with "
+                             "its contents)")
     rm.add_argument("image", metavar="IMG[:N]")
     rm.add_argument("path", metavar="PATH")
     rm.set_defaults(func=cmd_rm)

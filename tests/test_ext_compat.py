@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import assert_one_line_error, loop_mount, run_fstool
+from conftest import assert_one_line_error, diff_r, loop_mount, run_fstool
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +97,131 @@ def test_option_conflicts(tmp_path, src, opts, needle):
     p = run_fstool("create", "-t", "ext4", src, "-o", tmp_path / "x.img", "-O", opts)
     assert_one_line_error(p, 2, needle)
     assert not (tmp_path / "x.img").exists()
+
+
+# -- fstool add / rm on ext ------------------------------------------------------------------
+@pytest.fixture
+def addtree(tmp_path):
+    a = tmp_path / "add"
+    (a / "sub" / "deeper").mkdir(parents=True)
+    (a / "s.txt").write_text("small\n")
+    (a / "sub" / "big.bin").write_bytes(os.urandom(200_000))
+    for i in range(60):  # the new directory needs more than one block
+        (a / "sub" / "deeper" / f"a-rather-long-file-name-number-{i:03d}").write_bytes(b"y" * i)
+    os.symlink("s.txt", a / "fast-link")
+    os.symlink("x" * 100, a / "slow-link")
+    os.link(a / "s.txt", a / "sub" / "hard")
+    with open(a / "sparse", "wb") as f:
+        f.truncate(3 << 20)
+        f.seek(1 << 20)
+        f.write(b"z" * 5000)
+    os.mkfifo(a / "fifo")
+    return a
+
+
+def tree_of(img, tmp_path, sub=""):
+    """{path: (kind, bytes or target)} of the image through debugfs-free means: the kernel."""
+    out = {}
+    with loop_mount(img, tmp_path) as mnt:
+        top = os.path.join(mnt, sub)
+        for d, dirs, files in os.walk(top):
+            for n in dirs + files:
+                p = os.path.join(d, n)
+                rel = os.path.relpath(p, top)
+                if os.path.islink(p):
+                    out[rel] = ("l", os.readlink(p))
+                elif os.path.isfile(p):
+                    with open(p, "rb") as f:
+                        out[rel] = ("f", f.read(), os.stat(p).st_nlink)
+                else:
+                    out[rel] = ("o", os.lstat(p).st_mode)
+    return out
+
+
+@pytest.mark.parametrize("fs_type, size", [("ext4", "8MiB"), ("ext3", "8MiB"), ("ext2", "300MiB")])
+def test_add_and_rm_in_place(tmp_path, src, addtree, fs_type, size):
+    img = tmp_path / "e.img"
+    run_fstool("create", "-t", fs_type, src, "-o", img, "--size", size, check=True)
+    before = tree_of(img, tmp_path)
+    run_fstool("add", img, addtree, "/added", check=True)          # a tree, to a new name
+    run_fstool("add", img, addtree / "s.txt", "/d", check=True)     # a file, into a directory
+    fsck_clean(img)
+    with loop_mount(img, tmp_path) as mnt:
+        diff_r(addtree, os.path.join(mnt, "added"))
+        assert os.stat(os.path.join(mnt, "added", "sub", "hard")).st_nlink == 2
+        assert open(os.path.join(mnt, "d", "s.txt")).read() == "small\n"
+    after = tree_of(img, tmp_path)
+    for k, v in before.items():  # the other files did not move
+        assert after[k] == v or k in ("d",), k
+    # rm: a file, a symlink, then a whole directory tree; back to the original content
+    run_fstool("rm", img, "/d/s.txt", check=True)
+    run_fstool("rm", img, "/added/fast-link", check=True)
+    fsck_clean(img)
+    run_fstool("rm", img, "/added", check=True)
+    fsck_clean(img)
+    assert tree_of(img, tmp_path) == before
+    h = dumpe2fs_h(img)
+    ref = tmp_path / "ref.img"
+    run_fstool("create", "-t", fs_type, src, "-o", ref, "--size", size, check=True)
+    assert h["Free blocks"] == dumpe2fs_h(ref)["Free blocks"]
+    assert h["Free inodes"] == dumpe2fs_h(ref)["Free inodes"]
+
+
+def test_edit_deterministic_and_htree(tmp_path, addtree):
+    s = tmp_path / "many"
+    (s / "big").mkdir(parents=True)
+    for i in range(300):
+        (s / "big" / f"entry-{i:04d}").write_text(str(i))
+    imgs = []
+    for n in ("a.img", "b.img"):
+        img = tmp_path / n
+        run_fstool("create", "-t", "ext4", s, "-o", img, "--size", "8MiB", check=True)
+        out = subprocess.run(["debugfs", "-R", "stat /big", str(img)], capture_output=True,
+                             text=True).stdout
+        assert "Flags: 0x81000" in out  # an HTree directory
+        run_fstool("add", img, addtree, "/big/new", check=True)
+        run_fstool("rm", img, "/big/entry-0007", check=True)
+        fsck_clean(img)
+        imgs.append(img.read_bytes())
+    assert imgs[0] == imgs[1]
+    with loop_mount(tmp_path / "a.img", tmp_path) as mnt:
+        names = os.listdir(os.path.join(mnt, "big"))
+        assert len(names) == 300 and "new" in names and "entry-0007" not in names
+        diff_r(addtree, os.path.join(mnt, "big", "new"))
+
+
+def test_mke2fs_image(tmp_path, src, addtree):
+    img = tmp_path / "m.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(src), str(img)], check=True)
+    run_fstool("add", img, addtree, "/added", check=True)
+    fsck_clean(img)
+    run_fstool("rm", img, "/d", check=True)
+    fsck_clean(img)
+    with loop_mount(img, tmp_path) as mnt:
+        diff_r(addtree, os.path.join(mnt, "added"))
+        assert not os.path.exists(os.path.join(mnt, "d"))
+
+
+def test_edit_errors_leave_the_image_untouched(tmp_path, src, addtree):
+    img = tmp_path / "e.img"
+    run_fstool("create", "-t", "ext4", src, "-o", img, check=True)  # auto: little free space
+    data = img.read_bytes()
+    big = tmp_path / "huge"
+    with open(big, "wb") as f:
+        f.write(os.urandom(4 << 20))
+    for args, code, needle in [
+        (("add", img, big, "/huge"), 1, "no space left"),
+        (("add", img, addtree / "s.txt", "/a.txt"), 1, "already exists"),
+        (("add", img, addtree / "s.txt", "/nope/x"), 1, "no such file"),
+        (("rm", img, "/nope"), 1, "no such file"),
+        (("rm", img, "/"), 1, "root directory"),
+    ]:
+        assert_one_line_error(run_fstool(*args), code, needle)
+        assert img.read_bytes() == data
+    subprocess.run(["debugfs", "-w", "-R", "feature needs_recovery", str(img)], check=True,
+                   capture_output=True)
+    data = img.read_bytes()
+    assert_one_line_error(run_fstool("rm", img, "/a.txt"), 1, "journal needs recovery")
+    assert img.read_bytes() == data
