@@ -138,10 +138,13 @@ def tree_of(img, tmp_path, sub=""):
     return out
 
 
-@pytest.mark.parametrize("fs_type, size", [("ext4", "8MiB"), ("ext3", "8MiB"), ("ext2", "300MiB")])
-def test_add_and_rm_in_place(tmp_path, src, addtree, fs_type, size):
+@pytest.mark.parametrize("fs_type, size, opts", [
+    ("ext4", "8MiB", "extents=true"), ("ext3", "8MiB", "extents=false"),
+    ("ext2", "300MiB", "extents=false"),
+    ("ext4", "40MiB", "sparse_super2=true,log_groups_per_flex=2,use_64bit=true")])
+def test_add_and_rm_in_place(tmp_path, src, addtree, fs_type, size, opts):
     img = tmp_path / "e.img"
-    run_fstool("create", "-t", fs_type, src, "-o", img, "--size", size, check=True)
+    run_fstool("create", "-t", fs_type, src, "-o", img, "--size", size, "-O", opts, check=True)
     before = tree_of(img, tmp_path)
     run_fstool("add", img, addtree, "/added", check=True)          # a tree, to a new name
     run_fstool("add", img, addtree / "s.txt", "/d", check=True)     # a file, into a directory
@@ -162,7 +165,7 @@ def test_add_and_rm_in_place(tmp_path, src, addtree, fs_type, size):
     assert tree_of(img, tmp_path) == before
     h = dumpe2fs_h(img)
     ref = tmp_path / "ref.img"
-    run_fstool("create", "-t", fs_type, src, "-o", ref, "--size", size, check=True)
+    run_fstool("create", "-t", fs_type, src, "-o", ref, "--size", size, "-O", opts, check=True)
     assert h["Free blocks"] == dumpe2fs_h(ref)["Free blocks"]
     assert h["Free inodes"] == dumpe2fs_h(ref)["Free inodes"]
 
@@ -225,3 +228,29 @@ def test_edit_errors_leave_the_image_untouched(tmp_path, src, addtree):
     data = img.read_bytes()
     assert_one_line_error(run_fstool("rm", img, "/a.txt"), 1, "journal needs recovery")
     assert img.read_bytes() == data
+
+
+@pytest.mark.parametrize("fs_type", ["ext4", "ext2"])
+def test_add_into_fragmented_free_space(tmp_path, fs_type):
+    """Free space in 3-block holes: a new file takes them in order, mapped by an extent tree
+    with an index block (ext4) or indirect blocks (ext2)."""
+    s = tmp_path / "frag"
+    s.mkdir()
+    for i in range(80):
+        (s / f"f{i:03d}").write_bytes(os.urandom(3000))
+    img = tmp_path / "g.img"
+    run_fstool("create", "-t", fs_type, s, "-o", img, check=True)
+    for i in range(1, 80, 2):
+        run_fstool("rm", img, f"/f{i:03d}", check=True)
+    fsck_clean(img)
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(100_000))
+    run_fstool("add", img, big, "/big", check=True)
+    fsck_clean(img)
+    st = subprocess.run(["debugfs", "-R", "stat /big", str(img)], capture_output=True, text=True,
+                        check=True).stdout
+    assert ("(ETB0)" if fs_type == "ext4" else "(IND)") in st, st
+    with loop_mount(img, tmp_path) as mnt:
+        assert open(os.path.join(mnt, "big"), "rb").read() == big.read_bytes()
+        for i in range(0, 80, 2):
+            assert open(os.path.join(mnt, f"f{i:03d}"), "rb").read() == (s / f"f{i:03d}").read_bytes()
