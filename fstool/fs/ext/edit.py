@@ -27,18 +27,18 @@ from ...inputs.hostdir import load_dir, node_from_stat
 from ...tree import Kind, Node, split_path
 from . import xattr
 from .dir import DirBuilder
-from .extent import extent_tree, extent_tree_blocks, indirect_map, map_runs
-from .extent import indirect_keys
+from .extent import extent_tree, extent_tree_blocks, indirect_keys, indirect_map, map_runs
 from .format import (
-    BG_BLOCK_UNINIT, BG_INODE_UNINIT, COMPAT_EXT_ATTR, DESC_SIZE_64, DIRENT, DIRENT_TAIL,
-    DIRENT_TAIL_FT, EXTENT_HEADER, EXTENT_INDEX, EXTENTS_FL, FIRST_INO, FLAGS_SIGNED_HASH,
-    GD_CHECKSUM_OFFSET, GOOD_OLD_INODE_SIZE, GROUP_DESC, GROUP_DESC_HI, HASH_HALF_MD4,
+    BG_BLOCK_UNINIT, BG_INODE_UNINIT, COMPAT_DIR_INDEX, COMPAT_EXT_ATTR, DESC_SIZE_64, DIRENT, DIRENT_TAIL,
+    DIRENT_TAIL_FT, EXTENT_HEADER, EXTENT_INDEX, EXTENTS_FL, FLAGS_SIGNED_HASH,
+    EXT_INIT_MAX_LEN, GD_CHECKSUM_OFFSET, GOOD_OLD_INODE_SIZE, GROUP_DESC, GROUP_DESC_HI,
+    HASH_HALF_MD4, HUGE_FILE_FL,
     I_BLOCK_SIZE, I_CHECKSUM_HI_OFFSET, I_CHECKSUM_LO_OFFSET, INCOMPAT_64BIT, INCOMPAT_CSUM_SEED,
     INCOMPAT_EXTENTS, INCOMPAT_FILETYPE, INCOMPAT_FLEX_BG, INCOMPAT_LARGEDIR, INCOMPAT_NAMES,
     INCOMPAT_RECOVER, INDEX_FL, INLINE_DATA_FL, INODE, INODE_EXTRA, RO_COMPAT_BTREE_DIR,
     RO_COMPAT_DIR_NLINK, RO_COMPAT_EXTRA_ISIZE, RO_COMPAT_GDT_CSUM, RO_COMPAT_HUGE_FILE,
     RO_COMPAT_LARGE_FILE, RO_COMPAT_METADATA_CSUM, RO_COMPAT_NAMES, RO_COMPAT_SPARSE_SUPER,
-    ROOT_INO, SB_CHECKSUM_OFFSET, STATE_CLEAN, SUPERBLOCK, SUPERBLOCK_OFFSET, XATTR_HEADER,
+    SB_CHECKSUM_OFFSET, STATE_CLEAN, SUPERBLOCK, SUPERBLOCK_OFFSET, XATTR_HEADER,
     XATTR_MAGIC, crc16, csum, dirent_rec_len, encode_dev, inode_csum_seed, pack_dirent,
 )
 from .inode import FT, MAX_LINKS, Ino, pack_inode
@@ -55,6 +55,7 @@ S_IFDIR = 0o040000
 S_IFLNK = 0o120000
 S_IFREG = 0o100000
 CHUNK = 1 << 20
+STATE_ERRORS = 2  # s_state: errors detected
 
 
 def _free_runs(bm: bytes, nbits: int) -> list[tuple[int, int]]:
@@ -86,7 +87,7 @@ class ExtEditor:
         if r.incompat & INCOMPAT_RECOVER:
             raise ImageError("the journal needs recovery; mount the filesystem once or run e2fsck "
                              "before editing it", where=self.where)
-        if not sb["state"] & STATE_CLEAN or sb["state"] & 2:
+        if not sb["state"] & STATE_CLEAN or sb["state"] & STATE_ERRORS:
             raise ImageError("the filesystem is not clean; run e2fsck before editing it",
                              where=self.where)
         if sb["last_orphan"]:
@@ -112,7 +113,7 @@ class ExtEditor:
         self.zeros: list[tuple[int, int]] = []  # (image byte, bytes): the tails of last blocks
         self.free: list[list[tuple[int, int]]] | None = None  # per group, absolute [s, e) runs
         self.cfg = SimpleNamespace(inode_size=r.isz, csum=self.csum_on)
-        hashing = (sb["feature_compat"] & 0x20 and sb["def_hash_version"] == HASH_HALF_MD4
+        hashing = (sb["feature_compat"] & COMPAT_DIR_INDEX and sb["def_hash_version"] == HASH_HALF_MD4
                    and sb["flags"] & FLAGS_SIGNED_HASH)
         self.dirs = DirBuilder(self.bs, self.csum_on, r.seed, bool(hashing), sb["hash_seed"])
         self.delta_blocks = 0
@@ -481,8 +482,9 @@ class ExtEditor:
 
     def _add_sectors(self, raw: bytearray, blocks: int) -> None:
         f = INODE.unpack(raw)._asdict()
-        unit = 1 if f["flags"] & 0x40000 else self.bs // 512
-        v = (f["blocks_lo"] | f["blocks_high"] << 32) + blocks * (self.bs // 512) // unit
+        # i_blocks counts 512-byte sectors, or file system blocks under HUGE_FILE_FL
+        per = 1 if f["flags"] & HUGE_FILE_FL else self.bs // 512
+        v = (f["blocks_lo"] | f["blocks_high"] << 32) + blocks * per
         f["blocks_lo"], f["blocks_high"] = v & M32, v >> 32
         raw[:INODE.size] = INODE.pack(**f)
 
@@ -572,7 +574,7 @@ class ExtEditor:
         merged: list[tuple[int, int, int]] = []
         for l, n, q in sorted(ext):
             if merged and merged[-1][0] + merged[-1][1] == l and merged[-1][2] + merged[-1][1] == q \
-                    and merged[-1][1] + n <= 32768:
+                    and merged[-1][1] + n <= EXT_INIT_MAX_LEN:
                 merged[-1] = (merged[-1][0], merged[-1][1] + n, merged[-1][2])
             else:
                 merged.append((l, n, q))
@@ -708,6 +710,9 @@ class ExtEditor:
             entries = [(n.encode("utf-8", "surrogateescape"), num[id(c)], FT[c.kind] if self.filetype else 0)
                        for n, c in node.sorted_children()]
             blocks, indexed = self.dirs.build(ino, parent, entries)
+            if self.dirs.largedir and not self.r.incompat & INCOMPAT_LARGEDIR:
+                raise CapacityError("the directory needs a 3-level HTree (large_dir), which this "
+                                    "image does not have", where=node.origin or None)
             r.flags = INDEX_FL if indexed else 0
             runs = [(0, len(blocks))]
             r.size = len(blocks) * bs
