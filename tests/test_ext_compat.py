@@ -254,3 +254,24 @@ def test_add_into_fragmented_free_space(tmp_path, fs_type):
         assert open(os.path.join(mnt, "big"), "rb").read() == big.read_bytes()
         for i in range(0, 80, 2):
             assert open(os.path.join(mnt, f"f{i:03d}"), "rb").read() == (s / f"f{i:03d}").read_bytes()
+
+
+def test_edit_a_partition(tmp_path, src, addtree):
+    fs = tmp_path / "e.img"
+    run_fstool("create", "-t", "ext4", src, "-o", fs, "--size", "8MiB", check=True)
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(12 << 20)
+    subprocess.run(["sgdisk", "-n", "1:2048:+8M", str(disk)], check=True, capture_output=True)
+    with open(disk, "r+b") as f:
+        f.seek(1 << 20)
+        f.write(fs.read_bytes())
+    run_fstool("add", f"{disk}:1", addtree, "/added", check=True)
+    run_fstool("rm", f"{disk}:1", "/d", check=True)
+    with open(disk, "rb") as f:
+        f.seek(1 << 20)
+        fs.write_bytes(f.read(8 << 20))
+    fsck_clean(fs)
+    with loop_mount(fs, tmp_path) as mnt:
+        diff_r(addtree, os.path.join(mnt, "added"))
+        assert not os.path.exists(os.path.join(mnt, "d"))
