@@ -560,7 +560,7 @@ def test_reader_refuses_malformed_images(tmp_path, src):
     struct.pack_into("<Q", bad, dpos + 32 + 8, cs)
     struct.pack_into("<Q", bad, dpos + 32 + 24, cs)
     _rechecksum(bad, dpos, dn)
-    refused(bad, "cycle.img", "loops back")
+    refused(bad, "cycle.img", "directory cycle")
 
 
 # -- random trees ----------------------------------------------------------------------------
