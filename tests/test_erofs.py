@@ -452,3 +452,25 @@ def test_corrupt_images_are_refused(tmp_path):
     (tmp_path / "bad.erofs").write_bytes(bad)
     p = run_fstool("info", tmp_path / "bad.erofs")
     assert_one_line_error(p, 1, "bad.erofs", "checksum")
+
+
+@pytest.mark.parametrize("comp", ["zstd", "deflate"])
+def test_searched_codecs_do_not_depend_on_thread_count(tmp_path, comp):
+    """deflate and zstd find each pcluster's input length by a search that starts from the
+    previous pcluster's ratio: that start must come from the same file segment, never from
+    whatever segment a thread happened to compress before (1, 2 and 3 threads, same bytes)."""
+    import random
+    rng = random.Random(1)
+    src = tmp_path / "src"
+    src.mkdir()
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"]
+    for i in range(24):
+        (src / f"f{i}").write_text(" ".join(rng.choice(words) for _ in range(rng.randint(2000, 40000))))
+    imgs = []
+    for threads in (1, 2, 3):
+        img = tmp_path / f"t{threads}.erofs"
+        run_fstool("create", "-t", "erofs", src, "-o", img, "-O",
+                   f"compression={comp},pcluster_size=16KiB", env={"FSTOOL_THREADS": str(threads)},
+                   check=True)
+        imgs.append(img.read_bytes())
+    assert imgs[0] == imgs[1] == imgs[2]

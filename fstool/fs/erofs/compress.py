@@ -208,6 +208,10 @@ def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int,
     or stored raw when shorter than a block, goes out as its exact bytes."""
     out = []
     pos, n = 0, len(seg)
+    # the deflate/zstd fill search starts from the ratio of the previous pcluster; start each
+    # segment afresh, so its pclusters depend on the segment alone, never on which thread ran
+    # which segments before it
+    codec._tls.ratio = 2.0
     view = memoryview(seg)
     base = ctypes.cast(ctypes.c_char_p(seg), ctypes.c_void_p).value
     while pos < n:
