@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from .errors import ImageError, InputError, OutputError
-from .tree import SEEK_DATA, SEEK_HOLE
+from .tree import data_extents
 
 COPY_CHUNK = 8 << 20
 
@@ -91,6 +91,7 @@ class ImageFile:
                              where=self.path)
 
 
+<<<<<<< HEAD
 def data_extents(fd: int, length: int) -> Iterator[tuple[int, int]]:
     """(offset, length) of the data regions of an open file up to length."""
     pos = 0
@@ -113,6 +114,8 @@ def data_extents(fd: int, length: int) -> Iterator[tuple[int, int]]:
         pos = end
 
 
+=======
+>>>>>>> extsplit
 class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived while an output was open: clean up, then exit 128 + signum."""
 
