@@ -91,31 +91,6 @@ class ImageFile:
                              where=self.path)
 
 
-<<<<<<< HEAD
-def data_extents(fd: int, length: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of the data regions of an open file up to length."""
-    pos = 0
-    while pos < length:
-        try:
-            start = os.lseek(fd, pos, SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # no data after pos
-                return
-            # SEEK_DATA unsupported here (EINVAL): the rest is all data
-            yield pos, length - pos
-            return
-        if start >= length:
-            return
-        try:
-            end = min(os.lseek(fd, start, SEEK_HOLE), length)
-        except OSError:
-            end = length
-        yield start, end - start
-        pos = end
-
-
-=======
->>>>>>> extsplit
 class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived while an output was open: clean up, then exit 128 + signum."""
 
