@@ -7,6 +7,7 @@ reaches the user (set FSTOOL_DEBUG=1 to see one), and no partial output is left.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import stat
@@ -50,6 +51,26 @@ def _log(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def _block_cache(args):
+    """The block cache for this build: --cache-dir or FSTOOL_CACHE_DIR (none by default). The
+    persistent worker has installed its own in-memory one already; a flag adds a directory."""
+    from . import cache
+
+    max_size = parse_size(args.cache_max_size, where="--cache-max-size") if args.cache_max_size else None
+    c = cache.from_options(args.cache_dir, max_size)
+    if c is None:
+        return contextlib.nullcontext()
+    return _reporting(cache.using(c), c, args)
+
+
+@contextlib.contextmanager
+def _reporting(ctx, c, args):
+    with ctx:
+        yield c
+    if args.verbose:
+        _log(args, f"fstool: block cache {c.directory}: {c.stats.line()}")
+
+
 def cmd_create(args) -> int:
     from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
@@ -85,7 +106,7 @@ def cmd_create(args) -> int:
     check_output_against_inputs(args.output, fs.sources + ([fs.device_table] if fs.device_table else []),
                                 "-o")
     t0 = time.monotonic()
-    with terminal_progress(args.quiet) as progress:
+    with _block_cache(args), terminal_progress(args.quiet) as progress:
         with atomic_output(args.output) as out:
             size = build_filesystem(fs, out, None, size=fs.size, verbose=args.verbose,
                                     progress=progress)
@@ -142,7 +163,7 @@ def cmd_build(args) -> int:
     if args.mtime_from_status:
         stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
-    with terminal_progress(args.quiet) as progress:
+    with _block_cache(args), terminal_progress(args.quiet) as progress:
         build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
               progress=progress)
     if args.verbose:
@@ -283,6 +304,14 @@ def cmd_cat(args) -> int:
     return 0
 
 
+def _cache_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="reuse compressed blocks from DIR and store new ones there (default: "
+                        "FSTOOL_CACHE_DIR, else no cache); the image bytes never depend on it")
+    p.add_argument("--cache-max-size", metavar="SIZE",
+                   help="evict least recently used entries beyond SIZE (default 2GiB)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fstool", description="Build reproducible filesystem and disk images.")
     p.add_argument("--version", action="version", version=f"fstool {__version__}")
@@ -299,6 +328,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--mtime-from-status", metavar="FILE",
                    help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
                         "(stamped builds)")
+    _cache_flags(b)
     b.set_defaults(func=cmd_build)
 
     fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
@@ -317,6 +347,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("-D", "--device-table", metavar="FILE", help="genext2fs-style device table")
     c.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
                    help="filesystem option (repeatable)")
+    _cache_flags(c)
     c.set_defaults(func=cmd_create)
 
     i = sub.add_parser("info", parents=[common], help="describe an image or disk (IMG or IMG:N)")
