@@ -38,6 +38,7 @@ LAYOUT = "blocks-v1"
 DEFAULT_MAX_SIZE = 2 << 30
 DEFAULT_MEMORY_SIZE = 512 << 20
 STALE_TMP_SECONDS = 3600
+ENTRY_OVERHEAD = 128  # what a memory entry costs besides its value (key, dict slot, object)
 
 _active: contextvars.ContextVar["BlockCache | None"] = contextvars.ContextVar("fstool_block_cache",
                                                                               default=None)
@@ -92,6 +93,14 @@ class BlockCache:
             except OSError as e:
                 raise UsageError(f"cache directory {self.directory}: {e.strerror or e}") from None
 
+    @property
+    def memory_entries(self) -> int:
+        return len(self._mem)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._mem_bytes
+
     # -- keys -----------------------------------------------------------------------------
     @staticmethod
     def key(namespace: bytes, data: bytes) -> bytes:
@@ -126,17 +135,18 @@ class BlockCache:
 
     # -- memory layer ---------------------------------------------------------------------
     def _mem_put(self, key: bytes, value: bytes) -> None:
-        if not self.memory_size or len(value) > self.memory_size:
+        cost = len(value) + ENTRY_OVERHEAD
+        if not self.memory_size or cost > self.memory_size:
             return
         with self._lock:
             old = self._mem.pop(key, None)
             if old is not None:
-                self._mem_bytes -= len(old)
+                self._mem_bytes -= len(old) + ENTRY_OVERHEAD
             self._mem[key] = value
-            self._mem_bytes += len(value)
+            self._mem_bytes += cost
             while self._mem_bytes > self.memory_size:
                 _, v = self._mem.popitem(last=False)
-                self._mem_bytes -= len(v)
+                self._mem_bytes -= len(v) + ENTRY_OVERHEAD
 
     # -- disk layer -----------------------------------------------------------------------
     def _path(self, key: bytes) -> str:

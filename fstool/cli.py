@@ -313,7 +313,9 @@ def _cache_flags(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fstool", description="Build reproducible filesystem and disk images.")
+    # @FILE: arguments from FILE, one a line (Bazel's param files, "multiline" format)
+    p = _Parser(prog="fstool", description="Build reproducible filesystem and disk images.",
+                fromfile_prefix_chars="@")
     p.add_argument("--version", action="version", version=f"fstool {__version__}")
     common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -364,11 +366,20 @@ def make_parser() -> argparse.ArgumentParser:
     cat.add_argument("image", metavar="IMG[:N]")
     cat.add_argument("path", metavar="PATH")
     cat.set_defaults(func=cmd_cat)
+
+    w = sub.add_parser("worker", help="serve Bazel's JSON persistent worker protocol on stdin/stdout "
+                                      "(with --persistent_worker)")
+    w.add_argument("--persistent_worker", action="store_true", required=True)
+    w.add_argument("--cache-memory", metavar="SIZE", help="in-memory block cache bound (default 512MiB)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
+    argv = sys.argv[1:] if argv is None else argv
+    if "--persistent_worker" in argv:  # Bazel starts a worker with this flag last
+        from .worker import serve
+        return serve(argv)
     try:
         args = make_parser().parse_args(argv)
         set_quiet(args.quiet)
