@@ -2,8 +2,8 @@
 
 `fstool --persistent_worker` (what Bazel runs for an action with `supports-workers` and
 `requires-worker-protocol: json`; `fstool worker --persistent_worker` also works) reads one
-WorkRequest JSON object per line on stdin and answers each with one WorkResponse line on
-stdout: `{"exitCode": N, "output": "...", "requestId": ID}`. A request's `arguments` are the
+WorkRequest JSON object at a time on stdin (one a line, or back to back as Bazel 4.x writes
+them) and answers each with one WorkResponse line on stdout: `{"exitCode": N, "output": "...", "requestId": ID}`. A request's `arguments` are the
 command line the plain action would run (`build SPEC -o OUT ...`, or `@flagfile`), run by the
 same `cli.main`, so a worker and a plain action write the same bytes.
 
@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from typing import Iterator
 
 from . import cache as block_cache
 from .sizes import format_size, parse_size
@@ -60,18 +61,17 @@ def serve(argv: list[str], stdin=None, stdout_fd: int | None = None) -> int:
         os.dup2(2, 1)  # a stray write to fd 1 lands in the worker log, not in the protocol
         sys.stdout = sys.stderr
     proto = os.fdopen(stdout_fd, "w", encoding="utf-8", buffering=1)
-    stdin = stdin if stdin is not None else sys.stdin
+    stdin = stdin if stdin is not None else sys.stdin.buffer
     cache = block_cache.BlockCache(memory_size=memory) if memory else None
     log = sys.stderr
     print(f"fstool worker: started (pid {os.getpid()}, block cache in memory "
           f"{format_size(memory) if memory else 'off'})", file=log, flush=True)
     served = 0
-    for line in stdin:
-        line = line.strip()
-        if not line:
-            continue
+    for text in json_objects(stdin):
         try:
-            req = json.loads(line)
+            req = json.loads(text)
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
         except ValueError as e:
             print(f"fstool worker: unreadable request ({e}); stopping", file=log, flush=True)
             return 1
@@ -89,6 +89,53 @@ def serve(argv: list[str], stdin=None, stdout_fd: int | None = None) -> int:
         proto.write(json.dumps({"exitCode": code, "output": output, "requestId": rid}) + "\n")
         proto.flush()
     return 0
+
+
+def json_objects(stream) -> Iterator[bytes]:
+    """The JSON objects on a byte stream, each as soon as its closing brace arrives. Bazel 4.x
+    writes them back to back with no separator, later versions one a line: so objects are cut
+    by brace depth (outside strings), not by lines. Anything between objects but whitespace
+    is returned as its own chunk, for json.loads to refuse."""
+    fd = stream.fileno()
+    buf = bytearray()
+    depth, in_string, escaped = 0, False, False
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if buf.strip():
+                yield bytes(buf)
+            return
+        i = len(buf)
+        buf += chunk
+        while i < len(buf):
+            c = buf[i]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif c == 0x5C:  # backslash
+                    escaped = True
+                elif c == 0x22:  # quote
+                    in_string = False
+            elif c == 0x22:
+                in_string = True
+            elif c == 0x7B:  # {
+                if depth == 0:
+                    junk = buf[:i].strip()
+                    if junk:
+                        yield bytes(junk)
+                    del buf[:i]
+                    i = 0
+                depth += 1
+            elif c == 0x7D:  # }
+                depth -= 1
+                if depth == 0:
+                    yield bytes(buf[:i + 1])
+                    del buf[:i + 1]
+                    i = -1
+                elif depth < 0:
+                    yield bytes(buf[:i + 1])
+                    return
+            i += 1
 
 
 def run_request(cli_main, args: list[str], cache, sandbox_dir: str | None) -> tuple[int, str]:

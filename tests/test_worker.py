@@ -21,11 +21,12 @@ def digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def serve(requests, cwd, *flags):
-    """Run a worker over the requests; (responses, worker log)."""
+def serve(requests, cwd, *flags, sep="\n"):
+    """Run a worker over the requests, written one a line or (sep="") back to back as Bazel 4.x
+    does; (responses, worker log)."""
     env = dict(os.environ, PYTHONPATH=REPO)
     env.pop("FSTOOL_CACHE_DIR", None)
-    stdin = "".join(json.dumps(r) + "\n" for r in requests)
+    stdin = "".join(json.dumps(r) + sep for r in requests)
     p = subprocess.run([sys.executable, "-m", "fstool", *flags, "--persistent_worker"], input=stdin,
                        capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -37,7 +38,7 @@ def reuse(log: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in re.findall(r"(\d+) blocks reused, (\d+) compressed", log)]
 
 
-@pytest.mark.parametrize("multiplex", [False, True])
+@pytest.mark.parametrize("multiplex", [False, True])  # multiplexed requests come back to back
 def test_worker_matches_plain_builds_and_reuses_blocks(tmp_path, multiplex):
     src = tmp_path / "src"
     make_tree(src, dup=False)
@@ -52,7 +53,7 @@ def test_worker_matches_plain_builds_and_reuses_blocks(tmp_path, multiplex):
         for i, r in enumerate(reqs):
             r["requestId"] = 10 + i
         reqs.insert(2, {"requestId": 10, "cancel": True})  # for a request already answered
-    responses, log = serve(reqs, tmp_path)
+    responses, log = serve(reqs, tmp_path, sep="" if multiplex else "\n")
     ids = [r.get("requestId", 0) for r in reqs if not r.get("cancel")]
     assert [r["requestId"] for r in responses] == ids
     assert [r["exitCode"] for r in responses] == [0, 0, 0, 1, 0]
@@ -84,3 +85,21 @@ def test_stray_output_stays_out_of_the_protocol(tmp_path):
     responses, _ = serve([{"arguments": ["formats"]}, {"arguments": ["formats"], "requestId": 3}], tmp_path)
     assert len(responses) == 2 and "squashfs" in responses[0]["output"]
     assert responses[1]["requestId"] == 3
+
+
+def test_request_stream_framing():
+    """Objects are cut by brace depth outside strings, whatever the separators."""
+    import io
+    from fstool.worker import json_objects
+
+    class Pipe(io.BytesIO):
+        def fileno(self):
+            r, w = os.pipe()
+            os.write(w, self.getvalue())
+            os.close(w)
+            return r
+
+    text = b'{"arguments":["a}b","{\\"q"],"inputs":[{"path":"x"}]}{"requestId":2}\n\n  {"cancel":true}'
+    got = [json.loads(o) for o in json_objects(Pipe(text))]
+    assert got == [{"arguments": ["a}b", '{"q'], "inputs": [{"path": "x"}]}, {"requestId": 2},
+                   {"cancel": True}]
