@@ -341,6 +341,7 @@ class Numbering:
 
     order: list[Node]
     number: dict[int, int]  # id(node) -> inode number
+    children: dict[int, list[tuple[str, Node]]] = field(default_factory=dict)  # id(dir) -> sorted entries
 
     @property
     def count(self) -> int:
@@ -350,9 +351,11 @@ class Numbering:
 def plan_inodes(tree: Tree) -> Numbering:
     order: list[Node] = []
     number: dict[int, int] = {}
+    children: dict[int, list[tuple[str, Node]]] = {}  # sorted once, read by every later phase
 
     def visit(d: Node) -> None:
-        for _, child in d.sorted_children():
+        kids = children[id(d)] = d.sorted_children()
+        for _, child in kids:
             if child.kind is Kind.DIR:
                 visit(child)
             elif id(child) not in number:  # a hardlink's first appearance numbers it
@@ -362,7 +365,7 @@ def plan_inodes(tree: Tree) -> Numbering:
         number[id(d)] = len(order)
 
     visit(tree.root)
-    return Numbering(order, number)
+    return Numbering(order, number, children)
 
 
 # -- phase 2: file data ----------------------------------------------------------------
@@ -424,6 +427,7 @@ class MetadataWriter:
     def __init__(self, tree: Tree, numbering: Numbering, data: DataPlan, codec: Codec,
                  params: FsParams, xattrs: bool):
         self.tree, self.number, self.recs = tree, numbering.number, data.recs
+        self.children = numbering.children
         self.inode_count = numbering.count
         self.ids = IdTable()
         self.xt = XattrTable(codec, params) if xattrs else None
@@ -506,7 +510,7 @@ class MetadataWriter:
                 run.clear()
 
         run_bytes = 0
-        for name, child in d.sorted_children():
+        for name, child in self.children[id(d)]:
             ref = self.refs[id(child)]
             num = self.number[id(child)]
             cblock, coff = ref >> 16, ref & 0xFFFF
@@ -525,7 +529,7 @@ class MetadataWriter:
         return bytes(out_b), index if len(index) > 1 else []
 
     def write_dir(self, d: Node, parent: int) -> None:
-        for _, child in d.sorted_children():
+        for _, child in self.children[id(d)]:
             if child.kind is Kind.DIR:
                 self.write_dir(child, self.number[id(d)])
             elif id(child) not in self.refs:
