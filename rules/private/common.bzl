@@ -63,6 +63,14 @@ def run_fstool(ctx, *, mnemonic, progress_message, arguments, inputs, outputs):
 
     The arguments go through a param file (one argument a line), which a worker request
     carries and the plain command line reads with `@file`: one command line for both.
+
+    Args:
+      ctx: the rule context (its toolchain provides fstool).
+      mnemonic: the action's mnemonic (FsImage, SquashfsImage, DiskImage).
+      progress_message: what Bazel prints while the action runs.
+      arguments: a list of `Args`; each is given a param file.
+      inputs: the action's inputs.
+      outputs: the action's outputs.
     """
     for args in arguments:
         args.use_param_file("@%s", use_always = True)
