@@ -56,6 +56,8 @@ def serve(argv: list[str], stdin=None, stdout_fd: int | None = None) -> int:
     from .cli import main as cli_main
 
     memory = _options(argv)
+    # a cache directory would be a read no request declared: the worker's cache is its memory
+    os.environ.pop("FSTOOL_CACHE_DIR", None)
     if stdout_fd is None:
         stdout_fd = os.dup(1)
         os.dup2(2, 1)  # a stray write to fd 1 lands in the worker log, not in the protocol

@@ -24,8 +24,8 @@ def digest(path) -> str:
 def serve(requests, cwd, *flags, sep="\n"):
     """Run a worker over the requests, written one a line or (sep="") back to back as Bazel 4.x
     does; (responses, worker log)."""
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env.pop("FSTOOL_CACHE_DIR", None)
+    # a cache directory in the environment is ignored: the worker reads only what requests name
+    env = dict(os.environ, PYTHONPATH=REPO, FSTOOL_CACHE_DIR=str(cwd / "must-not-exist"))
     stdin = "".join(json.dumps(r) + sep for r in requests)
     p = subprocess.run([sys.executable, "-m", "fstool", *flags, "--persistent_worker"], input=stdin,
                        capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
@@ -62,6 +62,7 @@ def test_worker_matches_plain_builds_and_reuses_blocks(tmp_path, multiplex):
     run_fstool("create", src, "-t", "squashfs", "-o", tmp_path / "zstd.img", check=True)
     assert digest(tmp_path / "w1.img") == digest(tmp_path / "w2.img") == digest(tmp_path / "xz.img")
     assert digest(tmp_path / "w3.img") == digest(tmp_path / "zstd.img")
+    assert not (tmp_path / "must-not-exist").exists()
     r = reuse(log)
     assert r[0][0] == 0 and r[0][1] > 5          # first build compresses everything
     assert r[1] == (r[0][1], 0)                  # the same build again compresses nothing
