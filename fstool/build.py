@@ -41,13 +41,18 @@ def load_tree(fs: FsSpec) -> Tree:
     from .inputs.policy import apply_policy
     from .inputs.rootdevs import add_rootdevs
 
+    from .paths import check_exists
+
     if fs.sources:
-        tree = load_sources(fs.sources, base_dir=os.getcwd(), where=f"{fs.where}.source")
+        tree = load_sources(fs.sources, base_dir=fs.base_dir or os.getcwd(),
+                            where=f"{fs.where}.source", spec_dir=fs.spec_dir)
     else:
         tree = Tree()
     if fs.rootdevs != "none":
         add_rootdevs(tree, fs.rootdevs)
     if fs.device_table:
+        check_exists(fs.device_table, base_dir=fs.base_dir, spec_dir=fs.spec_dir,
+                     where=f"{fs.where}.device_table")
         apply_device_table(tree, fs.device_table)
     apply_policy(tree, all_root=fs.all_root, mtime=fs.mtime, clamp=source_date_epoch(),
                  overrides=fs.overrides, file_contexts=fs.selinux_file_contexts,
@@ -86,12 +91,38 @@ def make_params(fs: FsSpec, seed: bytes, *, size: int | None, headroom: int = 0,
                     where=fs.where, progress=progress, block_cache=current_cache())
 
 
+def stored_label(fmt, label: str) -> str:
+    """The label fmt stores for label: its own rule, else cut to caps.label bytes (whole
+    characters), as the Rust fstool cuts ext labels to 16 bytes."""
+    if fmt.label_rule is not None:
+        return fmt.label_rule(label)
+    raw = label.encode("utf-8", "surrogateescape")
+    if len(raw) <= fmt.caps.label:
+        return label
+    return raw[:fmt.caps.label].decode("utf-8", "ignore")
+
+
 def check_capabilities(fs: FsSpec) -> None:
-    """Refuse spec keys asking for what the format cannot store (one place for every format)."""
+    """Refuse spec keys asking for what the format cannot store (one place for every format);
+    keys the Rust fstool accepts and ignores for a format are ignored here too, with a warning."""
     fmt = format_for(fs.type, f"{fs.where}.type")
     caps = fmt.caps
     if fs.label is not None and caps.label is None:
         raise SpecError(f"{fs.type} has no volume label", where=f"{fs.where}.label")
+    if fs.label:
+        stored = stored_label(fmt, fs.label)
+        if stored != fs.label:
+            warn(f"{fs.type} stores the label {fs.label!r} as {stored!r}", where=f"{fs.where}.label")
+            fs.label = stored
+    if fs.rootdevs != "none" and not caps.devices:
+        warn(f"ignored: {fs.type} cannot store device nodes", where=f"{fs.where}.rootdevs")
+        fs.rootdevs = "none"
+    if fs.journal_blocks is not None and not caps.journal:
+        warn(f"ignored: {fs.type} has no journal", where=f"{fs.where}.journal_blocks")
+        fs.journal_blocks = None
+    if fs.mtime is not None and not caps.times:
+        warn(f"ignored: {fs.type} stores no times", where=f"{fs.where}.mtime")
+        fs.mtime = None
     if fs.uuid is not None and not caps.uuid:
         hint = "; its serial number is volume_id (e.g. \"1234-ABCD\")" if caps.volume_id else ""
         raise SpecError(f"{fs.type} has no UUID{hint}", where=f"{fs.where}.uuid")
@@ -117,7 +148,17 @@ def parse_format_options(fs: FsSpec) -> None:
     fmt = format_for(fs.type, f"{fs.where}.type")
     check_capabilities(fs)
     if fmt.parse_options is not None:
-        fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
+        try:
+            fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
+        except SpecError as e:
+            # a type of a journalling family built without one (ext2): the Rust fstool
+            # ignores journal_blocks there, so do we
+            if fs.journal_blocks is None or e.where[-1:] != [f"{fs.where}.journal_blocks"] \
+                    or "no journal" not in e.message:
+                raise
+            warn(f"ignored: {fs.type} has no journal", where=f"{fs.where}.journal_blocks")
+            fs.journal_blocks = None
+            fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
 
 
 def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | None,
@@ -134,7 +175,12 @@ def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | Non
     if tree is None:
         tree = load_tree(fs)
     check_tree(fmt, tree, fs.where)
-    params = make_params(fs, seed if seed is not None else create_seed(fs, tree), size=size,
+    # identifiers come from what was asked for and what went in: the spec's (or the CLI's)
+    # seed plus the tree's fingerprint, so two trees under one spec get two UUIDs; a `seed`
+    # key in the spec replaces both (make_params) for identifiers that never change
+    seed = create_seed(fs, tree) if seed is None else \
+        hashlib.sha256(b"fstool-tree/" + seed + tree_fingerprint(tree)).digest()
+    params = make_params(fs, seed, size=size,
                          headroom=headroom, partition_offset=partition_offset, verbose=verbose,
                          progress=progress)
     if params.verbose:  # stats() walks the whole tree: only when someone reads it
@@ -173,17 +219,23 @@ def spec_inputs(spec: Spec) -> list[str]:
         paths += [p for p in (fs.device_table, fs.selinux_file_contexts, fs.fs_config) if p]
     if spec.disk is not None:
         paths += [p.image for p in spec.disk.partitions if p.image]
+        paths += [b.image for b in spec.disk.blobs]
     return paths
 
 
 def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
-          verbose: bool = False, progress=None) -> dict | None:
+          verbose: bool = False, progress=None, format: str | None = None,
+          roothash: str | None = None, force: bool = False) -> dict | None:
     """Build what a spec describes (a filesystem or a disk) into output, atomically.
 
     The library's entry point: `fstool.build("disk.toml", "disk.img")`. Returns the disk's
     layout (as --layout-json writes it), or None for a filesystem spec. Errors name the spec.
+    The output container (raw, qcow2, Android sparse, bmap) is `format`, else the disk's
+    `[image] format`, else the output's extension (fstool.container); `roothash` receives the
+    dm-verity root hash of the disk's verity partition. A block device as output needs
+    force=True (a mounted one is refused).
     """
-    from .image import atomic_output
+    from .container import container_output, plan_output
     from .spec import load_spec
 
     if isinstance(spec, str):
@@ -191,16 +243,31 @@ def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
     try:
         if layout_json and spec.disk is None:
             raise SpecError("--layout-json needs a disk spec ([image] with [[partitions]])")
-        check_output_against_inputs(output, spec_inputs(spec), spec.path)
-        with atomic_output(output) as out:
+        if roothash and spec.disk is None:
+            raise SpecError("--roothash needs a disk spec with a verity partition")
+        explicit = format or (spec.disk.format if spec.disk is not None else None)
+        plan = plan_output(output, explicit, "--format" if format else "image.format")
+        outputs = [plan.image] + ([plan.bmap] if plan.bmap else [])
+        for o in outputs:
+            check_output_against_inputs(o, spec_inputs(spec), spec.path)
+        with container_output(plan, force=force) as out:
             if spec.fs is not None:
-                build_filesystem(spec.fs, out, spec.seed, size=spec.fs.size, verbose=verbose,
+                size = spec.fs.size if spec.fs.size is not None or not out.device else out.limit
+                build_filesystem(spec.fs, out, spec.seed, size=size, verbose=verbose,
                                  progress=progress)
                 return None
             from .disk import build_disk, write_layout
             layout = build_disk(spec, out, verbose=verbose, progress=progress)
+            hashes = sorted({p["verity"]["root_hash"] for p in layout["partitions"] if "verity" in p})
+            if roothash and len(hashes) != 1:
+                raise SpecError(f"--roothash needs exactly one verity partition set, the disk has "
+                                f"{len(hashes)}")
         if layout_json:
             write_layout(layout_json, layout)
+        if roothash:
+            from .image import atomic_output
+            with atomic_output(roothash) as f:
+                f.pwrite(hashes[0].encode() + b"\n", 0)
         return layout
     except FstoolError as e:
         raise e.within(spec.path) from None

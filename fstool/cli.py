@@ -16,8 +16,8 @@ import sys
 import time
 
 from . import __version__
-from .errors import FstoolError, ImageError, InputError, SpecError, UsageError, set_quiet
-from .image import Region, Terminated, atomic_output
+from .errors import FstoolError, ImageError, InputError, UsageError, set_quiet
+from .image import Terminated, atomic_output
 from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
@@ -71,7 +71,19 @@ def _reporting(ctx, c, args):
         _log(args, f"fstool: block cache {c.directory}: {c.stats.line()}")
 
 
+def _cluster_size(args) -> int | None:
+    """The Rust fstool's --cluster-size: the qcow2 cluster size (a power of two, 512 B to
+    2 MiB), for qcow2 output only."""
+    if args.cluster_size is None:
+        return None
+    cs = parse_size(args.cluster_size, where="--cluster-size")
+    if cs < 512 or cs > 2 << 20 or cs & (cs - 1):
+        raise UsageError(f"--cluster-size must be a power of two from 512 to 2MiB; got {cs}")
+    return cs
+
+
 def cmd_create(args) -> int:
+    cluster_size = _cluster_size(args)
     from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
     from .spec import FsSpec
@@ -107,8 +119,17 @@ def cmd_create(args) -> int:
                                 "-o")
     t0 = time.monotonic()
     with _block_cache(args), terminal_progress(args.quiet) as progress:
-        with atomic_output(args.output) as out:
-            size = build_filesystem(fs, out, None, size=fs.size, verbose=args.verbose,
+        from .container import container_output, plan_output
+        plan = plan_output(args.output, args.format)
+        if cluster_size is not None:
+            if plan.format != "qcow2":
+                raise UsageError("--cluster-size is the qcow2 cluster size: it needs qcow2 output "
+                                 "(-o IMG.qcow2 or --format qcow2)")
+            plan.cluster_size = cluster_size
+        with container_output(plan, force=args.force) as out:
+            # on a block device an auto size is the device's (as the Rust fstool)
+            want = fs.size if fs.size is not None or not out.device else out.limit
+            size = build_filesystem(fs, out, None, size=want, verbose=args.verbose,
                                     progress=progress)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
@@ -159,15 +180,179 @@ def cmd_build(args) -> int:
     from .build import build
     from .spec import load_spec
 
-    spec = load_spec(args.spec)
+    if args.spec.endswith(".cfg"):
+        return _build_genimage(args)
+    if args.rootpath or args.inputpath or args.image:
+        raise UsageError("--rootpath, --inputpath and --image are for genimage configs (*.cfg)")
+    spec = load_spec(args.spec, args.relative_to)
     if args.mtime_from_status:
         stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
     with _block_cache(args), terminal_progress(args.quiet) as progress:
         build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
-              progress=progress)
+              progress=progress, format=args.format, roothash=args.roothash, force=args.force)
+    if spec.fs is not None:
+        what = spec.fs.type
+    else:
+        n = len(spec.disk.partitions)
+        what = f"{spec.disk.table.upper()} disk, {n} partition{'s' if n != 1 else ''}"
+    try:
+        with open(args.output, "rb") as f:
+            what += f", {format_size(f.seek(0, os.SEEK_END))}"
+    except OSError:
+        pass
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    # the Rust fstool says "built OUT from SPEC" too
+    _log(args, f"fstool: built {args.output} from {args.spec} ({what}){took}")
+    return 0
+
+
+def cmd_repack(args) -> int:
+    from .repack import repack
+
+    if len(args.paths) < 2:
+        raise UsageError("repack needs SRC... OUT: at least one source and the output")
+    *sources, out = args.paths
+    t0 = time.monotonic()
+    with terminal_progress(args.quiet) as progress:
+        fs_type, size = repack(sources, out, fs_type=args.fs_type, shrink=args.shrink,
+                               options=_parse_O(args.option or []), force=args.force,
+                               verbose=args.verbose, progress=progress)
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    _log(args, f"fstool: repacked {' + '.join(sources)} into {out} ({fs_type}, "
+               f"{format_size(size)}){took}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .repack import analyze
+
+    types = None
+    if args.fs_type:
+        from .fs import canonical_type
+        types = [canonical_type(t, "--fs-type") for t in args.fs_type.split(",")]
+    report = analyze(args.source.split("+") if not os.path.exists(args.source) else [args.source],
+                     types=types)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    c = report["counts"]
+    print(f"{args.source}: {c['entries']} entries: {c['files']} files, {c['dirs']} directories, "
+          f"{c['symlinks']} symlinks, {c['devices']} devices, {c['fifos']} fifos, "
+          f"{c['sockets']} sockets, {c['hardlinks']} extra hardlinks, {c['xattrs']} xattrs")
+    print(f"  file bytes: {format_size(c['bytes'])} ({c['bytes']}), of which data "
+          f"(not holes): {format_size(c['data_bytes'])} ({c['data_bytes']})")
+    print("  smallest image (size = \"auto\"):")
+    for t, v in report["smallest"].items():
+        print(f"    {t}: {format_size(v) + f' ({v})' if isinstance(v, int) else v}")
+    return 0
+
+
+def _editor(arg: str):
+    """An in-place editor for the filesystem at IMG[:N] (FAT today)."""
+    region, _ = _open_region(arg)
+    from .fs import open_reader
+    r = open_reader(region)
+    from .fs.fat.reader import FatReader
+    if isinstance(r, FatReader):
+        from .fs.fat.edit import FatEditor
+        return FatEditor(region)
+    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT is); "
+                     "rebuild it with `fstool repack SRC HOST_DIR OUT` instead")
+
+
+def cmd_add(args) -> int:
+    if not os.path.exists(args.host_src):
+        raise InputError("no such file or directory", where=args.host_src)
+    ed = _editor(args.image)
+    try:
+        ed.add(args.host_src, "/" + args.dest.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: added {args.host_src} -> {args.image}:/{args.dest.strip('/')}")
+    return 0
+
+
+def cmd_rm(args) -> int:
+    ed = _editor(args.image)
+    try:
+        ed.rm("/" + args.path.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: removed {args.image}:/{args.path.strip('/')}")
+    return 0
+
+
+def _genimage(args, directory: str, relative: bool = False):
+    """The genimage config translated; vfat `files` manifests written into directory. Paths
+    are absolute, or (relative=True, for a spec written into directory) relative to it."""
+    from .genimage import load, write_manifests
+
+    def where(p: str) -> str:
+        p = os.path.abspath(p)
+        return os.path.relpath(p, os.path.abspath(directory)) if relative else p
+
+    tr = load(args.spec if hasattr(args, "spec") else args.config,
+              rootpath=where(args.rootpath) if args.rootpath else None,
+              inputpath=where(args.inputpath or "input"), image=args.image)
+    write_manifests(tr, directory)
+    return tr
+
+
+def _build_genimage(args) -> int:
+    """`fstool build genimage.cfg`: the config's image as a spec (seeded by the config's bytes)."""
+    import hashlib
+    import tempfile
+    from .build import build
+    from .spec import spec_from_doc
+
+    with open(args.spec, "rb") as f:
+        seed = hashlib.sha256(f.read()).digest()
+    with tempfile.TemporaryDirectory(prefix="fstool-genimage-") as tmp:
+        try:
+            tr = _genimage(args, tmp)
+        except FstoolError as e:
+            raise e.within(args.spec) from None
+        # the manifests written for vfat `files` lie in tmp; every other path is absolute
+        spec = spec_from_doc({**tr.doc, "relative_to": "spec"}, args.spec, seed, tmp)
+        with terminal_progress(args.quiet) as progress:
+            build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
+                  progress=progress, format=args.format, roothash=args.roothash)
+    return 0
+
+
+def cmd_import_genimage(args) -> int:
+    """`fstool import-genimage genimage.cfg [-o disk.toml]`: the equivalent spec."""
+    from .genimage import to_toml
+    directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+    try:
+        tr = _genimage(args, directory, relative=True)
+    except FstoolError as e:
+        raise e.within(args.config) from None
+    # its paths are written relative to the spec's directory: say so (TOML specs resolve
+    # against the working directory unless told)
+    text = to_toml({"relative_to": "spec", **tr.doc})
+    if args.output:
+        with atomic_output(args.output) as out:
+            out.pwrite(text.encode(), 0)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .build import check_output_against_inputs
+    from .container import convert, plan_output
+    if not os.path.exists(args.source):
+        raise InputError("no such file", where=args.source)
+    plan = plan_output(args.dest, args.format)
+    for o in [plan.image] + ([plan.bmap] if plan.bmap else []):
+        check_output_against_inputs(o, [args.source], "convert")
+    plan = convert(args.source, args.dest, args.format)
     if args.verbose:
-        _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
+        _log(args, f"fstool: wrote {plan.image} ({plan.format})"
+                   + (f" and {plan.bmap}" if plan.bmap else ""))
     return 0
 
 
@@ -183,24 +368,8 @@ def _split_target(arg: str) -> tuple[str, int | None]:
 
 def _open_region(arg: str):
     """(Region of the filesystem, table info or None)."""
-    path, num = _split_target(arg)
-    if not os.path.exists(path):
-        raise InputError("no such file", where=path)
-    region = Region(path)
-    if num is None:
-        return region, None
-    from .part import probe_table
-    found = probe_table(region)
-    if found is None:
-        raise ImageError("has no partition table, so it has no partition "
-                         f"{num} (drop the ':{num}')", where=path)
-    kind, table = found
-    parts = {p.number: p for p in table.partitions}
-    if num not in parts:
-        raise ImageError(f"has no partition {num} (it has {', '.join(map(str, sorted(parts))) or 'none'})",
-                         where=path)
-    p = parts[num]
-    return region.sub(p.offset, p.size), (kind, p)
+    from .inputs.image import open_partition
+    return open_partition(*_split_target(arg))
 
 
 def _open_fs(arg: str):
@@ -236,12 +405,15 @@ def cmd_info(args) -> int:
     if num is None:
         if not os.path.exists(path):
             raise InputError("no such file", where=path)
-        region = Region(path)
+        from .container import detect, open_region
+        region = open_region(path)
+        container = detect(path)
         from .part import probe_table, render_table
         found = probe_table(region)
         if found is not None:
             kind, table = found
-            print(f"{path}: {kind.upper()} disk, {format_size(region.length)}", file=out)
+            shell = "" if container == "raw" else f" in {container}"
+            print(f"{path}: {kind.upper()} disk{shell}, {format_size(region.length)}", file=out)
             for line in render_table(kind, table):
                 print(line, file=out)
             from .fs import open_reader
@@ -253,8 +425,18 @@ def cmd_info(args) -> int:
                     if rows.get("label"):
                         desc += f" label={rows['label']}"
                 except FstoolError as e:
-                    desc = f"unknown content ({e.message})"
+                    from .verity import describe_superblock
+                    desc = describe_superblock(region.sub(p.offset, p.size)) or \
+                        f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
+            try:  # a hybrid image (an isohybrid ISO) is also a filesystem as a whole
+                whole = open_reader(region)
+            except FstoolError:
+                whole = None
+            if whole is not None:
+                print(f"  whole image: {whole.fs_type}", file=out)
+                for k, v in whole.info():
+                    print(f"    {k}: {v}", file=out)
             return 0
         from .fs import open_reader
         r = open_reader(region)
@@ -327,9 +509,22 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
+    b.add_argument("--relative-to", choices=("cwd", "spec"), default=None,
+                   help="where a spec's relative paths start when it has no relative_to key "
+                        "(default: cwd for TOML, as the Rust fstool; spec for JSON)")
     b.add_argument("--mtime-from-status", metavar="FILE",
                    help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
                         "(stamped builds)")
+    b.add_argument("--format", metavar="F", help="output container: raw, qcow2, android-sparse "
+                   "(simg), android-sparse-crc, bmap (default: by the output's extension)")
+    b.add_argument("--roothash", metavar="FILE", help="write the dm-verity root hash (hex)")
+    b.add_argument("--rootpath", metavar="DIR", help="genimage configs: the root filesystem tree")
+    b.add_argument("--inputpath", metavar="DIR", help="genimage configs: where images and files are "
+                   "(default: input, as genimage)")
+    b.add_argument("--image", metavar="NAME", help="genimage configs: the image to build "
+                   "(default: the one no other image uses)")
+    b.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
     _cache_flags(b)
     b.set_defaults(func=cmd_build)
 
@@ -342,6 +537,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("-t", "--type", required=True, metavar="TYPE",
                    help="filesystem type (`fstool formats` lists them)")
     c.add_argument("-o", "--output", required=True, metavar="OUT")
+    c.add_argument("--format", metavar="F", help="output container (see build --format)")
     c.add_argument("--size", metavar="SIZE", help="image size (e.g. 64MiB) or 'auto' (default)")
     c.add_argument("--headroom", metavar="SIZE", help="free space to add to an auto size")
     c.add_argument("--label", "-L", metavar="LABEL")
@@ -349,8 +545,43 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("-D", "--device-table", metavar="FILE", help="genext2fs-style device table")
     c.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
                    help="filesystem option (repeatable)")
+    c.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
+    c.add_argument("--cluster-size", metavar="SIZE", default=None,
+                   help="qcow2 cluster size, as the Rust fstool (only for .qcow2 output)")
     _cache_flags(c)
     c.set_defaults(func=cmd_create)
+
+    rp = sub.add_parser("repack", parents=[common],
+                        help="merge sources (images, IMG:N, tars, directories) into a new image")
+    rp.add_argument("paths", nargs="+", metavar="SRC... OUT")
+    rp.add_argument("--fs-type", "-t", metavar="TYPE",
+                    help="output type (default: from OUT's name; .img keeps the source's)")
+    rp.add_argument("--shrink", action="store_true",
+                    help="make the image as small as its content (default: the source's size)")
+    rp.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
+                    help="filesystem option (repeatable)")
+    rp.add_argument("--force", action="store_true",
+                    help="allow OUT to be a block device (refused when mounted)")
+    rp.set_defaults(func=cmd_repack)
+
+    an = sub.add_parser("analyze", parents=[common],
+                        help="count what a source holds and the smallest image of each type")
+    an.add_argument("source", metavar="SOURCE", help="directory, tar, IMG or IMG:N; a+b layers")
+    an.add_argument("--json", action="store_true", help="print JSON")
+    an.add_argument("--fs-type", "-t", metavar="TYPE[,TYPE]", help="only these types")
+    an.set_defaults(func=cmd_analyze)
+
+    ad = sub.add_parser("add", parents=[common], help="copy a host file or tree into an image, in place")
+    ad.add_argument("image", metavar="IMG[:N]")
+    ad.add_argument("host_src", metavar="HOST_SRC")
+    ad.add_argument("dest", metavar="DEST", help="its path in the image (into DEST if a directory)")
+    ad.set_defaults(func=cmd_add)
+
+    rm = sub.add_parser("rm", parents=[common], help="remove a file or empty directory, in place")
+    rm.add_argument("image", metavar="IMG[:N]")
+    rm.add_argument("path", metavar="PATH")
+    rm.set_defaults(func=cmd_rm)
 
     i = sub.add_parser("info", parents=[common], help="describe an image or disk (IMG or IMG:N)")
     i.add_argument("image", metavar="IMG[:N]")
@@ -366,6 +597,21 @@ def make_parser() -> argparse.ArgumentParser:
     cat.add_argument("image", metavar="IMG[:N]")
     cat.add_argument("path", metavar="PATH")
     cat.set_defaults(func=cmd_cat)
+    cv = sub.add_parser("convert", parents=[common],
+                        help="convert an image between raw, qcow2 and Android sparse (and bmap)")
+    cv.add_argument("source", metavar="SRC")
+    cv.add_argument("dest", metavar="DST")
+    cv.add_argument("--format", metavar="F", help="output container (default: by DST's extension)")
+    cv.set_defaults(func=cmd_convert)
+
+    gi = sub.add_parser("import-genimage", parents=[common], help="a genimage.cfg as a TOML spec")
+    gi.add_argument("config", metavar="CFG")
+    gi.add_argument("-o", "--output", metavar="SPEC", help="write here (and vfat file manifests "
+                    "beside it) instead of stdout")
+    gi.add_argument("--rootpath", metavar="DIR", help="the root filesystem tree")
+    gi.add_argument("--inputpath", metavar="DIR", help="where images and files are (default: input, as genimage)")
+    gi.add_argument("--image", metavar="NAME", help="the image to translate")
+    gi.set_defaults(func=cmd_import_genimage)
 
     w = sub.add_parser("worker", help="serve Bazel's JSON persistent worker protocol on stdin/stdout "
                                       "(with --persistent_worker)")

@@ -197,7 +197,7 @@ def data_extents(fd: int, length: int, base: int = 0) -> Iterator[tuple[int, int
         try:
             start = os.lseek(fd, base + pos, SEEK_DATA) - base
         except OSError as e:
-            if e.errno != errno.ENXIO:  # SEEK_DATA unsupported (EINVAL): all data
+            if e.errno != errno.ENXIO:  # SEEK_DATA unsupported (EINVAL): the rest is data
                 yield pos, length - pos
             return  # ENXIO: no data after pos
         if start >= length:

@@ -22,6 +22,7 @@ SECTOR = Record("mbr", (                      # the first 512 bytes of the disk,
     ("entries", f"{N_ENTRIES * ENTRY.size}s"), ("boot_signature", "2s")))
 assert SECTOR.size == 512
 TABLE_OFF = SECTOR.offset("entries")
+BOOT_CODE_END = SECTOR.offset("disk_signature")  # bytes before it belong to boot code (or a blob)
 BOOT_SIGNATURE = b"\x55\xaa"
 STATUS_ACTIVE = 0x80
 EXTENDED_TYPES = (0x05, 0x0F, 0x85)
@@ -48,6 +49,17 @@ class MbrTable:
     sector_size: int
     partitions: list[MbrPartition]
     extended: MbrPartition | None = None
+
+
+def is_logical(index: int, count: int) -> bool:
+    """Whether the index-th (1-based) of count partitions is a logical one: with more than
+    four, slot 4 holds the extended container and partitions 4 and up are logical."""
+    return count > 4 and index >= 4
+
+
+def mbr_number(index: int, count: int) -> int:
+    """The number Linux gives the index-th of count partitions (logical ones from 5)."""
+    return index + 1 if is_logical(index, count) else index
 
 
 def chs(lba: int) -> bytes:
@@ -92,7 +104,9 @@ def write_mbr(out, disk_size: int, ss: int, signature: int, parts: list[MbrParti
             out.pwrite(sector(chain, ss), ebr * ss)
     if len(entries) > N_ENTRIES:
         raise ImageError(f"{len(entries)} primary MBR entries (at most {N_ENTRIES})")
-    out.pwrite(sector(entries, ss, signature), 0)
+    # only the MBR's own bytes (signature, entries, 0x55AA): the boot code area before them
+    # belongs to whatever is placed there (a blob at offset 0, a partition with a hole)
+    out.pwrite(sector(entries, ss, signature)[BOOT_CODE_END:SECTOR.size], BOOT_CODE_END)
 
 
 def read_mbr(region, ss: int = 512) -> MbrTable | None:

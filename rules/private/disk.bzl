@@ -146,6 +146,7 @@ def _disk_impl(ctx, table):
     layout = ctx.actions.declare_file(ctx.label.name + ".layout.json")
     args = ctx.actions.args()
     args.add("build")
+    args.add("-q")
     args.add(spec)
     args.add("-o", image)
     args.add("--layout-json", layout)

@@ -417,6 +417,7 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
 
     args = ctx.actions.args()
     args.add("build")
+    args.add("-q")
     args.add(spec)
     args.add("-o", image)
     if ctx.attr.stamp == 1 or (ctx.attr.stamp == -1 and ctx.attr.private_stamp_detect):

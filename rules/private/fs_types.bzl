@@ -6,16 +6,25 @@ A new format adds its names here.
 """
 
 FS_TYPES = [
+    "cpio",
+    "erofs",
+    "exfat",
     "ext2",
     "ext3",
     "ext4",
+    "f2fs",
     "fat",
     "fat12",
     "fat16",
     "fat32",
+    "initramfs",
+    "iso",
+    "iso9660",
     "msdos",
+    "newc",
     "sqfs",
     "squashfs",
     "squashfs4",
+    "tar",
     "vfat",
 ]

@@ -34,6 +34,8 @@ def _fstool_image_impl(ctx):
     outputs = [image]
     args = ctx.actions.args()
     args.add("build")
+    args.add("-q")
+    args.add("--relative-to", "spec")
     args.add(spec)
     args.add("-o", image)
     providers = []
