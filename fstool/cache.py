@@ -1,4 +1,5 @@
-"""A content-addressed cache of compressed output units (SquashFS data and fragment blocks).
+"""A content-addressed cache of compressed output units (SquashFS data and fragment blocks,
+EROFS segments' physical clusters).
 
 A unit's key is the SHA-256 of a *namespace* (everything that changes the compressed bytes:
 format, codec, level, block size, codec options, library versions and a probe compression)
