@@ -23,6 +23,7 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.f2fs",
     "fstool.fs.cpio",
     "fstool.fs.iso9660",
+    "fstool.fs.xfs",
 )
 
 _formats: list[Format] | None = None
