@@ -27,7 +27,6 @@ import contextlib
 import contextvars
 import hashlib
 import os
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -35,10 +34,12 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import UsageError
+from .structs import Record
 
 ENTRY_MAGIC = b"FSTCACH1"
-# magic, key, payload length, SHA-256 of the payload; the payload follows
-ENTRY_HEADER = struct.Struct("<8s32sQ32s")
+# one record of a pack; its payload follows
+ENTRY_HEADER = Record("cache_entry", [
+    ("magic", "8s"), ("key", "32s"), ("length", "Q"), ("sha256", "32s")])
 LAYOUT = "packs-v1"
 PACK_SUFFIX = ".pack"
 TMP_SUFFIX = ".pack.tmp"
@@ -212,7 +213,7 @@ class BlockCache:
                 continue
             ok = len(blob) == hs + n
             if ok:
-                magic, k, length, digest = ENTRY_HEADER.unpack_from(blob)
+                magic, k, length, digest = ENTRY_HEADER.unpack(blob)
                 payload = blob[hs:]
                 ok = (magic == ENTRY_MAGIC and k == key and length == n
                       and hashlib.sha256(payload).digest() == digest)
@@ -230,7 +231,8 @@ class BlockCache:
     def _disk_put(self, key: bytes, value: bytes) -> None:
         """Append the record to this build's pack, which appears under its final name, whole,
         when the build flushes (or when it reaches PACK_MAX)."""
-        record = ENTRY_HEADER.pack(ENTRY_MAGIC, key, len(value), hashlib.sha256(value).digest()) + value
+        record = ENTRY_HEADER.pack(magic=ENTRY_MAGIC, key=key, length=len(value),
+                                   sha256=hashlib.sha256(value).digest()) + value
         with self._lock:
             try:
                 if self._pack is None:

@@ -63,7 +63,7 @@ def records(blob) -> list[tuple[int, int]]:
     """(offset, payload length) of each record of a pack."""
     out, off = [], 0
     while off < len(blob):
-        magic, _key, n, _digest = ENTRY_HEADER.unpack_from(blob, off)
+        magic, _key, n, _digest = ENTRY_HEADER.unpack(blob, off)
         assert magic == ENTRY_MAGIC
         out.append((off, n))
         off += ENTRY_HEADER.size + n

@@ -29,6 +29,7 @@ import threading
 import zlib
 
 from ...errors import SpecError
+from ...structs import Record
 from .format import Z_ALG_DEFLATE, Z_ALG_LZ4, Z_ALG_LZMA, Z_ALG_ZSTD
 
 MAX_EXTENT = 1 << 20  # decompressed bytes of one pcluster at most
@@ -243,8 +244,9 @@ def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int,
 # pcluster in one library call. deflate and zstd search for the fill starting from the ratio
 # their thread saw last, so their extents depend on what that thread compressed before.
 CACHEABLE = ("lz4", "lz4hc", "lzma")
-# one cached extent: decompressed length, stored raw, inline, payload length; the payload follows
-CACHED_EXTENT = struct.Struct("<I??I")
+# one cached extent (the block cache's value, not an on-disk EROFS structure); its payload follows
+CACHED_EXTENT = Record("cached_extent", [
+    ("length", "I"), ("raw", "?"), ("inline", "?"), ("payload_length", "I")])
 
 
 def cache_namespace(codec: Codec, pcluster: int, bs: int) -> bytes | None:
@@ -265,7 +267,7 @@ def cache_namespace(codec: Codec, pcluster: int, bs: int) -> bytes | None:
 
 
 def encode_extents(extents: list[tuple[int, bool, bytes, bool]]) -> bytes:
-    return b"".join(CACHED_EXTENT.pack(n, raw, inline, len(payload)) + payload
+    return b"".join(CACHED_EXTENT.pack(length=n, raw=raw, inline=inline, payload_length=len(payload)) + payload
                     for n, raw, payload, inline in extents)
 
 
@@ -274,7 +276,7 @@ def decode_extents(blob: bytes, seg_len: int) -> list[tuple[int, bool, bytes, bo
     out, off, total = [], 0, 0
     try:
         while off < len(blob):
-            n, raw, inline, plen = CACHED_EXTENT.unpack_from(blob, off)
+            n, raw, inline, plen = CACHED_EXTENT.unpack(blob, off)
             off += CACHED_EXTENT.size
             out.append((n, raw, bytes(blob[off:off + plen]), inline))
             off += plen
