@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 
+from .cache import current as current_cache
 from .errors import FstoolError, OutputError, SpecError, warn
 from .fs import check_tree, format_for
 from .fs.base import FsParams
@@ -87,7 +88,7 @@ def make_params(fs: FsSpec, seed: bytes, *, size: int | None, headroom: int = 0,
                     journal_blocks=fs.journal_blocks, sparse=fs.sparse,
                     timestamp=fs_timestamp(fs), seed=seed, options=dict(fs.options),
                     opts=fs.opts, partition_offset=partition_offset, verbose=verbose,
-                    where=fs.where, progress=progress)
+                    where=fs.where, progress=progress, block_cache=current_cache())
 
 
 def stored_label(fmt, label: str) -> str:

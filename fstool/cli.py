@@ -7,6 +7,7 @@ reaches the user (set FSTOOL_DEBUG=1 to see one), and no partial output is left.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import stat
@@ -48,6 +49,26 @@ def _parse_O(values: list[str]) -> dict[str, str]:
 def _log(args, msg: str) -> None:
     if not args.quiet:
         print(msg, file=sys.stderr)
+
+
+def _block_cache(args):
+    """The block cache for this build: --cache-dir or FSTOOL_CACHE_DIR (none by default). The
+    persistent worker has installed its own in-memory one already; a flag adds a directory."""
+    from . import cache
+
+    max_size = parse_size(args.cache_max_size, where="--cache-max-size") if args.cache_max_size else None
+    c = cache.from_options(args.cache_dir, max_size)
+    if c is None:
+        return contextlib.nullcontext()
+    return _reporting(cache.using(c), c, args)
+
+
+@contextlib.contextmanager
+def _reporting(ctx, c, args):
+    with ctx:
+        yield c
+    if args.verbose:
+        _log(args, f"fstool: block cache {c.directory}: {c.stats.line()}")
 
 
 def _cluster_size(args) -> int | None:
@@ -97,7 +118,7 @@ def cmd_create(args) -> int:
     check_output_against_inputs(args.output, fs.sources + ([fs.device_table] if fs.device_table else []),
                                 "-o")
     t0 = time.monotonic()
-    with terminal_progress(args.quiet) as progress:
+    with _block_cache(args), terminal_progress(args.quiet) as progress:
         from .container import container_output, plan_output
         plan = plan_output(args.output, args.format)
         if cluster_size is not None:
@@ -167,7 +188,7 @@ def cmd_build(args) -> int:
     if args.mtime_from_status:
         stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
-    with terminal_progress(args.quiet) as progress:
+    with _block_cache(args), terminal_progress(args.quiet) as progress:
         build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
               progress=progress, format=args.format, roothash=args.roothash, force=args.force)
     if spec.fs is not None:
@@ -469,8 +490,18 @@ def cmd_cat(args) -> int:
     return 0
 
 
+def _cache_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="reuse compressed blocks from DIR and store new ones there (default: "
+                        "FSTOOL_CACHE_DIR, else no cache); the image bytes never depend on it")
+    p.add_argument("--cache-max-size", metavar="SIZE",
+                   help="evict least recently used entries beyond SIZE (default 2GiB)")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fstool", description="Build reproducible filesystem and disk images.")
+    # @FILE: arguments from FILE, one a line (Bazel's param files, "multiline" format)
+    p = _Parser(prog="fstool", description="Build reproducible filesystem and disk images.",
+                fromfile_prefix_chars="@")
     p.add_argument("--version", action="version", version=f"fstool {__version__}")
     common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -498,6 +529,7 @@ def make_parser() -> argparse.ArgumentParser:
                    "(default: the one no other image uses)")
     b.add_argument("--force", action="store_true",
                    help="allow OUT to be a block device (refused when mounted)")
+    _cache_flags(b)
     b.set_defaults(func=cmd_build)
 
     fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
@@ -521,6 +553,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="allow OUT to be a block device (refused when mounted)")
     c.add_argument("--cluster-size", metavar="SIZE", default=None,
                    help="qcow2 cluster size, as the Rust fstool (only for .qcow2 output)")
+    _cache_flags(c)
     c.set_defaults(func=cmd_create)
 
     rp = sub.add_parser("repack", parents=[common],
@@ -585,11 +618,20 @@ def make_parser() -> argparse.ArgumentParser:
     gi.add_argument("--inputpath", metavar="DIR", help="where images and files are (default: input, as genimage)")
     gi.add_argument("--image", metavar="NAME", help="the image to translate")
     gi.set_defaults(func=cmd_import_genimage)
+
+    w = sub.add_parser("worker", help="serve Bazel's JSON persistent worker protocol on stdin/stdout "
+                                      "(with --persistent_worker)")
+    w.add_argument("--persistent_worker", action="store_true", required=True)
+    w.add_argument("--cache-memory", metavar="SIZE", help="in-memory block cache bound (default 512MiB)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
+    argv = sys.argv[1:] if argv is None else argv
+    if "--persistent_worker" in argv:  # Bazel starts a worker with this flag last
+        from .worker import serve
+        return serve(argv)
     try:
         args = make_parser().parse_args(argv)
         set_quiet(args.quiet)

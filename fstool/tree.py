@@ -21,6 +21,7 @@ import enum
 import errno
 import os
 import stat as _stat
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -60,9 +61,17 @@ _IFMT = {
 }
 
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def encode_name(name: str) -> bytes:
-    """The on-disk bytes of a name (the host's bytes, whatever their encoding)."""
-    return os.fsencode(name)
+    """The on-disk bytes of a name (the host's bytes, whatever their encoding): os.fsencode,
+    without its per-call lookups (it runs once per entry and writer pass)."""
+    try:
+        return name.encode(_FS_ENCODING, _FS_ERRORS)
+    except AttributeError:
+        return os.fsencode(name)
 
 
 def check_name(name: str, where: str) -> None:
@@ -129,7 +138,13 @@ class FileSource:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            for foff, length, soff in self.data_segments():
+            if self.segments is not None:
+                segments = self.segments
+            elif self.offset != 0:
+                segments = ((0, self.size, self.offset),)
+            else:  # holes found on the descriptor already open (one open per file, not two)
+                segments = [(start, n, start) for start, n in data_extents(fd, self.size)]
+            for foff, length, soff in segments:
                 if foff > pos:
                     yield pos, None, foff - pos
                 done = 0
@@ -195,6 +210,10 @@ def data_extents(fd: int, length: int, base: int = 0) -> Iterator[tuple[int, int
         pos = end
 
 
+def _name_key(item: tuple[str, "Node"]) -> bytes:
+    return encode_name(item[0])
+
+
 @dataclass(eq=False)
 class Node:
     """One inode. Identity matters: the same Node under two names is a hardlink."""
@@ -231,7 +250,7 @@ class Node:
     def sorted_children(self) -> list[tuple[str, "Node"]]:
         """Children sorted by their encoded bytes: the one order every writer uses."""
         assert self.children is not None
-        return sorted(self.children.items(), key=lambda kv: encode_name(kv[0]))
+        return sorted(self.children.items(), key=_name_key)
 
     def copy_attrs_from(self, other: "Node") -> None:
         self.mode, self.uid, self.gid = other.mode, other.uid, other.gid
@@ -329,9 +348,14 @@ class Tree:
         """Link count as filesystems store it: names for non-dirs,
         2 + number of subdirectories for dirs."""
         if self._nlink is None:
-            counts: dict[int, int] = {}
-            for _, n in self.walk():
-                counts[id(n)] = counts.get(id(n), 0) + 1
+            # a count needs no order: children as stored, no sort, no path strings
+            counts: dict[int, int] = {id(self.root): 1}
+            stack = [self.root]
+            while stack:
+                for child in stack.pop().children.values():
+                    counts[id(child)] = counts.get(id(child), 0) + 1
+                    if child.kind is Kind.DIR:
+                        stack.append(child)
             self._nlink = counts
         if node.kind is Kind.DIR:
             return 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)

@@ -214,7 +214,7 @@ def _fake_impl(ctx):
     out = ctx.actions.declare_file(ctx.label.name + ".sh")
     ctx.actions.write(
         out,
-        "#!/bin/sh\\nwhile [ $# -gt 0 ]; do [ \\"$1\\" = -o ] && echo fake fstool > \\"$2\\"; shift; done\\n",
+        "#!/bin/sh\\ncase \\"$1\\" in @*) set -- $(cat \\"${1#@}\\");; esac\\nwhile [ $# -gt 0 ]; do [ \\"$1\\" = -o ] && echo fake fstool > \\"$2\\"; shift; done\\n",
         is_executable = True,
     )
     return [DefaultInfo(executable = out)]
@@ -1022,3 +1022,55 @@ def test_buildifier_reports_nothing():
     p = subprocess.run([_buildifier(), "-mode=check", "-lint=warn", "-r", *files, *dirs],
                        cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
+
+
+# -- the persistent worker (issue 19) ------------------------------------------------------
+WORKERTEST_BUILD = '''
+load("@rules_fstool//rules:defs.bzl", "gpt_disk", "squashfs_image")
+
+squashfs_image(
+    name = "img",
+    srcs = ["big.txt", "conf.txt"],
+    compression = "xz",
+)
+
+gpt_disk(name = "disk", partitions = [":img"])
+'''
+
+
+def _big_text(edit: bytes = b"") -> bytes:
+    text = b"".join(b"line %d of the worker test's big file\n" % i for i in range(20000))
+    return text[:300_000] + edit + text[300_000 + len(edit):] if edit else text
+
+
+def test_worker_rebuild_after_an_edit_is_byte_identical(worlds):
+    """--config=worker: the writer and the assembler run in fstool's persistent worker; after
+    one file is edited the rebuild is byte-identical to a clean build without the worker, and
+    the worker log shows the unchanged blocks reused from its memory."""
+    ws = make_checkout(worlds.root / "worker-checkout")
+    pkg = os.path.join(ws, "examples", "workertest")
+    _write(os.path.join(pkg, "BUILD.bazel"), WORKERTEST_BUILD)
+    with open(os.path.join(pkg, "big.txt"), "wb") as f:
+        f.write(_big_text())
+    _write(os.path.join(pkg, "conf.txt"), "setting = 1\n")
+    wb = worlds("worker", os.path.join(ws, "examples"))
+    targets = ("//workertest:img", "//workertest:disk")
+    r = wb.ok(*targets, "--config=worker")
+    runners = {s["mnemonic"]: s.get("runner") for s in r.executed}
+    assert runners.get("SquashfsImage") == "worker" and runners.get("DiskImage") == "worker", runners
+    with open(os.path.join(pkg, "big.txt"), "wb") as f:
+        f.write(_big_text(b"EDITED BY THE TEST"))
+    r = wb.ok(*targets, "--config=worker")
+    assert sorted(s["mnemonic"] for s in r.executed) == ["DiskImage", "SquashfsImage"]
+    logs = [os.path.join(wb.output_base, "bazel-workers", n)
+            for n in os.listdir(os.path.join(wb.output_base, "bazel-workers")) if n.endswith(".log")]
+    text = "".join(open(p).read() for p in logs if "SquashfsImage" in p)
+    reused = [(int(a), int(b)) for a, b in re.findall(r"(\d+) blocks reused, (\d+) compressed", text)]
+    assert len(reused) == 2 and reused[0][0] == 0, text
+    assert reused[1][0] >= 3 and reused[1][1] <= 2, text  # the edited block (and the fragment)
+    # a clean build of the edited tree, no worker: the same bytes
+    clean = worlds("worker-clean", os.path.join(ws, "examples"))
+    r = clean.ok(*targets)
+    assert "worker" not in {s.get("runner") for s in r.executed}
+    for path in ("workertest/img.img", "workertest/disk.img"):
+        assert _read(wb.bin(path)) == _read(clean.bin(path)), path

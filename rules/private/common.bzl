@@ -49,8 +49,32 @@ def normalize_image_path(path):
     parts = [c for c in path.split("/") if c and c != "."]
     return "/" + "/".join(parts)
 
+# The writer and assembler actions may run in fstool's persistent worker (JSON protocol;
+# Bazel 4.x needs --experimental_worker_allow_json_protocol, 6+ does not). Bazel picks it only
+# when the strategy for the mnemonic allows it (`--config=worker` in .bazelrc); otherwise, and
+# under remote execution, the same command line runs as a plain action (`fstool @params`).
+WORKER_REQUIREMENTS = {
+    "requires-worker-protocol": "json",
+    "supports-workers": "1",
+}
+
 def run_fstool(ctx, *, mnemonic, progress_message, arguments, inputs, outputs):
-    """Runs the toolchain's fstool hermetically: declared inputs only, no environment, no shell."""
+    """Runs the toolchain's fstool hermetically: declared inputs only, no environment, no shell.
+
+    The arguments go through a param file (one argument a line), which a worker request
+    carries and the plain command line reads with `@file`: one command line for both.
+
+    Args:
+      ctx: the rule context (its toolchain provides fstool).
+      mnemonic: the action's mnemonic (FsImage, SquashfsImage, DiskImage).
+      progress_message: what Bazel prints while the action runs.
+      arguments: a list of `Args`; each is given a param file.
+      inputs: the action's inputs.
+      outputs: the action's outputs.
+    """
+    for args in arguments:
+        args.use_param_file("@%s", use_always = True)
+        args.set_param_file_format("multiline")
     ctx.actions.run(
         executable = ctx.toolchains[TOOLCHAIN_TYPE].fstool,
         arguments = arguments,
@@ -58,6 +82,7 @@ def run_fstool(ctx, *, mnemonic, progress_message, arguments, inputs, outputs):
         outputs = outputs,
         mnemonic = mnemonic,
         progress_message = progress_message,
+        execution_requirements = WORKER_REQUIREMENTS,
     )
 
 def declare_spec(ctx):

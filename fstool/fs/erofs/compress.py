@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import struct
 import threading
 import zlib
 
 from ...errors import SpecError
+from ...structs import Record
 from .format import Z_ALG_DEFLATE, Z_ALG_LZ4, Z_ALG_LZMA, Z_ALG_ZSTD
 
 MAX_EXTENT = 1 << 20  # decompressed bytes of one pcluster at most
@@ -238,3 +241,66 @@ def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int,
         out.append((consumed, False, bytes(blocks * bs - len(comp)) + comp, False))
         pos += consumed
     return out
+
+
+# -- the block cache (fstool.cache) ------------------------------------------------------
+# Only codecs whose output is a function of the input alone: lz4, lz4hc and lzma fill a
+# pcluster in one library call. deflate and zstd search for the fill starting from the ratio
+# their thread saw last, so their extents depend on what that thread compressed before.
+CACHEABLE = ("lz4", "lz4hc", "lzma")
+# one cached extent (the block cache's value, not an on-disk EROFS structure); its payload follows
+CACHED_EXTENT = Record("cached_extent", [
+    ("length", "I"), ("raw", "?"), ("inline", "?"), ("payload_length", "I")])
+
+
+def cache_namespace(codec: Codec, pcluster: int, bs: int) -> bytes | None:
+    """What decides compress_segment's result besides the segment's bytes (codec, level,
+    pcluster and block size, the extent and dictionary bounds, the library's version and a
+    probe compression), or None for a codec whose result is not a function of its input."""
+    if codec.name not in CACHEABLE:
+        return None
+    if codec.name == "lzma":
+        version = f"liblzma={_liblzma().lzma_version_number()}"
+    else:
+        version = f"liblz4={_liblz4().LZ4_versionNumber()}"
+    probe = b"".join(b"%d erofs segment cache probe %x\n" % (i, i * i) for i in range(3000))
+    digest = hashlib.sha256(encode_extents(compress_segment(codec, probe, pcluster, bs, True))).hexdigest()
+    desc = (f"erofs-segment/1;codec={codec.name};level={codec.level};pcluster={pcluster};bs={bs};"
+            f"max_extent={MAX_EXTENT};lzma_dict={LZMA_DICT};{version};probe={digest}")
+    return hashlib.sha256(desc.encode()).digest()
+
+
+def encode_extents(extents: list[tuple[int, bool, bytes, bool]]) -> bytes:
+    return b"".join(CACHED_EXTENT.pack(length=n, raw=raw, inline=inline, payload_length=len(payload)) + payload
+                    for n, raw, payload, inline in extents)
+
+
+def decode_extents(blob: bytes, seg_len: int) -> list[tuple[int, bool, bytes, bool]] | None:
+    """The extents encode_extents wrote, or None when they do not cover seg_len bytes."""
+    out, off, total = [], 0, 0
+    try:
+        while off < len(blob):
+            n, raw, inline, plen = CACHED_EXTENT.unpack(blob, off)
+            off += CACHED_EXTENT.size
+            out.append((n, raw, bytes(blob[off:off + plen]), inline))
+            off += plen
+            total += n
+    except struct.error:
+        return None
+    return out if total == seg_len and off == len(blob) else None
+
+
+def cached_compress_segment(cache, namespace: bytes | None, codec: Codec, seg: bytes, pcluster: int,
+                            bs: int, tail: bool = False) -> list[tuple[int, bool, bytes, bool]]:
+    """compress_segment, served from the block cache when it holds the segment's result."""
+    if cache is None or namespace is None:
+        return compress_segment(codec, seg, pcluster, bs, tail)
+    key = cache.key(namespace + (b"T" if tail else b"N"), seg)
+    blob = cache.get(key)
+    if blob is not None:
+        extents = decode_extents(blob, len(seg))
+        if extents is not None:
+            return extents
+    extents = compress_segment(codec, seg, pcluster, bs, tail)
+    cache.put(key, encode_extents(extents))
+    return extents

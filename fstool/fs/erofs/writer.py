@@ -367,14 +367,18 @@ class _DataWriter:
     written, so bytes a rewind leaves behind are zeroed before they could be read.
     """
 
-    def __init__(self, out: ImageFile, bs: int, blk: int, opts: Options, threads: int, report):
+    def __init__(self, out: ImageFile, bs: int, blk: int, opts: Options, threads: int, report, cache=None):
         self.out, self.bs, self.blk, self.opts = out, bs, blk, opts
         self.hwm = blk * bs
         self.codec = None
         self.pool = None
+        self.cache = cache  # fstool.cache.BlockCache: segments' extents reused, never other bytes
+        self.namespace = None
         if opts.compression != "none":
-            from .compress import Codec
+            from .compress import Codec, cache_namespace
             self.codec = Codec(opts.compression, opts.compression_level)
+            if cache is not None:
+                self.namespace = cache_namespace(self.codec, opts.pcluster_size, bs)
             if threads > 1:
                 self.pool = ThreadPoolExecutor(threads)
         self.window = max(2, 2 * threads)
@@ -385,16 +389,18 @@ class _DataWriter:
     # -- queueing -------------------------------------------------------------------
     def add(self, ino: Ino) -> None:
         if ino.compress and ino.dup_of is None:
-            from .compress import compress_segment
+            from .compress import cached_compress_segment
+            cache, ns = self.cache, self.namespace
             for off in range(0, ino.size, SEGMENT):
                 n = min(SEGMENT, ino.size - off)
                 seg = ino.read(off, n)
                 tail = self.opts.ztailpacking and off + n == ino.size
                 if self.pool is not None:
-                    fut = self.pool.submit(compress_segment, self.codec, seg, self.opts.pcluster_size, self.bs,
-                                           tail)
+                    fut = self.pool.submit(cached_compress_segment, cache, ns, self.codec, seg,
+                                           self.opts.pcluster_size, self.bs, tail)
                 else:
-                    fut = compress_segment(self.codec, seg, self.opts.pcluster_size, self.bs, tail)
+                    fut = cached_compress_segment(cache, ns, self.codec, seg, self.opts.pcluster_size,
+                                                  self.bs, tail)
                 self.queue.append((ino, off, fut))
                 self._drain(self.window)
         else:
@@ -663,7 +669,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     xattr_blkaddr = 1 if shared_xattrs else 0
     first = 1 + -(-len(shared_xattrs) // bs)
     dw = _DataWriter(out, bs, first, opts, params.thread_count(),
-                     lambda done: params.report(done, total_bytes))
+                     lambda done: params.report(done, total_bytes), params.block_cache)
     total_bytes = sum(i.size for i in order if i.node.kind is Kind.FILE)
     try:
         for ino in order:

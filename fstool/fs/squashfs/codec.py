@@ -46,6 +46,25 @@ class Codec:
             return ZSTD_OPTIONS.pack(compression_level=self.level)
         return None
 
+    def cache_namespace(self) -> bytes:
+        """Everything that decides this codec's output bytes for a given input, for the block
+        cache's keys (fstool.cache): name, level, block size (xz and lzma size their dictionary
+        by it), the options block, the library's version and, for libraries that do not tell
+        their version (liblzma through Python's lzma), the digest of a probe compression."""
+        import hashlib
+        versions = [f"zlib={zlib.ZLIB_RUNTIME_VERSION}"]
+        if self.name == "zstd":
+            import zstandard
+            versions.append(f"zstandard={zstandard.__version__}/{zstandard.ZSTD_VERSION}")
+        elif self.name == "lz4":
+            import lz4
+            versions.append(f"lz4={lz4.library_version_string()}")
+        probe = b"".join(b"%d fstool block cache probe %x\n" % (i, i * i) for i in range(600))
+        desc = (f"squashfs-block/1;codec={self.name};level={self.level};block_size={self.block_size};"
+                f"options={(self.options() or b'').hex()};{';'.join(versions)};"
+                f"probe={hashlib.sha256(self.compress(probe)).hexdigest()}")
+        return hashlib.sha256(desc.encode()).digest()
+
     def compress(self, data: bytes) -> bytes:
         n = self.name
         if n == "gzip":

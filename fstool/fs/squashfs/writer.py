@@ -11,6 +11,8 @@ Phases, each a function returning a plan:
    timing. A file's tail shorter than a block goes into a shared fragment block. Identical
    files (same size and SHA-256) share one copy: a duplicate's already-written blocks are
    rewound over;
+   With a block cache (fstool.cache), a block whose compressed form is cached is not
+   compressed again; the bytes are the same either way;
 3. `MetadataWriter.run` -> MetaPlan: the inode and directory tables, in the same post-order;
 4. `lay_out_tables` -> TablePlan: the fragment, export (NFS), id and xattr tables after them;
 5. `finish`: the tables, the compressor options and the superblock written, the image padded.
@@ -134,8 +136,11 @@ def iter_blocks(node: Node, bs: int):
 class DataWriter:
     """Writes compressed data and fragment blocks in submission order."""
 
-    def __init__(self, out: ImageFile, codec: Codec, bs: int, threads: int, start: int, limit: int | None):
+    def __init__(self, out: ImageFile, codec: Codec, bs: int, threads: int, start: int, limit: int | None,
+                 cache=None):
         self.out, self.codec, self.bs = out, codec, bs
+        self.cache = cache  # fstool.cache.BlockCache or None
+        self.namespace = codec.cache_namespace() if cache is not None else b""
         self.pos = self.hwm = start
         self.limit = limit
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
@@ -146,10 +151,21 @@ class DataWriter:
         self.zero = bytes(bs)
 
     def _compress(self, data: bytes) -> tuple[bytes, bool]:
+        cache = self.cache
+        if cache is not None:
+            # the cached value is this function's result: b"C" + compressed bytes, or b"R" when
+            # the block is stored as it is (compression did not make it smaller)
+            key = cache.key(self.namespace, data)
+            v = cache.get(key)
+            if v is not None and v[:1] == b"C" and len(v) - 1 < len(data):
+                return v[1:], False
+            if v == b"R":
+                return data, True
         c = self.codec.compress(data)
-        if len(c) < len(data):
-            return c, False
-        return data, True
+        raw = len(c) >= len(data)
+        if cache is not None:
+            cache.put(key, b"R" if raw else b"C" + c)
+        return (data, True) if raw else (c, False)
 
     def _submit(self, data: bytes) -> Future:
         if self.pool is None:
@@ -325,6 +341,7 @@ class Numbering:
 
     order: list[Node]
     number: dict[int, int]  # id(node) -> inode number
+    children: dict[int, list[tuple[str, Node]]] = field(default_factory=dict)  # id(dir) -> sorted entries
 
     @property
     def count(self) -> int:
@@ -334,9 +351,11 @@ class Numbering:
 def plan_inodes(tree: Tree) -> Numbering:
     order: list[Node] = []
     number: dict[int, int] = {}
+    children: dict[int, list[tuple[str, Node]]] = {}  # sorted once, read by every later phase
 
     def visit(d: Node) -> None:
-        for _, child in d.sorted_children():
+        kids = children[id(d)] = d.sorted_children()
+        for _, child in kids:
             if child.kind is Kind.DIR:
                 visit(child)
             elif id(child) not in number:  # a hardlink's first appearance numbers it
@@ -346,7 +365,7 @@ def plan_inodes(tree: Tree) -> Numbering:
         number[id(d)] = len(order)
 
     visit(tree.root)
-    return Numbering(order, number)
+    return Numbering(order, number, children)
 
 
 # -- phase 2: file data ----------------------------------------------------------------
@@ -365,7 +384,7 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
     start = SUPERBLOCK.size
     if opts_block is not None:
         start += META_HEADER.size + len(opts_block)
-    dw = DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit)
+    dw = DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit, params.block_cache)
     seen: dict | None = {} if cfg.dedup else None
     recs: dict[int, FileRec] = {}
     files = [n for n in numbering.order if n.kind is Kind.FILE]
@@ -408,6 +427,7 @@ class MetadataWriter:
     def __init__(self, tree: Tree, numbering: Numbering, data: DataPlan, codec: Codec,
                  params: FsParams, xattrs: bool):
         self.tree, self.number, self.recs = tree, numbering.number, data.recs
+        self.children = numbering.children
         self.inode_count = numbering.count
         self.ids = IdTable()
         self.xt = XattrTable(codec, params) if xattrs else None
@@ -490,7 +510,7 @@ class MetadataWriter:
                 run.clear()
 
         run_bytes = 0
-        for name, child in d.sorted_children():
+        for name, child in self.children[id(d)]:
             ref = self.refs[id(child)]
             num = self.number[id(child)]
             cblock, coff = ref >> 16, ref & 0xFFFF
@@ -509,7 +529,7 @@ class MetadataWriter:
         return bytes(out_b), index if len(index) > 1 else []
 
     def write_dir(self, d: Node, parent: int) -> None:
-        for _, child in d.sorted_children():
+        for _, child in self.children[id(d)]:
             if child.kind is Kind.DIR:
                 self.write_dir(child, self.number[id(d)])
             elif id(child) not in self.refs:
