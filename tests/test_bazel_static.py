@@ -21,7 +21,7 @@ RULES = os.path.join(REPO, "rules")
 PRIVATE = os.path.join(RULES, "private")
 
 # Rule attributes the public macros rename (Bazel 4.2.3 reserves `size` for tests).
-MACRO_NAMES = {"image_size": "size", "partition_size": "size", "disk_size": "size"}
+MACRO_NAMES = {"image_size": "size", "partition_size": "size", "disk_size": "size", "blob_size": "size"}
 
 
 def _module(path: str) -> ast.Module:

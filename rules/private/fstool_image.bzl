@@ -41,10 +41,25 @@ def _fstool_image_impl(ctx):
         layout = ctx.actions.declare_file(ctx.label.name + ".layout.json")
         outputs.append(layout)
         args.add("--layout-json", layout)
-        providers.append(DiskImageInfo(image = image, partition_table = "", layout = layout, partitions = []))
+        providers.append(DiskImageInfo(
+            image = image,
+            format = "raw",
+            partition_table = "",
+            layout = layout,
+            partitions = [],
+            blobs = [],
+            roothash = None,
+        ))
         providers.append(OutputGroupInfo(layout = depset([layout])))
     else:
-        providers.append(FsImageInfo(image = image, fs_type = ctx.attr.fs_type, size = "", label = "", uuid = ""))
+        providers.append(FsImageInfo(
+            image = image,
+            format = "raw",
+            fs_type = ctx.attr.fs_type,
+            size = "",
+            label = "",
+            uuid = "",
+        ))
     run_fstool(
         ctx,
         mnemonic = "DiskImage" if ctx.attr.disk else "FsImage",
