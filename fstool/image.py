@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from .errors import ImageError, InputError, OutputError
-from .tree import SEEK_DATA, SEEK_HOLE
+from .tree import data_extents
 
 COPY_CHUNK = 8 << 20
 
@@ -89,28 +89,6 @@ class ImageFile:
         elif self.limit is not None and size > self.limit:
             raise ImageError(f"image of {size} bytes exceeds its region of {self.limit}",
                              where=self.path)
-
-
-def data_extents(fd: int, length: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of the data regions of an open file up to length."""
-    pos = 0
-    while pos < length:
-        try:
-            start = os.lseek(fd, pos, SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # no data after pos
-                return
-            # SEEK_DATA unsupported here (EINVAL): the rest is all data
-            yield pos, length - pos
-            return
-        if start >= length:
-            return
-        try:
-            end = min(os.lseek(fd, start, SEEK_HOLE), length)
-        except OSError:
-            end = length
-        yield start, end - start
-        pos = end
 
 
 class Terminated(BaseException):

@@ -168,27 +168,31 @@ class FileSource:
 def _host_data_segments(path: str, size: int) -> list[tuple[int, int, int]]:
     fd = os.open(path, os.O_RDONLY)
     try:
-        segs = []
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, SEEK_DATA)
-            except OSError as e:
-                if e.errno != errno.ENXIO:  # SEEK_DATA unsupported (EINVAL): all data
-                    segs.append((pos, size - pos, pos))
-                break  # ENXIO: no data after pos
-            if start >= size:
-                break
-            try:
-                end = os.lseek(fd, start, SEEK_HOLE)
-            except OSError:
-                end = size
-            end = min(end, size)
-            segs.append((start, end - start, start))
-            pos = end
-        return segs
+        return [(start, n, start) for start, n in data_extents(fd, size)]
     finally:
         os.close(fd)
+
+
+def data_extents(fd: int, length: int, base: int = 0) -> Iterator[tuple[int, int]]:
+    """(offset, length) of the data regions of an open file in [base, base + length), offsets
+    relative to base, found with SEEK_DATA/SEEK_HOLE (a filesystem without them reports the
+    whole range as data)."""
+    pos = 0
+    while pos < length:
+        try:
+            start = os.lseek(fd, base + pos, SEEK_DATA) - base
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # SEEK_DATA unsupported (EINVAL): the rest is data
+                yield pos, length - pos
+            return  # ENXIO: no data after pos
+        if start >= length:
+            return
+        try:
+            end = min(os.lseek(fd, base + start, SEEK_HOLE) - base, length)
+        except OSError:
+            end = length
+        yield start, end - start
+        pos = end
 
 
 @dataclass(eq=False)

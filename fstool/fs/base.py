@@ -202,6 +202,3 @@ class Reader:
                                      "another path", where=e.path)
                 seen_dirs.add(e.inode)
                 stack.extend(reversed(self.listdir(e.path)))
-
-    def close(self) -> None:
-        pass

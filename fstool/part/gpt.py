@@ -10,18 +10,29 @@ to 3 mirrored partitions and a 0xEE entry covering the GPT's own sectors.
 """
 from __future__ import annotations
 
-import struct
 import uuid
 import zlib
 from dataclasses import dataclass
 
 from ..errors import ImageError
+from ..structs import Record
+from .mbr import BOOT_CODE_END, ENTRY as MBR_ENTRY, GPT_PROTECTIVE, entry as mbr_entry, sector as mbr_sector
 
-HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")  # signature .. entry CRC (92 bytes)
-ENTRY = struct.Struct("<16s16sQQQ72s")  # 128 bytes
+HEADER = Record("gpt_header", (   # 92 bytes; the rest of its sector is zero
+    ("signature", "8s"), ("revision", "I"), ("header_size", "I"), ("header_crc32", "I"),
+    ("reserved", "I"), ("my_lba", "Q"), ("alternate_lba", "Q"), ("first_usable_lba", "Q"),
+    ("last_usable_lba", "Q"), ("disk_guid", "16s"), ("partition_entry_lba", "Q"),
+    ("num_partition_entries", "I"), ("sizeof_partition_entry", "I"),
+    ("partition_entry_array_crc32", "I")))
+ENTRY = Record("gpt_entry", (
+    ("type_guid", "16s"), ("unique_guid", "16s"), ("starting_lba", "Q"), ("ending_lba", "Q"),
+    ("attributes", "Q"), ("name", "72s")))
+assert HEADER.size == 92 and ENTRY.size == 128
 N_ENTRIES = 128
 SIGNATURE = b"EFI PART"
 REVISION = 0x00010000
+PROTECTIVE_CHS_FIRST = b"\x00\x02\x00"  # head 0, sector 2, cylinder 0: LBA 1
+CHS_USE_LBA = b"\xff\xff\xff"
 
 ATTR_BITS = {0: "required", 1: "no-block-io", 2: "legacy-bios-bootable",
              60: "read-only", 62: "hidden", 63: "no-auto", 59: "growfs"}
@@ -70,26 +81,26 @@ def protective_mbr(total_sectors: int, ss: int, hybrid: list[HybridEntry] | None
     as the UEFI spec requires. With them: the mirrored partitions in slots 1-3 and a 0xEE
     entry after them covering the GPT header and primary array (LBA 1 to protect_end), as
     genimage writes it."""
-    from .mbr import ENTRY as MBR_ENTRY, chs
     if not hybrid:
         size = min(total_sectors - 1, 0xFFFFFFFF)
-        entry = struct.pack("<B3sB3sII", 0, b"\x00\x02\x00", 0xEE, b"\xff\xff\xff", 1, size)
-        return (bytes(446) + entry + bytes(48) + b"\x55\xaa").ljust(ss, b"\0")
+        # CHS: start (0, 0, 2) as LBA 1 is; end always the "use LBA" marker (spec 5.2.3)
+        entry = MBR_ENTRY.pack(chs_first=PROTECTIVE_CHS_FIRST, type=GPT_PROTECTIVE,
+                               chs_last=CHS_USE_LBA, lba_start=1, sectors=size)
+        return mbr_sector([entry], ss)
     assert protect_end is not None and len(hybrid) <= 3
-    entries = [MBR_ENTRY.pack(0x80 if h.bootable else 0, chs(h.start_lba), h.type_byte,
-                              chs(h.start_lba + h.sectors - 1), h.start_lba, h.sectors) for h in hybrid]
-    entries.append(MBR_ENTRY.pack(0, chs(1), 0xEE, chs(protect_end), 1, protect_end))
-    return (bytes(440) + struct.pack("<I", signature) + bytes(2) + b"".join(entries).ljust(64, b"\0")
-            + b"\x55\xaa").ljust(ss, b"\0")
+    entries = [mbr_entry(h.start_lba, h.sectors, h.type_byte, h.bootable) for h in hybrid]
+    entries.append(mbr_entry(1, protect_end, GPT_PROTECTIVE))
+    return mbr_sector(entries, ss, signature)
 
 
 def _header(my_lba: int, alt_lba: int, first: int, last: int, disk_guid: uuid.UUID,
             entries_lba: int, entries_crc: int, n_entries: int = N_ENTRIES) -> bytes:
-    fields = [SIGNATURE, REVISION, HEADER.size, 0, 0, my_lba, alt_lba, first, last,
-              disk_guid.bytes_le, entries_lba, n_entries, ENTRY.size, entries_crc]
-    crc = zlib.crc32(HEADER.pack(*fields))
-    fields[3] = crc
-    return HEADER.pack(*fields)
+    fields = dict(signature=SIGNATURE, revision=REVISION, header_size=HEADER.size, my_lba=my_lba,
+                  alternate_lba=alt_lba, first_usable_lba=first, last_usable_lba=last,
+                  disk_guid=disk_guid.bytes_le, partition_entry_lba=entries_lba,
+                  num_partition_entries=n_entries, sizeof_partition_entry=ENTRY.size,
+                  partition_entry_array_crc32=entries_crc)
+    return HEADER.pack(header_crc32=zlib.crc32(HEADER.pack(**fields)), **fields)
 
 
 @dataclass
@@ -143,15 +154,17 @@ def write_gpt(out, disk_size: int, ss: int, disk_guid: uuid.UUID, parts: list[Gp
         if not (first_usable <= p.start_lba <= p.end_lba <= last_usable):
             raise ImageError(f"partition {i + 1} (LBA {p.start_lba}-{p.end_lba}) is outside the usable "
                              f"area {first_usable}-{last_usable}", where=getattr(out, "path", None))
-        ENTRY.pack_into(array, i * ENTRY.size, p.type_guid.bytes_le, p.part_guid.bytes_le,
-                        p.start_lba, p.end_lba, p.attributes, p.name.encode("utf-16-le").ljust(72, b"\0"))
+        ENTRY.pack_into(array, i * ENTRY.size, type_guid=p.type_guid.bytes_le, unique_guid=p.part_guid.bytes_le,
+                        starting_lba=p.start_lba, ending_lba=p.end_lba, attributes=p.attributes,
+                        name=p.name.encode("utf-16-le"))
+    crc = zlib.crc32(array)
     array += bytes(es * ss - len(array))  # the array's sectors are written whole (zero-padded)
-    crc = zlib.crc32(array[:geo.n_entries * ENTRY.size])
     pad = bytes(ss - HEADER.size)
     backup_entries = last - es
     # only the MBR's own bytes (signature, entries, 0x55AA): the boot code area before them
     # belongs to whatever is placed there (a blob at offset 0, a partition with a hole)
-    out.pwrite(protective_mbr(total, ss, hybrid, geo.array_end - 1, signature)[440:512], 440)
+    out.pwrite(protective_mbr(total, ss, hybrid, geo.array_end - 1, signature)[BOOT_CODE_END:512],
+               BOOT_CODE_END)
     out.pwrite(_header(1, last, first_usable, last_usable, disk_guid, geo.entries_lba, crc,
                        geo.n_entries) + pad, ss)
     out.pwrite(bytes(array), geo.entries_lba * ss)
@@ -166,23 +179,22 @@ def read_gpt(region, ss: int | None = None) -> GptTable | None:
     for s in sizes:
         if region.length < 2 * s + HEADER.size:
             continue
-        raw = region.pread(HEADER.size, s)
-        if raw[:8] != SIGNATURE:
+        h = HEADER.unpack(region.pread(HEADER.size, s))
+        if h.signature != SIGNATURE:
             continue
-        f = list(HEADER.unpack(raw))
-        (_, _, hsize, hcrc, _, my_lba, alt_lba, first, last, dguid, elba, n, esize, ecrc) = f
-        f[3] = 0
+        first, last, dguid = h.first_usable_lba, h.last_usable_lba, h.disk_guid
+        elba, n, esize = h.partition_entry_lba, h.num_partition_entries, h.sizeof_partition_entry
         where = f"{getattr(region, 'path', '<image>')}: GPT header"
-        if hsize < HEADER.size or zlib.crc32(HEADER.pack(*f)) != hcrc:
+        if h.header_size < HEADER.size or not header_crc_ok(h):
             raise ImageError("bad header CRC (corrupt table)", where=where)
         if esize < ENTRY.size or n > 1024 or (elba + (n * esize + s - 1) // s) * s > region.length:
             raise ImageError(f"entry array ({n} x {esize} at LBA {elba}) does not fit the disk", where=where)
         array = region.pread(n * esize, elba * s)
-        if zlib.crc32(array) != ecrc:
+        if zlib.crc32(array) != h.partition_entry_array_crc32:
             raise ImageError("bad partition entry array CRC", where=where)
         parts = []
         for i in range(n):
-            t, g, a, b, attrs, name = ENTRY.unpack_from(array, i * esize)
+            t, g, a, b, attrs, name = ENTRY.unpack(array, i * esize)
             if t == bytes(16):
                 continue
             nm = name.decode("utf-16-le", "replace").split("\0", 1)[0]
@@ -190,6 +202,11 @@ def read_gpt(region, ss: int | None = None) -> GptTable | None:
                                       number=i + 1, offset=a * s, size=(b - a + 1) * s))
         return GptTable(uuid.UUID(bytes_le=dguid), s, first, last, parts)
     return None
+
+
+def header_crc_ok(h) -> bool:
+    """Whether an unpacked header's CRC32 matches its first 92 bytes (with the CRC field zero)."""
+    return zlib.crc32(HEADER.pack(**h._replace(header_crc32=0)._asdict())) == h.header_crc32
 
 
 def attribute_names(attrs: int) -> list[str]:

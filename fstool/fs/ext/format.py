@@ -25,14 +25,14 @@ import struct
 
 import crc32c as _crc32c
 
+from ...structs import Record
+
 # --- superblock --------------------------------------------------------------------
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024
 MAGIC = 0xEF53
-MAGIC_OFFSET = 0x38
 
-# (name, struct code) in on-disk order; SUPERBLOCK is the packed form of all fields.
-SB_LAYOUT = (
+SUPERBLOCK = Record("ext4_super_block", (
     ("inodes_count", "I"), ("blocks_count_lo", "I"), ("r_blocks_count_lo", "I"),
     ("free_blocks_count_lo", "I"), ("free_inodes_count", "I"), ("first_data_block", "I"),
     ("log_block_size", "I"), ("log_cluster_size", "I"), ("blocks_per_group", "I"),
@@ -63,11 +63,10 @@ SB_LAYOUT = (
     ("lastcheck_hi", "B"), ("first_error_time_hi", "B"), ("last_error_time_hi", "B"),
     ("first_error_errcode", "B"), ("last_error_errcode", "B"), ("encoding", "H"),
     ("encoding_flags", "H"), ("orphan_file_inum", "I"), ("reserved", "376s"), ("checksum", "I"),
-)
-SB_FIELDS = tuple(n for n, _ in SB_LAYOUT)
-SUPERBLOCK = struct.Struct("<" + "".join(c for _, c in SB_LAYOUT))
+))
 assert SUPERBLOCK.size == SUPERBLOCK_SIZE
-SB_CHECKSUM_OFFSET = 0x3FC
+MAGIC_OFFSET = SUPERBLOCK.offset("magic")
+SB_CHECKSUM_OFFSET = SUPERBLOCK.offset("checksum")
 
 # feature bits
 COMPAT_DIR_PREALLOC = 0x1
@@ -148,38 +147,54 @@ CRC32C_CHKSUM = 1
 JNL_BACKUP_BLOCKS = 1
 
 # --- group descriptor ----------------------------------------------------------------
-GROUP_DESC = struct.Struct("<IIIHHHHIHHHH")          # 32 bytes (no 64bit)
-GROUP_DESC_HI = struct.Struct("<IIIHHHHIHHI")        # the extra 32 bytes of a 64-byte one
-GD_FIELDS = ("block_bitmap", "inode_bitmap", "inode_table", "free_blocks", "free_inodes",
-             "used_dirs", "flags", "exclude_bitmap", "block_bitmap_csum", "inode_bitmap_csum",
-             "itable_unused", "checksum")
-GD_CHECKSUM_OFFSET = 0x1E
+GROUP_DESC = Record("ext4_group_desc", (      # the 32 bytes every descriptor has
+    ("block_bitmap", "I"), ("inode_bitmap", "I"), ("inode_table", "I"), ("free_blocks", "H"),
+    ("free_inodes", "H"), ("used_dirs", "H"), ("flags", "H"), ("exclude_bitmap", "I"),
+    ("block_bitmap_csum", "H"), ("inode_bitmap_csum", "H"), ("itable_unused", "H"),
+    ("checksum", "H"),
+))
+GROUP_DESC_HI = Record("ext4_group_desc_hi", (  # the upper halves, bytes 32..63 of a 64-byte one
+    ("block_bitmap_hi", "I"), ("inode_bitmap_hi", "I"), ("inode_table_hi", "I"),
+    ("free_blocks_hi", "H"), ("free_inodes_hi", "H"), ("used_dirs_hi", "H"),
+    ("itable_unused_hi", "H"), ("exclude_bitmap_hi", "I"), ("block_bitmap_csum_hi", "H"),
+    ("inode_bitmap_csum_hi", "H"), ("reserved", "I"),
+))
+assert GROUP_DESC.size == 32 and GROUP_DESC_HI.size == 32
+GD_CHECKSUM_OFFSET = GROUP_DESC.offset("checksum")
 BG_INODE_UNINIT = 0x1
 BG_BLOCK_UNINIT = 0x2
 BG_INODE_ZEROED = 0x4
 DESC_SIZE_64 = 64
 
 # --- inode ---------------------------------------------------------------------------
-# i_mode, i_uid, i_size_lo, i_atime, i_ctime, i_mtime, i_dtime, i_gid, i_links_count,
-# i_blocks_lo, i_flags, l_i_version, i_block (60 bytes), i_generation, i_file_acl_lo,
-# i_size_high, i_obso_faddr, l_i_blocks_high, l_i_file_acl_high, l_i_uid_high,
-# l_i_gid_high, l_i_checksum_lo, l_i_reserved
-INODE_BASE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHH")
-assert INODE_BASE.size == 128
-# i_extra_isize, i_checksum_hi, i_ctime_extra, i_mtime_extra, i_atime_extra, i_crtime,
-# i_crtime_extra, i_version_hi, i_projid
-INODE_EXTRA = struct.Struct("<HHIIIIIII")
+INODE = Record("ext4_inode", (                # the 128 bytes of every inode
+    ("mode", "H"), ("uid", "H"), ("size_lo", "I"), ("atime", "I"), ("ctime", "I"), ("mtime", "I"),
+    ("dtime", "I"), ("gid", "H"), ("links_count", "H"), ("blocks_lo", "I"), ("flags", "I"),
+    ("version", "I"), ("block", "60s"), ("generation", "I"), ("file_acl_lo", "I"),
+    ("size_high", "I"), ("obso_faddr", "I"), ("blocks_high", "H"), ("file_acl_high", "H"),
+    ("uid_high", "H"), ("gid_high", "H"), ("checksum_lo", "H"), ("reserved", "H"),
+))
+assert INODE.size == 128
+INODE_EXTRA = Record("ext4_inode_extra", (     # what follows at byte 128 of a large inode
+    ("extra_isize", "H"), ("checksum_hi", "H"), ("ctime_extra", "I"), ("mtime_extra", "I"),
+    ("atime_extra", "I"), ("crtime", "I"), ("crtime_extra", "I"), ("version_hi", "I"),
+    ("projid", "I"),
+))
 assert INODE_EXTRA.size == 32
+GOOD_OLD_INODE_SIZE = INODE.size
 EXTRA_ISIZE = INODE_EXTRA.size
-I_CHECKSUM_LO_OFFSET = 0x7C
-I_CHECKSUM_HI_OFFSET = 0x82
+I_CHECKSUM_LO_OFFSET = INODE.offset("checksum_lo")
+I_CHECKSUM_HI_OFFSET = GOOD_OLD_INODE_SIZE + INODE_EXTRA.offset("checksum_hi")
+I_BLOCK_SIZE = INODE.field_size("block")
 
 ROOT_INO = 2
 JOURNAL_INO = 8
 FIRST_INO = 11
 LPF_INO = 11
-N_BLOCKS = 15
-NDIR_BLOCKS = 12
+N_BLOCKS = 15                 # i_block: 15 block pointers (or an extent root, or a short target)
+NDIR_BLOCKS = 12              # i_block[0..11] map the first 12 blocks directly
+IND_BLOCK, DIND_BLOCK, TIND_BLOCK = 12, 13, 14  # then the single, double and triple indirect
+BLOCK_PTR_SIZE = 4
 
 EXTENTS_FL = 0x80000
 INDEX_FL = 0x1000
@@ -188,32 +203,88 @@ INLINE_DATA_FL = 0x10000000
 EA_INODE_FL = 0x200000
 
 # --- extents -------------------------------------------------------------------------
-EXTENT_HEADER = struct.Struct("<HHHHI")    # eh_magic, eh_entries, eh_max, eh_depth, eh_generation
-EXTENT_INDEX = struct.Struct("<IIHH")      # ei_block, ei_leaf_lo, ei_leaf_hi, ei_unused
-EXTENT_LEAF = struct.Struct("<IHHI")       # ee_block, ee_len, ee_start_hi, ee_start_lo
+EXTENT_HEADER = Record("ext4_extent_header", (
+    ("magic", "H"), ("entries", "H"), ("max", "H"), ("depth", "H"), ("generation", "I")))
+EXTENT_INDEX = Record("ext4_extent_idx", (
+    ("block", "I"), ("leaf_lo", "I"), ("leaf_hi", "H"), ("unused", "H")))
+EXTENT_LEAF = Record("ext4_extent", (
+    ("block", "I"), ("len", "H"), ("start_hi", "H"), ("start_lo", "I")))
+EXTENT_TAIL = Record("ext4_extent_tail", (("checksum", "I"),))
+assert EXTENT_HEADER.size == EXTENT_INDEX.size == EXTENT_LEAF.size == 12
 EXTENT_MAGIC = 0xF30A
 EXT_INIT_MAX_LEN = 32768
-EXTENT_TAIL = struct.Struct("<I")
+EXTENT_ROOT_MAX = (I_BLOCK_SIZE - EXTENT_HEADER.size) // EXTENT_LEAF.size  # 4 entries in i_block
+
+
+def extents_per_block(bs: int) -> int:
+    """Entries (leaves or indexes) of one extent-tree block, leaving room for its tail."""
+    return (bs - EXTENT_HEADER.size) // EXTENT_LEAF.size
+
+
+def indirect_bounds(bs: int) -> tuple[int, int, int, int]:
+    """(pointers per block P, first block mapped through the double indirect block, first
+    through the triple, first past the triple): 12, 12 + P, 12 + P + P^2, 12 + P + P^2 + P^3."""
+    p = bs // BLOCK_PTR_SIZE
+    b1 = NDIR_BLOCKS + p
+    b2 = b1 + p * p
+    return p, b1, b2, b2 + p * p * p
 
 # --- directories ---------------------------------------------------------------------
-DIRENT = struct.Struct("<IHBB")            # inode, rec_len, name_len, file_type (+ name)
-DIRENT_TAIL = struct.Struct("<IHBBI")      # zero, rec_len=12, zero, 0xDE, checksum
+DIRENT = Record("ext4_dir_entry_2", (        # followed by the name, padded to 4 bytes
+    ("inode", "I"), ("rec_len", "H"), ("name_len", "B"), ("file_type", "B")))
+DIRENT_TAIL = Record("ext4_dir_entry_tail", (
+    ("reserved_zero1", "I"), ("rec_len", "H"), ("reserved_zero2", "B"), ("reserved_ft", "B"),
+    ("checksum", "I")))
 DIRENT_TAIL_FT = 0xDE
+
+
+def dirent_rec_len(name_len: int) -> int:
+    """The smallest record of a name: header plus name, rounded up to 4 bytes."""
+    return (DIRENT.size + name_len + 3) & ~3
+
+
+def pack_dirent(ino: int, rec_len: int, name: bytes, ft: int) -> bytes:
+    """One directory entry with its name, zero-padded to rec_len."""
+    return (DIRENT.pack(inode=ino, rec_len=rec_len, name_len=len(name), file_type=ft) + name
+            + bytes(rec_len - DIRENT.size - len(name)))
+
+
 FT_UNKNOWN, FT_REG, FT_DIR, FT_CHR, FT_BLK, FT_FIFO, FT_SOCK, FT_SYMLINK = range(8)
-# dx_root: "." dirent (12 bytes), ".." dirent header (12 bytes), then dx_root_info
-DX_ROOT_INFO = struct.Struct("<IBBBB")     # reserved_zero, hash_version, info_length, levels, flags
-DX_COUNTLIMIT = struct.Struct("<HHI")      # limit, count, block (of entry 0)
-DX_ENTRY = struct.Struct("<II")            # hash, block
-DX_TAIL = struct.Struct("<II")             # reserved, checksum
-DX_NODE_FAKE = struct.Struct("<IHBB")      # inode 0, rec_len = block size, 0, 0
-DX_ROOT_COUNT_OFFSET = 0x20
-DX_NODE_COUNT_OFFSET = 0x8
+# an HTree root: "." and ".." entries (".." spanning the block), dx_root_info, then the count/limit
+# header of the entry array, whose first entry has no hash (only its block)
+DX_ROOT = Record("dx_root", (
+    ("dot_inode", "I"), ("dot_rec_len", "H"), ("dot_name_len", "B"), ("dot_file_type", "B"),
+    ("dot_name", "4s"),
+    ("dotdot_inode", "I"), ("dotdot_rec_len", "H"), ("dotdot_name_len", "B"),
+    ("dotdot_file_type", "B"), ("dotdot_name", "4s"),
+    ("reserved_zero", "I"), ("hash_version", "B"), ("info_length", "B"), ("indirect_levels", "B"),
+    ("unused_flags", "B"),
+    ("limit", "H"), ("count", "H"), ("block", "I")))
+# an interior HTree node: a fake empty dirent spanning the block, then the count/limit header
+DX_NODE = Record("dx_node", (
+    ("fake_inode", "I"), ("fake_rec_len", "H"), ("name_len", "B"), ("file_type", "B"),
+    ("limit", "H"), ("count", "H"), ("block", "I")))
+DX_COUNTLIMIT = Record("dx_countlimit", (("limit", "H"), ("count", "H"), ("block", "I")))
+DX_ENTRY = Record("dx_entry", (("hash", "I"), ("block", "I")))
+DX_TAIL = Record("dx_tail", (("reserved", "I"), ("checksum", "I")))
+DX_ROOT_COUNT_OFFSET = DX_ROOT.offset("limit")
+DX_NODE_COUNT_OFFSET = DX_NODE.offset("limit")
+DX_ROOT_INFO_OFFSET = DX_ROOT.offset("reserved_zero")  # count/limit sit info_length bytes past it
+DX_ROOT_INFO_LENGTH = DX_ROOT_COUNT_OFFSET - DX_ROOT_INFO_OFFSET
+DX_MAX_LEVELS = 3  # with large_dir; 2 without
+assert DX_ROOT_COUNT_OFFSET == 0x20 and DX_NODE_COUNT_OFFSET == 8
+assert DX_ROOT.size - DX_ROOT_COUNT_OFFSET == DX_COUNTLIMIT.size == DX_ENTRY.size
 
 # --- extended attributes -------------------------------------------------------------
 XATTR_MAGIC = 0xEA020000
-XATTR_HEADER = struct.Struct("<IIIII12s")  # magic, refcount, blocks, hash, checksum, reserved
-XATTR_IBODY_HEADER = struct.Struct("<I")   # magic
-XATTR_ENTRY = struct.Struct("<BBHIII")     # name_len, name_index, value_offs, value_inum, value_size, hash
+XATTR_HEADER = Record("ext4_xattr_header", (
+    ("magic", "I"), ("refcount", "I"), ("blocks", "I"), ("hash", "I"), ("checksum", "I"),
+    ("reserved", "12s")))
+XATTR_IBODY_HEADER = Record("ext4_xattr_ibody_header", (("magic", "I"),))
+XATTR_ENTRY = Record("ext4_xattr_entry", (       # followed by the name, padded to 4 bytes
+    ("name_len", "B"), ("name_index", "B"), ("value_offs", "H"), ("value_inum", "I"),
+    ("value_size", "I"), ("hash", "I")))
+XATTR_END = 4  # the four zero bytes after the last entry
 XATTR_PREFIXES = (  # (name index, prefix); longest prefixes first
     (2, "system.posix_acl_access"), (3, "system.posix_acl_default"), (8, "system.richacl"),
     (1, "user."), (4, "trusted."), (6, "security."), (7, "system."),
@@ -221,16 +292,28 @@ XATTR_PREFIXES = (  # (name index, prefix); longest prefixes first
 XATTR_INDEX_PREFIX = {i: p for i, p in XATTR_PREFIXES}
 ACL_VFS_VERSION = 2
 ACL_EXT4_VERSION = 1
+ACL_HEADER = Record("ext4_acl_header", (("version", "I"),))
+# the VFS form uses ACL_ENTRY for every tag; ext4 stores the id only for ACL_USER and ACL_GROUP
+ACL_ENTRY = Record("ext4_acl_entry", (("tag", "H"), ("perm", "H"), ("id", "I")))
+ACL_ENTRY_SHORT = Record("ext4_acl_entry_short", (("tag", "H"), ("perm", "H")))
+ACL_TAGS_WITH_ID = (2, 8)  # ACL_USER, ACL_GROUP
+ACL_UNDEFINED_ID = 0xFFFFFFFF
 
 # --- JBD2 (big-endian) ---------------------------------------------------------------
 JBD2_MAGIC = 0xC03B3998
 JBD2_SUPERBLOCK_V2 = 4
-# header (magic, blocktype, sequence), blocksize, maxlen, first, sequence, start, errno,
-# compat, incompat, ro_compat, uuid, nr_users, dynsuper, max_transaction, max_trans_data,
-# checksum_type (+3 pad), num_fc_blocks, head, padding (40 bytes), checksum, users (768 bytes)
-JBD2_SUPERBLOCK = struct.Struct(">III IIIII I III 16s IIII B3x II 160s I 768s")
+JBD2_SUPERBLOCK = Record("journal_superblock_s", (
+    ("magic", "I"), ("blocktype", "I"), ("sequence", "I"),   # journal_header_s
+    ("blocksize", "I"), ("maxlen", "I"), ("first", "I"),
+    ("s_sequence", "I"), ("start", "I"), ("errno", "i"),
+    ("feature_compat", "I"), ("feature_incompat", "I"), ("feature_ro_compat", "I"),
+    ("uuid", "16s"), ("nr_users", "I"), ("dynsuper", "I"),
+    ("max_transaction", "I"), ("max_trans_data", "I"),
+    ("checksum_type", "B"), (None, "3x"), ("num_fc_blks", "I"), ("head", "I"),
+    ("padding", "160s"), ("checksum", "I"), ("users", "768s"),
+), byte_order=">")
 assert JBD2_SUPERBLOCK.size == 1024
-JBD2_CHECKSUM_OFFSET = 0xFC
+JBD2_CHECKSUM_OFFSET = JBD2_SUPERBLOCK.offset("checksum")
 JBD2_INCOMPAT_REVOKE = 0x1
 JBD2_INCOMPAT_64BIT = 0x2
 JBD2_INCOMPAT_CSUM_V3 = 0x10
@@ -410,36 +493,37 @@ def split_xattr_name(name: str) -> tuple[int, bytes] | None:
 
 def acl_to_disk(value: bytes) -> bytes:
     """A POSIX ACL as the VFS hands it (version 2, 8-byte entries) -> ext4's compact form."""
-    if len(value) < 4 or (len(value) - 4) % 8 or struct.unpack_from("<I", value)[0] != ACL_VFS_VERSION:
+    if (len(value) < ACL_HEADER.size or (len(value) - ACL_HEADER.size) % ACL_ENTRY.size
+            or ACL_HEADER.unpack(value).version != ACL_VFS_VERSION):
         raise ValueError("not a POSIX ACL (version 2) value")
-    out = bytearray(struct.pack("<I", ACL_EXT4_VERSION))
-    for tag, perm, ident in struct.iter_unpack("<HHI", value[4:]):
-        if tag in (2, 8):  # ACL_USER, ACL_GROUP carry an id
-            out += struct.pack("<HHI", tag, perm, ident)
+    out = bytearray(ACL_HEADER.pack(version=ACL_EXT4_VERSION))
+    for e in ACL_ENTRY.iter_unpack(value[ACL_HEADER.size:]):
+        if e.tag in ACL_TAGS_WITH_ID:
+            out += ACL_ENTRY.pack(tag=e.tag, perm=e.perm, id=e.id)
         else:
-            out += struct.pack("<HH", tag, perm)
+            out += ACL_ENTRY_SHORT.pack(tag=e.tag, perm=e.perm)
     return bytes(out)
 
 
 def acl_from_disk(value: bytes) -> bytes:
     """ext4's compact ACL -> the VFS form (version 2)."""
-    if len(value) < 4 or struct.unpack_from("<I", value)[0] != ACL_EXT4_VERSION:
+    if len(value) < ACL_HEADER.size or ACL_HEADER.unpack(value).version != ACL_EXT4_VERSION:
         raise ValueError("not an ext4 ACL")
-    out = bytearray(struct.pack("<I", ACL_VFS_VERSION))
-    pos = 4
+    out = bytearray(ACL_HEADER.pack(version=ACL_VFS_VERSION))
+    pos = ACL_HEADER.size
     while pos < len(value):
-        if pos + 4 > len(value):
+        if pos + ACL_ENTRY_SHORT.size > len(value):
             raise ValueError("truncated ACL")
-        tag, perm = struct.unpack_from("<HH", value, pos)
-        if tag in (2, 8):
-            if pos + 8 > len(value):
+        e = ACL_ENTRY_SHORT.unpack(value, pos)
+        if e.tag in ACL_TAGS_WITH_ID:
+            if pos + ACL_ENTRY.size > len(value):
                 raise ValueError("truncated ACL")
-            ident = struct.unpack_from("<I", value, pos + 4)[0]
-            pos += 8
+            ident = ACL_ENTRY.unpack(value, pos).id
+            pos += ACL_ENTRY.size
         else:
-            ident = 0xFFFFFFFF
-            pos += 4
-        out += struct.pack("<HHI", tag, perm, ident)
+            ident = ACL_UNDEFINED_ID
+            pos += ACL_ENTRY_SHORT.size
+        out += ACL_ENTRY.pack(tag=e.tag, perm=e.perm, id=ident)
     return bytes(out)
 
 

@@ -20,15 +20,19 @@ from ...errors import ImageError, InputError
 from ...tree import Kind, split_path
 from ..base import Reader, REntry
 from .format import (
-    COMPAT_HAS_JOURNAL, COMPAT_NAMES, DIRENT, DIRENT_TAIL, DIRENT_TAIL_FT, DX_TAIL, EXT_INIT_MAX_LEN,
-    EXTENT_HEADER, EXTENT_INDEX, EXTENT_LEAF, EXTENT_MAGIC, EXTENTS_FL, GD_CHECKSUM_OFFSET,
-    GD_FIELDS, GROUP_DESC, GROUP_DESC_HI, HUGE_FILE_FL, I_CHECKSUM_HI_OFFSET, I_CHECKSUM_LO_OFFSET,
-    INCOMPAT_64BIT, INCOMPAT_CSUM_SEED, INCOMPAT_EXTENTS, INCOMPAT_FLEX_BG, INCOMPAT_INLINE_DATA,
-    INCOMPAT_LARGEDIR, INCOMPAT_NAMES, INCOMPAT_RECOVER, INDEX_FL, INLINE_DATA_FL, INODE_BASE, MAGIC,
-    MAGIC_OFFSET, READER_INCOMPAT, RO_COMPAT_DIR_NLINK, RO_COMPAT_EXTRA_ISIZE, RO_COMPAT_GDT_CSUM,
-    RO_COMPAT_HUGE_FILE, RO_COMPAT_METADATA_CSUM, RO_COMPAT_NAMES, ROOT_INO, SB_CHECKSUM_OFFSET,
-    SB_FIELDS, SUPERBLOCK, SUPERBLOCK_OFFSET, XATTR_ENTRY, XATTR_HEADER, XATTR_INDEX_PREFIX,
-    XATTR_MAGIC, acl_from_disk, crc16, csum, decode_dev, decode_time, inode_csum_seed,
+    BLOCK_PTR_SIZE, COMPAT_HAS_JOURNAL, COMPAT_NAMES, DESC_SIZE_64, DIND_BLOCK, DIRENT,
+    DIRENT_TAIL, DIRENT_TAIL_FT, DX_COUNTLIMIT, DX_ENTRY, DX_MAX_LEVELS, DX_NODE_COUNT_OFFSET,
+    DX_ROOT, DX_ROOT_INFO_LENGTH, DX_ROOT_INFO_OFFSET, DX_TAIL, EXT_INIT_MAX_LEN, EXTENT_HEADER,
+    EXTENT_INDEX, EXTENT_LEAF, EXTENT_MAGIC, EXTENT_TAIL, EXTENTS_FL, FT_DIR, GD_CHECKSUM_OFFSET,
+    GOOD_OLD_INODE_SIZE, GROUP_DESC, GROUP_DESC_HI, HUGE_FILE_FL, I_BLOCK_SIZE,
+    I_CHECKSUM_HI_OFFSET, I_CHECKSUM_LO_OFFSET, INCOMPAT_64BIT, INCOMPAT_CSUM_SEED,
+    INCOMPAT_EXTENTS, INCOMPAT_FLEX_BG, INCOMPAT_INLINE_DATA, INCOMPAT_LARGEDIR, INCOMPAT_NAMES,
+    INCOMPAT_RECOVER, IND_BLOCK, INDEX_FL, INLINE_DATA_FL, INODE, INODE_EXTRA, MAGIC, MAGIC_OFFSET,
+    N_BLOCKS, NDIR_BLOCKS, READER_INCOMPAT, RO_COMPAT_DIR_NLINK, RO_COMPAT_EXTRA_ISIZE,
+    RO_COMPAT_GDT_CSUM, RO_COMPAT_HUGE_FILE, RO_COMPAT_METADATA_CSUM, RO_COMPAT_NAMES, ROOT_INO,
+    SB_CHECKSUM_OFFSET, SUPERBLOCK, SUPERBLOCK_OFFSET, TIND_BLOCK, XATTR_END, XATTR_ENTRY,
+    XATTR_HEADER, XATTR_IBODY_HEADER, XATTR_INDEX_PREFIX, XATTR_MAGIC, acl_from_disk, crc16, csum,
+    decode_dev, decode_time, indirect_bounds, inode_csum_seed,
 )
 
 CHUNK = 1 << 20
@@ -37,16 +41,13 @@ MAX_DIR_BYTES = 1 << 30
 MAX_PATH_DEPTH = 4096
 KIND_OF_FMT = {0o040000: Kind.DIR, 0o100000: Kind.FILE, 0o120000: Kind.SYMLINK, 0o020000: Kind.CHR,
                0o060000: Kind.BLK, 0o010000: Kind.FIFO, 0o140000: Kind.SOCK}
-INODE_FIELDS = ("mode", "uid", "size_lo", "atime", "ctime", "mtime", "dtime", "gid", "links",
-                "blocks_lo", "flags", "version", "block", "generation", "file_acl_lo", "size_high",
-                "faddr", "blocks_high", "file_acl_high", "uid_high", "gid_high", "checksum_lo",
-                "reserved")
 
 
 def probe(region) -> bool:
     if region.length < SUPERBLOCK_OFFSET + SUPERBLOCK.size:
         return False
-    return struct.unpack("<H", region.pread(2, SUPERBLOCK_OFFSET + MAGIC_OFFSET))[0] == MAGIC
+    return int.from_bytes(region.pread(SUPERBLOCK.field_size("magic"), SUPERBLOCK_OFFSET + MAGIC_OFFSET),
+                          "little") == MAGIC
 
 
 def open(region) -> "ExtReader":  # noqa: A001 - the registry's name
@@ -55,23 +56,25 @@ def open(region) -> "ExtReader":  # noqa: A001 - the registry's name
 
 class Inode:
     __slots__ = ("ino", "mode", "uid", "gid", "size", "mtime", "links", "flags", "block", "file_acl",
-                 "blocks", "raw", "extra")
+                 "blocks", "raw", "extra", "generation")
 
     def __init__(self, ino: int, raw: bytes, isz: int):
-        f = dict(zip(INODE_FIELDS, INODE_BASE.unpack_from(raw)))
+        f = INODE.unpack(raw)
         self.ino, self.raw = ino, raw
-        self.mode = f["mode"]
-        self.uid = f["uid"] | (f["uid_high"] << 16)
-        self.gid = f["gid"] | (f["gid_high"] << 16)
-        self.size = f["size_lo"] | (f["size_high"] << 32)
-        self.links = f["links"]
-        self.flags = f["flags"]
-        self.block = f["block"]
-        self.file_acl = f["file_acl_lo"] | (f["file_acl_high"] << 32)
-        self.blocks = f["blocks_lo"] | (f["blocks_high"] << 32)
-        self.extra = struct.unpack_from("<H", raw, 128)[0] if isz > 128 else 0
-        mt_extra = struct.unpack_from("<I", raw, 0x88)[0] if self.extra >= 12 else None
-        self.mtime = decode_time(f["mtime"], mt_extra)
+        self.mode = f.mode
+        self.uid = f.uid | (f.uid_high << 16)
+        self.gid = f.gid | (f.gid_high << 16)
+        self.size = f.size_lo | (f.size_high << 32)
+        self.links = f.links_count
+        self.flags = f.flags
+        self.block = f.block
+        self.generation = f.generation
+        self.file_acl = f.file_acl_lo | (f.file_acl_high << 32)
+        self.blocks = f.blocks_lo | (f.blocks_high << 32)
+        x = INODE_EXTRA.unpack(raw, GOOD_OLD_INODE_SIZE) if isz > GOOD_OLD_INODE_SIZE else None
+        self.extra = x.extra_isize if x is not None else 0
+        has_mtime_extra = self.extra >= INODE_EXTRA.end("mtime_extra")
+        self.mtime = decode_time(f.mtime, x.mtime_extra if has_mtime_extra else None)
 
 
 class ExtReader(Reader):
@@ -83,7 +86,7 @@ class ExtReader(Reader):
         if region.length < SUPERBLOCK_OFFSET + SUPERBLOCK.size:
             raise ImageError("too small to hold an ext superblock: truncated", where=self.where)
         raw = region.pread(SUPERBLOCK.size, SUPERBLOCK_OFFSET)
-        sb = dict(zip(SB_FIELDS, SUPERBLOCK.unpack(raw)))
+        sb = SUPERBLOCK.unpack(raw)._asdict()
         if sb["magic"] != MAGIC:
             raise ImageError("not an ext2/3/4 filesystem (bad magic)", where=self.where)
         self.sb = sb
@@ -154,25 +157,23 @@ class ExtReader(Reader):
         raw = self.r.pread(size, start)
         self.gd = []
         gdt_csum = bool(self.ro & RO_COMPAT_GDT_CSUM)
+        ck = slice(GD_CHECKSUM_OFFSET, GROUP_DESC.end("checksum"))
         for g in range(self.groups):
             d = raw[g * ds:(g + 1) * ds]
-            f = dict(zip(GD_FIELDS, GROUP_DESC.unpack_from(d)))
-            if ds >= 64:
-                hi = GROUP_DESC_HI.unpack_from(d, 32)
-                f["block_bitmap"] |= hi[0] << 32
-                f["inode_bitmap"] |= hi[1] << 32
-                f["inode_table"] |= hi[2] << 32
+            f = GROUP_DESC.unpack(d)
+            it = f.inode_table
+            if ds >= DESC_SIZE_64:
+                it |= GROUP_DESC_HI.unpack(d, GROUP_DESC.size).inode_table_hi << 32
+            unsummed = d[:ck.start] + bytes(ck.stop - ck.start) + d[ck.stop:]  # checksum field zero
             if self.csum_on:
-                c = csum(self.seed, g.to_bytes(4, "little") + d[:GD_CHECKSUM_OFFSET])
-                c = csum(c, b"\0\0" + d[GD_CHECKSUM_OFFSET + 2:]) & 0xFFFF
-                if c != f["checksum"]:
+                c = csum(csum(self.seed, g.to_bytes(4, "little")), unsummed) & 0xFFFF
+                if c != f.checksum:
                     raise ImageError(f"group descriptor {g} checksum mismatch", where=self.where)
-            elif gdt_csum:
-                c = crc16(self.sb["uuid"] + g.to_bytes(4, "little") + d[:GD_CHECKSUM_OFFSET])
-                c = crc16(d[GD_CHECKSUM_OFFSET + 2:], c) if ds > 32 else c
-                if c != f["checksum"]:
+            elif gdt_csum:  # crc16 over uuid, le32 group, the descriptor without its checksum field
+                c = crc16(self.sb["uuid"] + g.to_bytes(4, "little") + d[:ck.start])
+                c = crc16(d[ck.stop:], c) if ds > GROUP_DESC.size else c
+                if c != f.checksum:
                     raise ImageError(f"group descriptor {g} checksum mismatch", where=self.where)
-            it = f["inode_table"]
             if it <= 0 or it + self.ipg * self.isz // self.bs > self.blocks:
                 raise ImageError(f"group {g}: inode table at block {it} is outside the filesystem",
                                  where=self.where)
@@ -190,19 +191,20 @@ class ExtReader(Reader):
         node = Inode(ino, raw, self.isz)
         if self.csum_on:
             buf = bytearray(raw)
-            stored = struct.unpack_from("<H", raw, I_CHECKSUM_LO_OFFSET)[0]
-            buf[I_CHECKSUM_LO_OFFSET:I_CHECKSUM_LO_OFFSET + 2] = b"\0\0"
-            has_hi = self.isz > 128 and node.extra >= 4
+            lo = INODE.field_size("checksum_lo")
+            stored = INODE.unpack(raw).checksum_lo
+            buf[I_CHECKSUM_LO_OFFSET:I_CHECKSUM_LO_OFFSET + lo] = bytes(lo)
+            has_hi = self.isz > GOOD_OLD_INODE_SIZE and node.extra >= INODE_EXTRA.end("checksum_hi")
             if has_hi:
-                stored |= struct.unpack_from("<H", raw, I_CHECKSUM_HI_OFFSET)[0] << 16
-                buf[I_CHECKSUM_HI_OFFSET:I_CHECKSUM_HI_OFFSET + 2] = b"\0\0"
-            gen = struct.unpack_from("<I", raw, 0x64)[0]
-            c = csum(inode_csum_seed(self.seed, ino, gen), buf)
+                hi = INODE_EXTRA.field_size("checksum_hi")
+                stored |= INODE_EXTRA.unpack(raw, GOOD_OLD_INODE_SIZE).checksum_hi << 16
+                buf[I_CHECKSUM_HI_OFFSET:I_CHECKSUM_HI_OFFSET + hi] = bytes(hi)
+            c = csum(inode_csum_seed(self.seed, ino, node.generation), buf)
             if not has_hi:
                 c &= 0xFFFF
             if c != stored:
                 raise ImageError(f"inode {ino} checksum mismatch", where=self.where)
-        if self.isz > 128 and (node.extra > self.isz - 128 or node.extra & 3):
+        if self.isz > GOOD_OLD_INODE_SIZE and (node.extra > self.isz - GOOD_OLD_INODE_SIZE or node.extra & 3):
             raise ImageError(f"inode {ino}: bad extra size {node.extra}", where=self.where)
         if len(self._icache) > 65536:
             self._icache.clear()
@@ -210,7 +212,7 @@ class ExtReader(Reader):
         return node
 
     def _iseed(self, node: Inode) -> int:
-        return inode_csum_seed(self.seed, node.ino, struct.unpack_from("<I", node.raw, 0x64)[0])
+        return inode_csum_seed(self.seed, node.ino, node.generation)
 
     # -- block maps -------------------------------------------------------------------
     def _extents(self, node: Inode) -> list[tuple[int, int, int, bool]]:
@@ -225,17 +227,18 @@ class ExtReader(Reader):
         return self._indirect_map(node)
 
     def _walk_extents(self, node: Inode, data: bytes, want_depth: int | None, out: list, visits: int) -> None:
-        magic, entries, emax, depth, _ = EXTENT_HEADER.unpack_from(data)
-        if magic != EXTENT_MAGIC:
+        h = EXTENT_HEADER.unpack(data)
+        depth = h.depth
+        if h.magic != EXTENT_MAGIC:
             raise ImageError(f"inode {node.ino}: bad extent header", where=self.where)
         if depth > MAX_DEPTH or (want_depth is not None and depth != want_depth):
             raise ImageError(f"inode {node.ino}: bad extent tree depth", where=self.where)
-        if entries > emax or 12 + emax * 12 > len(data):
+        if h.entries > h.max or EXTENT_HEADER.size + h.max * EXTENT_LEAF.size > len(data):
             raise ImageError(f"inode {node.ino}: bad extent count", where=self.where)
-        for i in range(entries):
-            off = 12 + i * 12
+        for i in range(h.entries):
+            off = EXTENT_HEADER.size + i * EXTENT_LEAF.size
             if depth == 0:
-                lblk, ln, hi, lo = EXTENT_LEAF.unpack_from(data, off)
+                lblk, ln, hi, lo = EXTENT_LEAF.unpack(data, off)
                 init = ln <= EXT_INIT_MAX_LEN
                 if not init:
                     ln -= EXT_INIT_MAX_LEN
@@ -245,21 +248,21 @@ class ExtReader(Reader):
                                      where=self.where)
                 out.append((lblk, ln, p, init))
             else:
-                lblk, lo, hi, _ = EXTENT_INDEX.unpack_from(data, off)
+                lblk, lo, hi, _ = EXTENT_INDEX.unpack(data, off)
                 child = self._block(lo | (hi << 32))
                 if self.csum_on:
-                    t = 12 + EXTENT_HEADER.unpack_from(child)[2] * 12
-                    if t + 4 <= self.bs:
-                        stored = struct.unpack_from("<I", child, t)[0]
+                    t = EXTENT_HEADER.size + EXTENT_HEADER.unpack(child).max * EXTENT_LEAF.size
+                    if t + EXTENT_TAIL.size <= self.bs:
+                        stored = EXTENT_TAIL.unpack(child, t).checksum
                         if csum(self._iseed(node), child[:t]) != stored:
                             raise ImageError(f"inode {node.ino}: extent block checksum mismatch",
                                              where=self.where)
                 self._walk_extents(node, child, depth - 1, out, visits + 1)
 
     def _indirect_map(self, node: Inode) -> list[tuple[int, int, int, bool]]:
-        P = self.bs // 4
+        P, b1, b2, _ = indirect_bounds(self.bs)
         nblk = -(-node.size // self.bs)
-        ptrs = struct.unpack("<15I", node.block)
+        ptrs = struct.unpack(f"<{N_BLOCKS}I", node.block)
         runs: list[list[int]] = []
 
         def add(l: int, p: int) -> None:
@@ -271,7 +274,7 @@ class ExtReader(Reader):
             else:
                 runs.append([l, 1, p])
 
-        for i in range(12):
+        for i in range(NDIR_BLOCKS):
             if i < nblk and ptrs[i]:
                 add(i, ptrs[i])
 
@@ -291,9 +294,9 @@ class ExtReader(Reader):
                 else:
                     walk(p, level - 1, l)
 
-        walk(ptrs[12], 1, 12)
-        walk(ptrs[13], 2, 12 + P)
-        walk(ptrs[14], 3, 12 + P + P * P)
+        walk(ptrs[IND_BLOCK], 1, NDIR_BLOCKS)
+        walk(ptrs[DIND_BLOCK], 2, b1)
+        walk(ptrs[TIND_BLOCK], 3, b2)
         return [(l, n, p, True) for l, n, p in runs]
 
     def _inline_data(self, node: Inode) -> bytes:
@@ -304,8 +307,7 @@ class ExtReader(Reader):
     def _max_size(self, node: Inode) -> int:
         if node.flags & EXTENTS_FL:
             return (1 << 32) * self.bs
-        P = self.bs // 4
-        return (12 + P + P * P + P * P * P) * self.bs
+        return indirect_bounds(self.bs)[3] * self.bs
 
     def _read(self, node: Inode) -> Iterator[bytes]:
         size = node.size
@@ -349,10 +351,12 @@ class ExtReader(Reader):
             data = self._inline_data(node)
             if len(data) < 4:
                 raise ImageError(f"inode {node.ino}: bad inline directory", where=self.where)
-            out.append((b"..", struct.unpack_from("<I", data)[0], 2))
-            self._parse_dirents(node, data[4:60], out, 0)
-            if len(data) > 60:
-                self._parse_dirents(node, data[60:], out, 0)
+            # inline: the parent's inode number, then entries in the rest of i_block and on
+            # into the system.data xattr
+            out.append((b"..", int.from_bytes(data[:BLOCK_PTR_SIZE], "little"), FT_DIR))
+            self._parse_dirents(node, data[BLOCK_PTR_SIZE:I_BLOCK_SIZE], out, 0)
+            if len(data) > I_BLOCK_SIZE:
+                self._parse_dirents(node, data[I_BLOCK_SIZE:], out, 0)
             return out
         bs = self.bs
         nblk = node.size // bs
@@ -367,34 +371,38 @@ class ExtReader(Reader):
 
     def _parse_block(self, node: Inode, blk: bytes, lblk: int, indexed: bool, out: list) -> None:
         bs = self.bs
-        ino0, rl0, nl0, _ = DIRENT.unpack_from(blk)
+        first = DIRENT.unpack(blk)
         is_dx_root = indexed and lblk == 0
-        is_dx_node = indexed and ino0 == 0 and rl0 == bs and nl0 == 0
+        is_dx_node = indexed and first.inode == 0 and first.rec_len == bs and first.name_len == 0
+        root = DX_ROOT.unpack(blk) if is_dx_root else None
         if self.csum_on and (is_dx_root or is_dx_node):
-            count_off = 0x18 + blk[0x1D] if is_dx_root else 8
-            if count_off + 4 <= bs:
-                limit, count = struct.unpack_from("<HH", blk, count_off)
-                t = count_off + limit * 8
-                if count <= limit and t + DX_TAIL.size <= bs:
-                    stored = DX_TAIL.unpack_from(blk, t)[1]
-                    c = csum(csum(self._iseed(node), blk[:count_off + count * 8]), blk[t:t + 4] + bytes(4))
+            count_off = DX_ROOT_INFO_OFFSET + root.info_length if root is not None else DX_NODE_COUNT_OFFSET
+            if count_off + DX_COUNTLIMIT.size <= bs:
+                cl = DX_COUNTLIMIT.unpack(blk, count_off)
+                t = count_off + cl.limit * DX_ENTRY.size
+                if cl.count <= cl.limit and t + DX_TAIL.size <= bs:
+                    stored = DX_TAIL.unpack(blk, t).checksum
+                    unsummed = blk[t:t + DX_TAIL.offset("checksum")] + bytes(DX_TAIL.field_size("checksum"))
+                    c = csum(csum(self._iseed(node), blk[:count_off + cl.count * DX_ENTRY.size]), unsummed)
                     if c != stored:
                         raise ImageError(f"directory inode {node.ino}: htree block {lblk} checksum "
                                          "mismatch", where=self.where)
         elif self.csum_on:
             t = bs - DIRENT_TAIL.size
-            z, rl, nl, ft, stored = DIRENT_TAIL.unpack_from(blk, t)
-            if z == 0 and rl == DIRENT_TAIL.size and nl == 0 and ft == DIRENT_TAIL_FT:
-                if csum(self._iseed(node), blk[:t]) != stored:
+            tail = DIRENT_TAIL.unpack(blk, t)
+            if (tail.reserved_zero1 == 0 and tail.rec_len == DIRENT_TAIL.size and tail.reserved_zero2 == 0
+                    and tail.reserved_ft == DIRENT_TAIL_FT):
+                if csum(self._iseed(node), blk[:t]) != tail.checksum:
                     raise ImageError(f"directory inode {node.ino}: block {lblk} checksum mismatch",
                                      where=self.where)
-        if is_dx_root:  # only "." and ".." are entries; the rest is the index
-            _, rl1, nl1, _ = DIRENT.unpack_from(blk, 12)
-            if rl0 != 12 or nl0 != 1 or rl1 != bs - 12 or nl1 != 2 or blk[0x1D] != 8 or blk[0x1E] > 3:
+        if root is not None:  # only "." and ".." are entries; the rest is the index
+            if (root.dot_rec_len != DX_ROOT.offset("dotdot_inode") or root.dot_name_len != 1
+                    or root.dotdot_rec_len != bs - DX_ROOT.offset("dotdot_inode") or root.dotdot_name_len != 2
+                    or root.info_length != DX_ROOT_INFO_LENGTH or root.indirect_levels > DX_MAX_LEVELS):
                 raise ImageError(f"directory inode {node.ino}: bad entry at block 0 (htree root)",
                                  where=self.where)
-            out.append((b".", struct.unpack_from("<I", blk, 0)[0], 2))
-            out.append((b"..", struct.unpack_from("<I", blk, 12)[0], 2))
+            out.append((b".", root.dot_inode, FT_DIR))
+            out.append((b"..", root.dotdot_inode, FT_DIR))
         elif not is_dx_node:
             self._parse_dirents(node, blk, out, lblk)
 
@@ -402,17 +410,17 @@ class ExtReader(Reader):
         pos = 0
         n = len(blk)
         while pos < n:
-            if pos + 8 > n:
+            if pos + DIRENT.size > n:
                 raise ImageError(f"directory inode {node.ino}: truncated entry in block {lblk}",
                                  where=self.where)
-            ino, rl, nl, ft = DIRENT.unpack_from(blk, pos)
-            if ino == 0 and rl == 12 and nl == 0 and ft == DIRENT_TAIL_FT and pos + 12 == n:
+            ino, rl, nl, ft = DIRENT.unpack(blk, pos)
+            if ino == 0 and rl == DIRENT_TAIL.size and nl == 0 and ft == DIRENT_TAIL_FT and pos + rl == n:
                 break  # the checksum tail
-            if rl < 8 or rl & 3 or pos + rl > n or (ino and nl + 8 > rl):
+            if rl < DIRENT.size or rl & 3 or pos + rl > n or (ino and nl + DIRENT.size > rl):
                 raise ImageError(f"directory inode {node.ino}: bad entry at block {lblk} offset {pos}",
                                  where=self.where)
             if ino:
-                out.append((blk[pos + 8:pos + 8 + nl], ino, ft))
+                out.append((blk[pos + DIRENT.size:pos + DIRENT.size + nl], ino, ft))
             pos += rl
 
     def _lookup(self, path: str) -> tuple[str, Inode]:
@@ -438,30 +446,30 @@ class ExtReader(Reader):
     # -- xattrs ---------------------------------------------------------------------------
     def _xattrs(self, node: Inode, raw_names: bool = False) -> dict:
         out: dict = {}
-        if self.isz > 128 and node.extra and 128 + node.extra + 4 <= self.isz:
-            start = 128 + node.extra
-            if struct.unpack_from("<I", node.raw, start)[0] == XATTR_MAGIC:
-                area = node.raw[start + 4:]
+        start = GOOD_OLD_INODE_SIZE + node.extra
+        if self.isz > GOOD_OLD_INODE_SIZE and node.extra and start + XATTR_IBODY_HEADER.size <= self.isz:
+            if XATTR_IBODY_HEADER.unpack(node.raw, start).magic == XATTR_MAGIC:
+                area = node.raw[start + XATTR_IBODY_HEADER.size:]
                 self._parse_xattrs(node, area, 0, 0, out, raw_names)
         if node.file_acl:
             blk = self._block(node.file_acl)
-            magic, _ref, nblocks, _h, stored, _ = XATTR_HEADER.unpack_from(blk)
-            if magic != XATTR_MAGIC or nblocks != 1:
+            h = XATTR_HEADER.unpack(blk)
+            if h.magic != XATTR_MAGIC or h.blocks != 1:
                 raise ImageError(f"inode {node.ino}: bad xattr block {node.file_acl}", where=self.where)
             if self.csum_on:
                 buf = bytearray(blk)
-                buf[16:20] = bytes(4)
-                if csum(csum(self.seed, node.file_acl.to_bytes(8, "little")), buf) != stored:
+                XATTR_HEADER.pack_into(buf, 0, **h._replace(checksum=0)._asdict())
+                if csum(csum(self.seed, node.file_acl.to_bytes(8, "little")), buf) != h.checksum:
                     raise ImageError(f"inode {node.ino}: xattr block checksum mismatch", where=self.where)
             self._parse_xattrs(node, blk, XATTR_HEADER.size, 0, out, raw_names)
         return out
 
     def _parse_xattrs(self, node: Inode, area: bytes, pos: int, vbase: int, out: dict, raw_names: bool) -> None:
         n = len(area)
-        while pos + 4 <= n and struct.unpack_from("<I", area, pos)[0] != 0:
+        while pos + XATTR_END <= n and area[pos:pos + XATTR_END] != bytes(XATTR_END):
             if pos + XATTR_ENTRY.size > n:
                 raise ImageError(f"inode {node.ino}: bad xattr entry", where=self.where)
-            nl, idx, voff, vino, vsize, _ = XATTR_ENTRY.unpack_from(area, pos)
+            nl, idx, voff, vino, vsize, _ = XATTR_ENTRY.unpack(area, pos)
             name = area[pos + XATTR_ENTRY.size:pos + XATTR_ENTRY.size + nl]
             if vino:
                 value = b""  # value in an EA inode: not followed
@@ -497,7 +505,7 @@ class ExtReader(Reader):
         if kind is Kind.SYMLINK:
             e.target = self._symlink(node).decode("utf-8", "surrogateescape")
         elif kind in (Kind.CHR, Kind.BLK):
-            b0, b1 = struct.unpack_from("<II", node.block)
+            b0, b1 = struct.unpack_from(f"<{N_BLOCKS}I", node.block)[:2]
             e.rdev = decode_dev(b0, b1)
         e.xattrs = self._xattrs(node)
         return e
@@ -509,7 +517,7 @@ class ExtReader(Reader):
             return self._inline_data(node)
         acl_sectors = (self.bs // 512) if node.file_acl else 0
         data_sectors = node.blocks - acl_sectors if not node.flags & HUGE_FILE_FL else node.blocks
-        if node.size < 60 and data_sectors == 0:
+        if node.size < I_BLOCK_SIZE and data_sectors == 0:
             return node.block[:node.size]
         return b"".join(self._read(node))
 

@@ -750,7 +750,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     for i in range(g.fats):
         base = (g.reserved + i * g.fat_sectors) * SECTOR
         out.pwrite(fat, base)
-        write_zeros(out, base + len(fat), g.fat_sectors * SECTOR - len(fat))
+        if not params.sparse:  # the rest of the FAT is free entries: zeros, a hole unless asked
+            write_zeros(out, base + len(fat), g.fat_sectors * SECTOR - len(fat))
 
     # Boot sector (and FSInfo and the backups on FAT32).
     boot = _boot_sector(g, opts, vid, label, params.partition_offset)

@@ -5,8 +5,8 @@ from ..registry import Capabilities, Format, Limits
 
 
 def _parse_options(params):
-    from .writer import _parse_options as parse
-    return parse(params)
+    from .options import parse_options
+    return parse_options(params)
 
 
 FORMAT = Format(

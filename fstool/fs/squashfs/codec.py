@@ -11,7 +11,10 @@ import threading
 import zlib
 
 from ...errors import ImageError, SpecError
-from .format import COMPRESSORS, LZ4_LEGACY, LZ4_OPTIONS
+from .format import (
+    COMPRESSORS, GZIP_OPTIONS, GZIP_WINDOW_SIZE, LZ4_HC, LZ4_LEGACY, LZ4_OPTIONS, LZMA_ALONE_HEADER,
+    ZSTD_OPTIONS,
+)
 
 ALIASES = {"zlib": "gzip", "deflate": "gzip", "zstandard": "zstd"}
 DEFAULT_LEVELS = {"gzip": 9, "xz": 6, "lzma": 6, "lz4": 0, "zstd": 15}
@@ -36,13 +39,11 @@ class Codec:
         """The compressor-options metadata block content, or None when defaults need none.
         LZ4 always carries its options (the kernel refuses an LZ4 image without them)."""
         if self.name == "lz4":
-            return LZ4_OPTIONS.pack(LZ4_LEGACY, 1 if self.level else 0)
+            return LZ4_OPTIONS.pack(version=LZ4_LEGACY, flags=LZ4_HC if self.level else 0)
         if self.name == "gzip" and self.level != 9:
-            import struct
-            return struct.pack("<IHH", self.level, 15, 0)
+            return GZIP_OPTIONS.pack(compression_level=self.level, window_size=GZIP_WINDOW_SIZE)
         if self.name == "zstd" and self.level != 15:
-            import struct
-            return struct.pack("<I", self.level)
+            return ZSTD_OPTIONS.pack(compression_level=self.level)
         return None
 
     def compress(self, data: bytes) -> bytes:
@@ -64,7 +65,8 @@ class Codec:
             # filled in, which Python's encoder leaves as unknown (-1).
             filters = [{"id": lzma.FILTER_LZMA1, "preset": self.level, "dict_size": max(self.block_size, 8192)}]
             c = lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters)
-            return c[:5] + len(data).to_bytes(8, "little") + c[13:]
+            h = LZMA_ALONE_HEADER.unpack(c)._replace(uncompressed_size=len(data))
+            return LZMA_ALONE_HEADER.pack(**h._asdict()) + c[LZMA_ALONE_HEADER.size:]
         import lz4.block
         if self.level:
             return lz4.block.compress(data, mode="high_compression", compression=9, store_size=False)

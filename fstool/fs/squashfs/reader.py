@@ -6,7 +6,6 @@ ImageError naming what is wrong, never a wrong answer or a traceback.
 """
 from __future__ import annotations
 
-import struct
 from typing import Iterator
 
 from ...errors import ImageError
@@ -14,20 +13,23 @@ from ...tree import Kind, split_path
 from ..base import Reader, REntry
 from .codec import codec_for_id
 from .format import (
-    DATA_UNCOMPRESSED, DIR_ENTRY, DIR_HEADER, DIR_INODE, FILE_INODE, FRAGMENT_ENTRY, INODE_HEADER,
-    LDIR_INODE, LFILE_INODE, MAGIC, META_UNCOMPRESSED, METADATA_SIZE, NO_FRAGMENT, NO_TABLE,
-    SB_FIELDS, SUPERBLOCK, XATTR_ID, XATTR_KEY, XATTR_TABLE_HEADER, XATTR_VALUE_OOL, decode_rdev,
+    BLKDEV, BLOCK_SIZE_ENTRY, CHRDEV, DATA_UNCOMPRESSED, DIR, DIR_ENTRIES_MAX, DIR_ENTRY,
+    DIR_HEADER, DIR_TYPES, EXTENDED, FIFO, FILE, FILE_TYPES, FRAGMENT_ENTRY, ID_ENTRY,
+    INODE_HEADER, INODE_STRUCT_MAP, LBLKDEV, LCHRDEV, LSYMLINK, MAGIC, META_HEADER,
+    META_UNCOMPRESSED, METADATA_SIZE, NO_FRAGMENT, NO_TABLE, NO_XATTR, SOCKET, SUPERBLOCK,
+    SYMLINK, TABLE_POINTER, XATTR_ID, XATTR_INDEX, XATTR_KEY, XATTR_OOL_REF, XATTR_TABLE_HEADER,
+    XATTR_VAL, XATTR_VALUE_OOL, decode_rdev,
 )
 
-KINDS = {1: Kind.DIR, 2: Kind.FILE, 3: Kind.SYMLINK, 4: Kind.BLK, 5: Kind.CHR, 6: Kind.FIFO, 7: Kind.SOCK}
+KINDS = {DIR: Kind.DIR, FILE: Kind.FILE, SYMLINK: Kind.SYMLINK, BLKDEV: Kind.BLK, CHRDEV: Kind.CHR,
+         FIFO: Kind.FIFO, SOCKET: Kind.SOCK}
 PREFIXES = {0: "user.", 1: "trusted.", 2: "security."}
 
 
 def probe(region) -> bool:
     if region.length < SUPERBLOCK.size:
         return False
-    head = region.pread(SUPERBLOCK.size, 0)
-    return struct.unpack_from("<I", head)[0] == MAGIC
+    return SUPERBLOCK.unpack(region.pread(SUPERBLOCK.size, 0)).magic == MAGIC
 
 
 def open(region) -> "SquashfsReader":  # noqa: A001 - the registry's name
@@ -39,7 +41,7 @@ class Inode:
                  "frag", "frag_off", "blocks", "target", "rdev", "xattr", "parent")
 
     def __init__(self) -> None:
-        self.xattr = 0xFFFFFFFF
+        self.xattr = NO_XATTR
         self.nlink, self.size, self.start, self.offset = 1, 0, 0, 0
         self.frag, self.frag_off, self.blocks = NO_FRAGMENT, 0, []
         self.target, self.rdev, self.parent = None, (0, 0), 0
@@ -51,7 +53,7 @@ class SquashfsReader(Reader):
     def __init__(self, region):
         self.r = region
         self.where = getattr(region, "path", "<image>")
-        sb = dict(zip(SB_FIELDS, SUPERBLOCK.unpack(region.pread(SUPERBLOCK.size, 0))))
+        sb = SUPERBLOCK.unpack(region.pread(SUPERBLOCK.size, 0))._asdict()
         if sb["magic"] != MAGIC:
             raise ImageError("not a squashfs image", where=self.where)
         if (sb["version_major"], sb["version_minor"]) != (4, 0):
@@ -70,11 +72,10 @@ class SquashfsReader(Reader):
         self.bs = bs
         self.codec = codec_for_id(sb["compressor"], bs)
         self._meta_cache: dict[int, tuple[bytes, int]] = {}
-        self.ids = self._read_table(sb["id_table"], sb["id_count"], 4, "<I")
-        self.frags = [FRAGMENT_ENTRY.unpack(b) for b in
-                      self._read_table_raw(sb["fragment_table"], sb["fragment_count"], FRAGMENT_ENTRY.size)]
+        self.ids = [e.id for e in self._read_table(sb["id_table"], sb["id_count"], ID_ENTRY)]
+        self.frags = self._read_table(sb["fragment_table"], sb["fragment_count"], FRAGMENT_ENTRY)
         self.root = self._inode(sb["root_inode"])
-        if self.root.type not in (1, 8):
+        if self.root.type not in DIR_TYPES:
             raise ImageError("the root inode is not a directory", where=self.where)
 
     # -- low level ------------------------------------------------------------
@@ -83,15 +84,16 @@ class SquashfsReader(Reader):
         hit = self._meta_cache.get(pos)
         if hit is not None:
             return hit
-        if pos + 2 > self.sb["bytes_used"]:
+        if pos + META_HEADER.size > self.sb["bytes_used"]:
             raise ImageError(f"metadata block at {pos} is past the end", where=self.where)
-        (hdr,) = struct.unpack("<H", self.r.pread(2, pos))
-        n = hdr & 0x7FFF
-        if n == 0 or n > METADATA_SIZE or pos + 2 + n > self.sb["bytes_used"]:
+        hdr = META_HEADER.unpack(self.r.pread(META_HEADER.size, pos)).size
+        n = hdr & ~META_UNCOMPRESSED
+        start = pos + META_HEADER.size
+        if n == 0 or n > METADATA_SIZE or start + n > self.sb["bytes_used"]:
             raise ImageError(f"bad metadata block header at {pos}", where=self.where)
-        raw = self.r.pread(n, pos + 2)
+        raw = self.r.pread(n, start)
         data = raw if hdr & META_UNCOMPRESSED else self.codec.decompress(raw, METADATA_SIZE)
-        out = (data, pos + 2 + n)
+        out = (data, start + n)
         if len(self._meta_cache) > 4096:
             self._meta_cache.clear()
         self._meta_cache[pos] = out
@@ -123,24 +125,26 @@ class SquashfsReader(Reader):
                     raise ImageError("metadata stream ends early", where=self.rd.where)
             return bytes(out)
 
-    def _read_table_raw(self, index_pos: int, count: int, entry: int) -> list[bytes]:
+    def _table_index(self, index_pos: int, nblocks: int) -> list[int]:
+        """The absolute positions of a table's metadata blocks, read from its index."""
+        n = TABLE_POINTER.size * nblocks
+        if index_pos + n > self.sb["bytes_used"]:
+            raise ImageError(f"table index at {index_pos} is past the end", where=self.where)
+        return [p.start for p in TABLE_POINTER.iter_unpack(self.r.pread(n, index_pos))]
+
+    def _read_table(self, index_pos: int, count: int, record) -> list:
+        """The `count` records of a lookup table (ids, fragments) whose index is at index_pos."""
         if count == 0:
             return []
-        total = count * entry
+        total = count * record.size
         nblocks = (total + METADATA_SIZE - 1) // METADATA_SIZE
-        if index_pos + 8 * nblocks > self.sb["bytes_used"]:
-            raise ImageError(f"table index at {index_pos} is past the end", where=self.where)
-        ptrs = struct.unpack(f"<{nblocks}Q", self.r.pread(8 * nblocks, index_pos))
         data = bytearray()
-        for p in ptrs:
+        for p in self._table_index(index_pos, nblocks):
             block, _ = self._meta_block(p)
             data += block
         if len(data) < total:
             raise ImageError("lookup table is short", where=self.where)
-        return [bytes(data[i * entry:(i + 1) * entry]) for i in range(count)]
-
-    def _read_table(self, index_pos: int, count: int, entry: int, fmt: str) -> list[int]:
-        return [struct.unpack(fmt, b)[0] for b in self._read_table_raw(index_pos, count, entry)]
+        return list(record.iter_unpack(bytes(data[:total])))
 
     def _id(self, i: int) -> int:
         if i >= len(self.ids):
@@ -149,48 +153,40 @@ class SquashfsReader(Reader):
 
     def _inode(self, ref: int) -> Inode:
         s = self._Stream(self, self.sb["inode_table"], ref)
-        t, mode, uid, gid, mtime, number = INODE_HEADER.unpack(s.read(INODE_HEADER.size))
+        h = INODE_HEADER.unpack(s.read(INODE_HEADER.size))
+        t, number = h.inode_type, h.inode_number
+        rec = INODE_STRUCT_MAP.get(t)
+        if rec is None:
+            raise ImageError(f"unknown inode type {t} at reference {ref:#x}", where=self.where)
         ino = Inode()
-        ino.type, ino.mode, ino.mtime, ino.number = t, mode, mtime, number
-        ino.uid, ino.gid = self._id(uid), self._id(gid)
-        if t == 1:
-            ino.start, ino.nlink, ino.size, ino.offset, ino.parent = DIR_INODE.unpack(s.read(DIR_INODE.size))
-        elif t == 8:
-            (ino.nlink, ino.size, ino.start, ino.parent, idx, ino.offset,
-             ino.xattr) = LDIR_INODE.unpack(s.read(LDIR_INODE.size))
-        elif t in (2, 9):
-            if t == 2:
-                ino.start, ino.frag, ino.frag_off, ino.size = FILE_INODE.unpack(s.read(FILE_INODE.size))
-            else:
-                (ino.start, ino.size, _sparse, ino.nlink, ino.frag, ino.frag_off,
-                 ino.xattr) = LFILE_INODE.unpack(s.read(LFILE_INODE.size))
+        ino.type, ino.mode, ino.mtime, ino.number = t, h.mode, h.mtime, number
+        ino.uid, ino.gid = self._id(h.uid), self._id(h.guid)
+        f = rec.unpack(s.read(rec.size))
+        ino.nlink = f.nlink if t != FILE else 1
+        if t > SOCKET:  # the extended types carry an xattr index (a symlink's follows its target)
+            ino.xattr = getattr(f, "xattr", NO_XATTR)
+        if t in DIR_TYPES:
+            ino.start, ino.size, ino.offset, ino.parent = f.start_block, f.file_size, f.offset, f.parent_inode
+        elif t in FILE_TYPES:
+            ino.start, ino.size, ino.frag, ino.frag_off = f.start_block, f.file_size, f.fragment, f.offset
             n = ino.size // self.bs if ino.frag != NO_FRAGMENT else (ino.size + self.bs - 1) // self.bs
             if n > (self.sb["bytes_used"] + 1) * 1024:
                 raise ImageError(f"inode {number}: absurd file size {ino.size}", where=self.where)
-            ino.blocks = list(struct.unpack(f"<{n}I", s.read(4 * n)))
-        elif t in (3, 10):
-            ino.nlink, size = struct.unpack("<II", s.read(8))
+            ino.blocks = [b.size for b in BLOCK_SIZE_ENTRY.iter_unpack(s.read(BLOCK_SIZE_ENTRY.size * n))]
+        elif t in (SYMLINK, LSYMLINK):
+            size = f.symlink_size
             if size > 65536:
                 raise ImageError(f"inode {number}: symlink target of {size} bytes", where=self.where)
             ino.target = s.read(size).decode("utf-8", "surrogateescape")
             ino.size = size
-            if t == 10:
-                (ino.xattr,) = struct.unpack("<I", s.read(4))
-        elif t in (4, 5, 11, 12):
-            ino.nlink, rdev = struct.unpack("<II", s.read(8))
-            ino.rdev = decode_rdev(rdev)
-            if t > 7:
-                (ino.xattr,) = struct.unpack("<I", s.read(4))
-        elif t in (6, 7, 13, 14):
-            (ino.nlink,) = struct.unpack("<I", s.read(4))
-            if t > 7:
-                (ino.xattr,) = struct.unpack("<I", s.read(4))
-        else:
-            raise ImageError(f"unknown inode type {t} at reference {ref:#x}", where=self.where)
+            if t == LSYMLINK:
+                ino.xattr = XATTR_INDEX.unpack(s.read(XATTR_INDEX.size)).xattr
+        elif t in (BLKDEV, CHRDEV, LBLKDEV, LCHRDEV):
+            ino.rdev = decode_rdev(f.rdev)
         return ino
 
     def _entries(self, ino: Inode) -> list[tuple[str, Inode]]:
-        if ino.type not in (1, 8):
+        if ino.type not in DIR_TYPES:
             raise ImageError("not a directory")
         size = ino.size - 3
         if size <= 0:
@@ -199,12 +195,12 @@ class SquashfsReader(Reader):
         out = []
         pos = 0
         while pos < size:
-            count, start, base = DIR_HEADER.unpack_from(data, pos)
+            count, start, base = DIR_HEADER.unpack(data, pos)
             pos += DIR_HEADER.size
-            if count >= 256:
+            if count >= DIR_ENTRIES_MAX:
                 raise ImageError(f"directory header claims {count + 1} entries", where=self.where)
             for _ in range(count + 1):
-                off, delta, _t, nsize = DIR_ENTRY.unpack_from(data, pos)
+                off, delta, _t, nsize = DIR_ENTRY.unpack(data, pos)
                 pos += DIR_ENTRY.size
                 name = data[pos:pos + nsize + 1].decode("utf-8", "surrogateescape")
                 pos += nsize + 1
@@ -214,28 +210,26 @@ class SquashfsReader(Reader):
         return out
 
     def _xattrs(self, idx: int) -> dict[str, bytes]:
-        if idx == 0xFFFFFFFF or self.sb["xattr_table"] == NO_TABLE:
+        if idx == NO_XATTR or self.sb["xattr_table"] == NO_TABLE:
             return {}
-        kv_start, count, _ = XATTR_TABLE_HEADER.unpack(self.r.pread(XATTR_TABLE_HEADER.size, self.sb["xattr_table"]))
+        head = XATTR_TABLE_HEADER.unpack(self.r.pread(XATTR_TABLE_HEADER.size, self.sb["xattr_table"]))
+        kv_start, count = head.xattr_table_start, head.xattr_ids
         if idx >= count:
             raise ImageError(f"xattr index {idx} out of range", where=self.where)
         nblocks = (count * XATTR_ID.size + METADATA_SIZE - 1) // METADATA_SIZE
-        ptrs = struct.unpack(f"<{nblocks}Q", self.r.pread(8 * nblocks, self.sb["xattr_table"] + XATTR_TABLE_HEADER.size))
+        ptrs = self._table_index(self.sb["xattr_table"] + XATTR_TABLE_HEADER.size, nblocks)
         byte = idx * XATTR_ID.size
         ids = self._Stream(self, 0, (ptrs[byte // METADATA_SIZE] << 16) | (byte % METADATA_SIZE))
-        ref, n, _size = XATTR_ID.unpack(ids.read(XATTR_ID.size))
-        s = self._Stream(self, kv_start, ref)
+        xid = XATTR_ID.unpack(ids.read(XATTR_ID.size))
+        s = self._Stream(self, kv_start, xid.xattr)
         out = {}
-        for _ in range(n):
+        for _ in range(xid.count):
             t, nsize = XATTR_KEY.unpack(s.read(XATTR_KEY.size))
             name = PREFIXES.get(t & 0xFF, "unknown.") + s.read(nsize).decode("utf-8", "surrogateescape")
-            (vsize,) = struct.unpack("<I", s.read(4))
-            value = s.read(vsize)
+            value = s.read(XATTR_VAL.unpack(s.read(XATTR_VAL.size)).vsize)
             if t & XATTR_VALUE_OOL:
-                (vref,) = struct.unpack("<Q", value)
-                vs = self._Stream(self, kv_start, vref)
-                (vsize,) = struct.unpack("<I", vs.read(4))
-                value = vs.read(vsize)
+                vs = self._Stream(self, kv_start, XATTR_OOL_REF.unpack(value).ref)
+                value = vs.read(XATTR_VAL.unpack(vs.read(XATTR_VAL.size)).vsize)
             out[name] = value
         return out
 
@@ -243,7 +237,7 @@ class SquashfsReader(Reader):
     def _lookup(self, path: str) -> Inode:
         ino = self.root
         for comp in split_path(path):
-            if ino.type not in (1, 8):
+            if ino.type not in DIR_TYPES:
                 raise ImageError(f"{path}: not a directory")
             for name, child in self._entries(ino):
                 if name == comp:
@@ -254,7 +248,7 @@ class SquashfsReader(Reader):
         return ino
 
     def _entry(self, path: str, ino: Inode) -> REntry:
-        kind = KINDS[ino.type if ino.type <= 7 else ino.type - 7]
+        kind = KINDS[ino.type if ino.type <= SOCKET else ino.type - EXTENDED]
         return REntry(path=path, kind=kind, mode=ino.mode & 0o7777, uid=ino.uid, gid=ino.gid,
                       size=ino.size if kind is not Kind.DIR else ino.size, mtime=ino.mtime, nlink=ino.nlink,
                       inode=ino.number, target=ino.target, rdev=ino.rdev, xattrs=self._xattrs(ino.xattr))
@@ -275,14 +269,14 @@ class SquashfsReader(Reader):
     def listdir(self, path: str) -> list[REntry]:
         norm = "/" + "/".join(split_path(path))
         ino = self._lookup(norm)
-        if ino.type not in (1, 8):
+        if ino.type not in DIR_TYPES:
             raise ImageError(f"{norm}: not a directory")
         base = norm.rstrip("/")
         return [self._entry(f"{base}/{name}", child) for name, child in self._entries(ino)]
 
     def read_file(self, path: str) -> Iterator[bytes]:
         ino = self._lookup(path)
-        if ino.type not in (2, 9):
+        if ino.type not in FILE_TYPES:
             raise ImageError(f"{path}: not a regular file")
         pos = ino.start
         remaining = ino.size
@@ -304,7 +298,7 @@ class SquashfsReader(Reader):
         if remaining > 0:
             if ino.frag >= len(self.frags):
                 raise ImageError(f"{path}: fragment {ino.frag} out of range", where=self.where)
-            start, word, _ = self.frags[ino.frag]
+            start, word, _ = self.frags[ino.frag]  # start_block, size, unused
             size = word & ~DATA_UNCOMPRESSED
             if start + size > self.sb["bytes_used"] or size > self.bs:
                 raise ImageError(f"{path}: fragment block outside the image", where=self.where)

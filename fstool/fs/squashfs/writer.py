@@ -1,47 +1,50 @@
 """SquashFS 4.0 writer: plan inode numbers, stream file data, then write the metadata.
 
-Two passes over the tree, both in the same post-order (a directory's entries,
-sorted by name bytes, then the directory), so inode numbers rise along the
-inode table and the root is the last inode, as mksquashfs lays it out:
+Phases, each a function returning a plan:
 
-1. data: every regular file is cut into `block_size` blocks, read through
-   `FileSource` (holes are never read, all-zero blocks become sparse entries),
-   compressed in a thread pool and written in submission order, so the bytes
-   never depend on thread timing. A file's tail shorter than a block goes into
-   a shared fragment block. Identical files (same size and SHA-256) share one
-   copy: a duplicate's already-written blocks are rewound over.
-2. metadata: inodes, directory listings, then the fragment, export (NFS), id
-   and xattr tables, and the superblock last.
+1. `plan_inodes` -> Numbering: every entry in post-order (a directory's entries, sorted by
+   name bytes, then the directory), so inode numbers rise along the inode table and the
+   root is the last inode, as mksquashfs lays it out;
+2. `write_data` -> DataPlan: every regular file cut into `block_size` blocks, read through
+   `FileSource` (holes are never read, all-zero blocks become sparse entries), compressed in
+   a thread pool and written in submission order, so the bytes never depend on thread
+   timing. A file's tail shorter than a block goes into a shared fragment block. Identical
+   files (same size and SHA-256) share one copy: a duplicate's already-written blocks are
+   rewound over;
+3. `MetadataWriter.run` -> MetaPlan: the inode and directory tables, in the same post-order;
+4. `lay_out_tables` -> TablePlan: the fragment, export (NFS), id and xattr tables after them;
+5. `finish`: the tables, the compressor options and the superblock written, the image padded.
 
-Nothing is held whole: at most a window of compressed blocks per thread is in
-memory, plus the metadata tables themselves.
+Nothing is held whole: at most a window of compressed blocks per thread is in memory, plus
+the metadata tables themselves.
 """
 from __future__ import annotations
 
 import hashlib
-import struct
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ...errors import CapacityError, SpecError
+from ...errors import CapacityError
 from ...image import ImageFile
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
-from ..base import FsParams, OptionReader
-from .codec import ALIASES, DEFAULT_LEVELS, LEVEL_RANGES, Codec
+from ..base import FsParams
+from .codec import Codec
 from .format import (
-    ALWAYS_FRAGMENTS, DATA_UNCOMPRESSED, DIR_ENTRY, DIR_HEADER, DIR_INODE, DEV_INODE, DUPLICATES, EXPORTABLE,
-    COMPRESSOR_OPTIONS, FILE_INODE, FRAGMENT_ENTRY, INODE_HEADER, IPC_INODE, LDEV_INODE, LDIR_INODE,
-    LFILE_INODE, LIPC_INODE, MAGIC, META_UNCOMPRESSED, METADATA_SIZE, NO_FRAGMENT, NO_FRAGMENTS,
-    NO_TABLE, NO_XATTRS, SUPERBLOCK, SYMLINK_INODE, XATTR_ID, XATTR_KEY, XATTR_PREFIXES,
-    XATTR_TABLE_HEADER, encode_rdev,
+    ALWAYS_FRAGMENTS, BLKDEV, BLOCK_SIZE_ENTRY, CHRDEV, COMPRESSOR_OPTIONS, DATA_UNCOMPRESSED,
+    DEV_INODE, DIR, DIR_ENTRIES_MAX, DIR_ENTRY, DIR_HEADER, DIR_INDEX, DIR_INODE, DUPLICATES,
+    EXPORT_ENTRY, EXPORTABLE, EXTENDED, FIFO, FILE, FILE_INODE, FRAGMENT_ENTRY, ID_ENTRY,
+    INODE_HEADER, IPC_INODE, LDEV_INODE, LDIR, LDIR_INODE, LFILE, LFILE_INODE, LIPC_INODE,
+    LSYMLINK, MAGIC, META_HEADER, META_UNCOMPRESSED, METADATA_SIZE, NO_FRAGMENT, NO_FRAGMENTS,
+    NO_TABLE, NO_XATTR, NO_XATTRS, SOCKET, SUPERBLOCK, SYMLINK, SYMLINK_INODE, TABLE_POINTER,
+    XATTR_ID, XATTR_INDEX, XATTR_KEY, XATTR_PREFIXES, XATTR_TABLE_HEADER, XATTR_VAL, encode_rdev,
 )
+from .options import SquashfsOptions, parse_options
 
-BASIC_TYPE = {Kind.DIR: 1, Kind.FILE: 2, Kind.SYMLINK: 3, Kind.BLK: 4, Kind.CHR: 5, Kind.FIFO: 6,
-              Kind.SOCK: 7}
-NO_XATTR = 0xFFFFFFFF
+BASIC_TYPE = {Kind.DIR: DIR, Kind.FILE: FILE, Kind.SYMLINK: SYMLINK, Kind.BLK: BLKDEV,
+              Kind.CHR: CHRDEV, Kind.FIFO: FIFO, Kind.SOCK: SOCKET}
 U32 = 0xFFFFFFFF
 
 
@@ -77,9 +80,9 @@ class MetaWriter:
         self.block_starts.append(len(self.out))
         c = self.codec.compress(block)
         if len(c) < len(block):
-            self.out += struct.pack("<H", len(c)) + c
+            self.out += META_HEADER.pack(size=len(c)) + c
         else:
-            self.out += struct.pack("<H", len(block) | META_UNCOMPRESSED) + block
+            self.out += META_HEADER.pack(size=len(block) | META_UNCOMPRESSED) + block
 
     def finish(self) -> bytes:
         if self.cur:
@@ -275,51 +278,11 @@ class XattrTable:
         ref = self.kv.ref()
         total = 0
         for t, short, value, full in items:
-            self.kv.add(XATTR_KEY.pack(t, len(short)) + short + struct.pack("<I", len(value)) + value)
+            self.kv.add(XATTR_KEY.pack(type=t, size=len(short)) + short + XATTR_VAL.pack(vsize=len(value)) + value)
             total += len(full) + 1 + len(value)
         i = self.index[key] = len(self.ids)
         self.ids.append((ref, len(items), total))
         return i
-
-
-def _parse_options(params: FsParams) -> dict:
-    where = f"{params.where}.options"
-    o = OptionReader(params.options, where)
-    comp = o.get_str("compression", "zstd", choices=tuple(DEFAULT_LEVELS) + tuple(ALIASES) + ("lzo",))
-    comp = ALIASES.get(comp, comp)
-    if comp == "lzo":
-        try:
-            import lzo  # type: ignore[import-not-found]  # noqa: F401
-        except ImportError:
-            raise SpecError("lzo compression needs the python-lzo package, which is not installed "
-                            "(gzip, xz, lz4 and zstd need nothing more)", where=f"{where}.compression") from None
-        raise SpecError("lzo compression is not implemented; use lz4 for speed or zstd",
-                        where=f"{where}.compression")
-    lo, hi = LEVEL_RANGES[comp]
-    cfg = {
-        "compression": comp,
-        "level": o.get_int("compression_level", None, lo, hi),
-        "no_fragments": o.get_bool("no_fragments", False),
-        "always_fragments": o.get_bool("always_fragments", False),
-        "dedup": o.get_bool("dedup", True),
-        "exportable": o.get_bool("exportable", True),
-        "xattrs": o.get_bool("xattrs", True),
-        "pad": o.get_bool("pad", True),
-    }
-    o.finish()
-    if cfg["no_fragments"] and cfg["always_fragments"]:
-        raise SpecError("no_fragments and always_fragments contradict each other", where=f"{where}.always_fragments")
-    cfg["fragments"] = "none" if cfg["no_fragments"] else "always" if cfg["always_fragments"] else "small"
-    bs = params.block_size or 131072
-    if bs & (bs - 1) or not 4096 <= bs <= 1 << 20:
-        raise SpecError(f"squashfs block size must be a power of two from 4KiB to 1MiB, got {bs}",
-                        where=f"{params.where}.block_size")
-    cfg["block_size"] = bs
-    if params.label:
-        raise SpecError("squashfs has no volume label", where=f"{params.where}.label")
-    if params.uuid:
-        raise SpecError("squashfs has no UUID", where=f"{params.where}.uuid")
-    return cfg
 
 
 def _table_with_index(meta: MetaWriter, entries: bytes, pos: int) -> tuple[bytes, int]:
@@ -327,7 +290,7 @@ def _table_with_index(meta: MetaWriter, entries: bytes, pos: int) -> tuple[bytes
     absolute positions. Returns (bytes to write at pos, position of the index)."""
     meta.add(entries)
     blocks = meta.finish()
-    index = b"".join(struct.pack("<Q", pos + s) for s in meta.block_starts)
+    index = b"".join(TABLE_POINTER.pack(start=pos + s) for s in meta.block_starts)
     return blocks + index, pos + len(blocks)
 
 
@@ -343,45 +306,76 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
 
 def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
-    cfg = params.opts if params.opts is not None else _parse_options(params)
-    bs = cfg["block_size"]
-    codec = Codec(cfg["compression"], cfg["level"], bs)
+    cfg: SquashfsOptions = params.opts if params.opts is not None else parse_options(params)
+    codec = Codec(cfg.compression, cfg.level, cfg.block_size)
+    limits = [x for x in (params.size, out.limit) if x is not None]
+    limit = min(limits) if limits else None
+    numbering = plan_inodes(tree)
+    data = write_data(numbering, out, params, cfg, codec, limit)
+    meta = MetadataWriter(tree, numbering, data, codec, params, cfg.xattrs).run()
+    tables = lay_out_tables(numbering, data, meta, codec, cfg.exportable)
+    return finish(out, params, cfg, codec, numbering, data, meta, tables, limit)
 
-    # -- plan: inode numbers in post-order ---------------------------------
+
+# -- phase 1: inode numbers ------------------------------------------------------------
+@dataclass
+class Numbering:
+    """Every entry in post-order (a directory after its entries); inode numbers from 1 rise
+    along it, so the root is the last."""
+
+    order: list[Node]
+    number: dict[int, int]  # id(node) -> inode number
+
+    @property
+    def count(self) -> int:
+        return len(self.order)
+
+
+def plan_inodes(tree: Tree) -> Numbering:
     order: list[Node] = []
     number: dict[int, int] = {}
 
-    def plan(d: Node) -> None:
+    def visit(d: Node) -> None:
         for _, child in d.sorted_children():
             if child.kind is Kind.DIR:
-                plan(child)
-            elif id(child) not in number:
+                visit(child)
+            elif id(child) not in number:  # a hardlink's first appearance numbers it
                 order.append(child)
                 number[id(child)] = len(order)
         order.append(d)
         number[id(d)] = len(order)
 
-    plan(tree.root)
-    inode_count = len(order)
+    visit(tree.root)
+    return Numbering(order, number)
 
-    # -- data ----------------------------------------------------------------
-    limits = [x for x in (params.size, out.limit) if x is not None]
-    limit = min(limits) if limits else None
+
+# -- phase 2: file data ----------------------------------------------------------------
+@dataclass
+class DataPlan:
+    recs: dict[int, FileRec]           # id(node) -> where its blocks and fragment went
+    fragments: list[tuple[int, int]]   # (start, size word) of each fragment block
+    end: int                           # where the metadata starts
+    hwm: int                           # the furthest byte written (a rewound duplicate's)
+    options_block: bytes | None        # the compressor options, written after the superblock
+
+
+def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: SquashfsOptions,
+               codec: Codec, limit: int | None) -> DataPlan:
     opts_block = codec.options()
     start = SUPERBLOCK.size
     if opts_block is not None:
-        start += 2 + len(opts_block)
-    dw = DataWriter(out, codec, bs, params.thread_count(), start, limit)
-    seen: dict | None = {} if cfg["dedup"] else None
+        start += META_HEADER.size + len(opts_block)
+    dw = DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit)
+    seen: dict | None = {} if cfg.dedup else None
     recs: dict[int, FileRec] = {}
-    total_bytes = sum(n.size for n in order if n.kind is Kind.FILE)
+    files = [n for n in numbering.order if n.kind is Kind.FILE]
+    total_bytes = sum(n.size for n in files)
     done_bytes = 0
     try:
-        for node in order:
-            if node.kind is Kind.FILE:
-                recs[id(node)] = dw.add_file(node, cfg["fragments"], seen)
-                done_bytes += node.size
-                params.report(done_bytes, total_bytes)
+        for node in files:
+            recs[id(node)] = dw.add_file(node, cfg.fragments, seen)
+            done_bytes += node.size
+            params.report(done_bytes, total_bytes)
         dw.finish()
     finally:
         if dw.pool is not None:
@@ -391,58 +385,89 @@ def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             o = rec.dup_of
             rec.sizes, rec.blocks_start, rec.frag, rec.frag_off, rec.sparse = (
                 o.sizes, o.blocks_start, o.frag, o.frag_off, o.sparse)
-    params.log(f"squashfs: {inode_count} inodes, {len(dw.fragments)} fragment blocks, "
+    params.log(f"squashfs: {numbering.count} inodes, {len(dw.fragments)} fragment blocks, "
                f"data {format_size(dw.pos)}")
+    return DataPlan(recs, dw.fragments, dw.pos, dw.hwm, opts_block)
 
-    # -- metadata --------------------------------------------------------------
-    ids = IdTable()
-    xt = XattrTable(codec, params) if cfg["xattrs"] else None
-    inodes, dirs = MetaWriter(codec), MetaWriter(codec)
-    refs: dict[int, int] = {}
 
-    def header(node: Node, itype: int) -> bytes:
-        return INODE_HEADER.pack(itype, node.mode & 0o7777, ids.get(node.uid), ids.get(node.gid),
-                                 min(max(node.mtime, 0), U32), number[id(node)])
+# -- phase 3: inodes and directories -----------------------------------------------------
+@dataclass
+class MetaPlan:
+    inodes: bytes          # the inode table, compressed metadata blocks
+    dirs: bytes            # the directory table
+    refs: dict[int, int]   # id(node) -> inode reference
+    root_ref: int
+    ids: IdTable
+    xattrs: XattrTable | None
 
-    def xattr_of(node: Node) -> int:
-        return xt.get(node.xattrs) if xt is not None and node.xattrs else NO_XATTR
 
-    def write_leaf(node: Node) -> None:
-        nlink = tree.nlink(node)
-        xi = xattr_of(node)
-        refs[id(node)] = inodes.ref()
+class MetadataWriter:
+    """Writes the inode and directory tables in one post-order pass: a directory's entries'
+    inodes come before its own, so its listing can name their references."""
+
+    def __init__(self, tree: Tree, numbering: Numbering, data: DataPlan, codec: Codec,
+                 params: FsParams, xattrs: bool):
+        self.tree, self.number, self.recs = tree, numbering.number, data.recs
+        self.inode_count = numbering.count
+        self.ids = IdTable()
+        self.xt = XattrTable(codec, params) if xattrs else None
+        self.inodes, self.dirs = MetaWriter(codec), MetaWriter(codec)
+        self.refs: dict[int, int] = {}
+
+    def run(self) -> MetaPlan:
+        root = self.tree.root
+        self.write_dir(root, self.inode_count + 1)
+        return MetaPlan(self.inodes.finish(), self.dirs.finish(), self.refs, self.refs[id(root)],
+                        self.ids, self.xt)
+
+    def header(self, node: Node, itype: int) -> bytes:
+        return INODE_HEADER.pack(inode_type=itype, mode=node.mode & 0o7777, uid=self.ids.get(node.uid),
+                                 guid=self.ids.get(node.gid), mtime=min(max(node.mtime, 0), U32),
+                                 inode_number=self.number[id(node)])
+
+    def xattr_of(self, node: Node) -> int:
+        return self.xt.get(node.xattrs) if self.xt is not None and node.xattrs else NO_XATTR
+
+    def write_leaf(self, node: Node) -> None:
+        """The inode of a non-directory: the basic type when it fits, else the extended one."""
+        nlink = self.tree.nlink(node)
+        xi = self.xattr_of(node)
+        self.refs[id(node)] = self.inodes.ref()
         k = node.kind
+        add = self.inodes.add
         if k is Kind.FILE:
-            rec = recs[id(node)]
+            rec = self.recs[id(node)]
             start = rec.blocks_start or 0
-            sizes = struct.pack(f"<{len(rec.sizes)}I", *rec.sizes)
+            sizes = b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes))
             if start <= U32 and rec.size <= U32 and nlink == 1 and xi == NO_XATTR and not rec.sparse:
-                inodes.add(header(node, 2) + FILE_INODE.pack(start, rec.frag, rec.frag_off, rec.size) + sizes)
+                add(self.header(node, FILE) + FILE_INODE.pack(
+                    start_block=start, fragment=rec.frag, offset=rec.frag_off, file_size=rec.size) + sizes)
             else:
-                inodes.add(header(node, 9) + LFILE_INODE.pack(start, rec.size, rec.sparse, nlink, rec.frag,
-                                                              rec.frag_off, xi) + sizes)
+                add(self.header(node, LFILE) + LFILE_INODE.pack(
+                    start_block=start, file_size=rec.size, sparse=rec.sparse, nlink=nlink,
+                    fragment=rec.frag, offset=rec.frag_off, xattr=xi) + sizes)
         elif k is Kind.SYMLINK:
             target = encode_name(node.target or "")
-            body = SYMLINK_INODE.pack(nlink, len(target)) + target
+            body = SYMLINK_INODE.pack(nlink=nlink, symlink_size=len(target)) + target
             if xi == NO_XATTR:
-                inodes.add(header(node, 3) + body)
+                add(self.header(node, SYMLINK) + body)
             else:
-                inodes.add(header(node, 10) + body + struct.pack("<I", xi))
+                add(self.header(node, LSYMLINK) + body + XATTR_INDEX.pack(xattr=xi))
         elif k in (Kind.BLK, Kind.CHR):
             rdev = encode_rdev(*node.rdev)
-            basic = 4 if k is Kind.BLK else 5
+            basic = BASIC_TYPE[k]
             if xi == NO_XATTR:
-                inodes.add(header(node, basic) + DEV_INODE.pack(nlink, rdev))
+                add(self.header(node, basic) + DEV_INODE.pack(nlink=nlink, rdev=rdev))
             else:
-                inodes.add(header(node, basic + 7) + LDEV_INODE.pack(nlink, rdev, xi))
+                add(self.header(node, basic + EXTENDED) + LDEV_INODE.pack(nlink=nlink, rdev=rdev, xattr=xi))
         else:
-            basic = 6 if k is Kind.FIFO else 7
+            basic = BASIC_TYPE[k]
             if xi == NO_XATTR:
-                inodes.add(header(node, basic) + IPC_INODE.pack(nlink))
+                add(self.header(node, basic) + IPC_INODE.pack(nlink=nlink))
             else:
-                inodes.add(header(node, basic + 7) + LIPC_INODE.pack(nlink, xi))
+                add(self.header(node, basic + EXTENDED) + LIPC_INODE.pack(nlink=nlink, xattr=xi))
 
-    def listing(d: Node, ustart: int) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    def listing(self, d: Node, ustart: int) -> tuple[bytes, list[tuple[int, int, bytes]]]:
         """The directory's listing, as it will sit at uncompressed position ustart of the
         directory table, and its index: (offset of a header in the listing, uncompressed position
         of that header, first name) for each header that starts a new metadata block. As
@@ -452,135 +477,150 @@ def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         run: list[bytes] = []
         index: list[tuple[int, int, bytes]] = []
         base = block = 0
-        head_at = 0
         first = b""
 
         def flush() -> None:
-            nonlocal head_at
             if run:
                 head_at = len(out_b)
                 upos = ustart + head_at
                 if not index or index[-1][1] // METADATA_SIZE != upos // METADATA_SIZE:
                     index.append((head_at, upos, first))
-                out_b.extend(DIR_HEADER.pack(len(run) - 1, block, base))
+                out_b.extend(DIR_HEADER.pack(count=len(run) - 1, start_block=block, inode_number=base))
                 out_b.extend(b"".join(run))
                 run.clear()
 
         run_bytes = 0
         for name, child in d.sorted_children():
-            ref = refs[id(child)]
-            num = number[id(child)]
+            ref = self.refs[id(child)]
+            num = self.number[id(child)]
             cblock, coff = ref >> 16, ref & 0xFFFF
             raw = encode_name(name)
             esize = DIR_ENTRY.size + len(raw)
             here = ustart + len(out_b) + DIR_HEADER.size + run_bytes
             crosses = run and (ustart + len(out_b)) // METADATA_SIZE != (here + esize) // METADATA_SIZE
-            if not run or len(run) == 256 or cblock != block or not -32768 <= num - base <= 32767 or crosses:
+            if (not run or len(run) == DIR_ENTRIES_MAX or cblock != block
+                    or not -32768 <= num - base <= 32767 or crosses):
                 flush()
                 base, block, first, run_bytes = num, cblock, raw, 0
-            run.append(DIR_ENTRY.pack(coff, num - base, BASIC_TYPE[child.kind], len(raw) - 1) + raw)
+            run.append(DIR_ENTRY.pack(offset=coff, inode_number=num - base, type=BASIC_TYPE[child.kind],
+                                      size=len(raw) - 1) + raw)
             run_bytes += esize
         flush()
         return bytes(out_b), index if len(index) > 1 else []
 
-    def write_dir(d: Node, parent: int) -> None:
+    def write_dir(self, d: Node, parent: int) -> None:
         for _, child in d.sorted_children():
             if child.kind is Kind.DIR:
-                write_dir(child, number[id(d)])
-            elif id(child) not in refs:
-                write_leaf(child)
+                self.write_dir(child, self.number[id(d)])
+            elif id(child) not in self.refs:
+                self.write_leaf(child)
+        dirs = self.dirs
         dref = dirs.ref()
-        lst, index = listing(d, dirs.tell())
+        lst, index = self.listing(d, dirs.tell())
         dirs.add(lst)
-        nlink = tree.nlink(d)
-        xi = xattr_of(d)
-        fsize = len(lst) + 3
-        refs[id(d)] = inodes.ref()
+        nlink = self.tree.nlink(d)
+        xi = self.xattr_of(d)
+        fsize = len(lst) + 3  # the kernel counts "." and ".." as 3 bytes
+        self.refs[id(d)] = self.inodes.ref()
         if fsize <= 0xFFFF and xi == NO_XATTR and not index:
-            inodes.add(header(d, 1) + DIR_INODE.pack(dref >> 16, nlink, fsize, dref & 0xFFFF, parent))
+            self.inodes.add(self.header(d, DIR) + DIR_INODE.pack(
+                start_block=dref >> 16, nlink=nlink, file_size=fsize, offset=dref & 0xFFFF,
+                parent_inode=parent))
         else:
-            idx = b"".join(struct.pack("<III", off, dirs.block_start(upos), len(name) - 1) + name
-                           for off, upos, name in index)
-            inodes.add(header(d, 8) + LDIR_INODE.pack(nlink, fsize, dref >> 16, parent, len(index),
-                                                      dref & 0xFFFF, xi) + idx)
+            idx = b"".join(DIR_INDEX.pack(index=off, start_block=dirs.block_start(upos), size=len(name) - 1)
+                           + name for off, upos, name in index)
+            self.inodes.add(self.header(d, LDIR) + LDIR_INODE.pack(
+                nlink=nlink, file_size=fsize, start_block=dref >> 16, parent_inode=parent,
+                i_count=len(index), offset=dref & 0xFFFF, xattr=xi) + idx)
 
-    write_dir(tree.root, inode_count + 1)
-    root_ref = refs[id(tree.root)]
 
-    pos = dw.pos
-    chunks: list[tuple[int, bytes]] = []
-    inode_bytes = inodes.finish()
-    inode_start = pos
-    chunks.append((pos, inode_bytes))
-    pos += len(inode_bytes)
-    dir_bytes = dirs.finish()
-    dir_start = pos
-    chunks.append((pos, dir_bytes))
-    pos += len(dir_bytes)
+# -- phase 4: tables ---------------------------------------------------------------------
+@dataclass
+class TablePlan:
+    """Where each table lands after the data, and the bytes to write there."""
 
-    frag_entries = b"".join(FRAGMENT_ENTRY.pack(s, z, 0) for s, z in dw.fragments)
-    data, frag_table = _table_with_index(MetaWriter(codec), frag_entries, pos)
-    chunks.append((pos, data))
-    pos += len(data)
+    chunks: list[tuple[int, bytes]] = field(default_factory=list)
+    inode_table: int = 0
+    directory_table: int = 0
+    fragment_table: int = 0
+    export_table: int = NO_TABLE
+    id_table: int = 0
+    xattr_table: int = NO_TABLE
+    bytes_used: int = 0
 
-    export_table = NO_TABLE
-    if cfg["exportable"]:
-        by_number = [0] * inode_count
-        for node in order:
-            by_number[number[id(node)] - 1] = refs[id(node)]
-        data, export_table = _table_with_index(MetaWriter(codec), struct.pack(f"<{inode_count}Q", *by_number),
-                                               pos)
-        chunks.append((pos, data))
-        pos += len(data)
 
-    data, id_table = _table_with_index(MetaWriter(codec), struct.pack(f"<{len(ids.ids)}I", *ids.ids), pos)
-    chunks.append((pos, data))
-    pos += len(data)
+def lay_out_tables(numbering: Numbering, data: DataPlan, meta: MetaPlan, codec: Codec,
+                   exportable: bool) -> TablePlan:
+    t = TablePlan()
+    pos = data.end
 
-    xattr_table = NO_TABLE
+    def put(blob: bytes) -> int:
+        nonlocal pos
+        at = pos
+        t.chunks.append((at, blob))
+        pos += len(blob)
+        return at
+
+    t.inode_table = put(meta.inodes)
+    t.directory_table = put(meta.dirs)
+    frag_entries = b"".join(FRAGMENT_ENTRY.pack(start_block=s, size=z) for s, z in data.fragments)
+    blob, t.fragment_table = _table_with_index(MetaWriter(codec), frag_entries, pos)
+    put(blob)
+    if exportable:
+        by_number = [0] * numbering.count
+        for node in numbering.order:
+            by_number[numbering.number[id(node)] - 1] = meta.refs[id(node)]
+        blob, t.export_table = _table_with_index(
+            MetaWriter(codec), b"".join(EXPORT_ENTRY.pack(inode=r) for r in by_number), pos)
+        put(blob)
+    blob, t.id_table = _table_with_index(MetaWriter(codec), b"".join(ID_ENTRY.pack(id=i) for i in meta.ids.ids), pos)
+    put(blob)
+    xt = meta.xattrs
     if xt is not None and xt.ids:
-        kv = xt.kv.finish()
-        kv_start = pos
-        chunks.append((pos, kv))
-        pos += len(kv)
+        kv_start = put(xt.kv.finish())
         idm = MetaWriter(codec)
-        idm.add(b"".join(XATTR_ID.pack(*e) for e in xt.ids))
-        id_blocks = idm.finish()
-        chunks.append((pos, id_blocks))
-        id_pos = pos
-        pos += len(id_blocks)
-        xattr_table = pos
-        hdr = XATTR_TABLE_HEADER.pack(kv_start, len(xt.ids), 0) + b"".join(
-            struct.pack("<Q", id_pos + s) for s in idm.block_starts)
-        chunks.append((pos, hdr))
-        pos += len(hdr)
+        idm.add(b"".join(XATTR_ID.pack(xattr=ref, count=n, size=size) for ref, n, size in xt.ids))
+        id_pos = put(idm.finish())
+        t.xattr_table = put(XATTR_TABLE_HEADER.pack(xattr_table_start=kv_start, xattr_ids=len(xt.ids))
+                            + b"".join(TABLE_POINTER.pack(start=id_pos + s) for s in idm.block_starts))
+    t.bytes_used = pos
+    return t
 
-    bytes_used = pos
-    total = (bytes_used + 4095) // 4096 * 4096 if cfg["pad"] else bytes_used
+
+# -- phase 5: write the tables and the superblock ------------------------------------------
+def finish(out: ImageFile, params: FsParams, cfg: SquashfsOptions, codec: Codec, numbering: Numbering,
+           data: DataPlan, meta: MetaPlan, t: TablePlan, limit: int | None) -> int:
+    bs = cfg.block_size
+    bytes_used = t.bytes_used
+    total = (bytes_used + 4095) // 4096 * 4096 if cfg.pad else bytes_used
     if limit is not None and total > limit:
         raise CapacityError(f"the squashfs image needs {format_size(total)}, more than the "
                             f"{format_size(limit)} it was given")
-    for off, blob in chunks:
+    for off, blob in t.chunks:
         out.pwrite(blob, off)
-
-    flags = DUPLICATES if cfg["dedup"] else 0
-    if cfg["fragments"] == "none":
+    flags = DUPLICATES if cfg.dedup else 0
+    if cfg.fragments == "none":
         flags |= NO_FRAGMENTS
-    elif cfg["fragments"] == "always":
+    elif cfg.fragments == "always":
         flags |= ALWAYS_FRAGMENTS
-    if cfg["exportable"]:
+    if cfg.exportable:
         flags |= EXPORTABLE
-    if xattr_table == NO_TABLE:
+    if t.xattr_table == NO_TABLE:
         flags |= NO_XATTRS
-    if opts_block is not None:
+    if data.options_block is not None:
         flags |= COMPRESSOR_OPTIONS
-        out.pwrite(struct.pack("<H", len(opts_block) | META_UNCOMPRESSED) + opts_block, SUPERBLOCK.size)
-    sb = SUPERBLOCK.pack(MAGIC, inode_count, min(max(params.timestamp, 0), U32), bs, len(dw.fragments),
-                         codec.id, bs.bit_length() - 1, flags, len(ids.ids), 4, 0, root_ref, bytes_used,
-                         id_table, xattr_table, inode_start, dir_start, frag_table, export_table)
+        out.pwrite(META_HEADER.pack(size=len(data.options_block) | META_UNCOMPRESSED) + data.options_block,
+                   SUPERBLOCK.size)
+    sb = SUPERBLOCK.pack(
+        magic=MAGIC, inode_count=numbering.count, mkfs_time=min(max(params.timestamp, 0), U32),
+        block_size=bs, fragment_count=len(data.fragments), compressor=codec.id,
+        block_log=bs.bit_length() - 1, flags=flags, id_count=len(meta.ids.ids), version_major=4,
+        version_minor=0, root_inode=meta.root_ref, bytes_used=bytes_used, id_table=t.id_table,
+        xattr_table=t.xattr_table, inode_table=t.inode_table, directory_table=t.directory_table,
+        fragment_table=t.fragment_table, export_table=t.export_table)
     out.pwrite(sb, 0)
     # bytes a rewound duplicate left past the end, and the padding, must read as zeros
-    end_dirty = max(dw.hwm, bytes_used)
+    end_dirty = max(data.hwm, bytes_used)
     if end_dirty > bytes_used:
         out.pwrite(bytes(end_dirty - bytes_used), bytes_used)
     if total > bytes_used:
