@@ -6,7 +6,8 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
-	bazel-skylib android-sdk-libsparse-utils bmap-tools qemu-utils cryptsetup-bin
+	bazel-skylib android-sdk-libsparse-utils bmap-tools qemu-utils cryptsetup-bin \
+	erofs-utils liblz4-1 liblzma5 acl libcap2-bin attr selinux-utils
 PYTEST_ARGS ?=
 JOBS ?= 2
 # BuildGrid (a Remote Execution API server) for the remote execution test, in a venv of its own.
@@ -46,6 +47,9 @@ test: deps buildgrid
 
 bench: deps
 	$(VPY) bench/run_all.py
+
+# The exFAT and F2FS checkers (fsck.exfat, exfat-fuse, fsck.f2fs, dump.f2fs, sload.f2fs, setfacl).
+APT_PKGS += exfatprogs exfat-fuse f2fs-tools acl
 
 clean:
 	rm -rf $(VENV) $(BG_VENV) build bench/out

@@ -40,13 +40,18 @@ def load_tree(fs: FsSpec) -> Tree:
     from .inputs.policy import apply_policy
     from .inputs.rootdevs import add_rootdevs
 
+    from .paths import check_exists
+
     if fs.sources:
-        tree = load_sources(fs.sources, base_dir=os.getcwd(), where=f"{fs.where}.source")
+        tree = load_sources(fs.sources, base_dir=fs.base_dir or os.getcwd(),
+                            where=f"{fs.where}.source", spec_dir=fs.spec_dir)
     else:
         tree = Tree()
     if fs.rootdevs != "none":
         add_rootdevs(tree, fs.rootdevs)
     if fs.device_table:
+        check_exists(fs.device_table, base_dir=fs.base_dir, spec_dir=fs.spec_dir,
+                     where=f"{fs.where}.device_table")
         apply_device_table(tree, fs.device_table)
     apply_policy(tree, all_root=fs.all_root, mtime=fs.mtime, clamp=source_date_epoch(),
                  overrides=fs.overrides, file_contexts=fs.selinux_file_contexts,
@@ -85,12 +90,38 @@ def make_params(fs: FsSpec, seed: bytes, *, size: int | None, headroom: int = 0,
                     where=fs.where, progress=progress)
 
 
+def stored_label(fmt, label: str) -> str:
+    """The label fmt stores for label: its own rule, else cut to caps.label bytes (whole
+    characters), as the Rust fstool cuts ext labels to 16 bytes."""
+    if fmt.label_rule is not None:
+        return fmt.label_rule(label)
+    raw = label.encode("utf-8", "surrogateescape")
+    if len(raw) <= fmt.caps.label:
+        return label
+    return raw[:fmt.caps.label].decode("utf-8", "ignore")
+
+
 def check_capabilities(fs: FsSpec) -> None:
-    """Refuse spec keys asking for what the format cannot store (one place for every format)."""
+    """Refuse spec keys asking for what the format cannot store (one place for every format);
+    keys the Rust fstool accepts and ignores for a format are ignored here too, with a warning."""
     fmt = format_for(fs.type, f"{fs.where}.type")
     caps = fmt.caps
     if fs.label is not None and caps.label is None:
         raise SpecError(f"{fs.type} has no volume label", where=f"{fs.where}.label")
+    if fs.label:
+        stored = stored_label(fmt, fs.label)
+        if stored != fs.label:
+            warn(f"{fs.type} stores the label {fs.label!r} as {stored!r}", where=f"{fs.where}.label")
+            fs.label = stored
+    if fs.rootdevs != "none" and not caps.devices:
+        warn(f"ignored: {fs.type} cannot store device nodes", where=f"{fs.where}.rootdevs")
+        fs.rootdevs = "none"
+    if fs.journal_blocks is not None and not caps.journal:
+        warn(f"ignored: {fs.type} has no journal", where=f"{fs.where}.journal_blocks")
+        fs.journal_blocks = None
+    if fs.mtime is not None and not caps.times:
+        warn(f"ignored: {fs.type} stores no times", where=f"{fs.where}.mtime")
+        fs.mtime = None
     if fs.uuid is not None and not caps.uuid:
         hint = "; its serial number is volume_id (e.g. \"1234-ABCD\")" if caps.volume_id else ""
         raise SpecError(f"{fs.type} has no UUID{hint}", where=f"{fs.where}.uuid")
@@ -116,7 +147,17 @@ def parse_format_options(fs: FsSpec) -> None:
     fmt = format_for(fs.type, f"{fs.where}.type")
     check_capabilities(fs)
     if fmt.parse_options is not None:
-        fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
+        try:
+            fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
+        except SpecError as e:
+            # a type of a journalling family built without one (ext2): the Rust fstool
+            # ignores journal_blocks there, so do we
+            if fs.journal_blocks is None or e.where[-1:] != [f"{fs.where}.journal_blocks"] \
+                    or "no journal" not in e.message:
+                raise
+            warn(f"ignored: {fs.type} has no journal", where=f"{fs.where}.journal_blocks")
+            fs.journal_blocks = None
+            fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
 
 
 def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | None,
@@ -178,14 +219,15 @@ def spec_inputs(spec: Spec) -> list[str]:
 
 def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
           verbose: bool = False, progress=None, format: str | None = None,
-          roothash: str | None = None) -> dict | None:
+          roothash: str | None = None, force: bool = False) -> dict | None:
     """Build what a spec describes (a filesystem or a disk) into output, atomically.
 
     The library's entry point: `fstool.build("disk.toml", "disk.img")`. Returns the disk's
     layout (as --layout-json writes it), or None for a filesystem spec. Errors name the spec.
     The output container (raw, qcow2, Android sparse, bmap) is `format`, else the disk's
     `[image] format`, else the output's extension (fstool.container); `roothash` receives the
-    dm-verity root hash of the disk's verity partition.
+    dm-verity root hash of the disk's verity partition. A block device as output needs
+    force=True (a mounted one is refused).
     """
     from .container import container_output, plan_output
     from .spec import load_spec
@@ -202,9 +244,10 @@ def build(spec: "str | Spec", output: str, *, layout_json: str | None = None,
         outputs = [plan.image] + ([plan.bmap] if plan.bmap else [])
         for o in outputs:
             check_output_against_inputs(o, spec_inputs(spec), spec.path)
-        with container_output(plan) as out:
+        with container_output(plan, force=force) as out:
             if spec.fs is not None:
-                build_filesystem(spec.fs, out, spec.seed, size=spec.fs.size, verbose=verbose,
+                size = spec.fs.size if spec.fs.size is not None or not out.device else out.limit
+                build_filesystem(spec.fs, out, spec.seed, size=size, verbose=verbose,
                                  progress=progress)
                 return None
             from .disk import build_disk, write_layout

@@ -15,8 +15,8 @@ import sys
 import time
 
 from . import __version__
-from .errors import FstoolError, ImageError, InputError, SpecError, UsageError, set_quiet
-from .image import Region, Terminated, atomic_output
+from .errors import FstoolError, ImageError, InputError, UsageError, set_quiet
+from .image import Terminated, atomic_output
 from .progress import terminal_progress
 from .sizes import format_size, parse_size
 from .tree import Kind
@@ -50,7 +50,19 @@ def _log(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def _cluster_size(args) -> int | None:
+    """The Rust fstool's --cluster-size: the qcow2 cluster size (a power of two, 512 B to
+    2 MiB), for qcow2 output only."""
+    if args.cluster_size is None:
+        return None
+    cs = parse_size(args.cluster_size, where="--cluster-size")
+    if cs < 512 or cs > 2 << 20 or cs & (cs - 1):
+        raise UsageError(f"--cluster-size must be a power of two from 512 to 2MiB; got {cs}")
+    return cs
+
+
 def cmd_create(args) -> int:
+    cluster_size = _cluster_size(args)
     from .build import build_filesystem, check_output_against_inputs, parse_format_options
     from .spec import GENERIC_OPTION_KEYS, apply_generic
     from .spec import FsSpec
@@ -87,8 +99,16 @@ def cmd_create(args) -> int:
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
         from .container import container_output, plan_output
-        with container_output(plan_output(args.output, args.format)) as out:
-            size = build_filesystem(fs, out, None, size=fs.size, verbose=args.verbose,
+        plan = plan_output(args.output, args.format)
+        if cluster_size is not None:
+            if plan.format != "qcow2":
+                raise UsageError("--cluster-size is the qcow2 cluster size: it needs qcow2 output "
+                                 "(-o IMG.qcow2 or --format qcow2)")
+            plan.cluster_size = cluster_size
+        with container_output(plan, force=args.force) as out:
+            # on a block device an auto size is the device's (as the Rust fstool)
+            want = fs.size if fs.size is not None or not out.device else out.limit
+            size = build_filesystem(fs, out, None, size=want, verbose=args.verbose,
                                     progress=progress)
     if args.verbose:
         _log(args, f"fstool: wrote {args.output}: {fs.type}, {format_size(size)} "
@@ -149,9 +169,97 @@ def cmd_build(args) -> int:
     t0 = time.monotonic()
     with terminal_progress(args.quiet) as progress:
         build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
-              progress=progress, format=args.format, roothash=args.roothash)
-    if args.verbose:
-        _log(args, f"fstool: wrote {args.output} in {time.monotonic() - t0:.2f}s")
+              progress=progress, format=args.format, roothash=args.roothash, force=args.force)
+    if spec.fs is not None:
+        what = spec.fs.type
+    else:
+        n = len(spec.disk.partitions)
+        what = f"{spec.disk.table.upper()} disk, {n} partition{'s' if n != 1 else ''}"
+    try:
+        with open(args.output, "rb") as f:
+            what += f", {format_size(f.seek(0, os.SEEK_END))}"
+    except OSError:
+        pass
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    # the Rust fstool says "built OUT from SPEC" too
+    _log(args, f"fstool: built {args.output} from {args.spec} ({what}){took}")
+    return 0
+
+
+def cmd_repack(args) -> int:
+    from .repack import repack
+
+    if len(args.paths) < 2:
+        raise UsageError("repack needs SRC... OUT: at least one source and the output")
+    *sources, out = args.paths
+    t0 = time.monotonic()
+    with terminal_progress(args.quiet) as progress:
+        fs_type, size = repack(sources, out, fs_type=args.fs_type, shrink=args.shrink,
+                               options=_parse_O(args.option or []), force=args.force,
+                               verbose=args.verbose, progress=progress)
+    took = f" in {time.monotonic() - t0:.2f}s" if args.verbose else ""
+    _log(args, f"fstool: repacked {' + '.join(sources)} into {out} ({fs_type}, "
+               f"{format_size(size)}){took}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .repack import analyze
+
+    types = None
+    if args.fs_type:
+        from .fs import canonical_type
+        types = [canonical_type(t, "--fs-type") for t in args.fs_type.split(",")]
+    report = analyze(args.source.split("+") if not os.path.exists(args.source) else [args.source],
+                     types=types)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    c = report["counts"]
+    print(f"{args.source}: {c['entries']} entries: {c['files']} files, {c['dirs']} directories, "
+          f"{c['symlinks']} symlinks, {c['devices']} devices, {c['fifos']} fifos, "
+          f"{c['sockets']} sockets, {c['hardlinks']} extra hardlinks, {c['xattrs']} xattrs")
+    print(f"  file bytes: {format_size(c['bytes'])} ({c['bytes']}), of which data "
+          f"(not holes): {format_size(c['data_bytes'])} ({c['data_bytes']})")
+    print("  smallest image (size = \"auto\"):")
+    for t, v in report["smallest"].items():
+        print(f"    {t}: {format_size(v) + f' ({v})' if isinstance(v, int) else v}")
+    return 0
+
+
+def _editor(arg: str):
+    """An in-place editor for the filesystem at IMG[:N] (FAT today)."""
+    region, _ = _open_region(arg)
+    from .fs import open_reader
+    r = open_reader(region)
+    from .fs.fat.reader import FatReader
+    if isinstance(r, FatReader):
+        from .fs.fat.edit import FatEditor
+        return FatEditor(region)
+    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT is); "
+                     "rebuild it with `fstool repack SRC HOST_DIR OUT` instead")
+
+
+def cmd_add(args) -> int:
+    if not os.path.exists(args.host_src):
+        raise InputError("no such file or directory", where=args.host_src)
+    ed = _editor(args.image)
+    try:
+        ed.add(args.host_src, "/" + args.dest.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: added {args.host_src} -> {args.image}:/{args.dest.strip('/')}")
+    return 0
+
+
+def cmd_rm(args) -> int:
+    ed = _editor(args.image)
+    try:
+        ed.rm("/" + args.path.strip("/"))
+    finally:
+        ed.close()
+    _log(args, f"fstool: removed {args.image}:/{args.path.strip('/')}")
     return 0
 
 
@@ -185,7 +293,8 @@ def _build_genimage(args) -> int:
             tr = _genimage(args, tmp)
         except FstoolError as e:
             raise e.within(args.spec) from None
-        spec = spec_from_doc(tr.doc, args.spec, seed, tmp)
+        # the manifests written for vfat `files` lie in tmp; every other path is absolute
+        spec = spec_from_doc({**tr.doc, "relative_to": "spec"}, args.spec, seed, tmp)
         with terminal_progress(args.quiet) as progress:
             build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
                   progress=progress, format=args.format, roothash=args.roothash)
@@ -200,7 +309,9 @@ def cmd_import_genimage(args) -> int:
         tr = _genimage(args, directory, relative=True)
     except FstoolError as e:
         raise e.within(args.config) from None
-    text = to_toml(tr.doc)
+    # its paths are written relative to the spec's directory: say so (TOML specs resolve
+    # against the working directory unless told)
+    text = to_toml({"relative_to": "spec", **tr.doc})
     if args.output:
         with atomic_output(args.output) as out:
             out.pwrite(text.encode(), 0)
@@ -236,25 +347,8 @@ def _split_target(arg: str) -> tuple[str, int | None]:
 
 def _open_region(arg: str):
     """(Region of the filesystem, table info or None)."""
-    path, num = _split_target(arg)
-    if not os.path.exists(path):
-        raise InputError("no such file", where=path)
-    from .container import open_region
-    region = open_region(path)
-    if num is None:
-        return region, None
-    from .part import probe_table
-    found = probe_table(region)
-    if found is None:
-        raise ImageError("has no partition table, so it has no partition "
-                         f"{num} (drop the ':{num}')", where=path)
-    kind, table = found
-    parts = {p.number: p for p in table.partitions}
-    if num not in parts:
-        raise ImageError(f"has no partition {num} (it has {', '.join(map(str, sorted(parts))) or 'none'})",
-                         where=path)
-    p = parts[num]
-    return region.sub(p.offset, p.size), (kind, p)
+    from .inputs.image import open_partition
+    return open_partition(*_split_target(arg))
 
 
 def _open_fs(arg: str):
@@ -387,6 +481,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "(default: input, as genimage)")
     b.add_argument("--image", metavar="NAME", help="genimage configs: the image to build "
                    "(default: the one no other image uses)")
+    b.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
     b.set_defaults(func=cmd_build)
 
     fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
@@ -406,7 +502,42 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("-D", "--device-table", metavar="FILE", help="genext2fs-style device table")
     c.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
                    help="filesystem option (repeatable)")
+    c.add_argument("--force", action="store_true",
+                   help="allow OUT to be a block device (refused when mounted)")
+    c.add_argument("--cluster-size", metavar="SIZE", default=None,
+                   help="qcow2 cluster size, as the Rust fstool (only for .qcow2 output)")
     c.set_defaults(func=cmd_create)
+
+    rp = sub.add_parser("repack", parents=[common],
+                        help="merge sources (images, IMG:N, tars, directories) into a new image")
+    rp.add_argument("paths", nargs="+", metavar="SRC... OUT")
+    rp.add_argument("--fs-type", "-t", metavar="TYPE",
+                    help="output type (default: from OUT's name; .img keeps the source's)")
+    rp.add_argument("--shrink", action="store_true",
+                    help="make the image as small as its content (default: the source's size)")
+    rp.add_argument("-O", dest="option", action="append", metavar="K=V[,K=V]",
+                    help="filesystem option (repeatable)")
+    rp.add_argument("--force", action="store_true",
+                    help="allow OUT to be a block device (refused when mounted)")
+    rp.set_defaults(func=cmd_repack)
+
+    an = sub.add_parser("analyze", parents=[common],
+                        help="count what a source holds and the smallest image of each type")
+    an.add_argument("source", metavar="SOURCE", help="directory, tar, IMG or IMG:N; a+b layers")
+    an.add_argument("--json", action="store_true", help="print JSON")
+    an.add_argument("--fs-type", "-t", metavar="TYPE[,TYPE]", help="only these types")
+    an.set_defaults(func=cmd_analyze)
+
+    ad = sub.add_parser("add", parents=[common], help="copy a host file or tree into an image, in place")
+    ad.add_argument("image", metavar="IMG[:N]")
+    ad.add_argument("host_src", metavar="HOST_SRC")
+    ad.add_argument("dest", metavar="DEST", help="its path in the image (into DEST if a directory)")
+    ad.set_defaults(func=cmd_add)
+
+    rm = sub.add_parser("rm", parents=[common], help="remove a file or empty directory, in place")
+    rm.add_argument("image", metavar="IMG[:N]")
+    rm.add_argument("path", metavar="PATH")
+    rm.set_defaults(func=cmd_rm)
 
     i = sub.add_parser("info", parents=[common], help="describe an image or disk (IMG or IMG:N)")
     i.add_argument("image", metavar="IMG[:N]")

@@ -231,6 +231,10 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=No
         elif p.image is not None:
             try:
                 img_size = os.stat(p.image).st_size
+            except FileNotFoundError:
+                from .paths import missing
+                raise missing(p.image, base_dir=p.base_dir, spec_dir=p.spec_dir,
+                              where=f"{p.where}.image") from None
             except OSError as e:
                 raise InputError(e.strerror or str(e), where=f"{p.where}.image: {p.image}") from None
             auto = size is None

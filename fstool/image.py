@@ -28,8 +28,10 @@ COPY_CHUNK = 8 << 20
 class ImageFile:
     """A writable window of a file: offsets are relative to `base`."""
 
-    def __init__(self, fd: int, base: int = 0, limit: int | None = None, path: str = "<image>"):
+    def __init__(self, fd: int, base: int = 0, limit: int | None = None, path: str = "<image>",
+                 device: bool = False):
         self.fd, self.base, self.limit, self.path = fd, base, limit, path
+        self.device = device  # a block device: its size is fixed, truncate only checks
 
     def _check(self, off: int, n: int) -> None:
         if off < 0 or (self.limit is not None and off + n > self.limit):
@@ -84,7 +86,11 @@ class ImageFile:
 
     def truncate(self, size: int) -> None:
         """Set the image size (only meaningful when base == 0)."""
-        if self.base == 0:
+        if self.device:
+            if self.limit is not None and size > self.limit:
+                raise ImageError(f"an image of {size} bytes does not fit on the device "
+                                 f"({self.limit} bytes)", where=self.path)
+        elif self.base == 0:
             os.ftruncate(self.fd, size)
         elif self.limit is not None and size > self.limit:
             raise ImageError(f"image of {size} bytes exceeds its region of {self.limit}",
@@ -195,6 +201,79 @@ def atomic_output(dest: str) -> Iterator[ImageFile]:
             signal.signal(sig, h)
 
 
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.lstat(path).st_mode)  # a symlink to one is refused, as outputs are
+    except OSError:
+        return False
+
+
+def mounted_from(path: str) -> str | None:
+    """Where the block device at path (or a partition of it) is mounted, or None."""
+    rdev = os.stat(path).st_rdev
+    major, minor = os.major(rdev), os.minor(rdev)
+    holders = {(major, minor)}
+    sysdir = f"/sys/dev/block/{major}:{minor}"
+    try:
+        for name in os.listdir(os.path.realpath(sysdir)):
+            dev = os.path.join(sysdir, name, "dev")
+            if os.path.exists(dev):
+                a, b = open(dev).read().strip().split(":")
+                holders.add((int(a), int(b)))
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                a, b = fields[2].split(":")
+                if (int(a), int(b)) in holders:
+                    return fields[4]
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def device_output(dest: str) -> Iterator[ImageFile]:
+    """Write straight onto block device dest (opened exclusively, so the kernel refuses one in
+    use), zeroed first so no old data shows through the holes writers leave."""
+    where = mounted_from(dest)
+    if where is not None:
+        raise OutputError(f"is mounted on {where}: refusing to write to it", where=dest)
+    try:
+        fd = os.open(dest, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as e:
+        raise OutputError(f"cannot open it exclusively ({e.strerror}): in use?", where=dest) from None
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            import fcntl
+            import struct as _struct
+            fcntl.ioctl(fd, BLKZEROOUT, _struct.pack("QQ", 0, size))
+        except OSError:
+            write_zeros(ImageFile(fd, limit=size, path=dest), 0, size)
+        yield ImageFile(fd, limit=size, path=dest, device=True)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def open_output(dest: str, *, force: bool = False) -> Iterator[ImageFile]:
+    """atomic_output for a file; device_output for a block device given with force (without
+    it, atomic_output refuses the device, naming --force)."""
+    if force and is_block_device(dest):
+        with device_output(dest) as out:
+            yield out
+    else:
+        with atomic_output(dest) as out:
+            yield out
+
+
 class Region:
     """A read-only window [offset, offset+length) of an image file."""
 
@@ -205,7 +284,8 @@ class Region:
             self.fd = os.open(path, os.O_RDONLY) if fd is None else fd
         except OSError as e:
             raise InputError(e.strerror or str(e), where=path) from None
-        total = os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        total = os.lseek(self.fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
         self.offset = offset
         self.length = total - offset if length is None else length
         if offset < 0 or self.length < 0 or offset + self.length > total:

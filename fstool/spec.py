@@ -20,9 +20,11 @@ filesystems and partitions; `source` as a list of layers; `all_root`,
 `disk_signature`, `alignment`, `sector_size`.
 
 Invariant: every key of the input is either consumed here or reported as an
-error naming its table and the nearest valid key; relative paths are resolved
-against the spec's directory; nothing read here depends on the host path of the
-spec (identifiers are seeded from its content).
+error naming its table and the nearest valid key; relative paths resolve against
+the working directory, as in the Rust fstool (`relative_to = "spec"` resolves them
+against the spec's directory instead, the default for JSON specs, which tools write);
+nothing read here depends on the host path of the spec (identifiers are seeded
+from its content).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from typing import Any
 
 from .errors import InputError, SpecError
 from .fs import canonical_type
+from .paths import resolve
 from .sizes import parse_size
 
 try:  # Python 3.11+
@@ -93,6 +96,8 @@ class FsSpec:
     options: dict[str, Any] = field(default_factory=dict)
     where: str = "filesystem"
     opts: Any = None  # the format's typed options, parsed with the spec (Format.parse_options)
+    base_dir: str | None = None  # what relative paths were resolved against
+    spec_dir: str | None = None  # the spec's directory (for the hint when a path is missing)
 
 
 @dataclass
@@ -130,6 +135,8 @@ class BlobSpec:
     align: int = 1
     fill: bool = False
     where: str = "partitions"
+    base_dir: str | None = None  # what a relative `image` was resolved against
+    spec_dir: str | None = None
 
 
 @dataclass
@@ -237,7 +244,15 @@ def parse_volume_id(v: Any, where: str) -> str:
     return f"{n:08x}"
 
 
-def parse_fs(table: Any, where: str, base_dir: str) -> FsSpec:
+def split_layers(src: str, base_dir: str) -> list[str]:
+    """The Rust fstool's layered source form: "base.tar+overlay/" is two layers, bottom first.
+    A path that exists as written (a directory named "c++", say) stays one layer."""
+    if "+" not in src or os.path.lexists(os.path.join(base_dir, src)):
+        return [src]
+    return [s for s in src.split("+") if s]
+
+
+def parse_fs(table: Any, where: str, base_dir: str, spec_dir: str | None = None) -> FsSpec:
     """Parse a [filesystem] table (or the equivalent from the CLI)."""
     if not isinstance(table, dict):
         raise SpecError("expected a table", where=where)
@@ -245,7 +260,7 @@ def parse_fs(table: Any, where: str, base_dir: str) -> FsSpec:
     if "type" not in table:
         raise SpecError("missing key 'type' (e.g. type = \"ext4\")", where=where)
     fs = FsSpec(type=canonical_type(_str(table["type"], f"{where}.type"), f"{where}.type"),
-                where=where)
+                where=where, base_dir=base_dir, spec_dir=spec_dir)
     src = table.get("source")
     if src is None:
         srcs: list[str] = []
@@ -255,7 +270,7 @@ def parse_fs(table: Any, where: str, base_dir: str) -> FsSpec:
         srcs = list(src)
     else:
         raise SpecError("expected a path or a list of paths", where=f"{where}.source")
-    fs.sources = [os.path.normpath(os.path.join(base_dir, s)) for s in srcs]
+    fs.sources = [resolve(layer, base_dir) for s in srcs for layer in split_layers(s, base_dir)]
     merged = dict(table)
     opts = table.get("options", {})
     if not isinstance(opts, dict):
@@ -347,18 +362,17 @@ def apply_generic(fs: FsSpec, table: dict, where: str, base_dir: str) -> None:
         v = table["rootdevs"]
         if isinstance(v, bool):  # the Rust tool's boolean form
             v = "minimal" if v else "none"
-        v = _str(v, w("rootdevs"))
+        v = _str(v, w("rootdevs")).lower()  # the Rust fstool takes any case
         if v not in ROOTDEVS:
             raise SpecError(f"must be one of {', '.join(ROOTDEVS)}; got {v!r}", where=w("rootdevs"))
         fs.rootdevs = v
     if "all_root" in table:
         fs.all_root = _bool(table["all_root"], w("all_root"))
     if "device_table" in table:
-        fs.device_table = os.path.normpath(os.path.join(base_dir, _str(table["device_table"],
-                                                                        w("device_table"))))
+        fs.device_table = resolve(_str(table["device_table"], w("device_table")), base_dir)
     for k in ("selinux_file_contexts", "fs_config"):
         if k in table:
-            setattr(fs, k, os.path.normpath(os.path.join(base_dir, _str(table[k], w(k)))))
+            setattr(fs, k, resolve(_str(table[k], w(k)), base_dir))
     if "seed" in table:
         fs.seed = _str(table["seed"], w("seed"))
 
@@ -386,7 +400,7 @@ def parse_attributes(v: Any, where: str) -> int:
     return bits
 
 
-def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
+def parse_disk(doc: dict, base_dir: str, spec_dir: str | None = None) -> DiskSpec:
     img = doc["image"]
     if not isinstance(img, dict):
         raise SpecError("expected a table", where="image")
@@ -463,9 +477,10 @@ def parse_disk(doc: dict, base_dir: str) -> DiskSpec:
         if "filesystem" in p and "image" in p:
             raise SpecError("give either a filesystem or a prebuilt image, not both", where=w)
         if "filesystem" in p:
-            ps.fs = parse_fs(p["filesystem"], f"{w}.filesystem", base_dir)
+            ps.fs = parse_fs(p["filesystem"], f"{w}.filesystem", base_dir, spec_dir)
         if "image" in p:
-            ps.image = os.path.normpath(os.path.join(base_dir, _str(p["image"], f"{w}.image")))
+            ps.image = resolve(_str(p["image"], f"{w}.image"), base_dir)
+            ps.base_dir, ps.spec_dir = base_dir, spec_dir
         if ps.fs is None and ps.image is None and ps.size is None and p.get("verity") != "hash":
             raise SpecError("an empty partition needs a size", where=f"{w}.size")
         if "uuid" in p:
@@ -660,26 +675,32 @@ def load_spec(path: str) -> Spec:
                         where=path) from None
     if not isinstance(doc, dict):
         raise SpecError("expected a table at the top level", where=path)
-    base_dir = os.path.dirname(os.path.abspath(path))
-    return spec_from_doc(doc, path, hashlib.sha256(raw).digest(), base_dir)
+    return spec_from_doc(doc, path, hashlib.sha256(raw).digest(), os.path.dirname(os.path.abspath(path)))
 
 
-def spec_from_doc(doc: dict, path: str, seed: bytes, base_dir: str) -> Spec:
-    """A Spec from a parsed document (a TOML or JSON spec, or a translated genimage.cfg)."""
+def spec_from_doc(doc: dict, path: str, seed: bytes, spec_dir: str) -> Spec:
+    """A Spec from a parsed document (a TOML or JSON spec, or a translated genimage.cfg).
+    Relative paths resolve against the working directory, as in the Rust fstool, or against
+    spec_dir with `relative_to = "spec"` (the default for JSON specs, which tools write)."""
     spec = Spec(path=path, seed=seed)
     try:
-        check_keys(doc, ("filesystem", "image", "partitions"), "spec")
+        check_keys(doc, ("filesystem", "image", "partitions", "relative_to"), "spec")
+        rel = doc.get("relative_to", "spec" if path.endswith(".json") else "cwd")
+        if rel not in ("cwd", "spec"):
+            raise SpecError(f"must be \"cwd\" (the working directory, as the Rust fstool) or "
+                            f"\"spec\" (the spec's directory); got {rel!r}", where="relative_to")
+        base_dir = os.getcwd() if rel == "cwd" else spec_dir
         if "filesystem" in doc and ("image" in doc or "partitions" in doc):
             raise SpecError("a spec has either [filesystem] or [image] with [[partitions]], not both",
                             where="spec")
         if "filesystem" in doc:
-            spec.fs = parse_fs(doc["filesystem"], "filesystem", base_dir)
+            spec.fs = parse_fs(doc["filesystem"], "filesystem", base_dir, spec_dir)
         elif "image" in doc:
-            spec.disk = parse_disk(doc, base_dir)
+            spec.disk = parse_disk(doc, base_dir, spec_dir)
         elif "partitions" in doc:
             raise SpecError("[[partitions]] needs an [image] table (size, partition_table)", where="spec")
         else:
             raise SpecError("the spec needs a [filesystem] or an [image] table", where="spec")
-    except SpecError as e:
+    except (SpecError, InputError) as e:
         raise e.within(path) from None
     return spec

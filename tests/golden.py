@@ -159,7 +159,7 @@ FAT_CASES = {
     "fat12": ("fat12", "", ""),
     "fat16": ("fat16", "", ""),
     "fat32": ("fat32", 'size = "40MiB"', ""),
-    "vfat-not-sparse": ("vfat", 'size = "8MiB"\nsparse = false\nvolume_label = "NOSPARSE"', ""),
+    "vfat-not-sparse": ("fat", 'size = "8MiB"\nsparse = false\nvolume_label = "NOSPARSE"', ""),
 }
 
 GPT_DISK = f"""
@@ -173,7 +173,7 @@ name = "esp"
 type = "esp"
 size = "16MiB"
 [partitions.filesystem]
-type = "vfat"
+type = "fat"
 source = "fat"
 mtime = {MTIME}
 

@@ -69,7 +69,7 @@ load(":tree.bzl", "make_fake_fstool", "make_text", "make_tool", "make_tree")
 fs_image(
     name = "esp",
     srcs = ["//:esp_files"],
-    fs_type = "vfat",
+    fs_type = "fat",
     label = "ESP",
     strip_prefix = "/esp",
 )
@@ -271,7 +271,7 @@ squashfs_image(name = "bad_option", srcs = ["//:doc_files"], extra_options = {"b
     "no_fit": '''
 load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "partition")
 
-fs_image(name = "esp", fs_type = "vfat", srcs = ["//:esp_files"], size = "8MiB")
+fs_image(name = "esp", fs_type = "fat", srcs = ["//:esp_files"], size = "8MiB")
 
 partition(name = "tiny_part", image = ":esp", size = "1MiB")
 

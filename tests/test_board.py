@@ -158,7 +158,7 @@ bootable = true
 offset = "1MiB"
 size = "16MiB"
 [partitions.filesystem]
-type = "vfat"
+type = "fat"
 source = "rootfs"
 
 [[partitions]]
@@ -253,7 +253,7 @@ type = "0x0c"
 bootable = true
 size = "32MiB"
 [partitions.filesystem]
-type = "vfat"
+type = "fat"
 source = "boot"
 
 [[partitions]]

@@ -3,6 +3,7 @@
 the tools themselves made (`qemu-img convert`, `img2simg`)."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import struct
@@ -205,7 +206,7 @@ name = "boot"
 type = "esp"
 size = "8MiB"
 [partitions.filesystem]
-type = "vfat"
+type = "fat"
 source = "root"
 
 [[partitions]]
@@ -320,3 +321,19 @@ def test_odd_sizes(tmp_path):
     with pytest.raises(SpecError, match="multiple of 512"):
         make_raw(tmp_path / "odd2.img", size=(6 << 20) + 100, seed=1)
         convert(str(tmp_path / "odd2.img"), str(tmp_path / "x.simg"))
+
+
+def test_create_cluster_size_sets_the_qcow2_cluster_size(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(100_000))
+    raw, q = tmp_path / "x.img", tmp_path / "x.qcow2"
+    run_fstool("create", "-t", "ext4", src, "-o", raw, check=True)
+    run_fstool("create", "-t", "ext4", src, "-o", q, "--cluster-size", "4KiB", check=True)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(q)], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["cluster-size"] == 4096
+    assert subprocess.run(["qemu-img", "check", str(q)], capture_output=True).returncode == 0
+    assert subprocess.run(["qemu-img", "compare", str(raw), str(q)], capture_output=True).returncode == 0
+    p = run_fstool("create", "-t", "ext4", src, "-o", tmp_path / "y.img", "--cluster-size", "4KiB")
+    assert p.returncode == 2 and "needs qcow2 output" in p.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import stat
 import re
 import subprocess
 import time
@@ -141,7 +142,7 @@ def check_reader(img, src):
         return r
 
 
-def build(src, img, fs_type="vfat", **kw):
+def build(src, img, fs_type="fat", **kw):
     params = FsParams(fs_type=fs_type, seed=b"test-seed", timestamp=MTIME, **kw)
     with atomic_output(str(img)) as out:
         return write(load_dir(str(src)), out, params)
@@ -167,7 +168,7 @@ def test_fat12_small_image(tmp_path, small_src):
 
 def test_fat16_via_cli(tmp_path, src):
     img = tmp_path / "fat16.img"
-    run_fstool("create", "-t", "vfat", src, "-o", img, "--size", "64MiB", "--label", "MY DISK",
+    run_fstool("create", "-t", "fat", src, "-o", img, "--size", "64MiB", "--label", "MY DISK",
                "-O", "volume_id=1234-ABCD", cwd=tmp_path, check=True)
     assert img.stat().st_size == 64 * MiB
     info = fat_info(img)
@@ -218,7 +219,7 @@ def test_fat16_boot_sector_fields(tmp_path, small_src):
     check_with_mtools(img, small_src, tmp_path)
 
 
-def test_vfat_picks_type_by_cluster_count(tmp_path, small_src):
+def test_fat_picks_type_by_cluster_count(tmp_path, small_src):
     for size, want in ((4 * MiB, "FAT12"), (100 * MiB, "FAT16"), (600 * MiB, "FAT32")):
         img = tmp_path / f"{size}.img"
         build(small_src, img, size=size)
@@ -240,7 +241,7 @@ def test_cluster_count_boundary(tmp_path, small_src, sectors):
     tree = Tree()
     tree.add("/a.txt", Node(Kind.FILE, mtime=MTIME, source=FileSource(str(small_src / "lower"), 18)))
     with atomic_output(str(img)) as out:
-        write(tree, out, FsParams(fs_type="vfat", size=sectors * 512,
+        write(tree, out, FsParams(fs_type="fat", size=sectors * 512,
                                   options={"sectors_per_cluster": 1}))
     info = fat_info(img)
     clusters = int(info["clusters"])
@@ -333,7 +334,7 @@ def test_times_clamped_to_fat_range(tmp_path):
     tree.add("/future", Node(Kind.FILE, mtime=2**40, source=FileSource(None, 0)))
     img = tmp_path / "t.img"
     with atomic_output(str(img)) as out:
-        write(tree, out, FsParams(fs_type="vfat", size=MiB))
+        write(tree, out, FsParams(fs_type="fat", size=MiB))
     fsck_clean(img)
     with Region(str(img)) as region:
         r = fat_reader.open(region)
@@ -344,7 +345,7 @@ def test_times_clamped_to_fat_range(tmp_path):
 def test_reproducible(tmp_path, src):
     a, b = tmp_path / "a.img", tmp_path / "b.img"
     for img in (a, b):
-        run_fstool("create", "-t", "vfat", src, "-o", img, "--label", "REPRO", cwd=tmp_path, check=True)
+        run_fstool("create", "-t", "fat", src, "-o", img, "--label", "REPRO", cwd=tmp_path, check=True)
     assert filecmp.cmp(a, b, shallow=False)
     c, d = tmp_path / "c.img", tmp_path / "d.img"
     build(src, c, fs_type="fat32", size=64 * MiB)
@@ -397,14 +398,36 @@ label = "ESP"
 
 # -- errors --------------------------------------------------------------------
 
-def test_symlink_is_an_error(tmp_path):
+def test_symlink_is_an_error_when_strict(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "dir").mkdir()
     os.symlink("target", src / "dir" / "link")
-    p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "x.img", cwd=tmp_path)
+    p = run_fstool("create", "-t", "fat", src, "-o", tmp_path / "x.img", "-O", "strict=true",
+                   cwd=tmp_path)
     assert_one_line_error(p, 1, "/dir/link", "symlinks")
     assert not (tmp_path / "x.img").exists()
+
+
+def test_unstorable_entries_are_left_out_with_one_warning(tmp_path):
+    """As the Rust fstool: symlinks, devices, fifos are dropped, one warning counts and names them."""
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "file").write_bytes(b"kept\n")
+    os.symlink("target", src / "dir" / "link")
+    os.mkfifo(src / "fifo")
+    os.mknod(src / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    img = tmp_path / "x.img"
+    p = run_fstool("create", "-t", "fat", src, "-o", img, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and "left out 3 entries" in lines[0], p.stderr
+    for needle in ("1 symlinks", "1 fifos", "1 character devices", "/dir/link", "/fifo", "/null"):
+        assert needle in lines[0]
+    fsck_clean(img)
+    out = run_fstool("ls", "-R", img, check=True).stdout
+    assert "/dir/file" in out and "link" not in out and "fifo" not in out
+    assert run_fstool("create", "-q", "-t", "fat", src, "-o", img, cwd=tmp_path).stderr == ""
 
 
 def test_case_clash_is_an_error(tmp_path):
@@ -421,13 +444,13 @@ def test_unrepresentable_names(tmp_path):
         tree = Tree()
         tree.add("/" + bad, Node(Kind.FILE, source=FileSource(None, 0)))
         with atomic_output(str(tmp_path / "x.img")) as out, pytest.raises(InputError):
-            write(tree, out, FsParams(fs_type="vfat"))
+            write(tree, out, FsParams(fs_type="fat"))
 
 
 def test_too_small_is_a_capacity_error(tmp_path, src):
     with pytest.raises(CapacityError, match=r"needs .* clusters.*would hold it"):
         build(src, tmp_path / "x.img", size=2 * MiB)
-    p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "y.img", "--size", "2MiB",
+    p = run_fstool("create", "-t", "fat", src, "-o", tmp_path / "y.img", "--size", "2MiB",
                    cwd=tmp_path)
     assert_one_line_error(p, 1, "needs")
     assert not (tmp_path / "y.img").exists()
@@ -453,15 +476,20 @@ def test_size_outside_type_range(tmp_path, small_src):
     ("media=0xF3", "media"),
 ])
 def test_bad_options(tmp_path, small_src, opt, needle):
-    p = run_fstool("create", "-t", "vfat", small_src, "-o", tmp_path / "x.img", "-O", opt, cwd=tmp_path)
+    p = run_fstool("create", "-t", "fat", small_src, "-o", tmp_path / "x.img", "-O", opt, cwd=tmp_path)
     assert_one_line_error(p, 2, needle)
 
 
-@pytest.mark.parametrize("label", ["lower", "TWELVE CHARS", "BAD*CHAR"])
-def test_bad_labels(tmp_path, small_src, label):
-    p = run_fstool("create", "-t", "vfat", small_src, "-o", tmp_path / "x.img", "--label", label,
-                   cwd=tmp_path)
-    assert_one_line_error(p, 2, "label")
+@pytest.mark.parametrize("label, stored", [("lower", "LOWER"), ("TWELVE CHARS", "TWELVE CHAR"),
+                                           ("BAD*CHAR", "BAD_CHAR"), ("caf\u00e9", "CAF_")])
+def test_labels_are_stored_as_the_rust_fstool_stores_them(tmp_path, small_src, label, stored):
+    """Upper-cased, cut to 11 bytes, unstorable characters as '_', with one warning."""
+    img = tmp_path / "x.img"
+    p = run_fstool("create", "-t", "fat", small_src, "-o", img, "--label", label, cwd=tmp_path)
+    assert p.returncode == 0 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert repr(stored) in p.stderr and "label" in p.stderr
+    assert fat_info(img)["label"] == stored
+    fsck_clean(img)
 
 
 def test_reader_rejects_garbage(tmp_path, small_src):
@@ -522,12 +550,13 @@ def test_follow_symlinks_stores_the_files(tmp_path):
     os.symlink("/boot/vmlinuz", src / "kernel")  # absolute, through another link
     os.symlink("boot", src / "dirlink")
     os.symlink("nothing", src / "dangling")
-    p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "x.img", cwd=tmp_path)
+    p = run_fstool("create", "-t", "fat", src, "-o", tmp_path / "x.img", "-O", "strict=true",
+                   cwd=tmp_path)
     assert_one_line_error(p, 1, "4 symlinks", "follow_symlinks")
     os.unlink(src / "dirlink")
     os.unlink(src / "dangling")
     img = tmp_path / "f.img"
-    run_fstool("create", "-t", "vfat", src, "-o", img, "-O", "follow_symlinks=true", check=True)
+    run_fstool("create", "-t", "fat", src, "-o", img, "-O", "follow_symlinks=true", check=True)
     fsck_clean(img)
     out = tmp_path / "out"
     out.mkdir()
@@ -555,15 +584,15 @@ def test_file_of_4gib_is_refused(tmp_path):
     src.mkdir()
     with open(src / "huge", "wb") as f:
         f.truncate(4 << 30)
-    p = run_fstool("create", "-t", "vfat", src, "-o", tmp_path / "x.img", cwd=tmp_path)
+    p = run_fstool("create", "-t", "fat", src, "-o", tmp_path / "x.img", cwd=tmp_path)
     assert_one_line_error(p, 1, "/huge", "4 GiB")
     assert not (tmp_path / "x.img").exists()
 
 
 def test_uuid_is_refused_volume_id_is_used(tmp_path, small_src):
-    p = run_fstool("create", "-t", "vfat", small_src, "-o", tmp_path / "x.img", "--uuid",
+    p = run_fstool("create", "-t", "fat", small_src, "-o", tmp_path / "x.img", "--uuid",
                    "11111111-2222-3333-4444-555555555555", cwd=tmp_path)
     assert_one_line_error(p, 2, "volume_id")
     img = tmp_path / "v.img"
-    run_fstool("create", "-t", "vfat", small_src, "-o", img, "-O", "volume_id=1234-ABCD", check=True)
+    run_fstool("create", "-t", "fat", small_src, "-o", img, "-O", "volume_id=1234-ABCD", check=True)
     assert "serial number: 1234ABCD" in tool("minfo", "-i", img, "::").stdout

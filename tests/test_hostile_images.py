@@ -34,7 +34,7 @@ def images(tmp_path_factory):
             continue
         t = fmt.types[0]
         img = d / f"img.{t}"
-        extra = ["-O", "follow_symlinks=true"] if fmt.name == "fat" else []
+        extra = ["-O", "follow_symlinks=true"] if not fmt.caps.symlinks else []
         run_fstool("create", "-t", t, src, "-o", img, *extra, check=True)
         out[t] = img
     return out

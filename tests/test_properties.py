@@ -106,7 +106,7 @@ def expected(tree):
 def build(tree, fs_type, img):
     from fstool.fs import writer_for
     params = FsParams(fs_type=fs_type, seed=b"property", timestamp=1_600_000_000,
-                      options={"compression": "gzip"} if fs_type == "squashfs" else {})
+                      options=dict(OPTIONS.get(fs_type, {})))
     with atomic_output(img) as out:
         writer_for(fs_type).write(tree, out, params)
 
@@ -123,6 +123,11 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 CHECKERS = {
     "squashfs": lambda img, work: ["unsquashfs", "-n", "-d", os.path.join(work, "x"), img],
     "ext4": lambda img, work: ["e2fsck", "-fn", img],
+    "erofs": lambda img, work: ["fsck.erofs", img],
+}
+OPTIONS = {
+    "squashfs": {"compression": "gzip"},
+    "erofs": {"compression": "lz4hc", "ztailpacking": True, "dedupe": True},
 }
 
 

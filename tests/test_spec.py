@@ -17,7 +17,8 @@ def write(tmp_path, text, name="spec.toml"):
     return str(p)
 
 
-def test_bare_filesystem_all_rust_keys(tmp_path):
+def test_bare_filesystem_all_rust_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the working directory
     spec = load_spec(write(tmp_path, """
         [filesystem]
         type = "ext4"
@@ -42,7 +43,8 @@ def test_bare_filesystem_all_rust_keys(tmp_path):
     assert fs.options == {"inode_size": 256}
 
 
-def test_extensions_layers_overrides_and_generic_options(tmp_path):
+def test_extensions_layers_overrides_and_generic_options(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     spec = load_spec(write(tmp_path, """
         [filesystem]
         type = "squashfs"
@@ -71,7 +73,8 @@ def test_extensions_layers_overrides_and_generic_options(tmp_path):
     assert fs.seed == "my-image"
 
 
-def test_disk_spec_gpt(tmp_path):
+def test_disk_spec_gpt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     spec = load_spec(write(tmp_path, """
         [image]
         size = "1GiB"

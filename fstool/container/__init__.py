@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import SpecError
-from ..image import ImageFile, Region, atomic_output, data_extents
+from ..image import ImageFile, Region, atomic_output, data_extents, open_output
 
 CONTAINERS = ("raw", "qcow2", "android-sparse", "android-sparse-crc", "bmap")
 ALIASES = {"img": "raw", "qcow": "qcow2", "simg": "android-sparse", "sparse": "android-sparse",
@@ -51,6 +51,7 @@ class OutputPlan:
     format: str
     image: str  # the file the container (or the raw image) is written to
     bmap: str | None = None  # for format bmap: the block map beside the raw image
+    cluster_size: int | None = None  # qcow2 cluster size (default 64 KiB)
 
 
 def plan_output(path: str, explicit: str | None = None, where: str = "--format") -> OutputPlan:
@@ -81,10 +82,11 @@ def block_ranges(fd: int, size: int, bs: int) -> Iterator[tuple[int, int]]:
         yield cur[0], cur[1]
 
 
-def _write_container(src_fd: int, size: int, fmt: str, out: ImageFile) -> None:
+def _write_container(src_fd: int, size: int, fmt: str, out: ImageFile,
+                     cluster_size: int | None = None) -> None:
     if fmt == "qcow2":
         from . import qcow2
-        qcow2.write(src_fd, size, out)
+        qcow2.write(src_fd, size, out, (cluster_size or 1 << qcow2.CLUSTER_BITS).bit_length() - 1)
     else:
         from . import simg
         simg.write(src_fd, size, out, crc=fmt.endswith("crc"))
@@ -94,7 +96,7 @@ def convert_raw(src_fd: int, size: int, plan: OutputPlan) -> None:
     """Write the raw image src_fd as plan's container (atomically)."""
     with atomic_output(plan.image) as out:
         if plan.format in ("qcow2", "android-sparse", "android-sparse-crc"):
-            _write_container(src_fd, size, plan.format, out)
+            _write_container(src_fd, size, plan.format, out, plan.cluster_size)
             return
         for start, n in data_extents(src_fd, size):
             out.copy_from(src_fd, start, n, start)
@@ -111,10 +113,11 @@ def write_bmap(fd: int, size: int, dest: str) -> None:
 
 
 @contextmanager
-def container_output(plan: OutputPlan) -> Iterator[ImageFile]:
+def container_output(plan: OutputPlan, *, force: bool = False) -> Iterator[ImageFile]:
     """An ImageFile to write the raw image into; the container appears at plan.image on
-    success, and nothing (not even the temporary raw file) on failure or SIGTERM."""
-    with atomic_output(plan.image) as final:
+    success, and nothing (not even the temporary raw file) on failure or SIGTERM. With
+    force, plan.image may be a block device (written in place)."""
+    with open_output(plan.image, force=force) as final:
         if plan.format in ("raw", "bmap"):
             yield final
             if plan.bmap:
@@ -126,7 +129,7 @@ def container_output(plan: OutputPlan) -> Iterator[ImageFile]:
         try:
             os.unlink(tmp)  # an anonymous file: nothing to clean up, whatever happens
             yield ImageFile(fd, path=plan.image)
-            _write_container(fd, os.fstat(fd).st_size, plan.format, final)
+            _write_container(fd, os.fstat(fd).st_size, plan.format, final, plan.cluster_size)
         finally:
             os.close(fd)
 

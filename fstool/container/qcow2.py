@@ -40,9 +40,12 @@ INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCO
     1, 2, 4, 8, 16
 
 
-def write(src_fd: int, size: int, out: ImageFile) -> int:
-    """Write the raw image src_fd (size bytes) as qcow2 v3; return the file's size."""
-    cs = 1 << CLUSTER_BITS
+def write(src_fd: int, size: int, out: ImageFile, cluster_bits: int = CLUSTER_BITS) -> int:
+    """Write the raw image src_fd (size bytes) as qcow2 v3 with 2^cluster_bits-byte clusters
+    (qemu-img's default 64 KiB unless asked: `create --cluster-size`); return the file's size."""
+    if not 9 <= cluster_bits <= 21:
+        raise ImageError(f"qcow2 clusters are 512 bytes to 2 MiB, not {1 << cluster_bits}")
+    cs = 1 << cluster_bits
     per_l2 = cs // 8
     vclusters = (size + cs - 1) // cs
     l1_size = max(1, (vclusters + per_l2 - 1) // per_l2)
@@ -83,7 +86,7 @@ def write(src_fd: int, size: int, out: ImageFile) -> int:
     for i in range(blocks):
         n = min(per_block, total - i * per_block)
         out.pwrite(one * n, (first_block + i) * cs)
-    header = HEADER.pack(MAGIC, 3, 0, 0, CLUSTER_BITS, size, 0, l1_size, cs, rt_off, rt_clusters,
+    header = HEADER.pack(MAGIC, 3, 0, 0, cluster_bits, size, 0, l1_size, cs, rt_off, rt_clusters,
                          0, 0, 0, 0, 0, 4, HEADER.size)
     out.pwrite(header + HEADER_EXT.pack(0, 0), 0)
     out.truncate(total * cs)

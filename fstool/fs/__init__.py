@@ -18,6 +18,10 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.squashfs",
     "fstool.fs.ext",
     "fstool.fs.fat",
+    "fstool.fs.tar",
+    "fstool.fs.erofs",
+    "fstool.fs.exfat",
+    "fstool.fs.f2fs",
 )
 
 _formats: list[Format] | None = None

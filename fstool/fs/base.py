@@ -183,6 +183,12 @@ class Reader:
         """The file's bytes in bounded chunks."""
         raise NotImplementedError
 
+    def data_map(self, path: str) -> list[tuple[int, int, int]] | None:
+        """Where a file's bytes lie uncompressed in the region: (file offset, length, region
+        offset) per data run, holes left out; None when they are not stored as plain runs
+        (compressed, inline). Lets an image be a build's source without copying its files."""
+        return None
+
     def walk(self, path: str = "/") -> Iterator[REntry]:
         """Pre-order walk below path (path itself first).
 

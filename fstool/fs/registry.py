@@ -78,6 +78,9 @@ class Format:
     probe_order: int = 50  # lower probes first (formats with a strong magic first)
     partition_type: str = "linux"  # the partition type a disk gives it when the spec names none
     description: str = ""
+    # how a given label is stored (FAT: upper-cased, cut); None: cut to caps.label bytes.
+    # The spec warns once when the stored label differs from the one given.
+    label_rule: Callable[[str], str] | None = None
 
     def writer_module(self, where: str = "type"):
         if self.writer is None:

@@ -1,12 +1,14 @@
-"""Inputs: host directories, tar archives and JSON manifests, layered into one Tree.
+"""Inputs: host directories, tar archives, JSON manifests and images, layered into one Tree.
 
 `load_sources` reads each source into a tree of its own and merges it over the
 ones below, bottom to top, as container layers stack: a directory over a
 directory keeps both's children (the upper one's attributes win), anything else
 replaces what was there. In every layer above the bottom one, OCI whiteouts are
 honoured: `.wh.NAME` deletes NAME from the layers below and `.wh..wh..opq`
-makes its directory opaque (hides everything below it); whiteout entries never
-reach the image. No file bytes are read here.
+makes its directory opaque (hides everything below it); so do OverlayFS's own
+markers (a character device 0/0 deletes its path, a directory with the xattr
+`trusted.overlay.opaque = "y"` is opaque), as the Rust fstool detects both.
+Whiteout entries never reach the image. No file bytes are read here.
 """
 from __future__ import annotations
 
@@ -18,15 +20,26 @@ from ..tree import Kind, Node, Tree
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+OVERLAY_OPAQUE = "trusted.overlay.opaque"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar.bz2", ".tbz2")
 
 
-def load_one(path: str, where: str | None = None) -> Tree:
-    """One source: a host directory, a tar (any supported compression) or a .json manifest."""
+def load_one(path: str, where: str | None = None, *, base_dir: str | None = None,
+             spec_dir: str | None = None) -> Tree:
+    """One source: a host directory, a tar (any supported compression), a .json manifest,
+    or an image any registered reader opens (`IMG` or `IMG:N` for partition N).
+    A symlink given as the source is followed (only there: symlinks inside stay links)."""
+    from ..paths import missing, split_partition
+    bare, part = split_partition(path)
     try:
-        st = os.stat(path)
+        st = os.stat(bare)
+    except FileNotFoundError:
+        raise missing(bare, base_dir=base_dir, spec_dir=spec_dir, where=where) from None
     except OSError as e:
-        raise InputError(e.strerror or str(e), where=path) from None
+        raise InputError(e.strerror or str(e), where=bare) from None
+    if part is not None:
+        from .image import load_image
+        return load_image(bare, part)
     if stat.S_ISDIR(st.st_mode):
         from .hostdir import load_dir
         return load_dir(path)
@@ -39,7 +52,11 @@ def load_one(path: str, where: str | None = None) -> Tree:
     from .tarball import load_tar, sniff_tar
     if path.lower().endswith(TAR_SUFFIXES) or sniff_tar(path):
         return load_tar(path)
-    raise InputError("not a directory, a tar archive or a .json manifest", where=path)
+    from .image import is_image, load_image
+    if is_image(path):
+        return load_image(path)
+    raise InputError("not a directory, a tar archive, a .json manifest or an image this tool "
+                     "reads (`fstool formats` lists them)", where=path)
 
 
 def merge(lower: Tree, upper: Tree, *, whiteouts: bool) -> None:
@@ -49,10 +66,18 @@ def merge(lower: Tree, upper: Tree, *, whiteouts: bool) -> None:
     lower.invalidate()
 
 
+def _overlay_whiteout(node: Node) -> bool:
+    return node.kind is Kind.CHR and node.rdev == (0, 0)
+
+
+def _overlay_opaque(node: Node) -> bool:
+    return node.kind is Kind.DIR and node.xattrs.get(OVERLAY_OPAQUE) == b"y"
+
+
 def _merge_dir(low: Node, up: Node, whiteouts: bool) -> None:
     assert low.children is not None and up.children is not None
     names = sorted(up.children)
-    if whiteouts and OPAQUE in up.children:
+    if whiteouts and (OPAQUE in up.children or _overlay_opaque(up)):
         low.children.clear()
     for name in names:
         node = up.children[name]
@@ -60,10 +85,15 @@ def _merge_dir(low: Node, up: Node, whiteouts: bool) -> None:
             if name != OPAQUE:
                 low.children.pop(name[len(WHITEOUT):], None)
             continue
+        if whiteouts and _overlay_whiteout(node):
+            low.children.pop(name, None)
+            continue
         old = low.children.get(name)
         if old is not None and old.kind is Kind.DIR and node.kind is Kind.DIR:
             old.copy_attrs_from(node)
             _merge_dir(old, node, whiteouts)
+            if whiteouts:
+                old.xattrs.pop(OVERLAY_OPAQUE, None)
         else:
             if whiteouts and node.kind is Kind.DIR:
                 _strip_whiteouts(node)
@@ -83,19 +113,23 @@ def graft(tree: Tree, dest: str, sub: Node, where: str) -> None:
 
 def _strip_whiteouts(d: Node) -> None:
     assert d.children is not None
+    d.xattrs.pop(OVERLAY_OPAQUE, None)
     for name in list(d.children):
-        if name.startswith(WHITEOUT):
+        if name.startswith(WHITEOUT) or _overlay_whiteout(d.children[name]):
             del d.children[name]
         elif d.children[name].kind is Kind.DIR:
             _strip_whiteouts(d.children[name])
 
 
-def load_sources(sources: list[str], *, base_dir: str | None = None, where: str | None = None) -> Tree:
-    """Load sources bottom to top and merge them into one Tree."""
+def load_sources(sources: list[str], *, base_dir: str | None = None, where: str | None = None,
+                 spec_dir: str | None = None) -> Tree:
+    """Load sources bottom to top and merge them into one Tree (relative ones against base_dir,
+    by default the working directory; spec_dir only feeds the hint when one is missing)."""
     if not sources:
         return Tree()
     base_dir = base_dir or os.getcwd()
-    trees = [load_one(os.path.join(base_dir, s), where) for s in sources]
+    trees = [load_one(os.path.join(base_dir, s), where, base_dir=base_dir, spec_dir=spec_dir)
+             for s in sources]
     result = trees[0]
     for t in trees[1:]:
         merge(result, t, whiteouts=True)

@@ -48,7 +48,7 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
     """Add the contents of host directory `root` under `prefix` of tree."""
     tree = tree or Tree()
     try:
-        st = os.lstat(root)
+        st = os.stat(root)  # a symlink given as the root is followed; links inside are kept
     except OSError as e:
         raise InputError(e.strerror or str(e), where=root) from None
     if not stat.S_ISDIR(st.st_mode):

@@ -30,6 +30,7 @@ _BASE: dict[str, tuple[str | None, int | None, str]] = {
     "fat12": ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", 0x01, "Microsoft basic data"),
     "fat16": ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", 0x0E, "Microsoft basic data"),
     "fat32": ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", 0x0C, "Microsoft basic data"),
+    "exfat": ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", 0x07, "Microsoft basic data"),
 }
 
 ALIASES = {

@@ -6,9 +6,12 @@ A new format adds its names here.
 """
 
 FS_TYPES = [
+    "erofs",
+    "exfat",
     "ext2",
     "ext3",
     "ext4",
+    "f2fs",
     "fat",
     "fat12",
     "fat16",
@@ -17,5 +20,6 @@ FS_TYPES = [
     "sqfs",
     "squashfs",
     "squashfs4",
+    "tar",
     "vfat",
 ]

@@ -14,6 +14,18 @@ import time
 
 SECTOR = 512
 
+# What a volume label may hold: what a short name may, plus spaces (not leading).
+LABEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789$%'-_@~`!(){}^#& ")
+
+
+def store_label(label: str) -> str:
+    """The label a FAT volume stores for `label`, as the Rust fstool makes it: upper-cased,
+    characters a label cannot hold replaced by '_', cut to 11 bytes."""
+    out = "".join(c if c in LABEL_CHARS else "_" for c in label.upper())[:11]
+    if out.startswith(" "):
+        out = "_" + out[1:]
+    return out
+
 # Boot sector, offsets 0..35: the BPB common to every FAT type.
 # jmp, OEM name, bytes/sector, sectors/cluster, reserved sectors, FAT count,
 # root entries, total sectors (16-bit), media, FAT size (16-bit), sectors/track,

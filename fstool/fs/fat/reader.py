@@ -397,6 +397,25 @@ class FatReader(Reader):
         out.sort(key=lambda r: encode_name(r.name))
         return out
 
+    def data_map(self, path: str) -> list[tuple[int, int, int]]:
+        """(file offset, length, offset in the region) of the file's bytes: clusters in place."""
+        norm, e = self._lookup(path)
+        if e is None or e.is_dir:
+            raise InputError("is a directory, not a regular file", where=norm)
+        out, pos, left = [], 0, e.size
+        if left and e.cluster == 0:
+            raise ImageError(f"{norm}: file of {e.size} bytes has no clusters", where=self.where)
+        for off, length in (self._runs(e.cluster, norm) if left else ()):
+            n = min(length, left)
+            out.append((pos, n, off))
+            pos, left = pos + n, left - n
+            if left == 0:
+                return out
+        if left:
+            raise ImageError(f"{norm}: cluster chain is shorter than the file size ({e.size} bytes)",
+                             where=self.where)
+        return out
+
     def read_file(self, path: str) -> Iterator[bytes]:
         norm, e = self._lookup(path)
         if e is None or e.is_dir:

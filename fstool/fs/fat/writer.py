@@ -26,7 +26,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from ...errors import CapacityError, InputError, SpecError
+from ...errors import CapacityError, InputError, SpecError, warn
 from ...ids import derive_u32
 from ...image import ImageFile, copy_sources, write_zeros
 from ...sizes import format_size
@@ -120,6 +120,7 @@ class _Options:
     media: int
     reserved: int | None
     follow_symlinks: bool = False
+    strict: bool = False  # refuse entries FAT cannot store instead of leaving them out
 
 
 @dataclass
@@ -360,6 +361,20 @@ def _geometry_for(bits: int, total: int, opts: _Options, root_needed: int) -> Ge
                   f"{format_size(g.cluster_bytes)}, and FAT{bits} allows at most {hi}", False)
 
 
+def _smallest_fat32(opts: _Options) -> int:
+    """The smallest whole-MiB size a FAT32 volume with these options can have."""
+    size = 32 * MiB
+    while size < MAX_SECTORS * SECTOR:
+        try:
+            _geometry_for(32, size // SECTOR, opts, 0)
+            return size
+        except _Layout as e:
+            if not e.too_small:
+                break
+        size += MiB
+    return size
+
+
 def _pad_reserved(g: Geometry) -> Geometry | None:
     """Push a cluster count just over its type's maximum back under it with reserved sectors."""
     lo, hi = CLUSTER_RANGE[g.bits]
@@ -375,8 +390,8 @@ def _pad_reserved(g: Geometry) -> Geometry | None:
 
 def _choose_geometry(fs_type: str, total: int, opts: _Options, root_needed: int) -> Geometry:
     """The geometry for a volume of `total` sectors; raises _Layout when none is legal."""
-    if fs_type in ("fat12", "fat16", "fat32"):
-        return _geometry_for(int(fs_type[3:]), total, opts, root_needed)
+    if fs_type in ("fat12", "fat16", "fat32", "vfat"):  # vfat is FAT32, as in the Rust fstool
+        return _geometry_for(32 if fs_type == "vfat" else int(fs_type[3:]), total, opts, root_needed)
     if opts.spc is None:
         size = total * SECTOR
         bits = 12 if size <= 8 * MiB else 16 if size <= 512 * MiB else 32
@@ -420,6 +435,7 @@ def _read_options(params: FsParams) -> _Options:
                         where=f"{params.where}.options.media")
     reserved = r.get_int("reserved_sectors", None, 1, 0xFFFF)
     follow = r.get_bool("follow_symlinks", False)
+    strict = r.get_bool("strict", False)
     csize = r.get_size("cluster_size", None)
     r.finish()
     if csize is not None:
@@ -436,7 +452,7 @@ def _read_options(params: FsParams) -> _Options:
             raise SpecError("a FAT cluster size must be a power of 2 from 512 to 65536 bytes; "
                             f"got {bs}", where=f"{params.where}.block_size")
         spc = bs // SECTOR
-    return _Options(spc, hidden, fats, media, reserved, follow)
+    return _Options(spc, hidden, fats, media, reserved, follow, strict)
 
 
 def _label_bytes(params: FsParams) -> bytes | None:
@@ -515,6 +531,21 @@ def _follow_symlinks(tree: Tree) -> None:
                     if target is not None and target.kind is Kind.FILE:
                         node.children[name] = target
     tree.invalidate()
+
+
+def _leave_out_unstorable(tree: Tree, where: str) -> None:
+    """Drop what FAT cannot store (symlinks, devices, fifos, sockets) with one warning that
+    counts and names them, as the Rust fstool does (`strict = true` refuses instead)."""
+    bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
+    if not bad:
+        return
+    kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
+    what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
+    shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+    for path, _ in bad:
+        tree.remove(path)
+    tree.invalidate()
+    warn(f"left out {len(bad)} entries FAT cannot store ({what}): {shown}", where=where)
 
 
 def _plan(tree: Tree, label: bytes | None) -> _Plan:
@@ -675,6 +706,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     vid = _volume_id(params)
     if opts.follow_symlinks:
         _follow_symlinks(tree)
+    if not opts.strict:
+        _leave_out_unstorable(tree, params.where)
     plan = _plan(tree, label)
     root_needed = _root_needed(plan)
     if root_needed > MAX_ROOT_ENTRIES and params.fs_type in ("fat12", "fat16"):
@@ -691,7 +724,12 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         try:
             g = _choose_geometry(params.fs_type, total, opts, root_needed)
         except _Layout as e:
-            raise SpecError(str(e), where=params.where) from None
+            hint = ""
+            if e.too_small and params.fs_type in ("vfat", "fat32"):
+                hint = f"; the smallest that works is {format_size(_smallest_fat32(opts))}"
+                if params.fs_type == "vfat":
+                    hint += " (type = \"fat\" picks FAT12/16 for small volumes)"
+            raise SpecError(str(e) + hint, where=params.where) from None
         ok, need = _fits(g, plan, 0)
         if not ok:
             try:
