@@ -1040,7 +1040,7 @@ load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "mbr_disk", "parti
 fs_image(
     name = "esp",
     srcs = ["//:esp_files"],
-    fs_type = "vfat",
+    fs_type = "fat",
     label = "BOOT",
     strip_prefix = "/esp",
 )
@@ -1073,7 +1073,7 @@ fs_image(
     name = "esp_bmap",
     srcs = ["//:esp_files"],
     format = "bmap",
-    fs_type = "vfat",
+    fs_type = "fat",
     size = "8MiB",
     strip_prefix = "/esp",
 )
@@ -1119,6 +1119,15 @@ partition(name = "vappend", image = ":root", verity = "append")
 
 gpt_disk(name = "verity_append", partitions = [":vappend"])
 
+# Every other format of the registry as an fs_type.
+[fs_image(
+    name = "fs_" + fs_type,
+    srcs = ["//:rootfs_files"],
+    fs_type = fs_type,
+    label = "" if fs_type == "tar" else "DATA",
+    strip_prefix = "/rootfs",
+) for fs_type in ("erofs", "exfat", "f2fs", "tar")]
+
 # Security metadata (issue 18).
 [fs_image(
     name = name,
@@ -1135,6 +1144,7 @@ gpt_disk(name = "verity_append", partitions = [":vappend"])
     ("secure_ext4", "ext4", {"/etc/os-release": "user::rw-,user:1000:r--,group::r--,mask::r--,other::---"},
      {"/usr/share": "user::rwx,group:2000:rwx,group::r-x,mask::rwx,other::---"}),
     ("secure_sqfs", "squashfs", {}, {}),
+    ("secure_erofs", "erofs", {}, {}),
 )]
 '''
 
@@ -1315,7 +1325,7 @@ def _hex(text: str) -> str:
     return "0x" + (text.encode() + b"\0").hex()
 
 
-@pytest.mark.parametrize("name", ["secure_ext4", "secure_sqfs"])
+@pytest.mark.parametrize("name", ["secure_ext4", "secure_sqfs", "secure_erofs"])
 def test_security_metadata_through_the_kernel(board_build, tmp_path, name):
     """capabilities, xattrs, ACLs, file_contexts labels and fs_config, read back by the
     kernel (getcap, getfattr, getfacl on a read-only loop mount)."""
@@ -1353,3 +1363,24 @@ def test_security_metadata_through_the_kernel(board_build, tmp_path, name):
         _tool("e2fsck", "-fn", img)
         out = _debugfs(img, "ea_list /usr/bin/hello")
         assert "security.capability" in out and "security.selinux" in out
+
+
+def test_other_formats_as_fs_type(board_build, tmp_path):
+    """erofs, exfat, f2fs and tar, each checked by its own tool and read back."""
+    bazel = board_build
+    b = lambda p: bazel.bin("boardtest/" + p)  # noqa: E731
+    out = tmp_path / "erofs"
+    _tool("fsck.erofs", f"--extract={out}", b("fs_erofs.img"))
+    _tool("fsck.exfat", "-n", b("fs_exfat.img"))
+    p = subprocess.run(["fsck.f2fs", b("fs_f2fs.img")], capture_output=True, text=True)
+    assert p.returncode == 0 and "[Fail]" not in p.stdout, p.stdout + p.stderr
+    tar_out = tmp_path / "tar"
+    tar_out.mkdir()
+    _tool("tar", "-xf", b("fs_tar.img"), "-C", str(tar_out))
+    for rel in ROOTFS_FILES:
+        want = _read(os.path.join(EXAMPLES, "rootfs", rel))
+        assert _read(str(out / rel)) == want, rel
+        assert _read(str(tar_out / rel)) == want, rel
+        for fs_type in ("exfat", "f2fs"):
+            assert _cat(b(f"fs_{fs_type}.img"), "/" + rel) == want, (fs_type, rel)
+    assert "DATA" in run_fstool("info", b("fs_erofs.img"), check=True).stdout
