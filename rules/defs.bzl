@@ -26,7 +26,8 @@
     )
 
 Rules:
-- `fs_image`: ext2/3/4, vfat/fat12/16/32 or squashfs `<name>.img` (provides FsImageInfo).
+- `fs_image`: `<name>.img` of any FS_TYPES type: ext2/3/4, squashfs, erofs, FAT,
+  exFAT, F2FS, tar (provides FsImageInfo).
 - `squashfs_image`: SquashFS `<name>.img` with compression settings (FsImageInfo).
 - `partition`: one partition of a disk (PartitionInfo); disks keep the listed order.
 - `raw_blob`: a file at a byte offset of a disk, outside the table (RawBlobInfo).
@@ -92,7 +93,7 @@ def _content_kwargs(kwargs):
     return kwargs
 
 def fs_image(name, size = "auto", **kwargs):
-    """A filesystem image `<name>.img`: ext2/3/4 (default ext4), vfat, fat12/16/32, squashfs.
+    """A filesystem image `<name>.img` of any type in FS_TYPES (default ext4).
 
     Args:
       name: the target; the image is `<name>.img`.

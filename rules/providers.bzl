@@ -7,8 +7,8 @@ FsImageInfo = provider(
                  "containers).",
         "format": "string: the output container: `raw`, `qcow2`, `android-sparse`, " +
                   "`android-sparse-crc` or `bmap` (a raw image with `<name>.img.bmap`).",
-        "fs_type": "string: the type as the rule names it (`ext2`, `ext3`, `ext4`, " +
-                   "`squashfs`, `vfat`, `fat12`, `fat16`, `fat32` or an alias from FS_TYPES), " +
+        "fs_type": "string: the type as the rule names it (one of FS_TYPES: `ext4`, " +
+                   "`squashfs`, `erofs`, `vfat`, `exfat`, `f2fs`, `tar`, ...), " +
                    "or `\"\"` when unknown (fstool_image).",
         "size": "string: the size asked for, `\"auto\"` when the image is as small as its " +
                 "content allows (the real size is the image file's).",

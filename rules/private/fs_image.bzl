@@ -526,14 +526,15 @@ fs_image = rule(
             default = "ext4",
             values = FS_TYPES,
             doc = "The filesystem type, one of FS_TYPES (fs_types.bzl): ext2, ext3, ext4, " +
-                  "vfat (FAT type by size), fat12, fat16, fat32, squashfs and their aliases.",
+                  "squashfs, erofs, fat (FAT type by size), vfat/fat32, fat12, fat16, exfat, " +
+                  "f2fs, tar and their aliases.",
         ),
         label = attr.string(doc = "Volume label."),
         uuid = attr.string(doc = "Filesystem UUID (default: derived from the inputs)."),
     ),
     toolchains = TOOLCHAINS,
     provides = [FsImageInfo],
-    doc = "A filesystem image `<name>.img` (ext2/3/4, FAT or SquashFS).",
+    doc = "A filesystem image `<name>.img` of any type of fstool's registry (FS_TYPES).",
 )
 
 def _squashfs_image_impl(ctx):
