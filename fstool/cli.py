@@ -163,7 +163,7 @@ def cmd_build(args) -> int:
         return _build_genimage(args)
     if args.rootpath or args.inputpath or args.image:
         raise UsageError("--rootpath, --inputpath and --image are for genimage configs (*.cfg)")
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.relative_to)
     if args.mtime_from_status:
         stamp_mtime(spec, args.mtime_from_status)
     t0 = time.monotonic()
@@ -476,6 +476,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", metavar="F", help="output container: raw, qcow2, android-sparse "
                    "(simg), android-sparse-crc, bmap (default: by the output's extension)")
     b.add_argument("--roothash", metavar="FILE", help="write the dm-verity root hash (hex)")
+    b.add_argument("--relative-to", choices=("cwd", "spec"), default=None,
+                   help="where the spec's relative paths start when it has no relative_to key "
+                        "(default: cwd for TOML, spec for JSON); the Bazel rule fstool_image "
+                        "passes spec")
     b.add_argument("--rootpath", metavar="DIR", help="genimage configs: the root filesystem tree")
     b.add_argument("--inputpath", metavar="DIR", help="genimage configs: where images and files are "
                    "(default: input, as genimage)")

@@ -657,8 +657,9 @@ def check_board(disk: DiskSpec) -> None:
             raise SpecError("there is no verity = \"hash\" partition for this data partition", where=d.where)
 
 
-def load_spec(path: str) -> Spec:
-    """Read and validate a spec file (TOML, or JSON when it ends in .json)."""
+def load_spec(path: str, relative_to: str | None = None) -> Spec:
+    """Read and validate a spec file (TOML, or JSON when it ends in .json). `relative_to`
+    ("cwd" or "spec") is where relative paths start when the spec does not say."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -675,17 +676,19 @@ def load_spec(path: str) -> Spec:
                         where=path) from None
     if not isinstance(doc, dict):
         raise SpecError("expected a table at the top level", where=path)
-    return spec_from_doc(doc, path, hashlib.sha256(raw).digest(), os.path.dirname(os.path.abspath(path)))
+    return spec_from_doc(doc, path, hashlib.sha256(raw).digest(), os.path.dirname(os.path.abspath(path)),
+                         relative_to)
 
 
-def spec_from_doc(doc: dict, path: str, seed: bytes, spec_dir: str) -> Spec:
+def spec_from_doc(doc: dict, path: str, seed: bytes, spec_dir: str, relative_to: str | None = None) -> Spec:
     """A Spec from a parsed document (a TOML or JSON spec, or a translated genimage.cfg).
     Relative paths resolve against the working directory, as in the Rust fstool, or against
     spec_dir with `relative_to = "spec"` (the default for JSON specs, which tools write)."""
     spec = Spec(path=path, seed=seed)
     try:
         check_keys(doc, ("filesystem", "image", "partitions", "relative_to"), "spec")
-        rel = doc.get("relative_to", "spec" if path.endswith(".json") else "cwd")
+        default = relative_to or ("spec" if path.endswith(".json") else "cwd")
+        rel = doc.get("relative_to", default)
         if rel not in ("cwd", "spec"):
             raise SpecError(f"must be \"cwd\" (the working directory, as the Rust fstool) or "
                             f"\"spec\" (the spec's directory); got {rel!r}", where="relative_to")

@@ -3,7 +3,9 @@
 A spec names its inputs by paths relative to its own directory. The rule recreates
 that directory in `<name>.stage/`: the spec and every src are symlinked there under
 the name the spec uses, and `fstool build` runs on the staged spec (one action,
-mnemonic FsImage, or DiskImage for a disk).
+mnemonic FsImage, or DiskImage for a disk) with `--relative-to spec`: a TOML spec
+written for the fstool command line (relative paths from the working directory) reads
+its inputs from the staged directory, as when it is run from its own directory.
 """
 
 load("//rules:providers.bzl", "DiskImageInfo", "FsImageInfo")
@@ -36,6 +38,11 @@ def _fstool_image_impl(ctx):
     args.add("build")
     args.add(spec)
     args.add("-o", image)
+
+    # The staged directory is the spec's: a spec that does not say `relative_to` names
+    # its inputs from there (as when it is run from its own directory), whatever
+    # fstool's default for its extension (the working directory for TOML).
+    args.add("--relative-to", "spec")
     providers = []
     if ctx.attr.disk:
         layout = ctx.actions.declare_file(ctx.label.name + ".layout.json")
