@@ -174,7 +174,12 @@ def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | Non
     if tree is None:
         tree = load_tree(fs)
     check_tree(fmt, tree, fs.where)
-    params = make_params(fs, seed if seed is not None else create_seed(fs, tree), size=size,
+    # identifiers come from what was asked for and what went in: the spec's (or the CLI's)
+    # seed plus the tree's fingerprint, so two trees under one spec get two UUIDs; a `seed`
+    # key in the spec replaces both (make_params) for identifiers that never change
+    seed = create_seed(fs, tree) if seed is None else \
+        hashlib.sha256(b"fstool-tree/" + seed + tree_fingerprint(tree)).digest()
+    params = make_params(fs, seed, size=size,
                          headroom=headroom, partition_offset=partition_offset, verbose=verbose,
                          progress=progress)
     if params.verbose:  # stats() walks the whole tree: only when someone reads it

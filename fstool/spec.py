@@ -161,7 +161,7 @@ class DiskSpec:
 @dataclass
 class Spec:
     path: str
-    seed: bytes  # hash of the spec's content: seeds every derived identifier
+    seed: bytes  # hash of the spec's parsed content (doc_seed): seeds every derived identifier
     fs: FsSpec | None = None
     disk: DiskSpec | None = None
 
@@ -676,8 +676,14 @@ def load_spec(path: str, relative_to: str | None = None) -> Spec:
                         where=path) from None
     if not isinstance(doc, dict):
         raise SpecError("expected a table at the top level", where=path)
-    return spec_from_doc(doc, path, hashlib.sha256(raw).digest(), os.path.dirname(os.path.abspath(path)),
-                         relative_to)
+    return spec_from_doc(doc, path, doc_seed(doc), os.path.dirname(os.path.abspath(path)), relative_to)
+
+
+def doc_seed(doc: dict) -> bytes:
+    """The identity of a spec: a hash of its parsed content, so comments, whitespace, key
+    order and TOML-or-JSON change nothing, while every value does."""
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(b"fstool-spec/" + canon.encode("utf-8", "surrogatepass")).digest()
 
 
 def spec_from_doc(doc: dict, path: str, seed: bytes, spec_dir: str, relative_to: str | None = None) -> Spec:

@@ -161,3 +161,25 @@ def test_lone_surrogate_in_a_long_name_is_listed(fat_img):
     p = run_fstool("ls", img, "/")
     assert p.returncode == 0, p.stderr
     assert "\ufffd" in p.stdout
+
+
+def test_zeroed_primary_gpt_falls_back_to_the_backup(tmp_path):
+    src = tmp_path / "gsrc"
+    src.mkdir()
+    (src / "f").write_text("data\n")
+    spec = tmp_path / "d.toml"
+    spec.write_text(f'[image]\nsize = "16MiB"\n[[partitions]]\nname = "root"\n'
+                    f'[partitions.filesystem]\ntype = "ext4"\nsource = "{src}"\n')
+    img = tmp_path / "d.img"
+    run_fstool("build", spec, "-o", img, check=True)
+    with open(img, "r+b") as f:  # zero the primary header and entry array (LBA 1..33)
+        f.seek(512)
+        f.write(bytes(33 * 512))
+    p = run_fstool("info", img)
+    assert p.returncode == 0, p.stderr
+    assert "using the backup" in p.stderr and "root" in p.stdout
+    p = run_fstool("cat", f"{img}:1", "/f")
+    assert p.returncode == 0 and p.stdout == "data\n"
+    # sgdisk agrees there is a usable table (it too reads the backup)
+    out = subprocess.run(["sgdisk", "-p", str(img)], capture_output=True, text=True)
+    assert "root" in out.stdout

@@ -353,3 +353,38 @@ def test_fifo_source_is_refused_not_waited_on(tmp_path):
     os.mkfifo(fifo)
     p = run_fstool("create", "-t", "ext4", fifo, "-o", tmp_path / "x.img")
     assert_one_line_error(p, 1, str(fifo), "not a regular file")
+
+
+def test_hostile_inputs_are_one_line_errors(tmp_path):
+    """A negative tar size, a manifest that includes itself, JSON nested 100,000 deep."""
+    ti = tarfile.TarInfo("f")
+    ti.size = 5
+    b = bytearray(ti.tobuf(tarfile.USTAR_FORMAT))
+    b[124:136] = b"\xff" * 12  # base-256: -1
+    b[148:156] = b" " * 8
+    b[148:156] = ("%06o\0 " % sum(b[:512])).encode()
+    (tmp_path / "neg.tar").write_bytes(bytes(b) + bytes(1024))
+    (tmp_path / "self.json").write_text(json.dumps({"entries": [{"kind": "tar", "path": "/",
+                                                                  "source": "self.json"}]}))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    for name, needle in (("neg.tar", "negative size"), ("self.json", "includes itself"),
+                         ("deep.json", "nested too deeply")):
+        p = run_fstool("create", "-t", "ext4", tmp_path / name, "-o", tmp_path / "x.img")
+        assert_one_line_error(p, 1, name, needle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fs_type", ["ext4", "squashfs"])
+def test_host_tree_1500_levels_deep(tmp_path, fs_type):
+    top = tmp_path / "deep"
+    cur = str(top)
+    os.mkdir(cur)
+    for _ in range(1500):
+        cur = os.path.join(cur, "d")
+        os.mkdir(cur)
+    with open(os.path.join(cur, "leaf"), "w") as f:
+        f.write("bottom\n")
+    img = tmp_path / f"deep.{fs_type}"
+    run_fstool("create", "-t", fs_type, top, "-o", img, check=True)
+    p = run_fstool("cat", img, "/d" * 1500 + "/leaf", check=True)
+    assert p.stdout == "bottom\n"

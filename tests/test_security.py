@@ -223,3 +223,23 @@ def test_tar_acls_become_posix_acl_xattrs(tmp_path):
     tree = load_sources([str(tarf)])
     want = sec.acl_from_text("user::rw-,user:1000:r--,group::r--,mask::r--,other::---", "t")
     assert tree.lookup("/f").xattrs["system.posix_acl_access"] == want
+
+
+def test_manifest_entries_declare_capabilities_and_acls(tmp_path):
+    import json
+    (tmp_path / "ping").write_bytes(b"x")
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"file_modes": "explicit", "entries": [
+        {"kind": "dir", "path": "/bin", "mode": "0755",
+         "default_acl": "user::rwx,group::r-x,other::r-x,group:10:rwx,mask::rwx"},
+        {"kind": "file", "path": "/bin/ping", "source": "ping", "mode": "0755",
+         "capabilities": "cap_net_raw+ep", "acl": "user::rwx,user:7:r-x,group::r-x,mask::r-x,other::r-x"}]}))
+    from fstool.inputs import load_sources
+    tree = load_sources([str(m)])
+    x = tree.lookup("/bin/ping").xattrs
+    assert x["security.capability"] == sec.capability_xattr("cap_net_raw+ep", "t")
+    assert x["system.posix_acl_access"] == sec.acl_from_text("u::rwx,u:7:r-x,g::r-x,m::r-x,o::r-x", "t")
+    assert "system.posix_acl_default" in tree.lookup("/bin").xattrs
+    m.write_text(json.dumps([{"kind": "file", "path": "/p", "source": "ping", "capabilities": "cap_nope+ep"}]))
+    p = run_fstool("create", "-t", "ext4", m, "-o", tmp_path / "x.img")
+    assert_one_line_error(p, 1, "unknown capability")

@@ -58,7 +58,10 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
     dest_root = tree.lookup(prefix)
     inodes: dict[tuple[int, int], Node] = {}
 
-    def walk(host: str, dnode: Node) -> None:
+    # an explicit stack, not recursion: a host tree thousands of levels deep is just deep
+    stack = [(root, dest_root)]
+    while stack:
+        host, dnode = stack.pop()
         try:
             names = sorted(os.listdir(host), key=os.fsencode)
         except OSError as e:
@@ -81,8 +84,6 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
                 node = node_from_stat(hpath, st)
             dnode.children[name] = node
             if node.kind is Kind.DIR:
-                walk(hpath, node)
-
-    walk(root, dest_root)
+                stack.append((hpath, node))
     tree.invalidate()
     return tree

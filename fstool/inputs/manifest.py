@@ -38,7 +38,7 @@ from ..tree import FileSource, Kind, Node, Tree, join_path, split_path
 KINDS = {"dir": Kind.DIR, "file": Kind.FILE, "symlink": Kind.SYMLINK, "chr": Kind.CHR,
          "blk": Kind.BLK, "fifo": Kind.FIFO, "sock": Kind.SOCK}
 ENTRY_KEYS = {"kind", "path", "source", "target", "mode", "uid", "gid", "mtime", "xattrs", "major",
-              "minor"}
+              "minor", "capabilities", "capabilities_rootid", "acl", "default_acl"}
 
 
 def _int(e: dict, key: str, where: str, default: int, *, octal: bool = False) -> int:
@@ -71,12 +71,55 @@ def _xattrs(e: dict, where: str) -> dict[str, bytes]:
     return out
 
 
+_loading: list[str] = []  # the manifests being read, outermost first (a manifest may name others)
+MAX_NESTING = 32
+
+
+def _security(e: dict, where: str) -> dict[str, bytes]:
+    """An entry's declared capabilities and ACLs, as the xattrs they become (as in a spec's
+    [[filesystem.overrides]])."""
+    from ..errors import SpecError
+    from .security import acl_from_text, capability_xattr
+    out: dict[str, bytes] = {}
+    try:
+        if "capabilities" in e:
+            rootid = e.get("capabilities_rootid")
+            if rootid is not None and (not isinstance(rootid, int) or not 0 <= rootid <= 0xFFFFFFFF):
+                raise InputError(f"capabilities_rootid must be a uid, got {rootid!r}", where=where)
+            out["security.capability"] = capability_xattr(e["capabilities"], where, rootid)
+        for key, name in (("acl", "system.posix_acl_access"), ("default_acl", "system.posix_acl_default")):
+            if key in e:
+                if not isinstance(e[key], str):
+                    raise InputError(f"{key} is a text ACL like \"user::rw-,group::r--,other::r--\"",
+                                     where=where)
+                out[name] = acl_from_text(e[key], where)
+    except SpecError as err:
+        raise InputError(err.message, where=err.where) from None
+    return out
+
+
 def load_manifest(path: str) -> Tree:
+    real = os.path.realpath(path)
+    if real in _loading:
+        chain = " -> ".join(_loading[_loading.index(real):] + [real])
+        raise InputError(f"the manifest includes itself ({chain})", where=path)
+    if len(_loading) >= MAX_NESTING:
+        raise InputError(f"manifests nested more than {MAX_NESTING} deep", where=path)
+    _loading.append(real)
+    try:
+        return _load_manifest(path)
+    finally:
+        _loading.pop()
+
+
+def _load_manifest(path: str) -> Tree:
     try:
         with open(path, "rb") as f:
             doc = json.load(f)
     except OSError as e:
         raise InputError(e.strerror or str(e), where=path) from None
+    except RecursionError:
+        raise InputError("not a manifest: JSON nested too deeply", where=path) from None
     except ValueError as e:
         raise InputError(f"not valid JSON: {e}", where=path) from None
     if isinstance(doc, list):
@@ -178,5 +221,6 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep"
     node.gid = _int(e, "gid", where, 0)
     node.mtime = _int(e, "mtime", where, 0)
     node.xattrs = _xattrs(e, where)
+    node.xattrs.update(_security(e, where))
     tree.add(dest, node, where=where)
 

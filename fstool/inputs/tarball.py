@@ -181,6 +181,11 @@ def load_tar(path: str) -> Tree:
 def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str,
                 spooled: bool = False) -> None:
     where = f"{archive}: {m.name}"
+    if m.size < 0 or m.offset_data < 0:
+        raise InputError(f"member claims a negative size ({m.size})", where=where)
+    for what, v in (("uid", m.uid), ("gid", m.gid), ("major", m.devmajor), ("minor", m.devminor)):
+        if v < 0:
+            raise InputError(f"member claims a negative {what} ({v})", where=where)
     parts = split_path(m.name, where)
     dest = join_path(parts)
     mtime, ns = _mtime(m)

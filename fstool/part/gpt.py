@@ -14,7 +14,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
-from ..errors import ImageError
+from ..errors import ImageError, warn
 from ..structs import Record
 from .mbr import BOOT_CODE_END, ENTRY as MBR_ENTRY, GPT_PROTECTIVE, entry as mbr_entry, sector as mbr_sector
 
@@ -174,34 +174,61 @@ def write_gpt(out, disk_size: int, ss: int, disk_guid: uuid.UUID, parts: list[Gp
 
 
 def read_gpt(region, ss: int | None = None) -> GptTable | None:
-    """Parse the primary GPT of region (trying 512- then 4096-byte sectors); None if absent."""
+    """Parse the GPT of region (trying 512- then 4096-byte sectors); None if absent.
+
+    A missing or damaged primary header or array falls back to the backup at the disk's last
+    LBA, with a warning, as sgdisk recovers it; both damaged is an ImageError."""
     sizes = [ss] if ss else [512, 4096]
+    path = getattr(region, "path", "<image>")
     for s in sizes:
         if region.length < 2 * s + HEADER.size:
             continue
-        h = HEADER.unpack(region.pread(HEADER.size, s))
-        if h.signature != SIGNATURE:
-            continue
-        first, last, dguid = h.first_usable_lba, h.last_usable_lba, h.disk_guid
-        elba, n, esize = h.partition_entry_lba, h.num_partition_entries, h.sizeof_partition_entry
-        where = f"{getattr(region, 'path', '<image>')}: GPT header"
-        if h.header_size < HEADER.size or not header_crc_ok(h):
-            raise ImageError("bad header CRC (corrupt table)", where=where)
-        if esize < ENTRY.size or n > 1024 or (elba + (n * esize + s - 1) // s) * s > region.length:
-            raise ImageError(f"entry array ({n} x {esize} at LBA {elba}) does not fit the disk", where=where)
-        array = region.pread(n * esize, elba * s)
-        if zlib.crc32(array) != h.partition_entry_array_crc32:
-            raise ImageError("bad partition entry array CRC", where=where)
-        parts = []
-        for i in range(n):
-            t, g, a, b, attrs, name = ENTRY.unpack(array, i * esize)
-            if t == bytes(16):
-                continue
-            nm = name.decode("utf-16-le", "replace").split("\0", 1)[0]
-            parts.append(GptPartition(a, b, uuid.UUID(bytes_le=t), uuid.UUID(bytes_le=g), nm, attrs,
-                                      number=i + 1, offset=a * s, size=(b - a + 1) * s))
-        return GptTable(uuid.UUID(bytes_le=dguid), s, first, last, parts)
+        err = None
+        try:
+            table = _parse(region, s, 1)
+        except ImageError as e:
+            table, err = None, e
+        if table is not None:
+            return table
+        try:
+            backup = _parse(region, s, region.length // s - 1)
+        except ImageError:
+            backup = None
+        if backup is not None:
+            warn("the primary GPT is " + ("damaged" if err else "missing") + "; using the backup "
+                 "at the end of the disk (sgdisk can rewrite the primary from it)", where=path)
+            return backup
+        if err is not None:
+            raise err
     return None
+
+
+def _parse(region, s: int, lba: int) -> GptTable | None:
+    """The GPT whose header is at lba (sector size s): None without a signature there."""
+    h = HEADER.unpack(region.pread(HEADER.size, lba * s))
+    if h.signature != SIGNATURE:
+        return None
+    first, last, dguid = h.first_usable_lba, h.last_usable_lba, h.disk_guid
+    elba, n, esize = h.partition_entry_lba, h.num_partition_entries, h.sizeof_partition_entry
+    where = f"{getattr(region, 'path', '<image>')}: GPT header" + ("" if lba == 1 else " (backup)")
+    if h.header_size < HEADER.size or not header_crc_ok(h):
+        raise ImageError("bad header CRC (corrupt table)", where=where)
+    if h.my_lba != lba:
+        raise ImageError(f"the header at LBA {lba} says it is at LBA {h.my_lba}", where=where)
+    if esize < ENTRY.size or n > 1024 or (elba + (n * esize + s - 1) // s) * s > region.length:
+        raise ImageError(f"entry array ({n} x {esize} at LBA {elba}) does not fit the disk", where=where)
+    array = region.pread(n * esize, elba * s)
+    if zlib.crc32(array) != h.partition_entry_array_crc32:
+        raise ImageError("bad partition entry array CRC", where=where)
+    parts = []
+    for i in range(n):
+        t, g, a, b, attrs, name = ENTRY.unpack(array, i * esize)
+        if t == bytes(16):
+            continue
+        nm = name.decode("utf-16-le", "replace").split("\0", 1)[0]
+        parts.append(GptPartition(a, b, uuid.UUID(bytes_le=t), uuid.UUID(bytes_le=g), nm, attrs,
+                                  number=i + 1, offset=a * s, size=(b - a + 1) * s))
+    return GptTable(uuid.UUID(bytes_le=dguid), s, first, last, parts)
 
 
 def header_crc_ok(h) -> bool:

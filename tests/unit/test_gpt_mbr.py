@@ -54,9 +54,18 @@ def test_table_reads_back(disk):
     assert (p.start_lba, p.end_lba, p.name, p.type_guid, p.attributes) == (2048, 4095, "root", LINUX, 1 << 60)
 
 
-def test_corrupt_header_is_refused(disk):
+def test_corrupt_primary_header_falls_back_to_the_backup_and_both_are_refused(disk):
+    with Region(disk) as r:
+        want = gpt.read_gpt(r)
     with open(disk, "r+b") as f:
         f.seek(512 + 40)
+        f.write(b"\x01")
+    with Region(disk) as r:  # the backup at the last LBA still describes the same table
+        got = gpt.read_gpt(r)
+    assert got is not None and got.partitions == want.partitions and got.disk_guid == want.disk_guid
+    size = os.path.getsize(disk)
+    with open(disk, "r+b") as f:  # now the backup too
+        f.seek(size - 512 + 40)
         f.write(b"\x01")
     with Region(disk) as r, pytest.raises(ImageError, match="header CRC"):
         gpt.read_gpt(r)
