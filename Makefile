@@ -7,7 +7,9 @@ VPY := $(VENV)/bin/python
 APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
 	bazel-skylib android-sdk-libsparse-utils bmap-tools qemu-utils cryptsetup-bin \
-	erofs-utils liblz4-1 liblzma5 acl libcap2-bin attr selinux-utils
+	erofs-utils liblz4-1 liblzma5 acl libcap2-bin attr selinux-utils \
+	cpio libarchive-tools xorriso genisoimage gzip xz-utils zstd lz4 qemu-system-x86 isolinux syslinux-common \
+	ovmf grub-efi-amd64-bin busybox-static
 PYTEST_ARGS ?=
 JOBS ?= 2
 # BuildGrid (a Remote Execution API server) for the remote execution test, in a venv of its own.

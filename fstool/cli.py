@@ -408,6 +408,14 @@ def cmd_info(args) -> int:
                     desc = describe_superblock(region.sub(p.offset, p.size)) or \
                         f"unknown content ({e.message})"
                 print(f"  partition {p.number}: {desc}", file=out)
+            try:  # a hybrid image (an isohybrid ISO) is also a filesystem as a whole
+                whole = open_reader(region)
+            except FstoolError:
+                whole = None
+            if whole is not None:
+                print(f"  whole image: {whole.fs_type}", file=out)
+                for k, v in whole.info():
+                    print(f"    {k}: {v}", file=out)
             return 0
         from .fs import open_reader
         r = open_reader(region)
@@ -470,16 +478,15 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
+    b.add_argument("--relative-to", choices=("cwd", "spec"), default=None,
+                   help="where a spec's relative paths start when it has no relative_to key "
+                        "(default: cwd for TOML, as the Rust fstool; spec for JSON)")
     b.add_argument("--mtime-from-status", metavar="FILE",
                    help="take mtime from BUILD_TIMESTAMP in a Bazel workspace status file "
                         "(stamped builds)")
     b.add_argument("--format", metavar="F", help="output container: raw, qcow2, android-sparse "
                    "(simg), android-sparse-crc, bmap (default: by the output's extension)")
     b.add_argument("--roothash", metavar="FILE", help="write the dm-verity root hash (hex)")
-    b.add_argument("--relative-to", choices=("cwd", "spec"), default=None,
-                   help="where the spec's relative paths start when it has no relative_to key "
-                        "(default: cwd for TOML, spec for JSON); the Bazel rule fstool_image "
-                        "passes spec")
     b.add_argument("--rootpath", metavar="DIR", help="genimage configs: the root filesystem tree")
     b.add_argument("--inputpath", metavar="DIR", help="genimage configs: where images and files are "
                    "(default: input, as genimage)")

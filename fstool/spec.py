@@ -658,8 +658,8 @@ def check_board(disk: DiskSpec) -> None:
 
 
 def load_spec(path: str, relative_to: str | None = None) -> Spec:
-    """Read and validate a spec file (TOML, or JSON when it ends in .json). `relative_to`
-    ("cwd" or "spec") is where relative paths start when the spec does not say."""
+    """Read and validate a spec file (TOML, or JSON when it ends in .json). relative_to
+    ("cwd" or "spec", `build --relative-to`) is the default for a spec without that key."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -686,15 +686,15 @@ def doc_seed(doc: dict) -> bytes:
     return hashlib.sha256(b"fstool-spec/" + canon.encode("utf-8", "surrogatepass")).digest()
 
 
-def spec_from_doc(doc: dict, path: str, seed: bytes, spec_dir: str, relative_to: str | None = None) -> Spec:
+def spec_from_doc(doc: dict, path: str, seed: bytes, spec_dir: str,
+                  relative_to: str | None = None) -> Spec:
     """A Spec from a parsed document (a TOML or JSON spec, or a translated genimage.cfg).
     Relative paths resolve against the working directory, as in the Rust fstool, or against
     spec_dir with `relative_to = "spec"` (the default for JSON specs, which tools write)."""
     spec = Spec(path=path, seed=seed)
     try:
         check_keys(doc, ("filesystem", "image", "partitions", "relative_to"), "spec")
-        default = relative_to or ("spec" if path.endswith(".json") else "cwd")
-        rel = doc.get("relative_to", default)
+        rel = doc.get("relative_to", relative_to or ("spec" if path.endswith(".json") else "cwd"))
         if rel not in ("cwd", "spec"):
             raise SpecError(f"must be \"cwd\" (the working directory, as the Rust fstool) or "
                             f"\"spec\" (the spec's directory); got {rel!r}", where="relative_to")

@@ -22,6 +22,8 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.erofs",
     "fstool.fs.exfat",
     "fstool.fs.f2fs",
+    "fstool.fs.cpio",
+    "fstool.fs.iso9660",
 )
 
 _formats: list[Format] | None = None

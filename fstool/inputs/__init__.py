@@ -50,9 +50,16 @@ def load_one(path: str, where: str | None = None, *, base_dir: str | None = None
         from .manifest import load_manifest
         return load_manifest(path)
     from .tarball import load_tar, sniff_tar
-    if path.lower().endswith(TAR_SUFFIXES) or sniff_tar(path):
-        return load_tar(path)
     from .image import is_image, load_image
+    if path.lower().endswith(TAR_SUFFIXES):
+        return load_tar(path)
+    if sniff_tar(path):
+        try:
+            return load_tar(path)
+        except InputError:
+            # sniff_tar takes any gzip/xz/zstd stream for a tar: a compressed cpio is one too
+            if not is_image(path):
+                raise
     if is_image(path):
         return load_image(path)
     raise InputError("not a directory, a tar archive, a .json manifest or an image this tool "

@@ -327,6 +327,7 @@ def _disk_impl(ctx, table, hybrid = False):
     outputs.append(layout)
     args = ctx.actions.args()
     args.add("build")
+    args.add("-q")
     args.add(spec)
     args.add("-o", image)
     args.add_all(format_args)

@@ -476,6 +476,7 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
 
     args = ctx.actions.args()
     args.add("build")
+    args.add("-q")
     args.add(spec)
     args.add("-o", image)
     args.add_all(format_args)

@@ -36,13 +36,10 @@ def _fstool_image_impl(ctx):
     outputs = [image]
     args = ctx.actions.args()
     args.add("build")
+    args.add("-q")
+    args.add("--relative-to", "spec")
     args.add(spec)
     args.add("-o", image)
-
-    # The staged directory is the spec's: a spec that does not say `relative_to` names
-    # its inputs from there (as when it is run from its own directory), whatever
-    # fstool's default for its extension (the working directory for TOML).
-    args.add("--relative-to", "spec")
     providers = []
     if ctx.attr.disk:
         layout = ctx.actions.declare_file(ctx.label.name + ".layout.json")
