@@ -29,6 +29,7 @@ Rules:
 - `fs_image`: `<name>.img` of any FS_TYPES type: ext2/3/4, squashfs, erofs, FAT,
   exFAT, F2FS, tar (provides FsImageInfo).
 - `squashfs_image`: SquashFS `<name>.img` with compression settings (FsImageInfo).
+- `iso_image`: bootable ISO 9660 `<name>.img` (El Torito BIOS/UEFI, isohybrid) (FsImageInfo).
 - `partition`: one partition of a disk (PartitionInfo); disks keep the listed order.
 - `raw_blob`: a file at a byte offset of a disk, outside the table (RawBlobInfo).
 - `gpt_disk`, `mbr_disk`: `<name>.img` and, in output group `layout`,
@@ -61,6 +62,7 @@ load(
 load(
     "//rules/private:fs_image.bzl",
     _fs_image_rule = "fs_image",
+    _iso_image_rule = "iso_image",
     _squashfs_image_rule = "squashfs_image",
 )
 load("//rules/private:fs_types.bzl", _FS_TYPES = "FS_TYPES")
@@ -119,6 +121,18 @@ def squashfs_image(name, size = "auto", **kwargs):
         `block_size`, the content attributes of fs_image and the common ones.
     """
     _squashfs_image_rule(name = name, image_size = size, **_content_kwargs(kwargs))
+
+def iso_image(name, size = "auto", **kwargs):
+    """A bootable ISO 9660 image `<name>.img` (Rock Ridge, Joliet, El Torito, isohybrid).
+
+    Args:
+      name: the target; the image is `<name>.img`.
+      size: `"auto"` (default: as small as the content) or a size to pad the image to.
+      **kwargs: `bios_boot`, `boot_info_table`, `efi_boot`, `hybrid`, `mbr_code`,
+        `joliet`, `rock_ridge`, `label`, the content attributes of fs_image and the
+        common ones.
+    """
+    _iso_image_rule(name = name, image_size = size, **_content_kwargs(kwargs))
 
 def partition(name, image = None, size = "auto", **kwargs):
     """One partition of a gpt_disk or mbr_disk.

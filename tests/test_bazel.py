@@ -961,7 +961,7 @@ def test_analysis_tests_of_every_fail_branch(worlds, checkout1):
     assert r.returncode == 0, _tail(r.output)
     with open(os.path.join(REPO, "tests", "analysis", "failure_tests.bzl")) as f:
         cases = len(re.findall(r'^\s+_case\("', f.read(), flags=re.M))
-    assert cases >= 35
+    assert cases >= 40
     passed = re.findall(r"^//tests/analysis:\S+\s+(?:\(cached\) )?PASSED", r.output, flags=re.M)
     assert len(passed) == cases, _tail(r.output)
 
@@ -1035,7 +1035,7 @@ def test_buildifier_reports_nothing():
 # at 32 KiB, an Amlogic-style blob at 0 spanning the MBR, a hybrid MBR, dm-verity (hash
 # partition and appended tree), and security metadata on ext4 and SquashFS.
 BOARD_BUILD = '''
-load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "mbr_disk", "partition", "raw_blob", "squashfs_image")
+load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "iso_image", "mbr_disk", "partition", "raw_blob", "squashfs_image")
 
 fs_image(
     name = "esp",
@@ -1127,6 +1127,26 @@ gpt_disk(name = "verity_append", partitions = [":vappend"])
     label = "" if fs_type == "tar" else "DATA",
     strip_prefix = "/rootfs",
 ) for fs_type in ("erofs", "exfat", "f2fs", "tar")]
+
+# Boot media (issue 16): a gzip initramfs, and an isohybrid ISO booting from El Torito
+# BIOS (any file stands in for the boot loader here) and UEFI (the ESP above).
+fs_image(
+    name = "initramfs",
+    srcs = ["//:rootfs_files"],
+    extra_options = {"compression": "gzip"},
+    fs_type = "cpio",
+    strip_prefix = "/rootfs",
+)
+
+iso_image(
+    name = "live",
+    srcs = ["//:rootfs_files"],
+    bios_boot = "/usr/bin/hello",
+    efi_boot = ":esp",
+    hybrid = True,
+    label = "LIVE",
+    strip_prefix = "/rootfs",
+)
 
 # Security metadata (issue 18).
 [fs_image(
@@ -1384,3 +1404,32 @@ def test_other_formats_as_fs_type(board_build, tmp_path):
         for fs_type in ("exfat", "f2fs"):
             assert _cat(b(f"fs_{fs_type}.img"), "/" + rel) == want, (fs_type, rel)
     assert "DATA" in run_fstool("info", b("fs_erofs.img"), check=True).stdout
+
+
+def test_cpio_and_iso_images(board_build, tmp_path):
+    """fs_type = "cpio" gives an initramfs GNU cpio and bsdtar extract; iso_image gives an
+    isohybrid ISO with BIOS and UEFI El Torito entries (xorriso), a clean hybrid GPT
+    (sgdisk -v), the volume id asked for (isoinfo) and the tree (osirrox)."""
+    import gzip
+    bazel = board_build
+    initramfs = bazel.bin("boardtest/initramfs.img")
+    with open(initramfs, "rb") as f:
+        archive = gzip.decompress(f.read())
+    listing = subprocess.run(["cpio", "-t"], input=archive, capture_output=True, check=True).stdout.decode()
+    assert "etc/hostname" in listing.split() and "usr/bin/hello" in listing.split()
+    out = tmp_path / "cpio"
+    out.mkdir()
+    _tool("bsdtar", "-xf", initramfs, "-C", str(out))
+    for rel in ROOTFS_FILES:
+        assert _read(str(out / rel)) == _read(os.path.join(EXAMPLES, "rootfs", rel)), rel
+    assert oct(os.stat(out / "usr/bin/hello").st_mode & 0o777) == "0o644"  # mode from attributes
+
+    iso = bazel.bin("boardtest/live.img")
+    report = _tool("xorriso", "-indev", iso, "-report_el_torito", "plain")
+    assert re.search(r"El Torito boot img :\s+1\s+BIOS", report) and re.search(r"El Torito boot img :\s+2\s+UEFI", report), report
+    assert "No problems found" in _tool("sgdisk", "-v", iso)
+    assert "Volume id: LIVE" in _tool("isoinfo", "-d", "-i", iso)
+    out = tmp_path / "iso"
+    _tool("osirrox", "-indev", iso, "-extract", "/", str(out))
+    for rel in ROOTFS_FILES:
+        assert _read(str(out / rel)) == _read(os.path.join(EXAMPLES, "rootfs", rel)), rel

@@ -412,7 +412,7 @@ def _options(ctx, own_options):
         options[key] = value
     return options
 
-def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_options = {}):
+def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_options = {}, extra_inputs = []):
     """Declares the manifest, the spec and the writer action of a filesystem rule.
 
     Args:
@@ -422,6 +422,7 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
       label: the volume label, or "".
       uuid: the filesystem UUID, or "".
       format_options: format options set by the rule's own attributes.
+      extra_inputs: files those options name (by exec path).
 
     Returns:
       The rule's providers: DefaultInfo (the image, and its block map with
@@ -457,7 +458,7 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
         fs["volume_label"] = label
     if uuid:
         fs["uuid"] = uuid
-    inputs = content.inputs + content.tree_manifests + layers
+    inputs = content.inputs + content.tree_manifests + layers + extra_inputs
     if ctx.file.device_table:
         fs["device_table"] = spec_path(spec, ctx.file.device_table)
         inputs.append(ctx.file.device_table)
@@ -567,4 +568,89 @@ squashfs_image = rule(
     toolchains = TOOLCHAINS,
     provides = [FsImageInfo],
     doc = "A SquashFS image `<name>.img`.",
+)
+
+def _iso_image_impl(ctx):
+    options = {}
+    if ctx.attr.bios_boot:
+        options["bios_boot"] = normalize_image_path(ctx.attr.bios_boot)
+    elif ctx.attr.boot_info_table:
+        attr_error(ctx, "boot_info_table", "patches the bios_boot file: set bios_boot")
+    if ctx.attr.boot_info_table:
+        options["boot_info_table"] = "true"
+    inputs = []
+    if ctx.attr.efi_boot:
+        target = ctx.attr.efi_boot
+        if FsImageInfo in target:
+            info = target[FsImageInfo]
+            if info.format not in ("raw", "bmap"):
+                attr_error(ctx, "efi_boot", "%s is a %s image; El Torito needs the raw ESP: " %
+                                            (target.label, info.format) + "build it with format = \"raw\"")
+            esp = info.image
+        else:
+            files = target[DefaultInfo].files.to_list()
+            if len(files) != 1:
+                attr_error(ctx, "efi_boot", "%s gives %d files; the ESP image is exactly one" %
+                                            (target.label, len(files)))
+            esp = files[0]
+
+        # A host file, named by its exec path: fstool resolves it from its working
+        # directory, the execroot (the spec's own paths start at the spec's directory).
+        options["efi_boot"] = esp.path
+        inputs.append(esp)
+    if ctx.attr.hybrid:
+        if not (ctx.attr.bios_boot or ctx.attr.efi_boot):
+            attr_error(ctx, "hybrid", "an isohybrid image boots from bios_boot or efi_boot: set one")
+        options["hybrid"] = "true"
+    if ctx.file.mbr_code:
+        if not ctx.attr.hybrid:
+            attr_error(ctx, "mbr_code", "is the hybrid MBR's boot code: it needs hybrid = True")
+        options["mbr_code"] = ctx.file.mbr_code.path
+        inputs.append(ctx.file.mbr_code)
+    for key in ("joliet", "rock_ridge"):
+        if not getattr(ctx.attr, key):
+            options[key] = "false"
+    return build_filesystem(
+        ctx,
+        fs_type = "iso9660",
+        mnemonic = "IsoImage",
+        label = ctx.attr.label,
+        format_options = options,
+        extra_inputs = inputs,
+    )
+
+iso_image = rule(
+    implementation = _iso_image_impl,
+    attrs = dict(
+        CONTENT_ATTRS,
+        label = attr.string(doc = "The volume id (32 characters; default derived)."),
+        bios_boot = attr.string(
+            doc = "Image path of the BIOS El Torito no-emulation boot file " +
+                  "(`/boot/isolinux/isolinux.bin`, GRUB's `eltorito.img`), from `srcs` or `tars`.",
+        ),
+        boot_info_table = attr.bool(
+            default = False,
+            doc = "Patch the El Torito boot info table into `bios_boot` (isolinux and GRUB need it).",
+        ),
+        efi_boot = attr.label(
+            allow_files = True,
+            doc = "The UEFI El Torito image: an ESP, usually an fs_image with fs_type = " +
+                  "\"vfat\" (raw format), or one prebuilt file.",
+        ),
+        hybrid = attr.bool(
+            default = False,
+            doc = "isohybrid: a protective MBR and a GPT (the ISO data, then the ESP) so the " +
+                  "same file boots from a USB stick.",
+        ),
+        mbr_code = attr.label(
+            allow_single_file = True,
+            doc = "With `hybrid`: a file whose first 432 bytes are the MBR boot code " +
+                  "(syslinux's `isohdpfx.bin`).",
+        ),
+        joliet = attr.bool(default = True, doc = "Add the Joliet tree (Windows names)."),
+        rock_ridge = attr.bool(default = True, doc = "Add Rock Ridge (POSIX names, modes, links)."),
+    ),
+    toolchains = TOOLCHAINS,
+    provides = [FsImageInfo],
+    doc = "A bootable ISO 9660 image `<name>.img` (Rock Ridge, Joliet, El Torito, isohybrid).",
 )

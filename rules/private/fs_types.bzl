@@ -6,6 +6,7 @@ A new format adds its names here.
 """
 
 FS_TYPES = [
+    "cpio",
     "erofs",
     "exfat",
     "ext2",
@@ -16,7 +17,11 @@ FS_TYPES = [
     "fat12",
     "fat16",
     "fat32",
+    "initramfs",
+    "iso",
+    "iso9660",
     "msdos",
+    "newc",
     "sqfs",
     "squashfs",
     "squashfs4",

@@ -11,6 +11,7 @@ load(
     "fs_image",
     "fstool_image",
     "gpt_disk",
+    "iso_image",
     "mbr_disk",
     "partition",
     "raw_blob",
@@ -78,6 +79,12 @@ def failure_test_suite(name):
         _case("xattr_twice", squashfs_image, ["attribute 'xattrs'", "/a.txt", "user.x", "is given twice"], xattrs = {"/a.txt": ["user.x=1", "user.x=2"]}),
         _case("capability_empty", fs_image, ["attribute 'capabilities'", "/bin/ping", "the value is empty"], capabilities = {"/bin/ping": ""}),
         _case("acl_empty", fs_image, ["attribute 'acls'", "/srv", "the value is empty"], acls = {"/srv": ""}),
+        # iso_image
+        _case("boot_info_table_alone", iso_image, ["attribute 'boot_info_table'", "set bios_boot"], boot_info_table = True),
+        _case("efi_boot_qcow2", iso_image, ["attribute 'efi_boot'", "fs_qcow2 is a qcow2 image", "El Torito needs the raw ESP"], efi_boot = ":fs_qcow2"),
+        _case("efi_boot_two_files", iso_image, ["attribute 'efi_boot'", "gives 2 files", "the ESP image is exactly one"], efi_boot = ":two_files"),
+        _case("hybrid_without_boot", iso_image, ["attribute 'hybrid'", "boots from bios_boot or efi_boot"], hybrid = True),
+        _case("mbr_code_not_hybrid", iso_image, ["attribute 'mbr_code'", "it needs hybrid = True"], bios_boot = "/a.txt", srcs = ["a.txt"], mbr_code = "b.txt"),
         # partitions and disks
         _case("disk_without_partitions", gpt_disk, ["attribute 'partitions'", "at least one partition"], partitions = []),
         _case("remaining_not_last", gpt_disk, ["attribute 'partitions'", "only the last partition"], partitions = [":p_remaining", ":p_plain"], size = "1GiB"),
