@@ -4,7 +4,7 @@
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file \
+APT_PKGS := e2fsprogs squashfs-tools dosfstools mtools gdisk fdisk genext2fs time file xfsprogs \
 	bazel-bootstrap bazel-bootstrap-source python3-zstandard python3-lz4 python3-crc32c \
 	bazel-skylib android-sdk-libsparse-utils bmap-tools qemu-utils cryptsetup-bin \
 	erofs-utils liblz4-1 liblzma5 acl libcap2-bin attr selinux-utils \

@@ -229,7 +229,7 @@ def cmd_analyze(args) -> int:
 
 
 def _editor(arg: str):
-    """An in-place editor for the filesystem at IMG[:N] (FAT today)."""
+    """An in-place editor for the filesystem at IMG[:N] (FAT or ext2/3/4)."""
     region, _ = _open_region(arg)
     from .fs import open_reader
     r = open_reader(region)
@@ -237,7 +237,11 @@ def _editor(arg: str):
     if isinstance(r, FatReader):
         from .fs.fat.edit import FatEditor
         return FatEditor(region)
-    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT is); "
+    from .fs.ext.reader import ExtReader
+    if isinstance(r, ExtReader):
+        from .fs.ext.edit import ExtEditor
+        return ExtEditor(region)
+    raise UsageError(f"{arg}: editing {r.fs_type} in place is not supported yet (FAT and ext are); "
                      "rebuild it with `fstool repack SRC HOST_DIR OUT` instead")
 
 
@@ -545,7 +549,9 @@ def make_parser() -> argparse.ArgumentParser:
     ad.add_argument("dest", metavar="DEST", help="its path in the image (into DEST if a directory)")
     ad.set_defaults(func=cmd_add)
 
-    rm = sub.add_parser("rm", parents=[common], help="remove a file or empty directory, in place")
+    rm = sub.add_parser("rm", parents=[common],
+                        help="remove a file or directory, in place (FAT: an empty one; ext: with "
+                             "its contents)")
     rm.add_argument("image", metavar="IMG[:N]")
     rm.add_argument("path", metavar="PATH")
     rm.set_defaults(func=cmd_rm)

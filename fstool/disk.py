@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from .build import build_filesystem
 from .errors import CapacityError, InputError, SpecError
 from .fs import format_for
+from .part.mbr import is_logical, mbr_number
 from .ids import derive_u32, derive_uuid
 from .image import ImageFile
 from .sizes import format_size
@@ -177,7 +178,7 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=No
             cursor = pb.offset + pb.size
             continue
         p = item
-        logical = disk.table == "mbr" and n_parts > 4 and p.index >= 4
+        logical = disk.table == "mbr" and is_logical(p.index, n_parts)
         if p.offset is not None:
             start = p.offset
         else:
@@ -435,7 +436,7 @@ def write_table(spec: Spec, out: ImageFile, placed: list[Placed], total: int, ge
         sig = disk.disk_signature if disk.disk_signature is not None else derive_u32(spec.seed, "disk-signature")
         parts = [mbr.MbrPartition(start_lba=p.offset // ss, sectors=p.size // ss, type_byte=p.type_id,
                                   bootable=p.spec.bootable,
-                                  logical=len(placed) > 4 and p.spec.index >= 4)
+                                  logical=is_logical(p.spec.index, len(placed)))
                  for p in placed]
         mbr.write_mbr(out, total, ss, sig, parts)
 
@@ -447,8 +448,7 @@ def layout(spec: Spec, placed: list[Placed], total: int) -> dict:
     assert disk is not None
     out: dict = {"table": disk.table, "size": total, "sector_size": disk.sector_size, "partitions": []}
     for p in placed:
-        entry: dict = {"index": p.spec.index if disk.table == "gpt" or len(placed) <= 4 or p.spec.index < 4
-                       else p.spec.index + (5 - 4),
+        entry: dict = {"index": p.spec.index if disk.table == "gpt" else mbr_number(p.spec.index, len(placed)),
                        "name": p.spec.name, "offset": p.offset, "size": p.size, "type": p.type,
                        "type_name": ptypes.type_name(p.type_id), "filesystem": p.fs_type}
         if disk.table == "gpt":

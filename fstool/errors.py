@@ -63,6 +63,13 @@ class ImageError(FstoolError):
     """An image being read is malformed or of an unknown format."""
 
 
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x'?)' for the nearest of choices, or '' (every "unknown X" error)."""
+    import difflib
+    near = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 _quiet = False
 
 

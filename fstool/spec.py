@@ -28,14 +28,13 @@ from its content).
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError, SpecError
+from .errors import InputError, SpecError, did_you_mean
 from .fs import canonical_type
 from .paths import resolve
 from .sizes import parse_size
@@ -170,8 +169,7 @@ def check_keys(table: dict, allowed: tuple[str, ...], where: str) -> None:
     """Raise SpecError for the first key of table not in allowed, suggesting the nearest."""
     for key in table:
         if key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = did_you_mean(key, allowed)
             raise SpecError(f"unknown key {key!r}{hint}; valid keys: {', '.join(allowed)}",
                             where=f"{where}.{key}")
 
@@ -393,8 +391,7 @@ def parse_attributes(v: Any, where: str) -> int:
                 raise SpecError(f"attribute bit {n} is reserved (use 0, 1, 2 or 48-63)", where=wi)
             bits |= 1 << n
         else:
-            near = difflib.get_close_matches(str(a), list(ATTRIBUTE_BITS), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = did_you_mean(a, ATTRIBUTE_BITS)
             raise SpecError(f"unknown attribute {a!r}{hint}; known: {', '.join(ATTRIBUTE_BITS)} "
                             "or a bit number 48-63", where=wi)
     return bits

@@ -43,6 +43,21 @@ def fstool():
 _mounts = 0
 
 
+def mount(args, *, check=False):
+    """`mount ARGS`, tried again a few times when it fails: concurrent `mount -o loop` calls
+    (pytest-xdist workers) can race for the same free loop device, and the loser's mount
+    then fails on a device holding another image. A real refusal fails every time."""
+    import time
+    for attempt in range(5):
+        p = subprocess.run(["mount", *map(str, args)], capture_output=True, text=True)
+        if p.returncode == 0:
+            return p
+        time.sleep(0.3 * (attempt + 1))
+    if check:
+        raise AssertionError(f"mount {' '.join(map(str, args))} failed: {p.stderr}")
+    return p
+
+
 @contextlib.contextmanager
 def loop_mount(img, where):
     """Mount img read-only through a loop device (the kernel is the reference reader)."""
@@ -50,7 +65,7 @@ def loop_mount(img, where):
     _mounts += 1
     mnt = os.path.join(str(where), f"mnt{_mounts}")
     os.makedirs(mnt, exist_ok=True)
-    p = subprocess.run(["mount", "-o", "loop,ro", str(img), mnt], capture_output=True, text=True)
+    p = mount(["-o", "loop,ro", str(img), mnt])
     assert p.returncode == 0, f"the kernel refused to mount {img}: {p.stderr}"
     try:
         yield mnt

@@ -58,7 +58,8 @@ class Cas:
         if digest.size_bytes == 0:
             return b""
         name = f"{self._prefix()}blobs/{digest.hash}/{digest.size_bytes}"
-        return b"".join(r.data for r in self.bytestream.Read(bytestream_pb2.ReadRequest(resource_name=name)))
+        return call(lambda req: b"".join(r.data for r in self.bytestream.Read(req)),
+                    bytestream_pb2.ReadRequest(resource_name=name))
 
     def read_proto(self, digest: re_pb2.Digest, message):
         message.ParseFromString(self.read(digest))
@@ -68,7 +69,7 @@ class Cas:
         digest = digest_of(data)
         if digest.size_bytes == 0:
             return digest
-        missing = self.cas.FindMissingBlobs(re_pb2.FindMissingBlobsRequest(
+        missing = call(self.cas.FindMissingBlobs, re_pb2.FindMissingBlobsRequest(
             instance_name=self.instance, blob_digests=[digest]))
         if not missing.missing_blob_digests:
             return digest
@@ -85,7 +86,7 @@ class Cas:
                 if last:
                     return
 
-        self.bytestream.Write(requests())
+        call(lambda _: self.bytestream.Write(requests()), None)
         return digest
 
 
@@ -161,11 +162,31 @@ def execute(cas: Cas, action: re_pb2.Action, workdir: str) -> re_pb2.ActionResul
         shutil.rmtree(root, ignore_errors=True)
 
 
+RETRYABLE = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE,
+             grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def call(rpc, request, **kw):
+    """An RPC, tried again while the server is busy ("Concurrent RPC limit exceeded" when
+    several clients poll at once) or briefly away: a worker that died there would leave
+    every remote action waiting for ever."""
+    delay = 0.1
+    for _ in range(300):
+        try:
+            return rpc(request, **kw)
+        except grpc.RpcError as e:
+            if e.code() not in RETRYABLE:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    return rpc(request, **kw)
+
+
 def run(server: str, instance: str, workdir: str, bot_id: str) -> None:
     channel = grpc.insecure_channel(server)
     bots = bots_pb2_grpc.BotsStub(channel)
     cas = Cas(channel, instance)
-    session = bots.CreateBotSession(bots_pb2.CreateBotSessionRequest(
+    session = call(bots.CreateBotSession, bots_pb2.CreateBotSessionRequest(
         parent=instance, bot_session=bots_pb2.BotSession(bot_id=bot_id, status=bots_pb2.BotStatus.OK)),
         wait_for_ready=True, timeout=120)  # the server may still be starting
     print(f"rex_worker: bot session {session.name}", flush=True)
@@ -173,7 +194,8 @@ def run(server: str, instance: str, workdir: str, bot_id: str) -> None:
         for lease in session.leases:
             if lease.state == bots_pb2.LeaseState.PENDING:
                 lease.state = bots_pb2.LeaseState.ACTIVE
-        session = bots.UpdateBotSession(bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session))
+        session = call(bots.UpdateBotSession,
+                       bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session))
         worked = False
         for lease in session.leases:
             if lease.state != bots_pb2.LeaseState.ACTIVE:
@@ -195,7 +217,7 @@ def run(server: str, instance: str, workdir: str, bot_id: str) -> None:
             lease.state = bots_pb2.LeaseState.COMPLETED
             worked = True
         if not worked and not session.leases:
-            time.sleep(0.05)
+            time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -560,7 +560,7 @@ def test_reader_refuses_malformed_images(tmp_path, src):
     struct.pack_into("<Q", bad, dpos + 32 + 8, cs)
     struct.pack_into("<Q", bad, dpos + 32 + 24, cs)
     _rechecksum(bad, dpos, dn)
-    refused(bad, "cycle.img", "loops back")
+    refused(bad, "cycle.img", "directory cycle")
 
 
 # -- random trees ----------------------------------------------------------------------------
@@ -568,7 +568,7 @@ def test_reader_refuses_malformed_images(tmp_path, src):
 def _sanitise(entries):
     """Random trees made storable: no symlinks, no forbidden characters, no case clashes."""
     up = upcase_map()
-    keep, seen = [], set()
+    keep, seen, dirs = [], set(), set()
     rename = {}
     for path, kind, payload in entries:
         if kind == "symlink":
@@ -580,13 +580,15 @@ def _sanitise(entries):
         key = upcase_units(new.encode("utf-16-le", "surrogatepass"), up)
         parent = new.rsplit("/", 1)[0] or "/"
         parent_key = upcase_units(parent.encode("utf-16-le", "surrogatepass"), up)
-        if key in seen or (parent != "/" and parent_key not in seen):
+        if key in seen or (parent != "/" and parent_key not in dirs):  # a kept directory
             continue
         if kind == "hardlink":
             if payload not in rename:
                 continue
             payload = rename[payload]
         seen.add(key)
+        if kind == "dir":
+            dirs.add(key)
         rename[path] = new
         keep.append((new, kind, payload))
     return keep

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from conftest import assert_one_line_error, diff_r, loop_mount, run_fstool, same_file
+from conftest import assert_one_line_error, diff_r, loop_mount, mount, run_fstool, same_file
 from treegen import compare, make_rich_tree
 
 pytestmark = pytest.mark.slow
@@ -424,7 +424,7 @@ def test_kernel_writes_to_our_images(tmp_path, rich):
         create(rich, img, fs_type, "--headroom", "16MiB", "-O", f"block_size={bs}")
         mnt = tmp_path / "rw"
         mnt.mkdir(exist_ok=True)
-        subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+        mount(["-o", "loop", str(img), str(mnt)], check=True)
         try:
             for i in range(500):
                 (mnt / "many" / f"added-{i}").write_bytes(b"%d" % i)

@@ -183,3 +183,20 @@ def test_zeroed_primary_gpt_falls_back_to_the_backup(tmp_path):
     # sgdisk agrees there is a usable table (it too reads the backup)
     out = subprocess.run(["sgdisk", "-p", str(img)], capture_output=True, text=True)
     assert "root" in out.stdout
+
+
+def test_squashfs_directory_with_repeated_entries_is_refused(tmp_path):
+    src = tmp_path / "ssrc"
+    src.mkdir()
+    (src / "a1").write_text("one\n")
+    (src / "b2").write_text("two\n")
+    img = tmp_path / "dup.sqfs"  # uncompressed metadata, so a name can be edited in place
+    subprocess.run(["mksquashfs", str(src), str(img), "-noI", "-noD", "-noF", "-noX", "-quiet"],
+                   check=True, capture_output=True)
+    data = bytearray(img.read_bytes())
+    pos = data.rindex(b"b2")
+    data[pos:pos + 2] = b"a1"  # the listing now names a1 twice
+    img.write_bytes(bytes(data))
+    p = run_fstool("ls", "-R", img)
+    assert_one_line_error(p, 1, "not sorted and unique")
+    assert subprocess.run(["unsquashfs", "-l", str(img)], capture_output=True).returncode != 0

@@ -8,10 +8,9 @@ so a missing optional codec only matters for the format that needs it.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 
-from ..errors import ImageError, SpecError
+from ..errors import ImageError, SpecError, did_you_mean
 from .registry import Capabilities, Format, Limits, check_tree  # noqa: F401  (the public shape)
 
 FORMAT_PACKAGES: tuple[str, ...] = (
@@ -24,6 +23,7 @@ FORMAT_PACKAGES: tuple[str, ...] = (
     "fstool.fs.f2fs",
     "fstool.fs.cpio",
     "fstool.fs.iso9660",
+    "fstool.fs.xfs",
 )
 
 _formats: list[Format] | None = None
@@ -58,8 +58,7 @@ def lookup(name: str, where: str = "type") -> tuple[Format, str]:
     try:
         return _by_name[name.lower()]
     except KeyError:
-        near = difflib.get_close_matches(name.lower(), list(_by_name), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        hint = did_you_mean(name.lower(), _by_name)
         raise SpecError(f"unknown filesystem type {name!r}{hint}; known: {', '.join(type_names())}",
                         where=where) from None
 

@@ -5,12 +5,11 @@ bytes); a reader module exposes `probe(region) -> bool` and `open(region) -> Rea
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import SpecError
+from ..errors import SpecError, did_you_mean
 from ..sizes import parse_size
 from ..tree import Kind
 
@@ -135,8 +134,7 @@ class OptionReader:
     def finish(self) -> None:
         for key in self.options:
             if key not in self.known:
-                near = difflib.get_close_matches(key, sorted(self.known), n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                hint = did_you_mean(key, sorted(self.known))
                 valid = ", ".join(sorted(self.known)) or "none"
                 raise SpecError(f"unknown option {key!r}{hint}; valid options: {valid}",
                                 where=f"{self.where}.{key}")

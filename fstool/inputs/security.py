@@ -21,7 +21,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from ..errors import InputError, SpecError
+from ..errors import InputError, SpecError, did_you_mean
 from ..tree import Kind, Tree, split_path
 
 # -- xattr values ---------------------------------------------------------------------------
@@ -108,9 +108,7 @@ def parse_capabilities(text: str, where: str) -> CapSet:
                 elif name in CAP_BY_NAME or "cap_" + name in CAP_BY_NAME:
                     mask |= 1 << CAP_BY_NAME.get(name, CAP_BY_NAME.get("cap_" + name, 0))
                 else:
-                    import difflib
-                    near = difflib.get_close_matches(name, CAP_NAMES, n=1)
-                    hint = f" (did you mean {near[0]!r}?)" if near else ""
+                    hint = did_you_mean(name, CAP_NAMES)
                     raise SpecError(f"unknown capability {name!r}{hint}", where=where)
         for op, flags in re.findall(r"([=+\-])([eip]*)", ops):
             if op == "=":

@@ -51,6 +51,17 @@ class MbrTable:
     extended: MbrPartition | None = None
 
 
+def is_logical(index: int, count: int) -> bool:
+    """Whether the index-th (1-based) of count partitions is a logical one: with more than
+    four, slot 4 holds the extended container and partitions 4 and up are logical."""
+    return count > 4 and index >= 4
+
+
+def mbr_number(index: int, count: int) -> int:
+    """The number Linux gives the index-th of count partitions (logical ones from 5)."""
+    return index + 1 if is_logical(index, count) else index
+
+
 def chs(lba: int) -> bytes:
     """CHS triple for lba with the conventional 255 heads x 63 sectors; past cylinder 1023 the
     spec's 'use LBA' marker (1023, 254, 63)."""

@@ -7,10 +7,9 @@ util-linux prints with `sfdisk --label gpt -T`.
 """
 from __future__ import annotations
 
-import difflib
 import uuid
 
-from ..errors import SpecError
+from ..errors import SpecError, did_you_mean
 
 # name -> (GPT type GUID or None, MBR byte or None, human name)
 _BASE: dict[str, tuple[str | None, int | None, str]] = {
@@ -133,8 +132,7 @@ def resolve_type(name: str, table: str, where: str, size: int | None = None):
             pass
     n = canonical_name(raw)
     if n not in TYPES and n not in ("fat", "vfat"):
-        close = difflib.get_close_matches(n, list(TYPES) + list(ALIASES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(n, list(TYPES) + list(ALIASES))
         raise SpecError(f"unknown partition type {raw!r}{hint}", where=where)
     if table == "gpt":
         if n in ("fat", "vfat"):

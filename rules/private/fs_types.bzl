@@ -27,4 +27,5 @@ FS_TYPES = [
     "squashfs4",
     "tar",
     "vfat",
+    "xfs",
 ]

@@ -12,7 +12,7 @@ import struct
 from typing import Iterator
 
 from ...errors import ImageError
-from ...tree import Kind, split_path
+from ...tree import Kind, Tree, split_path
 from ..base import Reader, REntry
 from .format import (
     CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, DIRENT, INCOMPAT_COMPR_CFGS,
@@ -319,17 +319,6 @@ class ErofsReader(Reader):
             out.append(self._entry(f"{base}/{name.decode('utf-8', 'surrogateescape')}", self._inode(nid)))
         return out
 
-    def walk(self, path: str = "/") -> Iterator[REntry]:
-        seen: set[int] = set()
-        stack = [self.stat(path)]
-        while stack:
-            e = stack.pop()
-            yield e
-            if e.kind is Kind.DIR:
-                if e.inode in seen:
-                    raise ImageError(f"{e.path}: directory loop (nid {e.inode} met twice)", where=self.where)
-                seen.add(e.inode)
-                stack.extend(reversed(self.listdir(e.path)))
 
     def read_file(self, path: str) -> Iterator[bytes]:
         ino = self._lookup(path)

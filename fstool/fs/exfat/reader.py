@@ -412,19 +412,6 @@ class ExfatReader(Reader):
         out.sort(key=lambda r: encode_name(r.name))
         return out
 
-    def walk(self, path: str = "/") -> Iterator[REntry]:
-        """Pre-order walk; a directory reached twice (a loop in the tree) is an ImageError."""
-        seen: set[int] = set()
-        top = self.stat(path)
-        stack = [top]
-        while stack:
-            e = stack.pop()
-            yield e
-            if e.kind is Kind.DIR:
-                if e.inode in seen:
-                    raise ImageError(f"{e.path}: directory loops back to an earlier one", where=self.where)
-                seen.add(e.inode)
-                stack.extend(reversed(self.listdir(e.path)))
 
     def read_file(self, path: str) -> Iterator[bytes]:
         norm, e = self._lookup(path)

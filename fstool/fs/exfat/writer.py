@@ -344,17 +344,11 @@ def _label_units(params: FsParams) -> bytes:
 
 
 def _serial(params: FsParams) -> int:
+    """The volume serial: the spec's, else derived from the seed."""
     if params.volume_id is None:
         return derive_u32(params.seed, "exfat-volume-serial")
-    s = str(params.volume_id).strip().replace("-", "").lower().removeprefix("0x")
-    try:
-        vid = int(s, 16)
-    except ValueError:
-        raise SpecError(f"invalid volume id {params.volume_id!r} (use 8 hex digits like 1234-ABCD)",
-                        where=params.where) from None
-    if not 0 <= vid <= 0xFFFFFFFF:
-        raise SpecError(f"volume id {params.volume_id!r} does not fit in 32 bits", where=params.where)
-    return vid
+    from ...spec import parse_volume_id  # the one volume-id parser (a no-op on a spec's value)
+    return int(parse_volume_id(params.volume_id, f"{params.where}.volume_id"), 16)
 
 
 def _volume_guid(params: FsParams, opts: Options) -> uuid.UUID | None:

@@ -18,7 +18,7 @@ from . import xattr
 from .extent import extent_tree, indirect_map
 from .format import (
     BG_INODE_UNINIT, BLOCK_PTR_SIZE, EXTENTS_FL, I_BLOCK_SIZE, SUPERBLOCK, SUPERBLOCK_OFFSET,
-    encode_dev, has_super, inode_csum_seed,
+    encode_dev, inode_csum_seed,
 )
 from .group import descriptor, group_bitmaps
 from .inode import Content, Ino, Inventory, inode_tables
@@ -120,7 +120,7 @@ def emit(out: ImageFile, params: FsParams, inv: Inventory, content: Content, lay
     gd += bytes(-len(gd) % bs)
     free_inodes = geo.inodes - inv.last_ino
     for g in range(geo.groups):
-        if not has_super(g, geo.sparse):
+        if not geo.has_super(g):
             continue
         sb = superblock(cfg, geo, bs, g, free_blocks_total, free_inodes, lay.journal,
                         content.dirs.largedir, ts)

@@ -557,8 +557,13 @@ def decode_dev(b0: int, b1: int) -> tuple[int, int]:
     return (b1 & 0xFFF00) >> 8, (b1 & 0xFF) | ((b1 >> 12) & 0xFFF00)
 
 
-def has_super(group: int, sparse: bool) -> bool:
-    """Whether group holds a superblock backup (groups 0, 1 and powers of 3, 5, 7)."""
+def has_super(group: int, sparse: bool, bgs: tuple[int, int] | None = None) -> bool:
+    """Whether group holds a superblock backup (groups 0, 1 and powers of 3, 5, 7; with
+    sparse_super2, `bgs`, only group 0 and the groups s_backup_bgs names)."""
+    if group == 0:
+        return True
+    if bgs is not None:
+        return group in bgs
     if not sparse or group <= 1:
         return True
     for base in (3, 5, 7):

@@ -70,7 +70,7 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
     root = tree.root
     lpf_node = root.children.get("lost+found")
     lpf_from_source = lpf_node is not None and lpf_node.kind is Kind.DIR
-    make_lpf = lpf_node is None
+    make_lpf = lpf_node is None and cfg.lost_found
     inos: list[Ino] = [Ino(ROOT_INO, Kind.DIR, root)]
     num: dict[int, int] = {id(root): ROOT_INO}
     nxt = FIRST_INO

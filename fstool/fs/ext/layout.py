@@ -2,7 +2,8 @@
 filesystem gets.
 
 Group g covers blocks [first_data_block + g*blocks_per_group, +blocks_per_group); groups 0, 1
-and powers of 3, 5, 7 (sparse_super) start with a superblock backup and the descriptor table;
+and powers of 3, 5, 7 (sparse_super), or only group 1 and the last (sparse_super2), start with a
+superblock backup and the descriptor table;
 without flex_bg each group then holds its bitmaps and inode table, with flex_bg those of
 `flex_size` groups are packed together at the start of the first. For an "auto" size the
 smallest block count whose metadata, journal and content fit is found by a fixed point, then
@@ -31,6 +32,15 @@ MIN_BLOCKS = 64
 LAST_GROUP_MIN = 50     # as mke2fs: a last group with fewer spare blocks is dropped
 
 
+def backup_groups(groups: int) -> tuple[int, int]:
+    """s_backup_bgs under sparse_super2, as mke2fs picks them: group 1 and the last group,
+    an unused slot 0, the pair in rising order (one group: (0, 0); two: (0, 1))."""
+    a, b = min(1, groups - 1), groups - 1
+    if b == a:
+        b = 0
+    return (min(a, b), max(a, b))
+
+
 class Geometry:
     """Group layout for `blocks` blocks: where each group's metadata sits."""
 
@@ -41,6 +51,8 @@ class Geometry:
         self.isz = cfg.inode_size
         self.desc_size = DESC_SIZE_64 if cfg.bit64 else GROUP_DESC.size
         self.sparse = cfg.sparse_super
+        self.sparse2 = cfg.sparse_super2
+        self.bgs = (0, 0)
         if blocks - self.fdb < MIN_BLOCKS:
             raise NoSpace(MIN_BLOCKS + self.fdb - blocks)
         groups = -(-(blocks - self.fdb) // self.bpg)
@@ -56,7 +68,8 @@ class Geometry:
             rem = (blocks - self.fdb) % self.bpg
             if rem and groups > 1:
                 last = groups - 1
-                own = (1 + gdt if has_super(last, self.sparse) else 0) + (0 if cfg.flex_bg else 2 + itb)
+                self.bgs = backup_groups(groups) if self.sparse2 else (0, 0)
+                own = (1 + gdt if self.has_super(last) else 0) + (0 if cfg.flex_bg else 2 + itb)
                 if rem < own + LAST_GROUP_MIN:
                     if not fixed:
                         raise NoSpace(own + LAST_GROUP_MIN - rem)
@@ -65,12 +78,13 @@ class Geometry:
                     continue
             break
         self.blocks, self.groups, self.ipg, self.itb, self.gdt = blocks, groups, ipg, itb, gdt
+        self.bgs = backup_groups(groups) if self.sparse2 else (0, 0)
         self.inodes = ipg * groups
         if self.inodes > M32:
             raise SpecError("more than 2^32 inodes: raise inode_ratio", where=cfg.where)
         backups: list[tuple[int, int]] = []
         for g in range(groups):
-            if has_super(g, self.sparse):
+            if self.has_super(g):
                 s = self.gstart(g)
                 backups.append((s, s + 1 + gdt))
         self.backups = backups
@@ -80,7 +94,7 @@ class Geometry:
         reserved = list(backups)
         if not cfg.flex_bg:
             for g in range(groups):
-                pos = self.gstart(g) + (1 + gdt if has_super(g, self.sparse) else 0)
+                pos = self.gstart(g) + (1 + gdt if self.has_super(g) else 0)
                 if pos + 2 + itb > self.gstart(g) + self.gsize(g):
                     raise NoSpace(pos + 2 + itb - self.gstart(g) - self.gsize(g))
                 self.bb[g], self.ib[g], self.it[g] = pos, pos + 1, pos + 2
@@ -136,6 +150,10 @@ class Geometry:
         self.free = free
         self.meta_blocks = sum(e - s for s, e in self.reserved)
         self.free_total = sum(e - s for s, e in free)
+
+    def has_super(self, g: int) -> bool:
+        """Whether group g starts with a superblock and descriptor table (primary or backup)."""
+        return has_super(g, self.sparse, self.bgs if self.sparse2 else None)
 
     def gstart(self, g: int) -> int:
         return self.fdb + g * self.bpg

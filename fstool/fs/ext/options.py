@@ -47,6 +47,8 @@ class ExtOptions:
     dir_nlink: bool
     extra_isize: bool
     sparse_super: bool
+    sparse_super2: bool         # backups only in groups s_backup_bgs[0..1] (1 and the last)
+    lost_found: bool            # make /lost+found when the tree has none (create_lost_found)
     label: bytes
     uuid: bytes                 # b"": derived from the build's seed when writing
     hash_seed: bytes            # b"" until seed_identifiers
@@ -76,15 +78,33 @@ def parse_options(params: FsParams) -> ExtOptions:
     csum = feature("metadata_csum", default=ext4)
     dir_index = feature("dir_index", default=True)
     journal = feature("has_journal", default=t != "ext2")
-    flex_bg = feature("flex_bg", default=ext4)
-    flex_size = opt.get_int("flex_bg_size", 16, 1, 1 << 16)
-    bit64 = feature("64bit", default=False)
-    bit64_set = opt.has("64bit")
+    flex_bg_given = opt.get_bool("flex_bg")
+    flex_size_given = opt.get_int("flex_bg_size", None, 1, 1 << 16)
+    # the Rust fstool's log_groups_per_flex: 0 turns flex_bg off, N packs 2^N groups
+    log_flex = opt.get_int("log_groups_per_flex", None, 0, 16)
+    flex_bg = ext4 if flex_bg_given is None else flex_bg_given
+    flex_size = 16 if flex_size_given is None else flex_size_given
+    if log_flex is not None:
+        if flex_bg_given is not None and flex_bg_given != (log_flex > 0):
+            raise SpecError(f"log_groups_per_flex = {log_flex} contradicts flex_bg = "
+                            f"{str(flex_bg_given).lower()}", where=f"{where}.log_groups_per_flex")
+        if log_flex and flex_size_given is not None and flex_size_given != 1 << log_flex:
+            raise SpecError(f"log_groups_per_flex = {log_flex} means flex_bg_size = {1 << log_flex}, "
+                            f"not {flex_size_given}", where=f"{where}.log_groups_per_flex")
+        flex_bg = log_flex > 0
+        if log_flex:
+            flex_size = 1 << log_flex
+    bit64 = feature("64bit", "use_64bit", default=False)
+    bit64_set = opt.has("64bit") or opt.has("use_64bit")
     huge_file = feature("huge_file", default=ext4)
     dir_nlink = feature("dir_nlink", default=ext4)
     extra_isize = feature("extra_isize", default=ext4)
     sparse_super = feature("sparse_super", default=True)
+    sparse_super2 = feature("sparse_super2", default=False)
+    lost_found = feature("create_lost_found", default=True)
     opt.finish()
+    if sparse_super2 and not sparse_super:
+        raise SpecError("sparse_super2 needs sparse_super (as mke2fs)", where=f"{where}.sparse_super2")
     if inode_size not in INODE_SIZES:
         raise SpecError(f"inode_size must be 128 or 256 (or 512, 1024), got {inode_size}",
                         where=f"{where}.inode_size")
@@ -122,7 +142,8 @@ def parse_options(params: FsParams) -> ExtOptions:
         reserved_pct=reserved_pct, blocks_count=blocks_count, journal_blocks=journal_blocks,
         extents=extents, csum=csum, dir_index=dir_index, journal=journal, flex_bg=flex_bg,
         flex_size=flex_size, bit64=bit64, bit64_set=bit64_set, huge_file=huge_file,
-        dir_nlink=dir_nlink, extra_isize=extra_isize, sparse_super=sparse_super, label=label,
+        dir_nlink=dir_nlink, extra_isize=extra_isize, sparse_super=sparse_super,
+        sparse_super2=sparse_super2, lost_found=lost_found, label=label,
         uuid=uuid, hash_seed=b"", where=where)
 
 

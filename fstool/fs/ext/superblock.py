@@ -1,10 +1,11 @@
 """The ext superblock: the primary at byte 1024, backups at the start of groups 0, 1 and
-powers of 3, 5, 7 (sparse_super), identical but for block_group_nr.
+powers of 3, 5, 7 (sparse_super) or of the two groups in s_backup_bgs (sparse_super2),
+identical but for block_group_nr.
 """
 from __future__ import annotations
 
 from .format import (
-    COMPAT_DIR_INDEX, COMPAT_EXT_ATTR, COMPAT_HAS_JOURNAL, CRC32C_CHKSUM, DEFM_ACL, DEFM_XATTR_USER,
+    COMPAT_DIR_INDEX, COMPAT_EXT_ATTR, COMPAT_HAS_JOURNAL, COMPAT_SPARSE_SUPER2, CRC32C_CHKSUM, DEFM_ACL, DEFM_XATTR_USER,
     DESC_SIZE_64, ERRORS_CONTINUE, EXTRA_ISIZE, FIRST_INO, FLAGS_SIGNED_HASH, GOOD_OLD_INODE_SIZE,
     HASH_HALF_MD4, INCOMPAT_64BIT, INCOMPAT_EXTENTS, INCOMPAT_FILETYPE, INCOMPAT_FLEX_BG,
     INCOMPAT_LARGEDIR, JNL_BACKUP_BLOCKS, JOURNAL_INO, MAGIC, RO_COMPAT_DIR_NLINK,
@@ -20,6 +21,8 @@ M32 = 0xFFFFFFFF
 def features(cfg: ExtOptions, has_journal: bool, largedir: bool) -> tuple[int, int, int]:
     """(compat, incompat, ro_compat) feature bits."""
     compat = COMPAT_EXT_ATTR
+    if cfg.sparse_super2:
+        compat |= COMPAT_SPARSE_SUPER2
     if cfg.dir_index:
         compat |= COMPAT_DIR_INDEX
     if has_journal:
@@ -82,6 +85,8 @@ def superblock(cfg: ExtOptions, geo, bs: int, group: int, free_blocks: int, free
         f["log_groups_per_flex"] = cfg.flex_size.bit_length() - 1
     if cfg.csum:
         f["checksum_type"] = CRC32C_CHKSUM
+    if cfg.sparse_super2:
+        f["backup_bgs"] = geo.bgs[0].to_bytes(4, "little") + geo.bgs[1].to_bytes(4, "little")
     sb = SUPERBLOCK.pack(**f)
     if cfg.csum:
         sb = SUPERBLOCK.pack(checksum=csum(0xFFFFFFFF, sb[:SB_CHECKSUM_OFFSET]), **f)

@@ -441,17 +441,6 @@ class F2fsReader(Reader):
         out.sort(key=lambda r: r.name.encode("utf-8", errors="surrogateescape"))
         return out
 
-    def walk(self, path: str = "/") -> Iterator[REntry]:
-        seen: set[int] = set()
-        stack = [self.stat(path)]
-        while stack:
-            e = stack.pop()
-            yield e
-            if e.kind is Kind.DIR:
-                if e.inode in seen:
-                    raise ImageError(f"{e.path}: directory loops back to an earlier one", where=self.where)
-                seen.add(e.inode)
-                stack.extend(reversed(self.listdir(e.path)))
 
     def read_file(self, path: str) -> Iterator[bytes]:
         norm, ino = self._lookup(path)

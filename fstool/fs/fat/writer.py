@@ -20,7 +20,6 @@ are written whole. Free clusters are never written.
 from __future__ import annotations
 
 import array
-import os
 import posixpath
 import re
 import sys
@@ -469,17 +468,11 @@ def _label_bytes(params: FsParams) -> bytes | None:
 
 
 def _volume_id(params: FsParams) -> int:
+    """The volume serial: the spec's, else derived from the seed."""
     if params.volume_id is None:
         return derive_u32(params.seed, "fat-volume-id")
-    s = str(params.volume_id).strip().replace("-", "").lower().removeprefix("0x")
-    try:
-        vid = int(s, 16)
-    except ValueError:
-        raise SpecError(f"invalid volume id {params.volume_id!r} (use 8 hex digits like 1234-ABCD)",
-                        where=params.where) from None
-    if not 0 <= vid <= 0xFFFFFFFF:
-        raise SpecError(f"volume id {params.volume_id!r} does not fit in 32 bits", where=params.where)
-    return vid
+    from ...spec import parse_volume_id  # the one volume-id parser (a no-op on a spec's value)
+    return int(parse_volume_id(params.volume_id, f"{params.where}.volume_id"), 16)
 
 
 # -- planning ----------------------------------------------------------------

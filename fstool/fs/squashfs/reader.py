@@ -194,6 +194,7 @@ class SquashfsReader(Reader):
         data = self._read_meta(self.sb["directory_table"], (ino.start << 16) | ino.offset, size)
         out = []
         pos = 0
+        prev = b""
         while pos < size:
             count, start, base = DIR_HEADER.unpack(data, pos)
             pos += DIR_HEADER.size
@@ -202,10 +203,19 @@ class SquashfsReader(Reader):
             for _ in range(count + 1):
                 off, delta, _t, nsize = DIR_ENTRY.unpack(data, pos)
                 pos += DIR_ENTRY.size
-                name = data[pos:pos + nsize + 1].decode("utf-8", "surrogateescape")
+                raw = bytes(data[pos:pos + nsize + 1])
                 pos += nsize + 1
                 if pos > size:
                     raise ImageError("directory listing overruns its size", where=self.where)
+                # mksquashfs writes entries sorted by name bytes, each once; unsquashfs refuses
+                # anything else, and so a crafted listing cannot repeat one entry millions of times
+                if raw <= prev:
+                    raise ImageError(f"directory entries are not sorted and unique ({raw!r} after "
+                                     f"{prev!r})", where=self.where)
+                if b"/" in raw or raw in (b".", b".."):
+                    raise ImageError(f"invalid name {raw!r} in a directory", where=self.where)
+                prev = raw
+                name = raw.decode("utf-8", "surrogateescape")
                 out.append((name, self._inode((start << 16) | off)))
         return out
 
