@@ -1126,7 +1126,7 @@ gpt_disk(name = "verity_append", partitions = [":vappend"])
     fs_type = fs_type,
     label = "" if fs_type == "tar" else "DATA",
     strip_prefix = "/rootfs",
-) for fs_type in ("erofs", "exfat", "f2fs", "tar")]
+) for fs_type in ("erofs", "exfat", "f2fs", "tar", "xfs")]
 
 # Boot media (issue 16): a gzip initramfs, and an isohybrid ISO booting from El Torito
 # BIOS (any file stands in for the boot loader here) and UEFI (the ESP above).
@@ -1386,12 +1386,13 @@ def test_security_metadata_through_the_kernel(board_build, tmp_path, name):
 
 
 def test_other_formats_as_fs_type(board_build, tmp_path):
-    """erofs, exfat, f2fs and tar, each checked by its own tool and read back."""
+    """erofs, exfat, f2fs, tar and xfs, each checked by its own tool and read back."""
     bazel = board_build
     b = lambda p: bazel.bin("boardtest/" + p)  # noqa: E731
     out = tmp_path / "erofs"
     _tool("fsck.erofs", f"--extract={out}", b("fs_erofs.img"))
     _tool("fsck.exfat", "-n", b("fs_exfat.img"))
+    _tool("xfs_repair", "-n", "-f", b("fs_xfs.img"))
     p = subprocess.run(["fsck.f2fs", b("fs_f2fs.img")], capture_output=True, text=True)
     assert p.returncode == 0 and "[Fail]" not in p.stdout, p.stdout + p.stderr
     tar_out = tmp_path / "tar"
@@ -1401,7 +1402,7 @@ def test_other_formats_as_fs_type(board_build, tmp_path):
         want = _read(os.path.join(EXAMPLES, "rootfs", rel))
         assert _read(str(out / rel)) == want, rel
         assert _read(str(tar_out / rel)) == want, rel
-        for fs_type in ("exfat", "f2fs"):
+        for fs_type in ("exfat", "f2fs", "xfs"):
             assert _cat(b(f"fs_{fs_type}.img"), "/" + rel) == want, (fs_type, rel)
     assert "DATA" in run_fstool("info", b("fs_erofs.img"), check=True).stdout
 
