@@ -238,6 +238,7 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=No
                               where=f"{p.where}.image") from None
             except OSError as e:
                 raise InputError(e.strerror or str(e), where=f"{p.where}.image: {p.image}") from None
+            auto = size is None
             if size is None:
                 size = align_up(img_size + p.headroom, 4096 if p.verity == "data" else ss)
             if img_size > size:
@@ -246,8 +247,10 @@ def build_disk(spec: Spec, out: ImageFile, *, verbose: bool = False, progress=No
             if room is not None and img_size > room:
                 raise CapacityError(f"the image {p.image} ({format_size(img_size)}) does not fit in "
                                     f"the {format_size(room)} left on the disk", where=p.where)
-            window = ImageFile(out.fd, base=out.base + start, limit=room if room is not None else size,
-                               path=out.path)
+            # An auto-sized partition with an appended tree grows past the image: the tree
+            # is written after it, and the partition's size is known only then.
+            limit = room if room is not None else (None if auto and p.verity == "append" else size)
+            window = ImageFile(out.fd, base=out.base + start, limit=limit, path=out.path)
             window.copy_sparse_from(p.image, img_size, 0)
             if p.verity == "append":
                 size = _append_verity(window, p, img_size, p.size if isinstance(p.size, int) else None,

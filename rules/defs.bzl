@@ -26,11 +26,18 @@
     )
 
 Rules:
-- `fs_image`: ext2/3/4, vfat/fat12/16/32 or squashfs `<name>.img` (provides FsImageInfo).
+- `fs_image`: `<name>.img` of any FS_TYPES type: ext2/3/4, squashfs, erofs, FAT,
+  exFAT, F2FS, tar (provides FsImageInfo).
 - `squashfs_image`: SquashFS `<name>.img` with compression settings (FsImageInfo).
+- `iso_image`: bootable ISO 9660 `<name>.img` (El Torito BIOS/UEFI, isohybrid) (FsImageInfo).
 - `partition`: one partition of a disk (PartitionInfo); disks keep the listed order.
+- `raw_blob`: a file at a byte offset of a disk, outside the table (RawBlobInfo).
 - `gpt_disk`, `mbr_disk`: `<name>.img` and, in output group `layout`,
-  `<name>.layout.json` (DiskImageInfo).
+  `<name>.layout.json` and `<name>.roothash` with dm-verity (DiskImageInfo).
+
+Images and disks take `format`: `raw` (`<name>.img`), `qcow2` (`<name>.qcow2`),
+`android-sparse`/`android-sparse-crc` (`<name>.simg`), `bmap` (`<name>.img` and
+`<name>.img.bmap`).
 - `fstool_image`: `<name>.img` from a TOML/JSON spec for the fstool command line.
 - `fstool_toolchain`: an fstool program for `register_toolchains` (type
   `@rules_fstool//fstool:toolchain_type`).
@@ -43,16 +50,19 @@ load(
     _DiskImageInfo = "DiskImageInfo",
     _FsImageInfo = "FsImageInfo",
     _PartitionInfo = "PartitionInfo",
+    _RawBlobInfo = "RawBlobInfo",
 )
 load(
     "//rules/private:disk.bzl",
     _gpt_disk_rule = "gpt_disk",
     _mbr_disk_rule = "mbr_disk",
     _partition_rule = "partition",
+    _raw_blob_rule = "raw_blob",
 )
 load(
     "//rules/private:fs_image.bzl",
     _fs_image_rule = "fs_image",
+    _iso_image_rule = "iso_image",
     _squashfs_image_rule = "squashfs_image",
 )
 load("//rules/private:fs_types.bzl", _FS_TYPES = "FS_TYPES")
@@ -62,6 +72,7 @@ load("//rules/private:toolchain.bzl", _fstool_toolchain = "fstool_toolchain")
 FsImageInfo = _FsImageInfo
 PartitionInfo = _PartitionInfo
 DiskImageInfo = _DiskImageInfo
+RawBlobInfo = _RawBlobInfo
 
 # The filesystem type names fs_image accepts (those of fstool's format registry).
 FS_TYPES = _FS_TYPES
@@ -84,7 +95,7 @@ def _content_kwargs(kwargs):
     return kwargs
 
 def fs_image(name, size = "auto", **kwargs):
-    """A filesystem image `<name>.img`: ext2/3/4 (default ext4), vfat, fat12/16/32, squashfs.
+    """A filesystem image `<name>.img` of any type in FS_TYPES (default ext4).
 
     Args:
       name: the target; the image is `<name>.img`.
@@ -93,8 +104,10 @@ def fs_image(name, size = "auto", **kwargs):
       **kwargs: `fs_type`, the content attributes (`srcs`, `package_dir`,
         `strip_prefix`, `mode`, `include_runfiles`, `tars`, `symlinks`,
         `empty_dirs`, `modes`, `owners`, `device_table`, `rootdevs`, `mtime`,
-        `stamp`, `headroom`, `block_size`, `extra_options`), `label`, `uuid` and
-        the common ones (`visibility`, `tags`, ...); see docs/rules.md.
+        `stamp`, `headroom`, `block_size`, `extra_options`), `format`, the
+        security metadata (`xattrs`, `capabilities`, `acls`, `default_acls`,
+        `file_contexts`, `fs_config`), `label`, `uuid` and the common ones
+        (`visibility`, `tags`, ...); see docs/rules.md.
     """
     _fs_image_rule(name = name, image_size = size, **_content_kwargs(kwargs))
 
@@ -109,19 +122,47 @@ def squashfs_image(name, size = "auto", **kwargs):
     """
     _squashfs_image_rule(name = name, image_size = size, **_content_kwargs(kwargs))
 
-def partition(name, image, size = "auto", **kwargs):
+def iso_image(name, size = "auto", **kwargs):
+    """A bootable ISO 9660 image `<name>.img` (Rock Ridge, Joliet, El Torito, isohybrid).
+
+    Args:
+      name: the target; the image is `<name>.img`.
+      size: `"auto"` (default: as small as the content) or a size to pad the image to.
+      **kwargs: `bios_boot`, `boot_info_table`, `efi_boot`, `hybrid`, `mbr_code`,
+        `joliet`, `rock_ridge`, `label`, the content attributes of fs_image and the
+        common ones.
+    """
+    _iso_image_rule(name = name, image_size = size, **_content_kwargs(kwargs))
+
+def partition(name, image = None, size = "auto", **kwargs):
     """One partition of a gpt_disk or mbr_disk.
 
     Args:
       name: the target (and the default GPT partition name).
       image: the filesystem image (an fs_image, squashfs_image or fstool_image
-        target, or a prebuilt image file).
+        target, or a prebuilt image file); none on a `verity = "hash"` partition.
       size: `"auto"` (the image's size plus `headroom`), a size such as `"64MiB"`,
         or `"remaining"` (the last partition of a fixed-size disk).
       **kwargs: `type`, `label` (the GPT partition name), `headroom`, `uuid`,
-        `attributes`, `bootable` and the common ones.
+        `attributes`, `bootable`, the board layout ones (`offset`, `holes`, `align`,
+        `fill`, `mbr_type`), dm-verity (`verity`, `verity_data`) and the common ones.
     """
     _partition_rule(name = name, image = image, partition_size = size, **kwargs)
+
+def raw_blob(name, src, size = "", **kwargs):
+    """A file written at a byte offset of a disk, outside its partition table.
+
+    List it among a disk's `partitions` (in disk order): a bootloader such as
+    Rockchip's `u-boot-rockchip.bin` at 32 KiB. Overlapping a partition, a table or
+    another blob is an error, unless the overlap lies in a declared hole.
+
+    Args:
+      name: the target (and the blob's name in the layout JSON).
+      src: the file.
+      size: the space it reserves (default `""`: the file's size).
+      **kwargs: `offset`, `holes`, `align`, `fill` and the common ones.
+    """
+    _raw_blob_rule(name = name, src = src, blob_size = size, **kwargs)
 
 def gpt_disk(name, partitions, size = "auto", **kwargs):
     """A GPT disk image `<name>.img`, with `<name>.layout.json` in output group `layout`.
@@ -131,7 +172,8 @@ def gpt_disk(name, partitions, size = "auto", **kwargs):
       partitions: partition targets (or filesystem targets, for a partition with the
         defaults) in disk order.
       size: `"auto"` (the partitions plus the tables, aligned) or a size such as `"8GiB"`.
-      **kwargs: `uuid`, `alignment`, `sector_size` and the common ones.
+      **kwargs: `uuid`, `alignment`, `sector_size`, `format`, `fill`, `hybrid`,
+        `disk_signature`, `gpt_location`, `gpt_entries` and the common ones.
     """
     _gpt_disk_rule(name = name, partitions = partitions, disk_size = size, **kwargs)
 
@@ -143,7 +185,8 @@ def mbr_disk(name, partitions, size = "auto", **kwargs):
       partitions: partition targets (or filesystem targets) in disk order; with more
         than four, the fourth and later become logical partitions.
       size: `"auto"` (the partitions plus the table, aligned) or a size such as `"8GiB"`.
-      **kwargs: `disk_signature`, `alignment`, `sector_size` and the common ones.
+      **kwargs: `disk_signature`, `alignment`, `sector_size`, `format`, `fill` and
+        the common ones.
     """
     _mbr_disk_rule(name = name, partitions = partitions, disk_size = size, **kwargs)
 

@@ -9,8 +9,11 @@ Remote execution runs against BuildGrid (its own venv, `make buildgrid`) with th
 worker tests/rex_worker.py.
 
 The examples' root filesystem is ext4: test_examples_disk needs the ext4 writer
-(fstool/fs/ext/writer.py). Everything else builds vfat and SquashFS images only
-(the package `cachetest`, written into the examples workspace below).
+(fstool/fs/ext/writer.py). The caching tests build vfat and SquashFS images only
+(the package `cachetest`, written into the examples workspace below). The package
+`boardtest`, in a world of its own, covers output containers (qemu-img, simg2img,
+bmaptool), board layouts (sgdisk, sfdisk, cmp of blobs), dm-verity (veritysetup) and
+security metadata (getcap, getfattr, getfacl on a kernel mount).
 """
 from __future__ import annotations
 
@@ -956,10 +959,11 @@ def test_analysis_tests_of_every_fail_branch(worlds, checkout1):
     bazel = worlds("analysis", checkout1)
     r = bazel.build("//tests/analysis:all", command="test")
     assert r.returncode == 0, _tail(r.output)
-    assert "Executed 21 out of 21 tests: 21 tests pass" in r.output or \
-        re.search(r"(\d+) tests pass", r.output), _tail(r.output)
-    passed = re.findall(r"^//tests/analysis:\S+\s+PASSED", r.output, flags=re.M)
-    assert len(passed) >= 21, _tail(r.output)
+    with open(os.path.join(REPO, "tests", "analysis", "failure_tests.bzl")) as f:
+        cases = len(re.findall(r'^\s+_case\("', f.read(), flags=re.M))
+    assert cases >= 40
+    passed = re.findall(r"^//tests/analysis:\S+\s+(?:\(cached\) )?PASSED", r.output, flags=re.M)
+    assert len(passed) == cases, _tail(r.output)
 
 
 STAMPED_BUILD = '''
@@ -1074,3 +1078,411 @@ def test_worker_rebuild_after_an_edit_is_byte_identical(worlds):
     assert "worker" not in {s.get("runner") for s in r.executed}
     for path in ("workertest/img.img", "workertest/disk.img"):
         assert _read(wb.bin(path)) == _read(clean.bin(path)), path
+
+
+# -- output containers, board layouts, dm-verity, security metadata --------------------------
+
+# A package of its own, in its own world (so the cachetest expectations above stay as
+# they are): the same disk in every container, a Rockchip-style board with a u-boot blob
+# at 32 KiB, an Amlogic-style blob at 0 spanning the MBR, a hybrid MBR, dm-verity (hash
+# partition and appended tree), and security metadata on ext4 and SquashFS.
+BOARD_BUILD = '''
+load("@rules_fstool//rules:defs.bzl", "fs_image", "gpt_disk", "iso_image", "mbr_disk", "partition", "raw_blob", "squashfs_image")
+
+fs_image(
+    name = "esp",
+    srcs = ["//:esp_files"],
+    fs_type = "fat",
+    label = "BOOT",
+    strip_prefix = "/esp",
+)
+
+squashfs_image(
+    name = "root",
+    srcs = ["//:rootfs_files"],
+    strip_prefix = "/rootfs",
+)
+
+# Output containers: one disk spec, five containers; filesystems in containers too.
+gpt_disk(name = "disk_raw", partitions = [":esp", ":root"])
+
+gpt_disk(name = "disk_qcow2", format = "qcow2", partitions = [":esp", ":root"])
+
+gpt_disk(name = "disk_simg", format = "android-sparse", partitions = [":esp", ":root"])
+
+gpt_disk(name = "disk_simg_crc", format = "android-sparse-crc", partitions = [":esp", ":root"])
+
+gpt_disk(name = "disk_bmap", format = "bmap", partitions = [":esp", ":root"])
+
+squashfs_image(
+    name = "root_simg",
+    srcs = ["//:rootfs_files"],
+    format = "android-sparse-crc",
+    strip_prefix = "/rootfs",
+)
+
+fs_image(
+    name = "esp_bmap",
+    srcs = ["//:esp_files"],
+    format = "bmap",
+    fs_type = "fat",
+    size = "8MiB",
+    strip_prefix = "/esp",
+)
+
+# Rockchip: idbloader + u-boot at 32 KiB, the GPT entry array moved to 16 KiB, partitions
+# at exact offsets.
+raw_blob(name = "uboot", src = "u-boot-rockchip.bin", offset = "32KiB")
+
+partition(name = "boot", image = ":esp", offset = "16MiB", type = "esp")
+
+partition(name = "rootfs", image = ":root", offset = "32MiB", type = "linux-root-arm64")
+
+gpt_disk(name = "rockchip", gpt_location = "16KiB", partitions = [":uboot", ":boot", ":rootfs"])
+
+# Amlogic: bl1 at 0, the MBR's table bytes left to the table.
+raw_blob(name = "bl1", src = "bl1.bin", holes = ["440..512"], offset = "0")
+
+mbr_disk(name = "amlogic", disk_signature = "0xdeadbeef", partitions = [":bl1", ":esp"])
+
+# A hybrid MBR mirroring the boot partition; fill writes the tail as zeros.
+partition(name = "hboot", bootable = True, fill = True, image = ":esp", label = "boot", mbr_type = "0x0c")
+
+partition(name = "hroot", align = "4MiB", image = ":root", label = "root")
+
+gpt_disk(
+    name = "hybrid",
+    size = "24MiB",
+    disk_signature = "0x12345678",
+    fill = True,
+    gpt_entries = 32,
+    hybrid = True,
+    partitions = [":hboot", ":hroot"],
+)
+
+# dm-verity: a data partition with its hash partition, and a tree appended in place.
+partition(name = "vdata", image = ":root", type = "linux-root-x86-64", verity = "data")
+
+partition(name = "vhash", verity = "hash", verity_data = ":vdata")
+
+gpt_disk(name = "verity", partitions = [":esp", ":vdata", ":vhash"])
+
+partition(name = "vappend", image = ":root", verity = "append")
+
+gpt_disk(name = "verity_append", partitions = [":vappend"])
+
+# Every other format of the registry as an fs_type.
+[fs_image(
+    name = "fs_" + fs_type,
+    srcs = ["//:rootfs_files"],
+    fs_type = fs_type,
+    label = "" if fs_type == "tar" else "DATA",
+    strip_prefix = "/rootfs",
+) for fs_type in ("erofs", "exfat", "f2fs", "tar", "xfs")]
+
+# Boot media (issue 16): a gzip initramfs, and an isohybrid ISO booting from El Torito
+# BIOS (any file stands in for the boot loader here) and UEFI (the ESP above).
+fs_image(
+    name = "initramfs",
+    srcs = ["//:rootfs_files"],
+    extra_options = {"compression": "gzip"},
+    fs_type = "cpio",
+    strip_prefix = "/rootfs",
+)
+
+iso_image(
+    name = "live",
+    srcs = ["//:rootfs_files"],
+    bios_boot = "/usr/bin/hello",
+    efi_boot = ":esp",
+    hybrid = True,
+    label = "LIVE",
+    strip_prefix = "/rootfs",
+)
+
+# Security metadata (issue 18).
+[fs_image(
+    name = name,
+    srcs = ["//:rootfs_files"],
+    acls = acls,
+    capabilities = {"/usr/bin/hello": "cap_net_raw+ep"},
+    default_acls = default_acls,
+    file_contexts = "file_contexts",
+    fs_config = "fs_config.txt",
+    fs_type = fs_type,
+    strip_prefix = "/rootfs",
+    xattrs = {"/etc/hostname": ["user.origin=bazel", "user.hex=0xdeadbeef", "trusted.b64=base64:AAEC"]},
+) for name, fs_type, acls, default_acls in (
+    ("secure_ext4", "ext4", {"/etc/os-release": "user::rw-,user:1000:r--,group::r--,mask::r--,other::---"},
+     {"/usr/share": "user::rwx,group:2000:rwx,group::r-x,mask::rwx,other::---"}),
+    ("secure_sqfs", "squashfs", {}, {}),
+    ("secure_erofs", "erofs", {}, {}),
+)]
+'''
+
+
+def _blob(seed: bytes, n: int) -> bytes:
+    import hashlib
+    out = bytearray()
+    while len(out) < n:
+        out += hashlib.sha256(seed + len(out).to_bytes(8, "little")).digest()
+    return bytes(out[:n])
+
+
+BOARD_FILES = {
+    "file_contexts": (
+        "/.*                  system_u:object_r:default_t:s0\n"
+        "/etc(/.*)?           system_u:object_r:etc_t:s0\n"
+        "/usr/bin/hello   --  system_u:object_r:hello_exec_t:s0\n"
+        "/usr/share(/.*)? -d  system_u:object_r:share_dir_t:s0\n"
+    ),
+    "fs_config.txt": "usr/share/doc/demo/README 1000 2000 0640\n",
+}
+BOARD_BLOBS = {"u-boot-rockchip.bin": _blob(b"u-boot", 200 * 1024 + 17), "bl1.bin": _blob(b"bl1", 48 * 1024)}
+BOARD_GROUPS = "--output_groups=+layout,+manifest,+spec"
+
+
+@pytest.fixture(scope="module")
+def board_build(worlds, checkout1):
+    """//boardtest:all in a world of its own (checkout1's examples workspace)."""
+    pkg = os.path.join(checkout1, "examples", "boardtest")
+    _write(os.path.join(pkg, "BUILD.bazel"), BOARD_BUILD)
+    for name, text in BOARD_FILES.items():
+        _write(os.path.join(pkg, name), text)
+    for name, data in BOARD_BLOBS.items():
+        with open(os.path.join(pkg, name), "wb") as f:
+            f.write(data)
+    bazel = worlds("board", os.path.join(checkout1, "examples"))
+    bazel.ok("//boardtest:all", BOARD_GROUPS)
+    return bazel
+
+
+def _layout(bazel, name: str) -> dict:
+    with open(bazel.bin(f"boardtest/{name}.layout.json")) as f:
+        return json.load(f)
+
+
+def test_containers_hold_the_raw_disk(board_build, tmp_path):
+    """format = qcow2 passes qemu-img check and compares equal to the raw build; the
+    Android sparse ones give the raw bytes back through simg2img; bmap writes the raw
+    image and a block map that bmaptool copies back."""
+    bazel = board_build
+    b = lambda p: bazel.bin("boardtest/" + p)  # noqa: E731
+    raw = b("disk_raw.img")
+    assert "No problems found" in _tool("sgdisk", "-v", raw)
+    qcow = b("disk_qcow2.qcow2")
+    assert not os.path.exists(b("disk_qcow2.img"))
+    _tool("qemu-img", "check", qcow)
+    assert "Images are identical" in _tool("qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, qcow)
+    for simg in ("disk_simg.simg", "disk_simg_crc.simg"):
+        back = str(tmp_path / (simg + ".raw"))
+        _tool("simg2img", b(simg), back)
+        assert _read(back) == _read(raw), simg
+    assert _read(b("disk_bmap.img")) == _read(raw)
+    copied = str(tmp_path / "bmap-copy.img")
+    _tool("bmaptool", "copy", "--bmap", b("disk_bmap.img.bmap"), b("disk_bmap.img"), copied)
+    assert _read(copied) == _read(raw)
+    # The layout JSON does not depend on the container.
+    assert _layout(bazel, "disk_qcow2") == _layout(bazel, "disk_raw")
+    # Filesystem images in containers.
+    back = str(tmp_path / "root.raw")
+    _tool("simg2img", b("root_simg.simg"), back)
+    assert _read(back) == _read(b("root.img"))
+    esp = b("esp_bmap.img")
+    _tool("fsck.vfat", "-n", esp)
+    copied = str(tmp_path / "esp-copy.img")
+    _tool("bmaptool", "copy", "--bmap", b("esp_bmap.img.bmap"), esp, copied)
+    assert _read(copied) == _read(esp)
+    assert _cat(b("root_simg.simg"), "/etc/hostname") == _read(os.path.join(EXAMPLES, "rootfs/etc/hostname"))
+
+
+def test_rockchip_board_layout(board_build, tmp_path):
+    """u-boot at 32 KiB outside the table, the GPT entry array at 16 KiB, partitions at
+    their exact offsets; sgdisk -v is clean and the blob is at its offset byte for byte."""
+    bazel = board_build
+    disk = bazel.bin("boardtest/rockchip.img")
+    assert "No problems found" in _tool("sgdisk", "-v", disk)
+    layout = _layout(bazel, "rockchip")
+    assert [(p["name"], p["offset"]) for p in layout["partitions"]] == [("boot", 16 << 20), ("rootfs", 32 << 20)]
+    assert [(x["name"], x["offset"]) for x in layout["blobs"]] == [("uboot", 32 * 1024)]
+    assert layout["gpt"]["entries_offset"] == 16 * 1024
+    blob = BOARD_BLOBS["u-boot-rockchip.bin"]
+    _tool("cmp", "-n", str(len(blob)), "-i", f"{32 * 1024}:0", disk,
+          os.path.join(bazel.workspace, "boardtest", "u-boot-rockchip.bin"))
+    sfdisk = json.loads(_tool("sfdisk", "--json", disk))["partitiontable"]
+    assert sfdisk["label"] == "gpt"
+    assert [p["start"] for p in sfdisk["partitions"]] == [(16 << 20) // 512, (32 << 20) // 512]
+    parts = _extract_partitions(disk, bazel.bin("boardtest/rockchip.layout.json"), tmp_path)
+    _tool("fsck.vfat", "-n", parts["boot"])
+    assert _read(parts["rootfs"])[:os.path.getsize(bazel.bin("boardtest/root.img"))] == \
+        _read(bazel.bin("boardtest/root.img"))
+    # The generated spec says it as fstool's spec does.
+    with open(bazel.bin("boardtest/rockchip.spec.json")) as f:
+        spec = json.load(f)
+    assert spec["image"]["gpt_location"] == "16KiB"
+    blob_entry = spec["partitions"][0]
+    assert blob_entry["in_partition_table"] is False and blob_entry["offset"] == "32KiB"
+    assert blob_entry["image"].endswith("boardtest/u-boot-rockchip.bin") and not blob_entry["image"].startswith("/")
+
+
+def test_blob_over_the_mbr_and_hybrid_disks(board_build):
+    """A blob at 0 with the hole 440..512 keeps the MBR table; a hybrid GPT mirrors the
+    boot partition in its MBR (type, active flag, signature); fill leaves no tail hole."""
+    import struct
+    bazel = board_build
+    disk = bazel.bin("boardtest/amlogic.img")
+    data, blob = _read(disk), BOARD_BLOBS["bl1.bin"]
+    assert data[:440] == blob[:440] and data[512:len(blob)] == blob[512:]
+    table = json.loads(_tool("sfdisk", "--json", disk))["partitiontable"]
+    assert table["label"] == "dos" and table["id"] == "0xdeadbeef" and len(table["partitions"]) == 1
+
+    hybrid = bazel.bin("boardtest/hybrid.img")
+    assert "No problems found" in _tool("sgdisk", "-v", hybrid)
+    layout = _layout(bazel, "hybrid")
+    boot, root = layout["partitions"]
+    assert root["offset"] % (4 << 20) == 0
+    assert layout["gpt"]["entries"] == 32
+    data = _read(hybrid)
+    assert struct.unpack_from("<I", data, 440)[0] == 0x12345678
+    entries = [struct.unpack_from("<B3xB3xII", data, 446 + 16 * i) for i in range(4)]
+    mirrored = [e for e in entries if e[1] == 0x0C]
+    assert mirrored == [(0x80, 0x0C, boot["offset"] // 512, boot["size"] // 512)], entries
+    assert 0xEE in [e[1] for e in entries]
+    assert len(data) == 24 << 20
+    with open(hybrid, "rb") as f:
+        end = root["offset"] + root["size"]
+        assert os.lseek(f.fileno(), end, os.SEEK_HOLE) == len(data)  # fill: no hole in the tail
+    with open(bazel.bin("boardtest/hybrid.spec.json")) as f:
+        spec = json.load(f)
+    assert spec["image"]["partition_table"] == "hybrid"
+
+
+def test_verity_partitions_and_roothash(board_build, tmp_path):
+    """verity = data + hash: veritysetup verify accepts the partitions with the root hash
+    of <name>.roothash (also in the layout JSON); verity = append likewise, at hash_offset."""
+    bazel = board_build
+    layout = _layout(bazel, "verity")
+    roothash = _read(bazel.bin("boardtest/verity.roothash")).decode().strip()
+    data = [p for p in layout["partitions"] if p["name"] == "vdata"][0]
+    assert data["verity"]["root_hash"] == roothash and len(roothash) == 64
+    parts = _extract_partitions(bazel.bin("boardtest/verity.img"), bazel.bin("boardtest/verity.layout.json"),
+                                tmp_path)
+    _tool("veritysetup", "verify", parts["vdata"], parts["vhash"], roothash)
+    hash_part = [p for p in layout["partitions"] if p["name"] == "vhash"][0]
+    assert hash_part["type"] == "linux-root-verity-x86-64"
+    assert data["uuid"].replace("-", "") == roothash[:32]
+    # A wrong root hash is refused: the check is real.
+    bad = roothash[:-1] + ("0" if roothash[-1] != "0" else "1")
+    assert subprocess.run(["veritysetup", "verify", parts["vdata"], parts["vhash"], bad],
+                          capture_output=True).returncode != 0
+
+    layout = _layout(bazel, "verity_append")
+    roothash = _read(bazel.bin("boardtest/verity_append.roothash")).decode().strip()
+    (part,) = layout["partitions"]
+    parts = _extract_partitions(bazel.bin("boardtest/verity_append.img"),
+                                bazel.bin("boardtest/verity_append.layout.json"), tmp_path)
+    _tool("veritysetup", "verify", f"--hash-offset={part['verity']['hash_offset']}",
+          parts["vappend"], parts["vappend"], roothash)
+    # Without a verity partition there is no roothash output.
+    assert not os.path.exists(bazel.bin("boardtest/rockchip.roothash"))
+
+
+def _getfattr(mnt: str, path: str) -> dict[str, str]:
+    out = _tool("getfattr", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names",
+                os.path.join(mnt, path.lstrip("/")))
+    return dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+
+
+def _hex(text: str) -> str:
+    return "0x" + (text.encode() + b"\0").hex()
+
+
+@pytest.mark.parametrize("name", ["secure_ext4", "secure_sqfs", "secure_erofs"])
+def test_security_metadata_through_the_kernel(board_build, tmp_path, name):
+    """capabilities, xattrs, ACLs, file_contexts labels and fs_config, read back by the
+    kernel (getcap, getfattr, getfacl on a read-only loop mount)."""
+    from conftest import loop_mount
+    bazel = board_build
+    img = bazel.bin(f"boardtest/{name}.img")
+    with open(bazel.bin(f"boardtest/{name}.spec.json")) as f:
+        fs = json.load(f)["filesystem"]
+    assert not fs["selinux_file_contexts"].startswith("/") and fs["selinux_file_contexts"].endswith(
+        "boardtest/file_contexts")
+    overrides = {o["path"]: o for o in fs["overrides"]}
+    assert overrides["/usr/bin/hello"]["capabilities"] == "cap_net_raw+ep"
+    assert overrides["/etc/hostname"]["xattrs"]["user.hex"] == "0xdeadbeef"
+    with loop_mount(img, tmp_path) as mnt:
+        out = _tool("getcap", "-n", os.path.join(mnt, "usr/bin/hello"))
+        assert out.split(None, 1)[1].strip() == "cap_net_raw=ep"
+        x = _getfattr(mnt, "/etc/hostname")
+        assert x["user.origin"] == "0x" + b"bazel".hex()
+        assert x["user.hex"] == "0xdeadbeef" and x["trusted.b64"] == "0x000102"
+        # file_contexts: the last matching line wins; the file-type field counts.
+        assert x["security.selinux"] == _hex("system_u:object_r:etc_t:s0")
+        assert _getfattr(mnt, "/usr/bin/hello")["security.selinux"] == _hex("system_u:object_r:hello_exec_t:s0")
+        assert _getfattr(mnt, "/usr/share")["security.selinux"] == _hex("system_u:object_r:share_dir_t:s0")
+        readme = "/usr/share/doc/demo/README"
+        assert _getfattr(mnt, readme)["security.selinux"] == _hex("system_u:object_r:default_t:s0")
+        # fs_config, applied last
+        st = os.stat(os.path.join(mnt, readme.lstrip("/")))
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 2000, 0o640)
+        if name == "secure_ext4":
+            acl = _tool("getfacl", "-c", "-n", "-E", os.path.join(mnt, "etc/os-release")).split()
+            assert "user:1000:r--" in acl and "mask::r--" in acl
+            acl = _tool("getfacl", "-c", "-n", "-E", os.path.join(mnt, "usr/share")).split()
+            assert "default:group:2000:rwx" in acl
+    if name == "secure_ext4":
+        _tool("e2fsck", "-fn", img)
+        out = _debugfs(img, "ea_list /usr/bin/hello")
+        assert "security.capability" in out and "security.selinux" in out
+
+
+def test_other_formats_as_fs_type(board_build, tmp_path):
+    """erofs, exfat, f2fs, tar and xfs, each checked by its own tool and read back."""
+    bazel = board_build
+    b = lambda p: bazel.bin("boardtest/" + p)  # noqa: E731
+    out = tmp_path / "erofs"
+    _tool("fsck.erofs", f"--extract={out}", b("fs_erofs.img"))
+    _tool("fsck.exfat", "-n", b("fs_exfat.img"))
+    _tool("xfs_repair", "-n", "-f", b("fs_xfs.img"))
+    p = subprocess.run(["fsck.f2fs", b("fs_f2fs.img")], capture_output=True, text=True)
+    assert p.returncode == 0 and "[Fail]" not in p.stdout, p.stdout + p.stderr
+    tar_out = tmp_path / "tar"
+    tar_out.mkdir()
+    _tool("tar", "-xf", b("fs_tar.img"), "-C", str(tar_out))
+    for rel in ROOTFS_FILES:
+        want = _read(os.path.join(EXAMPLES, "rootfs", rel))
+        assert _read(str(out / rel)) == want, rel
+        assert _read(str(tar_out / rel)) == want, rel
+        for fs_type in ("exfat", "f2fs", "xfs"):
+            assert _cat(b(f"fs_{fs_type}.img"), "/" + rel) == want, (fs_type, rel)
+    assert "DATA" in run_fstool("info", b("fs_erofs.img"), check=True).stdout
+
+
+def test_cpio_and_iso_images(board_build, tmp_path):
+    """fs_type = "cpio" gives an initramfs GNU cpio and bsdtar extract; iso_image gives an
+    isohybrid ISO with BIOS and UEFI El Torito entries (xorriso), a clean hybrid GPT
+    (sgdisk -v), the volume id asked for (isoinfo) and the tree (osirrox)."""
+    import gzip
+    bazel = board_build
+    initramfs = bazel.bin("boardtest/initramfs.img")
+    with open(initramfs, "rb") as f:
+        archive = gzip.decompress(f.read())
+    listing = subprocess.run(["cpio", "-t"], input=archive, capture_output=True, check=True).stdout.decode()
+    assert "etc/hostname" in listing.split() and "usr/bin/hello" in listing.split()
+    out = tmp_path / "cpio"
+    out.mkdir()
+    _tool("bsdtar", "-xf", initramfs, "-C", str(out))
+    for rel in ROOTFS_FILES:
+        assert _read(str(out / rel)) == _read(os.path.join(EXAMPLES, "rootfs", rel)), rel
+    assert oct(os.stat(out / "usr/bin/hello").st_mode & 0o777) == "0o644"  # mode from attributes
+
+    iso = bazel.bin("boardtest/live.img")
+    report = _tool("xorriso", "-indev", iso, "-report_el_torito", "plain")
+    assert re.search(r"El Torito boot img :\s+1\s+BIOS", report) and re.search(r"El Torito boot img :\s+2\s+UEFI", report), report
+    assert "No problems found" in _tool("sgdisk", "-v", iso)
+    assert "Volume id: LIVE" in _tool("isoinfo", "-d", "-i", iso)
+    out = tmp_path / "iso"
+    _tool("osirrox", "-indev", iso, "-extract", "/", str(out))
+    for rel in ROOTFS_FILES:
+        assert _read(str(out / rel)) == _read(os.path.join(EXAMPLES, "rootfs", rel)), rel

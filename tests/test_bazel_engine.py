@@ -145,3 +145,19 @@ def test_prebuilt_fat_image_gets_msdata(tmp_path):
     with open(layout) as f:
         types = [p["type"] for p in json.load(f)["partitions"]]
     assert types == ["msdata", "linux"]
+
+
+def test_relative_to_flag_gives_the_default_a_spec_does_not_set(tmp_path):
+    """`fstool build --relative-to spec` (what fstool_image passes): a TOML spec's relative
+    paths start at its own directory, not the working directory; a spec's own relative_to
+    still wins."""
+    d = tmp_path / "stage"
+    _write(str(d / "files" / "a.txt"), "a\n")
+    spec = _write(str(d / "fs.toml"), '[filesystem]\ntype = "squashfs"\nsource = "files"\nmtime = 0\n')
+    p = run_fstool("build", spec, "-o", str(tmp_path / "x.img"), cwd=tmp_path)
+    assert_one_line_error(p, 1, "files")
+    run_fstool("build", spec, "-o", str(tmp_path / "x.img"), "--relative-to", "spec", cwd=tmp_path, check=True)
+    assert run_fstool("cat", str(tmp_path / "x.img"), "/a.txt", check=True).stdout == "a\n"
+    _write(spec, 'relative_to = "cwd"\n[filesystem]\ntype = "squashfs"\nsource = "files"\n')
+    p = run_fstool("build", spec, "-o", str(tmp_path / "y.img"), "--relative-to", "spec", cwd=tmp_path)
+    assert_one_line_error(p, 1, "files")

@@ -176,6 +176,29 @@ source = "rootfs"
     assert run_fstool("cat", f"{tmp_path / 'disk.img'}:1", "/hello").stdout == "hi\n"
 
 
+def test_prebuilt_image_with_appended_verity(tmp_path):
+    """An auto-sized partition holding a prebuilt image (what the Bazel rules write) grows
+    to take the tree appended after the image."""
+    import json
+    from conftest import run_fstool
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    (root / "hello").write_text("hi\n")
+    run_fstool("create", "-t", "squashfs", str(root), "-o", str(tmp_path / "usr.sqfs"), check=True)
+    (tmp_path / "disk.toml").write_text('[image]\npartition_table = "gpt"\n[[partitions]]\nname = "usr"\n'
+                                        'verity = "append"\nimage = "usr.sqfs"\n')
+    run_fstool("build", "disk.toml", "-o", "disk.img", "--layout-json", "layout.json", "--roothash", "rh",
+               cwd=tmp_path, check=True)
+    part = json.loads((tmp_path / "layout.json").read_text())["partitions"][0]
+    v = part["verity"]
+    assert v["hash_offset"] >= (tmp_path / "usr.sqfs").stat().st_size
+    assert v["hash_offset"] + v["hash_size"] <= part["size"]
+    assert (tmp_path / "rh").read_text().strip() == v["root_hash"]
+    _extract(tmp_path / "disk.img", part["offset"], part["size"], tmp_path / "usr.img")
+    run("veritysetup", "verify", tmp_path / "usr.img", tmp_path / "usr.img", v["root_hash"],
+        f"--hash-offset={v['hash_offset']}")
+
+
 @pytest.mark.parametrize("parts, needle", [
     ('[[partitions]]\nname = "h"\nverity = "hash"\n', "no verity = \"data\" partition"),
     ('[[partitions]]\nname = "d"\nverity = "data"\nimage = "x.img"\n', "no verity = \"hash\" partition"),

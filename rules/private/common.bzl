@@ -100,3 +100,48 @@ def spec_path(spec, f):
 def attr_error(ctx, attribute, message):
     """Fails the analysis with a message naming the target and the attribute."""
     fail("%s: attribute '%s': %s" % (ctx.label, attribute, message))
+
+# The output containers (fstool.container.CONTAINERS) and the extension each gives the
+# output; bmap writes the raw `<name>.img` and its block map `<name>.img.bmap` beside it
+# (the name bmaptool looks for next to an image).
+FORMATS = ["raw", "qcow2", "android-sparse", "android-sparse-crc", "bmap"]
+
+_FORMAT_EXTENSIONS = {
+    "android-sparse": ".simg",
+    "android-sparse-crc": ".simg",
+    "bmap": ".img",
+    "qcow2": ".qcow2",
+    "raw": ".img",
+}
+
+def format_attr(what):
+    """The `format` attribute of an image rule (`what`: "image" or "disk")."""
+    return attr.string(
+        default = "raw",
+        values = FORMATS,
+        doc = "The output container: `raw` (`<name>.img`), `qcow2` (`<name>.qcow2`), " +
+              "`android-sparse` / `android-sparse-crc` (`<name>.simg`), or `bmap` " +
+              "(the raw `<name>.img` plus `<name>.img.bmap`). The %s is written raw " % what +
+              "and converted; the container only changes how bytes and holes are stored.",
+    )
+
+def declare_output(ctx, fmt):
+    """Declares the outputs of container `fmt`.
+
+    Args:
+      ctx: the rule context.
+      fmt: one of FORMATS.
+
+    Returns:
+      (the image File, the list of every output File, the arguments to add to
+      `fstool build`).
+    """
+    image = ctx.actions.declare_file(ctx.label.name + _FORMAT_EXTENSIONS[fmt])
+    outputs = [image]
+    args = []
+    if fmt != "raw":
+        # The raw default adds nothing, so the action keys of raw images stay unchanged.
+        args = ["--format", fmt]
+    if fmt == "bmap":
+        outputs.append(ctx.actions.declare_file(image.basename + ".bmap"))
+    return image, outputs, args

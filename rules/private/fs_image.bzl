@@ -8,7 +8,9 @@ Analysis turns the content attributes into generated files and one action:
 - `<name>.spec.json`, a fstool spec whose `source` layers the `tars` (bottom, in order)
   under the manifest, and which carries size, label, uuid, mtime, options and the
   per-path `modes`/`owners` as overrides (applied last, so they reach into tars too);
-- one `fstool build` action (mnemonic FsImage, or SquashfsImage) writing `<name>.img`.
+- one `fstool build` action (mnemonic FsImage, or SquashfsImage) writing `<name>.img`
+  (or the container `format` asks for: `<name>.qcow2`, `<name>.simg`, or `<name>.img`
+  with `<name>.img.bmap`).
 """
 
 load(
@@ -23,7 +25,9 @@ load(
     ":common.bzl",
     "TOOLCHAINS",
     "attr_error",
+    "declare_output",
     "declare_spec",
+    "format_attr",
     "normalize_image_path",
     "repo_relative_path",
     "run_fstool",
@@ -41,10 +45,12 @@ TAR_EXTENSIONS = [".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tz
 _OWN_ATTRIBUTE = {
     "block_size": "block_size",
     "device_table": "device_table",
+    "fs_config": "fs_config",
     "headroom": "headroom",
     "label": "label",
     "mtime": "mtime",
     "rootdevs": "rootdevs",
+    "selinux_file_contexts": "file_contexts",
     "size": "size",
     "uuid": "uuid",
     "volume_label": "label",
@@ -136,6 +142,38 @@ CONTENT_ATTRS = {
     ),
     "extra_options": attr.string_dict(
         doc = "Any other `fstool create -O` key, e.g. `{\"journal_blocks\": \"1024\"}`.",
+    ),
+    "format": format_attr("image"),
+    # Security metadata (issue 18): written as the xattr bytes the kernel's tools write,
+    # without root. Applied in fstool's documented order: file_contexts labels, then the
+    # per-path overrides (xattrs, capabilities, ACLs, modes, owners), then fs_config.
+    "xattrs": attr.string_list_dict(
+        doc = "Extended attributes by image path, each `\"name=value\"` (split at the " +
+              "first `=`), the value as text, `0x` hex or `base64:...`: " +
+              "`{\"/usr/bin/app\": [\"user.origin=bazel\", \"trusted.k=0x0102\"]}`.",
+    ),
+    "capabilities": attr.string_dict(
+        doc = "File capabilities by image path, as `setcap` takes them: " +
+              "`{\"/usr/bin/ping\": \"cap_net_raw+ep\"}` (stored as `security.capability` v2).",
+    ),
+    "acls": attr.string_dict(
+        doc = "POSIX access ACLs by image path, in `setfacl` text form: " +
+              "`{\"/srv\": \"user::rwx,user:1000:r-x,group::r-x,mask::r-x,other::---\"}` " +
+              "(stored as `system.posix_acl_access`; ext only: SquashFS stores no ACLs).",
+    ),
+    "default_acls": attr.string_dict(
+        doc = "POSIX default ACLs of directories by image path, same text form " +
+              "(stored as `system.posix_acl_default`).",
+    ),
+    "file_contexts": attr.label(
+        allow_single_file = True,
+        doc = "A SELinux policy's `file_contexts`: every entry gets `security.selinux` " +
+              "from its last matching line, as `setfiles` labels a tree.",
+    ),
+    "fs_config": attr.label(
+        allow_single_file = True,
+        doc = "An Android `fs_config` table (`path uid gid mode [capabilities=MASK]`, as " +
+              "`e2fsdroid -C` reads it), applied after every other metadata rule.",
     ),
 }
 
@@ -340,6 +378,22 @@ def _overrides(ctx):
         o = by_path.setdefault(normalize_image_path(path), {})
         o["uid"] = uid
         o["gid"] = gid
+    for path, items in ctx.attr.xattrs.items():
+        xattrs = {}
+        for item in items:
+            name, eq, value = item.partition("=")
+            if not eq or not name:
+                attr_error(ctx, "xattrs", "%s: expected \"name=value\" (e.g. \"user.x=text\"), got %r" %
+                                          (path, item))
+            if name in xattrs:
+                attr_error(ctx, "xattrs", "%s: xattr %s is given twice" % (path, name))
+            xattrs[name] = value
+        by_path.setdefault(normalize_image_path(path), {})["xattrs"] = xattrs
+    for attribute, key in (("capabilities", "capabilities"), ("acls", "acl"), ("default_acls", "default_acl")):
+        for path, value in getattr(ctx.attr, attribute).items():
+            if not value:
+                attr_error(ctx, attribute, "%s: the value is empty (leave the path out instead)" % path)
+            by_path.setdefault(normalize_image_path(path), {})[key] = value
     out = []
     for path in sorted(by_path):
         o = {"path": path}
@@ -358,7 +412,7 @@ def _options(ctx, own_options):
         options[key] = value
     return options
 
-def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_options = {}):
+def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_options = {}, extra_inputs = []):
     """Declares the manifest, the spec and the writer action of a filesystem rule.
 
     Args:
@@ -368,11 +422,13 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
       label: the volume label, or "".
       uuid: the filesystem UUID, or "".
       format_options: format options set by the rule's own attributes.
+      extra_inputs: files those options name (by exec path).
 
     Returns:
-      The rule's providers: DefaultInfo, FsImageInfo and OutputGroupInfo.
+      The rule's providers: DefaultInfo (the image, and its block map with
+      format = "bmap"), FsImageInfo and OutputGroupInfo.
     """
-    image = ctx.actions.declare_file(ctx.label.name + ".img")
+    image, outputs, format_args = declare_output(ctx, ctx.attr.format)
     manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
     content = _content(ctx)
     write_json(ctx, manifest, {
@@ -402,10 +458,14 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
         fs["volume_label"] = label
     if uuid:
         fs["uuid"] = uuid
-    inputs = content.inputs + content.tree_manifests + layers
+    inputs = content.inputs + content.tree_manifests + layers + extra_inputs
     if ctx.file.device_table:
         fs["device_table"] = spec_path(spec, ctx.file.device_table)
         inputs.append(ctx.file.device_table)
+    for key, f in (("selinux_file_contexts", ctx.file.file_contexts), ("fs_config", ctx.file.fs_config)):
+        if f:
+            fs[key] = spec_path(spec, f)
+            inputs.append(f)
     options = _options(ctx, format_options)
     if options:
         fs["options"] = options
@@ -420,6 +480,7 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
     args.add("-q")
     args.add(spec)
     args.add("-o", image)
+    args.add_all(format_args)
     if ctx.attr.stamp == 1 or (ctx.attr.stamp == -1 and ctx.attr.private_stamp_detect):
         # The volatile status (BUILD_TIMESTAMP) is not part of the action key: a stamped
         # image is rebuilt when its inputs change, not every second (as pkg_tar).
@@ -431,12 +492,13 @@ def build_filesystem(ctx, *, fs_type, mnemonic, label = "", uuid = "", format_op
         progress_message = "Writing %s image %s" % (fs_type, ctx.label),
         arguments = [args],
         inputs = inputs,
-        outputs = [image],
+        outputs = outputs,
     )
     return [
-        DefaultInfo(files = depset([image])),
+        DefaultInfo(files = depset(outputs)),
         FsImageInfo(
             image = image,
+            format = ctx.attr.format,
             fs_type = fs_type,
             size = ctx.attr.image_size,
             label = label,
@@ -466,14 +528,15 @@ fs_image = rule(
             default = "ext4",
             values = FS_TYPES,
             doc = "The filesystem type, one of FS_TYPES (fs_types.bzl): ext2, ext3, ext4, " +
-                  "vfat (FAT type by size), fat12, fat16, fat32, squashfs and their aliases.",
+                  "squashfs, erofs, fat (FAT type by size), vfat/fat32, fat12, fat16, exfat, " +
+                  "f2fs, tar and their aliases.",
         ),
         label = attr.string(doc = "Volume label."),
         uuid = attr.string(doc = "Filesystem UUID (default: derived from the inputs)."),
     ),
     toolchains = TOOLCHAINS,
     provides = [FsImageInfo],
-    doc = "A filesystem image `<name>.img` (ext2/3/4, FAT or SquashFS).",
+    doc = "A filesystem image `<name>.img` of any type of fstool's registry (FS_TYPES).",
 )
 
 def _squashfs_image_impl(ctx):
@@ -505,4 +568,89 @@ squashfs_image = rule(
     toolchains = TOOLCHAINS,
     provides = [FsImageInfo],
     doc = "A SquashFS image `<name>.img`.",
+)
+
+def _iso_image_impl(ctx):
+    options = {}
+    if ctx.attr.bios_boot:
+        options["bios_boot"] = normalize_image_path(ctx.attr.bios_boot)
+    elif ctx.attr.boot_info_table:
+        attr_error(ctx, "boot_info_table", "patches the bios_boot file: set bios_boot")
+    if ctx.attr.boot_info_table:
+        options["boot_info_table"] = "true"
+    inputs = []
+    if ctx.attr.efi_boot:
+        target = ctx.attr.efi_boot
+        if FsImageInfo in target:
+            info = target[FsImageInfo]
+            if info.format not in ("raw", "bmap"):
+                attr_error(ctx, "efi_boot", "%s is a %s image; El Torito needs the raw ESP: " %
+                                            (target.label, info.format) + "build it with format = \"raw\"")
+            esp = info.image
+        else:
+            files = target[DefaultInfo].files.to_list()
+            if len(files) != 1:
+                attr_error(ctx, "efi_boot", "%s gives %d files; the ESP image is exactly one" %
+                                            (target.label, len(files)))
+            esp = files[0]
+
+        # A host file, named by its exec path: fstool resolves it from its working
+        # directory, the execroot (the spec's own paths start at the spec's directory).
+        options["efi_boot"] = esp.path
+        inputs.append(esp)
+    if ctx.attr.hybrid:
+        if not (ctx.attr.bios_boot or ctx.attr.efi_boot):
+            attr_error(ctx, "hybrid", "an isohybrid image boots from bios_boot or efi_boot: set one")
+        options["hybrid"] = "true"
+    if ctx.file.mbr_code:
+        if not ctx.attr.hybrid:
+            attr_error(ctx, "mbr_code", "is the hybrid MBR's boot code: it needs hybrid = True")
+        options["mbr_code"] = ctx.file.mbr_code.path
+        inputs.append(ctx.file.mbr_code)
+    for key in ("joliet", "rock_ridge"):
+        if not getattr(ctx.attr, key):
+            options[key] = "false"
+    return build_filesystem(
+        ctx,
+        fs_type = "iso9660",
+        mnemonic = "IsoImage",
+        label = ctx.attr.label,
+        format_options = options,
+        extra_inputs = inputs,
+    )
+
+iso_image = rule(
+    implementation = _iso_image_impl,
+    attrs = dict(
+        CONTENT_ATTRS,
+        label = attr.string(doc = "The volume id (32 characters; default derived)."),
+        bios_boot = attr.string(
+            doc = "Image path of the BIOS El Torito no-emulation boot file " +
+                  "(`/boot/isolinux/isolinux.bin`, GRUB's `eltorito.img`), from `srcs` or `tars`.",
+        ),
+        boot_info_table = attr.bool(
+            default = False,
+            doc = "Patch the El Torito boot info table into `bios_boot` (isolinux and GRUB need it).",
+        ),
+        efi_boot = attr.label(
+            allow_files = True,
+            doc = "The UEFI El Torito image: an ESP, usually an fs_image with fs_type = " +
+                  "\"vfat\" (raw format), or one prebuilt file.",
+        ),
+        hybrid = attr.bool(
+            default = False,
+            doc = "isohybrid: a protective MBR and a GPT (the ISO data, then the ESP) so the " +
+                  "same file boots from a USB stick.",
+        ),
+        mbr_code = attr.label(
+            allow_single_file = True,
+            doc = "With `hybrid`: a file whose first 432 bytes are the MBR boot code " +
+                  "(syslinux's `isohdpfx.bin`).",
+        ),
+        joliet = attr.bool(default = True, doc = "Add the Joliet tree (Windows names)."),
+        rock_ridge = attr.bool(default = True, doc = "Add Rock Ridge (POSIX names, modes, links)."),
+    ),
+    toolchains = TOOLCHAINS,
+    provides = [FsImageInfo],
+    doc = "A bootable ISO 9660 image `<name>.img` (Rock Ridge, Joliet, El Torito, isohybrid).",
 )

@@ -3,7 +3,9 @@
 A spec names its inputs by paths relative to its own directory. The rule recreates
 that directory in `<name>.stage/`: the spec and every src are symlinked there under
 the name the spec uses, and `fstool build` runs on the staged spec (one action,
-mnemonic FsImage, or DiskImage for a disk).
+mnemonic FsImage, or DiskImage for a disk) with `--relative-to spec`: a TOML spec
+written for the fstool command line (relative paths from the working directory) reads
+its inputs from the staged directory, as when it is run from its own directory.
 """
 
 load("//rules:providers.bzl", "DiskImageInfo", "FsImageInfo")
@@ -43,10 +45,25 @@ def _fstool_image_impl(ctx):
         layout = ctx.actions.declare_file(ctx.label.name + ".layout.json")
         outputs.append(layout)
         args.add("--layout-json", layout)
-        providers.append(DiskImageInfo(image = image, partition_table = "", layout = layout, partitions = []))
+        providers.append(DiskImageInfo(
+            image = image,
+            format = "raw",
+            partition_table = "",
+            layout = layout,
+            partitions = [],
+            blobs = [],
+            roothash = None,
+        ))
         providers.append(OutputGroupInfo(layout = depset([layout])))
     else:
-        providers.append(FsImageInfo(image = image, fs_type = ctx.attr.fs_type, size = "", label = "", uuid = ""))
+        providers.append(FsImageInfo(
+            image = image,
+            format = "raw",
+            fs_type = ctx.attr.fs_type,
+            size = "",
+            label = "",
+            uuid = "",
+        ))
     run_fstool(
         ctx,
         mnemonic = "DiskImage" if ctx.attr.disk else "FsImage",

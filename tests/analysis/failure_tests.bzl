@@ -11,8 +11,10 @@ load(
     "fs_image",
     "fstool_image",
     "gpt_disk",
+    "iso_image",
     "mbr_disk",
     "partition",
+    "raw_blob",
     "squashfs_image",
 )
 
@@ -55,6 +57,10 @@ def failure_test_suite(name):
     pkg_files(name = "pf_bad_mode", srcs = ["a.txt"], attributes = pkg_attributes(mode = "rw"), tags = ["manual"])
     pkg_files(name = "pf_user", srcs = ["a.txt"], attributes = pkg_attributes(user = "root"), tags = ["manual"])
     pkg_files(name = "pf_a", srcs = ["a.txt"], tags = ["manual"])
+    fs_image(name = "fs_qcow2", fs_type = "vfat", format = "qcow2", tags = ["manual"])
+    partition(name = "p_verity_data", image = "a.txt", verity = "data", tags = ["manual"])
+    partition(name = "p_mbr_type", image = "a.txt", mbr_type = "0x0c", tags = ["manual"])
+    raw_blob(name = "blob", src = "a.txt", offset = "32KiB", tags = ["manual"])
 
     tests = [
         # fs_image / squashfs_image
@@ -69,6 +75,16 @@ def failure_test_suite(name):
         _case("owner_not_numeric", fs_image, ["attribute 'owners'", "/a.txt", "uid.gid"], srcs = ["a.txt"], owners = {"/a.txt": "root"}),
         _case("extra_option_with_attribute", fs_image, ["attribute 'extra_options'", "\"label\"", "has an attribute of its own"], extra_options = {"label": "x"}),
         _case("mtime_not_digits", fs_image, ["attribute 'mtime'", "digits", "\"yesterday\""], mtime = "yesterday"),
+        _case("xattr_without_value", fs_image, ["attribute 'xattrs'", "/a.txt", "expected \"name=value\"", "\"user.x\""], xattrs = {"/a.txt": ["user.x"]}),
+        _case("xattr_twice", squashfs_image, ["attribute 'xattrs'", "/a.txt", "user.x", "is given twice"], xattrs = {"/a.txt": ["user.x=1", "user.x=2"]}),
+        _case("capability_empty", fs_image, ["attribute 'capabilities'", "/bin/ping", "the value is empty"], capabilities = {"/bin/ping": ""}),
+        _case("acl_empty", fs_image, ["attribute 'acls'", "/srv", "the value is empty"], acls = {"/srv": ""}),
+        # iso_image
+        _case("boot_info_table_alone", iso_image, ["attribute 'boot_info_table'", "set bios_boot"], boot_info_table = True),
+        _case("efi_boot_qcow2", iso_image, ["attribute 'efi_boot'", "fs_qcow2 is a qcow2 image", "El Torito needs the raw ESP"], efi_boot = ":fs_qcow2"),
+        _case("efi_boot_two_files", iso_image, ["attribute 'efi_boot'", "gives 2 files", "the ESP image is exactly one"], efi_boot = ":two_files"),
+        _case("hybrid_without_boot", iso_image, ["attribute 'hybrid'", "boots from bios_boot or efi_boot"], hybrid = True),
+        _case("mbr_code_not_hybrid", iso_image, ["attribute 'mbr_code'", "it needs hybrid = True"], bios_boot = "/a.txt", srcs = ["a.txt"], mbr_code = "b.txt"),
         # partitions and disks
         _case("disk_without_partitions", gpt_disk, ["attribute 'partitions'", "at least one partition"], partitions = []),
         _case("remaining_not_last", gpt_disk, ["attribute 'partitions'", "only the last partition"], partitions = [":p_remaining", ":p_plain"], size = "1GiB"),
@@ -76,6 +92,16 @@ def failure_test_suite(name):
         _case("gpt_bootable", gpt_disk, ["attribute 'partitions'", "bootable is an MBR flag"], partitions = [":p_bootable"]),
         _case("mbr_attributes", mbr_disk, ["attribute 'partitions'", "attributes are GPT only"], partitions = [":p_attributes"]),
         _case("mbr_uuid", mbr_disk, ["attribute 'partitions'", "partition UUIDs are GPT only"], partitions = [":p_uuid"]),
+        _case("only_blobs", gpt_disk, ["attribute 'partitions'", "at least one partition in its table"], partitions = [":blob"]),
+        _case("disk_of_qcow2_fs", gpt_disk, ["attribute 'partitions'", "fs_qcow2 is a qcow2 image", "a disk places raw images"], partitions = [":fs_qcow2"]),
+        _case("partition_of_qcow2_fs", partition, ["attribute 'image'", "a disk places raw images"], image = ":fs_qcow2"),
+        _case("partition_two_files", partition, ["attribute 'image'", "gives 2 files", "an image is exactly one file"], image = ":two_files"),
+        _case("partition_without_image", partition, ["attribute 'image'", "a partition needs an image"]),
+        _case("hash_with_image", partition, ["attribute 'image'", "holds the hash tree only"], image = "a.txt", verity = "hash"),
+        _case("verity_data_not_hash", partition, ["attribute 'verity_data'", "names the data partition"], image = "a.txt", verity = "data", verity_data = ":p_verity_data"),
+        _case("verity_data_not_data", partition, ["attribute 'verity_data'", "p_plain", "is not a verity = \"data\" partition"], verity = "hash", verity_data = ":p_plain"),
+        _case("mbr_type_not_hybrid", gpt_disk, ["attribute 'partitions'", "mbr_type mirrors a partition in a hybrid MBR"], partitions = [":p_mbr_type"]),
+        _case("signature_not_hybrid", gpt_disk, ["attribute 'disk_signature'", "the disk signature is the MBR's"], partitions = [":p_plain"], disk_signature = "0x12345678"),
         # fstool_image
         _case("spec_src_directory", fstool_image, ["attribute 'srcs'", "is a directory"], spec = "spec.json", srcs = {":a_dir": "d"}),
         _case("spec_src_escapes", fstool_image, ["attribute 'srcs'", "must be a relative path"], spec = "spec.json", srcs = {"a.txt": "../a.txt"}),
