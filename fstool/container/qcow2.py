@@ -23,6 +23,7 @@ from typing import Iterator
 from ..errors import ImageError
 from ..image import ImageFile
 from . import block_ranges
+from .view import FileBackend
 
 HEADER = struct.Struct(">4sIQIIQIIQQIIQQQQII")
 # magic, version, backing_file_offset, backing_file_size, cluster_bits, size, crypt_method,
@@ -97,21 +98,12 @@ def probe(head: bytes) -> bool:
     return head[:4] == MAGIC
 
 
-class Qcow2Image:
+class Qcow2Image(FileBackend):
     """A Backend (see view.py) over a qcow2 file (versions 2 and 3)."""
 
-    def __init__(self, path: str):
-        self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise ImageError(e.strerror or str(e), where=path) from None
-        try:
-            self._open()
-        except BaseException:
-            os.close(self.fd)
-            raise
+    def _parse(self) -> None:
         self._l2_cache: dict[int, tuple[int, ...]] = {}
+        self._open()
 
     def _bad(self, msg: str) -> ImageError:
         return ImageError(f"qcow2: {msg}", where=self.path)

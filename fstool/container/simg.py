@@ -23,6 +23,7 @@ from typing import Iterator
 from ..errors import ImageError, SpecError
 from ..image import ImageFile
 from . import block_ranges
+from .view import FileBackend
 
 HEADER = struct.Struct("<IHHHHIIII")  # magic, major, minor, file_hdr_sz, chunk_hdr_sz,
 #                                        blk_sz, total_blks, total_chunks, image_checksum
@@ -188,20 +189,11 @@ def probe(head: bytes) -> bool:
     return len(head) >= 4 and struct.unpack_from("<I", head)[0] == MAGIC
 
 
-class SparseImage:
+class SparseImage(FileBackend):
     """A Backend (see view.py) over an Android sparse file."""
 
-    def __init__(self, path: str):
-        self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise ImageError(e.strerror or str(e), where=path) from None
-        try:
-            self._index()
-        except BaseException:
-            os.close(self.fd)
-            raise
+    def _parse(self) -> None:
+        self._index()
 
     def _bad(self, msg: str) -> ImageError:
         return ImageError(f"Android sparse image: {msg}", where=self.path)

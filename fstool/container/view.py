@@ -7,6 +7,7 @@ Invariant: a read never returns short data: it is either exactly the bytes asked
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator, Protocol
 
 from ..errors import ImageError
@@ -23,6 +24,26 @@ class Backend(Protocol):
     def extents(self) -> Iterator[tuple[int, int]]: ...
 
     def close(self) -> None: ...
+
+
+class FileBackend:
+    """An open container file: the subclass's _parse() reads its tables (and the file is
+    closed again when that fails, so a malformed container leaks no descriptor)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise ImageError(e.strerror or str(e), where=path) from None
+        try:
+            self._parse()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _parse(self) -> None:
+        raise NotImplementedError
 
 
 class ContainerRegion:
