@@ -102,7 +102,7 @@ def join_path(parts: list[str] | tuple[str, ...]) -> str:
     return "/" + "/".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileSource:
     """Where a regular file's bytes come from, without holding them.
 
@@ -214,7 +214,7 @@ def _name_key(item: tuple[str, "Node"]) -> bytes:
     return encode_name(item[0])
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One inode. Identity matters: the same Node under two names is a hardlink."""
 
