@@ -319,7 +319,6 @@ class ErofsReader(Reader):
             out.append(self._entry(f"{base}/{name.decode('utf-8', 'surrogateescape')}", self._inode(nid)))
         return out
 
-
     def read_file(self, path: str) -> Iterator[bytes]:
         ino = self._lookup(path)
         if ino.kind is not Kind.FILE:

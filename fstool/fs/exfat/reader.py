@@ -412,7 +412,6 @@ class ExfatReader(Reader):
         out.sort(key=lambda r: encode_name(r.name))
         return out
 
-
     def read_file(self, path: str) -> Iterator[bytes]:
         norm, e = self._lookup(path)
         if e is None or e.is_dir:

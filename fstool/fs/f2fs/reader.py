@@ -441,7 +441,6 @@ class F2fsReader(Reader):
         out.sort(key=lambda r: r.name.encode("utf-8", errors="surrogateescape"))
         return out
 
-
     def read_file(self, path: str) -> Iterator[bytes]:
         norm, ino = self._lookup(path)
         if ino.mode & 0o170000 != 0o100000:
