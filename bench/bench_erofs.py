@@ -11,7 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FSTOOL, OUT, table, timed  # noqa: E402
+from common import FSTOOL, OUT, gone, table, timed  # noqa: E402
 from corpus import cached_corpus, corpus_stats  # noqa: E402
 
 
@@ -28,9 +28,9 @@ def main() -> None:
         tag = name.replace(" ", "")
         ref, ours = os.path.join(OUT, f"ref-{tag}.erofs"), os.path.join(OUT, f"ours-{tag}.erofs")
         t_ref = timed(["mkfs.erofs", "--quiet", *ref_args, ref, src],
-                      before=lambda: os.path.exists(ref) and os.unlink(ref))
+                      before=gone(ref))
         t_ours = timed(FSTOOL + ["create", "-t", "erofs", src, "-o", ours, *our_args],
-                       env={"FSTOOL_THREADS": "2"}, before=lambda: os.path.exists(ours) and os.unlink(ours))
+                       env={"FSTOOL_THREADS": "2"}, before=gone(ours))
         rows.append((f"erofs {name}", "mkfs.erofs", t_ref, os.path.getsize(ref)))
         rows.append((f"erofs {name}", "fstool", t_ours, os.path.getsize(ours)))
     table("EROFS (best of 3, wall clock)", rows)

@@ -13,28 +13,9 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FSTOOL, OUT, REPO, table, timed  # noqa: E402
+from common import FSTOOL, OUT, REPO, fresh, gone, table, timed, used  # noqa: E402
 from corpus import cached_corpus, corpus_stats  # noqa: E402
 
-
-def _used(path: str) -> int:
-    return os.stat(path).st_blocks * 512
-
-
-def _fresh(path: str, size: int):
-    def make() -> None:
-        if os.path.exists(path):
-            os.unlink(path)
-        with open(path, "wb") as f:
-            f.truncate(size)
-    return make
-
-
-def _gone(path: str):
-    def drop() -> None:  # as for the C tools, removing the last run's image is not timed
-        if os.path.exists(path):
-            os.unlink(path)
-    return drop
 
 
 def main() -> None:
@@ -55,16 +36,16 @@ def main() -> None:
         ours = os.path.join(OUT, f"ours.{t}")
         ref = os.path.join(OUT, f"ref-mke2fs.{t}")
         t_ref = timed(["mke2fs", "-q", "-F", "-t", t, "-b", str(bs), "-d", src, ref, str(blocks)],
-                      before=_fresh(ref, size))
-        rows.append((t, f"mkfs.{t} -d", t_ref, _used(ref)))
+                      before=fresh(ref, size))
+        rows.append((t, f"mkfs.{t} -d", t_ref, used(ref)))
         if t == "ext2":
             gen = os.path.join(OUT, "ref-genext2fs.ext2")
             t_gen = timed(["genext2fs", "-B", str(bs), "-b", str(blocks), "-d", src, gen],
-                          before=_gone(gen))
-            rows.append((t, "genext2fs", t_gen, _used(gen)))
+                          before=gone(gen))
+            rows.append((t, "genext2fs", t_gen, used(gen)))
         t_ours = timed(FSTOOL + ["create", "-t", t, src, "-o", ours, "--size", str(size),
-                                 "-O", f"block_size={bs}"], before=_gone(ours))
-        rows.append((t, "fstool", t_ours, _used(ours)))
+                                 "-O", f"block_size={bs}"], before=gone(ours))
+        rows.append((t, "fstool", t_ours, used(ours)))
     table("ext (best of 3, wall clock; size = space used on the host)", rows)
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FSTOOL, OUT, table, timed  # noqa: E402
+from common import FSTOOL, OUT, gone, table, timed, used  # noqa: E402
 from corpus import cached_corpus, corpus_stats  # noqa: E402
 
 SIZE_MIB = 512
@@ -25,12 +25,12 @@ def main() -> None:
               f"MTOOLS_SKIP_CHECK=1 mcopy -s -i {ref} {src}/* ::/")
     t_ref = timed(["sh", "-c", script])
     t_ours = timed(FSTOOL + ["create", "-t", "fat32", src, "-o", ours, "--size", f"{SIZE_MIB}MiB",
-                             "--label", "ESP"], before=lambda: os.path.exists(ours) and os.unlink(ours))
+                             "--label", "ESP"], before=gone(ours))
     for img in (ref, ours):
         subprocess.run(["fsck.vfat", "-n", img], check=True, stdout=subprocess.DEVNULL)
     table("FAT32 (best of 3, wall clock)", [
-        ("fat32 512MiB", "mkfs.vfat + mcopy", t_ref, os.stat(ref).st_blocks * 512),
-        ("fat32 512MiB", "fstool", t_ours, os.stat(ours).st_blocks * 512),
+        ("fat32 512MiB", "mkfs.vfat + mcopy", t_ref, used(ref)),
+        ("fat32 512MiB", "fstool", t_ours, used(ours)),
     ])
 
 

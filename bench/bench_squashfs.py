@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FSTOOL, OUT, table, timed  # noqa: E402
+from common import FSTOOL, OUT, gone, table, timed  # noqa: E402
 from corpus import cached_corpus, corpus_stats  # noqa: E402
 
 
@@ -21,9 +21,9 @@ def main() -> None:
     for comp in ("gzip", "zstd", "xz"):
         ref, ours = os.path.join(OUT, f"ref-{comp}.sqfs"), os.path.join(OUT, f"ours-{comp}.sqfs")
         ref_cmd = ["mksquashfs", src, ref, "-noappend", "-quiet", "-no-progress", "-comp", comp, "-processors", "2"]
-        t_ref = timed(ref_cmd, before=lambda: os.path.exists(ref) and os.unlink(ref))
+        t_ref = timed(ref_cmd, before=gone(ref))
         t_ours = timed(FSTOOL + ["create", "-t", "squashfs", src, "-o", ours, "-O", f"compression={comp}"],
-                       env={"FSTOOL_THREADS": "2"}, before=lambda: os.path.exists(ours) and os.unlink(ours))
+                       env={"FSTOOL_THREADS": "2"}, before=gone(ours))
         rows.append((f"squashfs {comp}", "mksquashfs", t_ref, os.path.getsize(ref)))
         rows.append((f"squashfs {comp}", "fstool", t_ours, os.path.getsize(ours)))
     table("SquashFS (best of 3, wall clock)", rows)

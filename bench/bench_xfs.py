@@ -15,29 +15,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-from common import FSTOOL, OUT, REPO, table, timed  # noqa: E402
+from common import FSTOOL, OUT, REPO, fresh, gone, table, timed, used  # noqa: E402
 from corpus import cached_corpus, corpus_stats  # noqa: E402
 from xfsproto import write_protofile  # noqa: E402
 
-
-def _used(path: str) -> int:
-    return os.stat(path).st_blocks * 512
-
-
-def _fresh(path: str, size: int):
-    def make() -> None:
-        if os.path.exists(path):
-            os.unlink(path)
-        with open(path, "wb") as f:
-            f.truncate(size)
-    return make
-
-
-def _gone(path: str):
-    def drop() -> None:
-        if os.path.exists(path):
-            os.unlink(path)
-    return drop
 
 
 def main() -> None:
@@ -56,10 +37,10 @@ def main() -> None:
     ours = os.path.join(OUT, "ours.xfs")
     env = {"TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}  # let mkfs.xfs make < 300 MB
     t_ref = timed(["mkfs.xfs", "-q", "-f", "-m", "reflink=0", "-p", proto, ref], env=env,
-                  before=_fresh(ref, size))
-    t_ours = timed(FSTOOL + ["create", "-t", "xfs", src, "-o", ours, "--size", str(size)], before=_gone(ours))
+                  before=fresh(ref, size))
+    t_ours = timed(FSTOOL + ["create", "-t", "xfs", src, "-o", ours, "--size", str(size)], before=gone(ours))
     table("xfs (best of 3, wall clock; size = space used on the host)",
-          [("xfs", "mkfs.xfs -p", t_ref, _used(ref)), ("xfs", "fstool", t_ours, _used(ours))])
+          [("xfs", "mkfs.xfs -p", t_ref, used(ref)), ("xfs", "fstool", t_ours, used(ours))])
 
 
 if __name__ == "__main__":

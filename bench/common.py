@@ -26,6 +26,29 @@ def timed(cmd: list[str], runs: int = 3, env: dict | None = None, before=None) -
     return best
 
 
+def used(path: str) -> int:
+    """Bytes an image really takes on the host (its holes cost nothing)."""
+    return os.stat(path).st_blocks * 512
+
+
+def fresh(path: str, size: int):
+    """A `before` hook: an empty sparse file of size at path (what mkfs tools write into)."""
+    def make() -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+        with open(path, "wb") as f:
+            f.truncate(size)
+    return make
+
+
+def gone(path: str):
+    """A `before` hook: the last run's image removed (untimed, as for the C tools)."""
+    def drop() -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+    return drop
+
+
 def table(title: str, rows: list[tuple]) -> None:
     """rows: (case, tool, seconds, bytes); ratios are against the first row of each case."""
     print(f"\n{title}")
