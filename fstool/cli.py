@@ -509,7 +509,11 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    b = sub.add_parser("build", parents=[common], help="build an image from a spec (TOML or JSON)")
+    inputs = _Parser(add_help=False)
+    inputs.add_argument("--source-root", action="append", metavar="DIR",
+                        help="a directory JSON manifests' sources may also come from (repeatable; "
+                             "by default a source must stay inside its manifest's directory)")
+    b = sub.add_parser("build", parents=[common, inputs], help="build an image from a spec (TOML or JSON)")
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.add_argument("--layout-json", metavar="FILE", help="write the partition layout as JSON")
@@ -535,7 +539,7 @@ def make_parser() -> argparse.ArgumentParser:
     fm = sub.add_parser("formats", parents=[common], help="list the formats this fstool reads and writes")
     fm.set_defaults(func=cmd_formats)
 
-    c = sub.add_parser("create", parents=[common], help="create one filesystem from sources")
+    c = sub.add_parser("create", parents=[common, inputs], help="create one filesystem from sources")
     c.add_argument("source", nargs="?", metavar="SRC",
                    help="directory, tar or JSON manifest; layer several with '+' (bottom first)")
     c.add_argument("-t", "--type", required=True, metavar="TYPE",
@@ -556,7 +560,7 @@ def make_parser() -> argparse.ArgumentParser:
     _cache_flags(c)
     c.set_defaults(func=cmd_create)
 
-    rp = sub.add_parser("repack", parents=[common],
+    rp = sub.add_parser("repack", parents=[common, inputs],
                         help="merge sources (images, IMG:N, tars, directories) into a new image")
     rp.add_argument("paths", nargs="+", metavar="SRC... OUT")
     rp.add_argument("--fs-type", "-t", metavar="TYPE",
@@ -576,7 +580,7 @@ def make_parser() -> argparse.ArgumentParser:
     an.add_argument("--fs-type", "-t", metavar="TYPE[,TYPE]", help="only these types")
     an.set_defaults(func=cmd_analyze)
 
-    ad = sub.add_parser("add", parents=[common], help="copy a host file or tree into an image, in place")
+    ad = sub.add_parser("add", parents=[common, inputs], help="copy a host file or tree into an image, in place")
     ad.add_argument("image", metavar="IMG[:N]")
     ad.add_argument("host_src", metavar="HOST_SRC")
     ad.add_argument("dest", metavar="DEST", help="its path in the image (into DEST if a directory)")
@@ -635,6 +639,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         set_quiet(args.quiet)
+        if getattr(args, "source_root", None):
+            from .inputs.manifest import source_roots
+            with source_roots(args.source_root):
+                return args.func(args)
         return args.func(args)
     except FstoolError as e:
         print(f"fstool: error: {e}", file=sys.stderr)

@@ -373,6 +373,55 @@ def test_hostile_inputs_are_one_line_errors(tmp_path):
         assert_one_line_error(p, 1, name, needle)
 
 
+def test_oversized_pax_and_long_name_records_are_refused_unread(tmp_path):
+    """tarfile reads a PAX header or a GNU long name whole: one over 1 MiB (Go's archive/tar
+    limit) is refused before it is read; one under it builds."""
+    for name, fmt, member in (
+            ("pax.tar", tarfile.PAX_FORMAT, ("a", {"comment": "x" * (2 << 20)})),
+            ("ok.tar", tarfile.PAX_FORMAT, ("a", {"comment": "x" * (500 << 10)})),
+            ("long.tar", tarfile.GNU_FORMAT, ("d/" * (600 << 10) + "a", {}))):
+        with tarfile.open(tmp_path / name, "w", format=fmt) as t:
+            ti = tarfile.TarInfo(member[0])
+            ti.size, ti.pax_headers = 1, member[1]
+            t.addfile(ti, io.BytesIO(b"A"))
+    for name, needle in (("pax.tar", "PAX extended header of"), ("long.tar", "GNU long name record of")):
+        p = run_fstool("create", "-t", "squashfs", tmp_path / name, "-o", tmp_path / "x.img")
+        assert_one_line_error(p, 1, name, needle, "over the 1 MiB limit")
+        assert not (tmp_path / "x.img").exists()
+    p = run_fstool("create", "-q", "-t", "squashfs", tmp_path / "ok.tar", "-o", tmp_path / "ok.img")
+    assert p.returncode == 0, p.stderr
+    out = subprocess.run(["unsquashfs", "-cat", tmp_path / "ok.img", "a"], capture_output=True, check=True)
+    assert out.stdout == b"A"
+
+
+def test_manifest_sources_stay_in_their_directory(tmp_path):
+    """A manifest cannot read host files outside its directory ('..' or an absolute path)
+    unless --source-root names their directory; a '..' that stays inside is fine."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("hunter2")
+    m = tmp_path / "m"
+    (m / "sub").mkdir(parents=True)
+    (m / "ok").write_text("fine")
+    for name, src in (("up.json", "../secret/key"), ("abs.json", str(secret / "key")),
+                      ("deep.json", "sub/../../secret/key")):
+        (m / name).write_text(json.dumps([{"kind": "file", "path": "/k", "source": src, "mode": "0644"}]))
+        p = run_fstool("create", "-t", "squashfs", m / name, "-o", tmp_path / "x.img")
+        assert_one_line_error(p, 1, f"{name}: entries[0] (/k)", repr(src), "lies outside", "--source-root")
+        assert not (tmp_path / "x.img").exists()
+    (m / "tree.json").write_text(json.dumps([{"kind": "tree", "path": "/t", "source": "../secret"}]))
+    assert_one_line_error(run_fstool("create", "-t", "squashfs", m / "tree.json", "-o", tmp_path / "x.img"),
+                          1, "lies outside")
+    (m / "in.json").write_text(json.dumps([{"kind": "file", "path": "/k", "source": "sub/../ok", "mode": "0644"}]))
+    p = run_fstool("create", "-q", "-t", "squashfs", m / "in.json", "-o", tmp_path / "in.img")
+    assert p.returncode == 0, p.stderr
+    p = run_fstool("create", "-q", "-t", "squashfs", m / "up.json", "-o", tmp_path / "up.img",
+                   "--source-root", secret)
+    assert p.returncode == 0, p.stderr
+    out = subprocess.run(["unsquashfs", "-cat", tmp_path / "up.img", "k"], capture_output=True, check=True)
+    assert out.stdout == b"hunter2"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fs_type", ["ext4", "squashfs"])
 def test_host_tree_1500_levels_deep(tmp_path, fs_type):

@@ -24,13 +24,23 @@ mode bits are not part of Bazel's action key (a remote executor stages every inp
 executable), so reading them would let a cache serve an image made from other modes.
 Symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
 apply as for any input). Every error names the manifest and the entry index.
+
+A "source" stays inside the directory relative paths start from (the manifest's, or the
+working directory, Bazel's exec root): an absolute path or a `..` that climbs out is
+refused, so a manifest handed over by someone else cannot put `/etc/shadow` or
+`../../.ssh/id_rsa` into an image. The check is on the path as written (Bazel stages
+inputs as symlinks, which are followed). `--source-root DIR` (`source_roots`) names more
+directories sources may come from.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import json
 import os
 import stat
+from typing import Iterator
 
 from ..errors import InputError
 from ..tree import FileSource, Kind, Node, Tree, join_path, split_path
@@ -96,6 +106,36 @@ def _security(e: dict, where: str) -> dict[str, bytes]:
     except SpecError as err:
         raise InputError(err.message, where=err.where) from None
     return out
+
+
+# more directories manifest sources may name (absolute, normalised): `--source-root`
+_extra_roots: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "fstool_source_roots", default=())
+
+
+@contextlib.contextmanager
+def source_roots(roots: list[str]) -> Iterator[None]:
+    """Let manifest sources also come from roots while the block runs."""
+    token = _extra_roots.set(tuple(os.path.normpath(os.path.abspath(r)) for r in roots))
+    try:
+        yield
+    finally:
+        _extra_roots.reset(token)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def confined_source(base: str, s: str, where: str) -> str:
+    """base/s, refused when it lies outside base and every --source-root."""
+    path = os.path.normpath(os.path.join(base, s))
+    roots = (os.path.normpath(base), *_extra_roots.get())
+    if not any(_inside(path, r) for r in roots):
+        raise InputError(f"source {s!r} lies outside {roots[0]}, where this manifest's sources "
+                         f"must stay (an absolute path or '..' climbing out; --source-root DIR "
+                         f"allows another directory)", where=where)
+    return path
 
 
 def load_manifest(path: str) -> Tree:
@@ -164,7 +204,7 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep"
         s = e.get("source")
         if not isinstance(s, str) or not s:
             raise InputError(f"a {kind_name} entry needs \"source\"", where=where)
-        return os.path.join(base, s)
+        return confined_source(base, s, where)
 
     if kind_name == "tree" and explicit and os.path.isdir(source()):
         raise InputError("a \"tree\" entry of a host directory reads modes from the host, which "

@@ -26,6 +26,10 @@ from ..errors import InputError
 from ..tree import FileSource, Kind, Node, Tree, join_path, split_path
 
 GZIP, BZIP2, XZ, ZSTD = b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"
+# The largest PAX extended header or GNU long name/link record read (tarfile reads each
+# whole into memory): Go's archive/tar has the same 1 MiB limit (CVE-2022-2879), so the
+# tars container tools write never come near it.
+MAX_SPECIAL = 1 << 20
 _spools: list[int] = []  # fds of open spool files, alive until the process ends
 
 
@@ -153,6 +157,25 @@ def _mtime(member: tarfile.TarInfo) -> tuple[int, int]:
     return int(member.mtime), 0
 
 
+class _Member(tarfile.TarInfo):
+    """A TarInfo that refuses an oversized PAX or GNU long-name record before reading it."""
+
+    def _proc_pax(self, tarfile):  # noqa: ANN001 (tarfile's own hook)
+        self._limit("PAX extended header")
+        return super()._proc_pax(tarfile)
+
+    def _proc_gnulong(self, tarfile):  # noqa: ANN001
+        self._limit("GNU long name record")
+        return super()._proc_gnulong(tarfile)
+
+    def _limit(self, what: str) -> None:
+        if self.size > MAX_SPECIAL:
+            # tarfile turns SubsequentHeaderError into a ReadError: "corrupt tar archive: ..."
+            raise tarfile.SubsequentHeaderError(
+                f"a {what} of {self.size} bytes at offset {self.offset}, over the "
+                f"{MAX_SPECIAL >> 20} MiB limit")
+
+
 def load_tar(path: str) -> Tree:
     head = _magic(path)
     data_path = path
@@ -161,7 +184,7 @@ def load_tar(path: str) -> Tree:
         data_path = _spool(path, head)
     tree = Tree()
     try:
-        tf = tarfile.open(data_path, mode="r:")
+        tf = tarfile.open(data_path, mode="r:", tarinfo=_Member)
     except (tarfile.TarError, OSError) as e:
         raise InputError(f"not a readable tar archive ({e})", where=path) from None
     with tf:
