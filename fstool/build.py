@@ -149,7 +149,7 @@ def parse_format_options(fs: FsSpec) -> None:
     check_capabilities(fs)
     if fmt.parse_options is not None:
         try:
-            fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
+            fs.opts = fmt.parse_options(make_params(fs, NO_SEED, size=fs.size))
         except SpecError as e:
             # a type of a journalling family built without one (ext2): the Rust fstool
             # ignores journal_blocks there, so do we
@@ -158,7 +158,7 @@ def parse_format_options(fs: FsSpec) -> None:
                 raise
             warn(f"ignored: {fs.type} has no journal", where=f"{fs.where}.journal_blocks")
             fs.journal_blocks = None
-            fs.opts = fmt.parse_options(make_params(fs, b"", size=fs.size))
+            fs.opts = fmt.parse_options(make_params(fs, NO_SEED, size=fs.size))
 
 
 def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | None,
@@ -178,14 +178,31 @@ def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | Non
     # identifiers come from what was asked for and what went in: the spec's (or the CLI's)
     # seed plus the tree's fingerprint, so two trees under one spec get two UUIDs; a `seed`
     # key in the spec replaces both (make_params) for identifiers that never change
-    seed = create_seed(fs, tree) if seed is None else \
-        hashlib.sha256(b"fstool-tree/" + seed + tree_fingerprint(tree)).digest()
+    if not fmt.caps.seeded:
+        seed = NO_SEED
+    elif seed is None:
+        seed = create_seed(fs, tree)
+    else:
+        seed = hashlib.sha256(b"fstool-tree/" + seed + tree_fingerprint(tree)).digest()
     params = make_params(fs, seed, size=size,
                          headroom=headroom, partition_offset=partition_offset, verbose=verbose,
                          progress=progress)
     if params.verbose:  # stats() walks the whole tree: only when someone reads it
         params.log(f"writing {fs.type}: {tree.stats()}")
     return fmt.writer_module(f"{fs.where}.type").write(tree, out, params)
+
+
+class _NoSeed(bytes):
+    """The seed of a format that declares it derives no identifiers (`seeded=False`): any
+    use is a bug in that declaration, caught here rather than as equal UUIDs everywhere."""
+
+    def _refuse(self, *_a):
+        raise AssertionError("a writer used the seed although its format declares seeded=False")
+
+    hex = __add__ = __radd__ = __bytes__ = __iter__ = __getitem__ = _refuse
+
+
+NO_SEED = _NoSeed()
 
 
 def create_seed(fs: FsSpec, tree: Tree) -> bytes:

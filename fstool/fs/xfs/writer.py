@@ -27,6 +27,7 @@ from ...errors import CapacityError, SpecError
 from ...ids import derive_uuid
 from ...image import ImageFile, write_zeros
 from ...tree import SEEK_DATA, SEEK_HOLE, Kind, Node, Tree, encode_name
+from ...zeros import content_segments
 from ..base import FsParams, OptionReader
 from ..registry import check_tree
 from . import attrs as xattr
@@ -64,7 +65,7 @@ class Options:
     imaxpct: int | None  # None: as mkfs.xfs (25 below 1 TiB, 5 below 50 TiB, else 1)
     sector_size: int
     label: bytes
-    uuid: bytes
+    uuid: bytes | None  # None: derived from the seed when writing
     where: str
 
 
@@ -115,7 +116,7 @@ def parse_options(params: FsParams) -> Options:
         except ValueError:
             raise SpecError(f"invalid UUID {params.uuid!r}", where=f"{params.where}.uuid") from None
     else:
-        u = derive_uuid(params.seed, "xfs/uuid").bytes
+        u = None  # derived from the build's seed by the writer (options are parsed before it exists)
     return Options(agcount, agsize, inode_size, log_size, imaxpct, sector_size, label, u, where)
 
 
@@ -243,7 +244,7 @@ class XfsWriter:
         self.bno_root, self.cnt_root, self.ino_root, self.fino_root = hdr, hdr + 1, hdr + 2, hdr + 3
         self.ag_hdr_blocks = hdr + 4
         self.small_log = SMALL_LOG if self.sect == 512 else SMALL_LOG_4K
-        self.uuid = self.opts.uuid
+        self.uuid = self.opts.uuid or derive_uuid(params.seed, "xfs/uuid").bytes
 
     # -- inputs ------------------------------------------------------------------
     def collect(self) -> None:
@@ -273,7 +274,7 @@ class XfsWriter:
         return got
 
     def _find_runs(self, node: Node) -> tuple[list[tuple[int, int]], list]:
-        segs = node.source.data_segments() if node.source and node.size else []
+        segs = content_segments(node.source, BS) if node.source and node.size else []  # zero blocks are holes
         runs: list[list[int]] = []
         for foff, length, _ in segs:
             b0, b1 = foff // BS, _ceil(foff + length, BS)
