@@ -210,10 +210,6 @@ def data_extents(fd: int, length: int, base: int = 0) -> Iterator[tuple[int, int
         pos = end
 
 
-def _name_key(item: tuple[str, "Node"]) -> bytes:
-    return encode_name(item[0])
-
-
 @dataclass(eq=False, slots=True)
 class Node:
     """One inode. Identity matters: the same Node under two names is a hardlink."""
@@ -249,8 +245,14 @@ class Node:
 
     def sorted_children(self) -> list[tuple[str, "Node"]]:
         """Children sorted by their encoded bytes: the one order every writer uses."""
-        assert self.children is not None
-        return sorted(self.children.items(), key=_name_key)
+        children = self.children
+        assert children is not None
+        names = sorted(children)
+        # str order is the encoded bytes' order for ASCII names (and any UTF-8 ones without
+        # surrogate escapes); one C call checks the common all-ASCII case
+        if not "".join(names).isascii():
+            names.sort(key=encode_name)
+        return [(n, children[n]) for n in names]
 
     def copy_attrs_from(self, other: "Node") -> None:
         self.mode, self.uid, self.gid = other.mode, other.uid, other.gid

@@ -15,7 +15,7 @@ FORMAT = Format(
     types=("cpio",),
     aliases={"newc": "cpio", "initramfs": "cpio"},
     # newc has no xattrs (they are dropped), no label or UUID; every field is 32 bits
-    caps=Capabilities(label=None, xattrs=False),
+    caps=Capabilities(label=None, seeded=False, xattrs=False),
     limits=Limits(max_time=(1 << 32) - 1, max_major=(1 << 32) - 1, max_minor=(1 << 32) - 1,
                   max_file_size=(1 << 32) - 1),
     parse_options=_parse_options,

@@ -13,7 +13,7 @@ FORMAT = Format(
     name="squashfs",
     types=("squashfs",),
     aliases={"sqfs": "squashfs", "squashfs4": "squashfs"},
-    caps=Capabilities(label=None, uuid=False, block_sizes=tuple(1 << i for i in range(12, 21)),
+    caps=Capabilities(label=None, uuid=False, seeded=False, block_sizes=tuple(1 << i for i in range(12, 21)),
                       fills_partition=False),
     # the kernel refuses symlinks longer than a page ("Corrupted symlink")
     limits=Limits(max_time=(1 << 32) - 1, max_symlink=4095, max_xattr_value=65536),

@@ -12,7 +12,7 @@ def _parse_options(params):
 FORMAT = Format(
     name="tar",
     types=("tar",),
-    caps=Capabilities(label=None, uuid=False, sockets=False, fills_partition=False),
+    caps=Capabilities(label=None, uuid=False, seeded=False, sockets=False, fills_partition=False),
     # PAX stores any id, time and length; device numbers are 7 octal digits (no PAX key)
     limits=Limits(max_id=(1 << 63) - 1, min_time=-(1 << 63), max_time=(1 << 63) - 1,
                   max_major=0o7777777, max_minor=0o7777777, max_symlink=65535,
