@@ -41,6 +41,7 @@ from ...ids import derive_uuid, parse_uuid
 from ...image import ImageFile, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
+from ...zeros import content_segments
 from ..base import FsParams
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
@@ -91,7 +92,7 @@ class Ino:
 
     def data_segments(self) -> list:
         if self.segs is None:
-            self.segs = self.node.source.data_segments()
+            self.segs = content_segments(self.node.source, BLOCK_SIZE)  # zero blocks are holes
         return self.segs
 
     def read(self, off: int, n: int) -> bytes:

@@ -25,6 +25,7 @@ from ...errors import CapacityError, ImageError, InputError
 from ...image import Region
 from ...inputs.hostdir import load_dir, node_from_stat
 from ...tree import Kind, Node, split_path
+from ...zeros import content_segments
 from . import xattr
 from .dir import DirBuilder
 from .extent import extent_tree, extent_tree_blocks, indirect_keys, indirect_map, map_runs
@@ -718,7 +719,7 @@ class ExtEditor:
             r.size = len(blocks) * bs
         elif node.kind is Kind.FILE:
             r.size = node.size
-            segs = [s for s in node.source.data_segments() if s[1] > 0] if node.size else []
+            segs = content_segments(node.source, bs) if node.size else []
             acc: list[list[int]] = []
             for foff, ln, _ in segs:
                 b0, b1 = foff // bs, (foff + ln - 1) // bs + 1

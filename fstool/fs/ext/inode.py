@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ...errors import CapacityError, InputError
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
+from ...zeros import content_segments
 from . import xattr
 from .dir import DirBuilder
 from .extent import mapping_blocks
@@ -27,6 +28,8 @@ MAX_LINKS = 65000
 FT = {Kind.FILE: FT_REG, Kind.DIR: FT_DIR, Kind.CHR: FT_CHR, Kind.BLK: FT_BLK, Kind.FIFO: FT_FIFO,
       Kind.SOCK: FT_SOCK, Kind.SYMLINK: FT_SYMLINK}
 LPF_BYTES = 16384  # as mke2fs: lost+found gets 16 KiB of empty blocks (2..12 blocks)
+
+MIN_BLOCK = 1024  # the smallest ext block size
 
 
 class Ino:
@@ -114,7 +117,9 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
                                 where=node.origin or None)
         if r.kind is Kind.FILE and node.source is not None and node.size:
             r.size = node.size
-            r.segs = [s for s in node.source.data_segments() if s[1] > 0]
+            # non-zero 1 KiB pieces: right for every block size (a block is allocated when any
+            # piece of it holds data), and what the bytes say, whatever the host's holes
+            r.segs = content_segments(node.source, MIN_BLOCK)
             data_bytes += sum(s[1] for s in r.segs)
         elif r.kind is Kind.SYMLINK:
             r.target = encode_name(node.target or "")

@@ -26,6 +26,7 @@ from ...ids import derive_u32, derive_uuid, parse_uuid
 from ...image import ImageFile
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
+from ...zeros import content_segments
 from ..base import FsParams, OptionReader
 from .layout import (ADDRS_PER_BLOCK, ADDRS_PER_INODE, BLOCK, BLOCKS_PER_SEG, CHECKPOINT,
                      CHECKSUM_OFFSET, CP_STRUCT_SIZE, CP_UMOUNT_FLAG, CURSEG_COLD_DATA,
@@ -217,6 +218,14 @@ class _Inode:
     inline_xattrs: bytes = b""  # the inline xattr area's contents
     inline: int = 0  # i_inline flags
     inline_data: bytes = b""
+    segs: list | None = None  # FILE: its non-zero data segments, found once (_data_of)
+
+
+def _data_of(rec: "_Inode") -> list:
+    """The file's data as its bytes say (zero blocks are holes, whatever the host stores)."""
+    if rec.segs is None:
+        rec.segs = content_segments(rec.node.source, BLOCK) if rec.node.size else []
+    return rec.segs
 
 
 @dataclass
@@ -447,7 +456,7 @@ def _plan_data(inodes: dict[int, _Inode], opts: Options, max_inline: int, sparse
             rec.size = rec.node.size
             nblocks = _ceil(rec.size, BLOCK)
             has = bytearray(b"\x01" * nblocks) if not sparse else bytearray(nblocks)
-            for foff, length, _s in (rec.node.source.data_segments() if rec.size else []):
+            for foff, length, _s in _data_of(rec):
                 for b in range(foff // BLOCK, _ceil(foff + length, BLOCK)):
                     has[b] = 1
             rec.data = []
@@ -532,7 +541,7 @@ def _write_data(out: ImageFile, p: _Plan, main: int, sparse: bool) -> None:
         elif rec.kind is Kind.SYMLINK and rec.data:
             out.pwrite(encode_name(rec.node.target or ""), (main + rec.data[0]) * BLOCK)
         elif rec.kind is Kind.FILE and rec.data:
-            for foff, length, soff in rec.node.source.data_segments():
+            for foff, length, soff in _data_of(rec):
                 pos, end = foff, foff + length
                 while pos < end:
                     b = pos // BLOCK
@@ -548,7 +557,7 @@ def _write_data(out: ImageFile, p: _Plan, main: int, sparse: bool) -> None:
         for rec in p.inodes.values():
             if rec.kind is Kind.FILE and rec.data and not rec.inline & INLINE_DATA:
                 covered = bytearray(len(rec.data))
-                for foff, length, _s in rec.node.source.data_segments():
+                for foff, length, _s in _data_of(rec):
                     for b in range(foff // BLOCK, min(len(rec.data), _ceil(foff + length, BLOCK))):
                         covered[b] = 1
                 for b, rel in enumerate(rec.data):

@@ -23,12 +23,13 @@ the metadata tables themselves.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ...errors import CapacityError
+from ...errors import CapacityError, InputError
 from ...image import ImageFile
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
@@ -111,6 +112,18 @@ def iter_blocks(node: Node, bs: int):
     if src is None or src.size == 0:
         return
     size = src.size
+    if size <= bs and src.segments is None:
+        # one block at most (most files of a root): one open and one read, no hole search;
+        # a hole reads as zeros, which is what a block of zeros becomes anyway
+        fd = os.open(src.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, size, src.offset)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise InputError(f"file shrank while reading (wanted {size} bytes)", where=src.path)
+        yield data, size
+        return
     buf = bytearray()
     for off, data, n in src.iter_chunks(bs):
         pos = 0
@@ -210,18 +223,24 @@ class DataWriter:
         use_frag = fragments == "always" or (fragments == "small" and rec.size < bs)
         h = hashlib.sha256() if seen is not None else None
         tail: bytes | None = None
+        # a block in a host hole and a block of zeros are the same content and are stored
+        # (and hashed, for dedupe) alike: the image depends on the bytes, never on the holes
         for data, blen in iter_blocks(node, bs):
-            if h is not None:
-                h.update(b"H%d;" % blen if data is None else b"D%d;" % blen)
-                if data is not None:
-                    h.update(data)
-            if data is not None and blen < bs and use_frag:
-                tail = bytes(data)
+            if blen < bs and use_frag:  # a tail in a hole is a tail of zeros, as mksquashfs reads it
+                tail = bytes(data) if data is not None else bytes(blen)
+                if h is not None:
+                    h.update(b"D%d;" % blen)
+                    h.update(tail)
                 continue
-            if data is None or (blen == bs and data == self.zero):
+            if data is None or data == (self.zero if blen == bs else bytes(blen)):
+                if h is not None:
+                    h.update(b"H%d;" % blen)
                 rec.sizes.append(0)
                 rec.sparse += blen
                 continue
+            if h is not None:
+                h.update(b"D%d;" % blen)
+                h.update(data)
             self._drain(self.window)
             rec.sizes.append(-1)
             self.queue.append(("data", rec, len(rec.sizes) - 1, self._submit(bytes(data))))

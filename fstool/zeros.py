@@ -1,0 +1,123 @@
+"""Content-defined holes: a file's data segments as its bytes say, not as the host stores it.
+
+A writer that leaves holes in sparse files (ext, EROFS, F2FS, XFS) must not take them from
+the host's SEEK_DATA map alone: the same bytes can sit in a sparse file on one machine and a
+dense one on another (a remote executor stages every input whole; `cp`, `git` and tar
+extraction each decide differently), and Bazel's action key has the content, never the
+holes. So an image block is a hole exactly when every byte of the file in it is zero, as
+`mke2fs -d` decides (it skips zero blocks): host holes are only a shortcut that saves
+reading bytes known to be zero.
+
+Zero blocks are found by reading the data in chunks and searching each for a block-sized
+run of zeros (`bytes.find`, absent from almost every chunk of real data), so only chunks
+holding one are looked at block by block. Reading costs about 0.3 s per GB from the page
+cache (measured: 250 MB, 15,000 files, 0.145 s against 0.07 s for the SEEK_DATA map alone);
+mapping the files instead was slower (page faults).
+"""
+from __future__ import annotations
+
+import os
+
+from .errors import InputError
+from .tree import FileSource, data_extents
+
+CHUNK = 4 << 20  # bytes read at a time
+_ZEROS: dict[int, bytes] = {}
+
+
+def _zero(n: int) -> bytes:
+    z = _ZEROS.get(n)
+    if z is None:
+        z = _ZEROS[n] = bytes(n)
+    return z
+
+
+def content_segments(src: FileSource | None, bs: int) -> list[tuple[int, int, int]]:
+    """(file_offset, length, source_offset) of the file's data, leaving out every block of bs
+    bytes (at file offsets that are multiples of bs) whose bytes are all zero. Pieces of a
+    block split between segments are judged each on its own bytes: a block is kept when any
+    piece of it holds a non-zero byte."""
+    if src is None or src.size == 0:
+        return []
+    fd = os.open(src.path, os.O_RDONLY)
+    try:
+        if src.segments is not None:
+            segs = list(src.segments)
+        elif src.offset:
+            segs = [(0, src.size, src.offset)]
+        else:
+            segs = [(start, n, start) for start, n in data_extents(fd, src.size)]
+        out: list[tuple[int, int, int]] = []
+        for foff, length, soff in segs:
+            if length > 0:
+                _split(fd, foff, length, soff, bs, out, src.path)
+        return out
+    finally:
+        os.close(fd)
+
+
+def _split(fd: int, foff: int, length: int, soff: int, bs: int,
+           out: list[tuple[int, int, int]], path: str | None) -> None:
+    """Append the non-zero pieces of one data segment to out, reading it in chunks that end
+    on block boundaries (so no block straddles two chunks)."""
+    pos = 0
+    while pos < length:
+        n = length - pos
+        if n > CHUNK:
+            n = CHUNK - (foff + pos + CHUNK) % bs
+        data = os.pread(fd, n, soff + pos)
+        if len(data) != n:
+            raise InputError(f"file shrank while reading (wanted {n} bytes at {soff + pos})", where=path)
+        _scan(data, 0, foff + pos, n, soff + pos, bs, out)
+        pos += n
+
+
+def _scan(buf, at: int, foff: int, length: int, soff: int, bs: int,
+          out: list[tuple[int, int, int]]) -> None:
+    """buf[at:at+length] holds file bytes [foff, foff+length) read from source offset soff."""
+    zero = _zero(bs)
+    end = foff + length
+    pos = foff
+    run = -1  # file offset where the current non-zero run began, or -1
+
+    def keep(a: int, b: int) -> None:
+        if out and out[-1][0] + out[-1][1] == a and out[-1][2] + out[-1][1] == soff + (a - foff):
+            f, n, s = out[-1]
+            out[-1] = (f, n + b - a, s)
+        else:
+            out.append((a, b - a, soff + (a - foff)))
+
+    while pos < end:
+        nxt = min(end, (pos // bs + 1) * bs)
+        i = at + pos - foff
+        n = nxt - pos
+        if n == bs:
+            # a whole block: skip ahead over a stretch with no block-sized zero run at all
+            hit = buf.find(zero, i, at + length)
+            if hit < 0:  # no zero block up to the segment's end; a partial last block is judged below
+                if run < 0:
+                    run = pos
+                last = end - (end % bs if end % bs else 0)
+                pos = max(pos, last) if last > pos else end
+                continue
+            # every block before the one holding the zero run's start cannot be all zero
+            first = foff + (hit - at)
+            skip_to = max(pos, first - first % bs)
+            if skip_to > pos:
+                if run < 0:
+                    run = pos
+                pos = skip_to
+                continue
+            is_zero = buf[i:i + bs] == zero
+        else:  # a piece of a block at a segment's edge
+            piece = buf[i:i + n]
+            is_zero = piece.count(0) == n
+        if is_zero:
+            if run >= 0:
+                keep(run, pos)
+                run = -1
+        elif run < 0:
+            run = pos
+        pos = nxt
+    if run >= 0:
+        keep(run, end)
