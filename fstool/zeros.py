@@ -32,14 +32,41 @@ def _zero(n: int) -> bytes:
     return z
 
 
-def content_segments(src: FileSource | None, bs: int) -> list[tuple[int, int, int]]:
+def read_range(src: FileSource, off: int, n: int, fd: int = -1) -> bytes:
+    """Bytes [off, off + n) of the file, holes as zeros, with one open (or fd, left open)."""
+    n = max(0, min(n, src.size - off))
+    if n == 0:
+        return b""
+    own = fd < 0
+    if own:
+        fd = os.open(src.path, os.O_RDONLY)
+    try:
+        if src.segments is None:  # a host file or a plain tar member: a hole reads as zeros
+            data = os.pread(fd, n, src.offset + off)
+            if len(data) != n:
+                raise InputError(f"file shrank while reading (wanted {n} bytes at {off})", where=src.path)
+            return data
+        out = bytearray(n)
+        for foff, length, soff in src.segments:
+            lo, hi = max(foff, off), min(foff + length, off + n)
+            if lo < hi:
+                out[lo - off:hi - off] = os.pread(fd, hi - lo, soff + lo - foff)
+        return bytes(out)
+    finally:
+        if own:
+            os.close(fd)
+
+
+def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tuple[int, int, int]]:
     """(file_offset, length, source_offset) of the file's data, leaving out every block of bs
     bytes (at file offsets that are multiples of bs) whose bytes are all zero. Pieces of a
     block split between segments are judged each on its own bytes: a block is kept when any
-    piece of it holds a non-zero byte."""
+    piece of it holds a non-zero byte. fd, when given, is the file already open (left open)."""
     if src is None or src.size == 0:
         return []
-    fd = os.open(src.path, os.O_RDONLY)
+    own = fd < 0
+    if own:
+        fd = os.open(src.path, os.O_RDONLY)
     try:
         if src.segments is not None:
             segs = list(src.segments)
@@ -53,7 +80,8 @@ def content_segments(src: FileSource | None, bs: int) -> list[tuple[int, int, in
                 _split(fd, foff, length, soff, bs, out, src.path)
         return out
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 def _split(fd: int, foff: int, length: int, soff: int, bs: int,

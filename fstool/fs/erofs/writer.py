@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 
 from ...errors import CapacityError
 from ...ids import derive_uuid, parse_uuid
-from ...image import ImageFile, write_zeros
+from ...image import ImageFile, in_background, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
-from ...zeros import content_segments
+from ...zeros import content_segments, read_range
 from ..base import FsParams
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
@@ -90,13 +90,16 @@ class Ino:
     dup_of: "Ino | None" = None  # dedupe: an earlier file with the same bytes, whose data this one shares
     idata_raw: bool = False
 
-    def data_segments(self) -> list:
-        if self.segs is None:
-            self.segs = content_segments(self.node.source, BLOCK_SIZE)  # zero blocks are holes
+    def data_segments(self, fd: int = -1) -> list:
+        if self.segs is None:  # zero blocks are holes (fd: the file, already open)
+            self.segs = content_segments(self.node.source, BLOCK_SIZE, fd)
         return self.segs
 
     def read(self, off: int, n: int) -> bytes:
         """Bytes [off, off + n) of the file (holes read as zeros), from its cached segments."""
+        if self.segs is None:  # no need to look for zero blocks to read bytes: one open, one read
+            data = read_range(self.node.source, off, n)
+            return data + bytes(n - len(data))
         out = bytearray(n)
         fd = -1
         try:
@@ -386,6 +389,7 @@ class _DataWriter:
         self.queue: deque = deque()
         self.report = report
         self.done = 0
+        self.jobs: list[tuple[Ino, int, int]] = []  # flat files to copy: (inode, bytes, image offset)
 
     # -- queueing -------------------------------------------------------------------
     def add(self, ino: Ino) -> None:
@@ -481,7 +485,11 @@ class _DataWriter:
                     n = min(length, (c + 1) * csize - foff)
                     ranges.append((soff, n, base[c] + foff - c * csize))
                     foff, soff, length = foff + n, soff + n, length - n
-            self._copy(node.source.path, ranges)
+            fd = os.open(node.source.path, os.O_RDONLY)
+            try:
+                self._copy(fd, ranges)
+            finally:
+                os.close(fd)
         elif ino.nblocks:
             ino.startblk = self.blk
             self.blk += ino.nblocks
@@ -489,8 +497,10 @@ class _DataWriter:
             self._clean(start, end)
             if node.kind is Kind.FILE:
                 limit = ino.size - ino.tail
-                self._copy(node.source.path, [(soff, min(length, limit - foff), start + foff)
-                                              for foff, length, soff in ino.data_segments() if foff < limit])
+                # copied later, on a second thread, while the metadata is encoded (run_jobs);
+                # the blocks are this file's alone, so the bytes are the same as copying now
+                self.jobs.append((ino, limit, start))
+                self.hwm = max(self.hwm, start + limit)
                 if ino.layout == LAYOUT_FLAT_PLAIN and ino.size % bs:
                     self._write(bytes(-ino.size % bs), start + ino.size)  # the last block's slack reads as zeros
             elif node.kind is Kind.SYMLINK:
@@ -501,16 +511,24 @@ class _DataWriter:
             self.done += ino.size
             self.report(self.done)
 
-    def _copy(self, path: str, ranges) -> None:
-        if not ranges:
-            return
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for soff, n, dst in ranges:
-                self.out.copy_from(fd, soff, n, dst)
-                self.hwm = max(self.hwm, dst + n)
-        finally:
-            os.close(fd)
+    def run_jobs(self, stop) -> None:
+        """Copy the flat files' blocks placed by _place (until stop is set): one open per file
+        for its zero-block scan and its copy."""
+        for ino, limit, start in self.jobs:
+            if stop.is_set():
+                return
+            fd = os.open(ino.node.source.path, os.O_RDONLY)
+            try:
+                for foff, length, soff in ino.data_segments(fd):
+                    if foff < limit:
+                        self.out.copy_from(fd, soff, min(length, limit - foff), start + foff)
+            finally:
+                os.close(fd)
+
+    def _copy(self, fd: int, ranges) -> None:
+        for soff, n, dst in ranges:
+            self.out.copy_from(fd, soff, n, dst)
+            self.hwm = max(self.hwm, dst + n)
 
     def _zsegment(self, ino: Ino, off: int, extents) -> None:
         bs = self.bs
@@ -679,6 +697,18 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     finally:
         if dw.pool is not None:
             dw.pool.shutdown(cancel_futures=True)
+    # every block is placed: flat files are copied on a second thread while the metadata is
+    # encoded here (disjoint blocks at fixed offsets: the same bytes as in sequence)
+    with in_background(dw.run_jobs):
+        return _write_metadata(out, params, opts, order, shared_xattrs, dw, data_end, meta_start,
+                               xattr_blkaddr, incompat, u1, cfgs, big)
+
+
+def _write_metadata(out: ImageFile, params: FsParams, opts: Options, order: list, shared_xattrs: bytes,
+                    dw: "_DataWriter", data_end: int, meta_start: int, xattr_blkaddr: int, incompat: int,
+                    u1: int, cfgs: bytes, big: bool) -> int:
+    bs = BLOCK_SIZE
+    root = order[0]
     if shared_xattrs:
         out.pwrite(shared_xattrs + bytes(-len(shared_xattrs) % bs), bs)
 
@@ -770,7 +800,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             rec += encode_name(node.target or "")
         elif node.kind is Kind.FILE and ino.tail:
             rec += ino.read(ino.size - ino.tail, ino.tail)
-        assert len(rec) == ino.meta_size(), (len(rec), ino.meta_size(), tail_pos)
+        assert len(rec) == ino.meta_size(), (len(rec), ino.meta_size())
         put(pos, rec)
 
     uuid = parse_uuid(params.uuid, f"{params.where}.uuid") if params.uuid else derive_uuid(params.seed, "erofs")

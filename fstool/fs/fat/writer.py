@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ...errors import CapacityError, InputError, SpecError, warn
 from ...ids import derive_u32
-from ...image import ImageFile, copy_sources, write_zeros
+from ...image import ImageFile, copy_sources, in_background, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
 from ..base import FsParams, OptionReader
@@ -762,6 +762,19 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     used = nxt - 2
     assert used <= g.clusters
 
+    # File contents, streamed on a second thread while the directories and the FATs are
+    # encoded here (disjoint clusters at fixed offsets: the same bytes as in sequence).
+    files = [(node.source, g.cluster_offset(start_of[path])) for path, node in plan.order
+             if node.kind is Kind.FILE and node.size]
+    with in_background(lambda stop: copy_sources(out, files, params.sparse, report=params.report, stop=stop)):
+        _write_metadata(out, params, opts, g, plan, start_of, runs, nxt, used, vid, label)
+    return size
+
+
+def _write_metadata(out: ImageFile, params: FsParams, opts: _Options, g: Geometry, plan: _Plan,
+                    start_of: dict[str, int], runs: list[tuple[int, int]], nxt: int, used: int,
+                    vid: int, label: bytes | None) -> None:
+    cs = g.cluster_bytes
     # Directories, written whole.
     for path, d in plan.dirs.items():
         data = _dir_bytes(d, start_of, params.timestamp)
@@ -771,10 +784,6 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         else:
             data = data.ljust(plan.dir_clusters(d, cs) * cs, b"\0")
             out.pwrite(data, g.cluster_offset(start_of[path]))
-
-    # File contents, streamed.
-    copy_sources(out, [(node.source, g.cluster_offset(start_of[path])) for path, node in plan.order
-                       if node.kind is Kind.FILE and node.size], params.sparse, report=params.report)
 
     # The FATs, written whole.
     fat = _fat_bytes(g.bits, opts.media, runs, nxt)
@@ -794,4 +803,3 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         out.pwrite(info, FAT32_FSINFO * SECTOR)
         out.pwrite(boot, FAT32_BACKUP_BOOT * SECTOR)
         out.pwrite(info, (FAT32_BACKUP_BOOT + FAT32_FSINFO) * SECTOR)
-    return size
