@@ -107,11 +107,11 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
                 if not cfg.dir_nlink:
                     raise CapacityError(f"a directory with {r.nlink - 2} subdirectories needs "
                                         f"dir_nlink (ext4); ext2/ext3 allow {MAX_LINKS - 2}",
-                                        where=node.origin or None)
+                                        where=node.where())
                 r.nlink = 1
         elif r.nlink > MAX_LINKS:
             raise CapacityError(f"{r.nlink} hard links to one file; ext allows {MAX_LINKS}",
-                                where=node.origin or None)
+                                where=node.where())
         if r.kind is Kind.FILE and node.source is not None and node.size:
             r.size = node.size
             r.segs = [s for s in node.source.data_segments() if s[1] > 0]
@@ -120,7 +120,7 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
             r.target = encode_name(node.target or "")
             r.size = len(r.target)
             if not r.target:
-                raise InputError("empty symlink target", where=node.origin or None)
+                raise InputError("empty symlink target", where=node.where())
         if node.xattrs:
             r.xin, r.xblock = xattr.place(node, cfg.inode_size, shared)
     parents: dict[int, int] = {}
@@ -188,14 +188,14 @@ def plan_content(inv: Inventory, tree: Tree, cfg: ExtOptions, bs: int, fs_seed: 
             r.nblocks = sum(b - a for a, b in runs)
             if runs and runs[-1][1] > (max_ind if not cfg.extents else 1 << 32):
                 raise CapacityError(f"a file of {format_size(r.size)} is too large for {cfg.fs_type} "
-                                    f"with {bs}-byte blocks", where=r.node.origin or None)
+                                    f"with {bs}-byte blocks", where=r.node.where())
         elif r.kind is Kind.SYMLINK:
             if len(r.target) < I_BLOCK_SIZE:  # a fast symlink: the target sits in i_block
                 r.nblocks = 0
             else:
                 if len(r.target) >= bs:
                     raise InputError(f"symlink target of {len(r.target)} bytes is too long for "
-                                     f"{bs}-byte blocks", where=r.node.origin or None)
+                                     f"{bs}-byte blocks", where=r.node.where())
                 r.nblocks = 1
                 r.runs = [(0, 1)]
         if r.nblocks:
