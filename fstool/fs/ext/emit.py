@@ -102,8 +102,12 @@ def emit(out: ImageFile, params: FsParams, inv: Inventory, content: Content, lay
         inode_blocks(r, lay, fs_seed, writes)
     for xb in inv.xattrs.blocks:
         writes.append((xb.block, xattr.block(xb, bs, cfg.csum, fs_seed)))
-    for g, data in inode_tables(inv.inos, lay.journal, cfg, bs, fs_seed, ts, geo.ipg).items():
-        writes.append((geo.it[g], data))
+    # the inode tables go out group by group as they are packed (the biggest metadata: never
+    # all in memory at once); nothing else is written to their blocks
+    tsink = BlockSink(out, bs)
+    for g, table in inode_tables(inv.inos, lay.journal, cfg, bs, fs_seed, ts, geo.ipg):
+        tsink.add(geo.it[g], table)
+    tsink.flush()
     # bitmaps and descriptors, group by group (bitmaps go straight out)
     gd = bytearray()
     free_blocks_total = 0
