@@ -425,23 +425,27 @@ class Tree:
                     stack.append((f"{base}/{name}", child))
 
     def nlink(self, node: Node) -> int:
-        """Link count as filesystems store it: names for non-dirs,
-        2 + number of subdirectories for dirs."""
+        """Link count as filesystems store it: names for non-dirs (1 for a node reached
+        once, or not in the tree), 2 + number of subdirectories for dirs."""
         if self._nlink is None:
-            # a count needs no order: children as stored, no sort, no path strings; keyed by
-            # the nodes themselves (hashed by identity), not by id() ints of 32 bytes each
-            counts: dict[Node, int] = {self.root: 1}
-            get = counts.get
+            # a count needs no order: children as stored, no sort, no path strings. Only the
+            # hardlinked nodes' counts are kept (every other node has one name); the set of
+            # nodes seen, keyed by identity, is dropped once counted
+            seen: set[Node] = set()
+            multi: dict[Node, int] = {}
             stack = [self.root]
             while stack:
                 for child in stack.pop().children.values():
-                    counts[child] = get(child, 0) + 1
+                    if child in seen:
+                        multi[child] = multi.get(child, 1) + 1
+                    else:
+                        seen.add(child)
                     if child.kind is Kind.DIR:
                         stack.append(child)
-            self._nlink = counts
+            self._nlink = multi
         if node.kind is Kind.DIR:
             return 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
-        return self._nlink.get(node, 0)
+        return self._nlink.get(node, 1)
 
     def invalidate(self) -> None:
         """Call after editing children directly."""

@@ -101,7 +101,8 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
         node = r.node
         if node is None:
             continue
-        r.mode, r.uid, r.gid = node.mode & 0o7777, node.uid, node.gid
+        mode = node.mode  # the node's own int when it is only permission bits (no copy per inode)
+        r.mode, r.uid, r.gid = mode if mode <= 0o7777 else mode & 0o7777, node.uid, node.gid
         r.mtime, r.mtime_ns = node.mtime, node.mtime_ns
         r.nlink = tree.nlink(node)
         if r.kind is Kind.DIR:
@@ -188,7 +189,7 @@ def plan_content(inv: Inventory, tree: Tree, cfg: ExtOptions, bs: int, fs_seed: 
                     runs[-1][1] = max(runs[-1][1], b1)
                 else:
                     runs.append([b0, b1])
-            r.runs = [(a, b) for a, b in runs]
+            r.runs = [(a, b) for a, b in runs] if runs else ()
             r.nblocks = sum(b - a for a, b in runs)
             if runs and runs[-1][1] > (max_ind if not cfg.extents else 1 << 32):
                 raise CapacityError(f"a file of {format_size(r.size)} is too large for {cfg.fs_type} "
