@@ -22,8 +22,8 @@ import errno
 import os
 import stat as _stat
 import sys
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Mapping
 
 from .errors import InputError
 
@@ -100,6 +100,26 @@ def split_path(path: str, where: str | None = None) -> list[str]:
 
 def join_path(parts: list[str] | tuple[str, ...]) -> str:
     return "/" + "/".join(parts)
+
+
+# The xattrs of every node that has none: one shared read-only mapping, not an empty dict
+# per node (64 bytes each, a million times over). Change a node's xattrs with
+# Node.set_xattr / drop_xattr / update_xattrs, or assign a new dict.
+class _NoXattrs(dict):
+    """An empty dict that refuses to change (hashable, so it can be a dataclass default)."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        return 0
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("NO_XATTRS is shared by many nodes: use Node.set_xattr/update_xattrs")
+
+    __setitem__ = __delitem__ = __ior__ = pop = popitem = update = setdefault = clear = _read_only
+
+
+NO_XATTRS: Mapping[str, bytes] = _NoXattrs()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +240,14 @@ class Node:
     gid: int = 0
     mtime: int = 0  # seconds since the epoch
     mtime_ns: int = 0  # nanosecond part, kept where the format holds it
-    xattrs: dict[str, bytes] = field(default_factory=dict)
+    xattrs: Mapping[str, bytes] = NO_XATTRS  # a dict, or the shared empty NO_XATTRS
     source: FileSource | None = None  # FILE only
     target: str | None = None  # SYMLINK only (decoded like names)
     rdev: tuple[int, int] = (0, 0)  # CHR/BLK: (major, minor)
     children: dict[str, "Node"] | None = None  # DIR only
-    origin: str = ""  # where it came from, for error messages
+    # where it came from, for error messages: a string, or a LazyOrigin shared by every node
+    # of one source (read it with where())
+    origin: "str | LazyOrigin" = ""
 
     def __post_init__(self) -> None:
         if self.kind is Kind.DIR and self.children is None:
@@ -257,7 +279,65 @@ class Node:
     def copy_attrs_from(self, other: "Node") -> None:
         self.mode, self.uid, self.gid = other.mode, other.uid, other.gid
         self.mtime, self.mtime_ns = other.mtime, other.mtime_ns
-        self.xattrs = dict(other.xattrs)
+        self.xattrs = dict(other.xattrs) if other.xattrs else NO_XATTRS
+
+    def where(self) -> str | None:
+        """Where the node came from, for an error message (None when unknown)."""
+        o = self.origin
+        if isinstance(o, str):
+            return o or None
+        return o.describe(self)
+
+    def _own_xattrs(self) -> dict[str, bytes]:
+        x = self.xattrs
+        if type(x) is not dict:
+            x = self.xattrs = dict(x)
+        return x
+
+    def set_xattr(self, name: str, value: bytes) -> None:
+        self._own_xattrs()[name] = value
+
+    def drop_xattr(self, name: str) -> None:
+        if name in self.xattrs:
+            self._own_xattrs().pop(name)
+
+    def update_xattrs(self, items: Mapping[str, bytes]) -> None:
+        if items:
+            self._own_xattrs().update(items)
+
+
+class LazyOrigin:
+    """The origin shared by every node loaded from one source (an archive, a host directory):
+    the source's name, and the root it was loaded under. The node's own path in it is found
+    only when an error message needs it, so no node holds a string of its own."""
+
+    __slots__ = ("source", "root", "sep")
+
+    def __init__(self, source: str, root: Node, sep: str = ": "):
+        self.source, self.root, self.sep = source, root, sep
+
+    def describe(self, node: Node) -> str:
+        path = find_path(self.root, node)
+        if not path:  # the root itself, or a node since moved out of this source's tree
+            return self.source
+        return f"{self.source}{self.sep}{path}"
+
+
+def find_path(root: Node, node: Node) -> str | None:
+    """The path of node below root ('a/b', '' for root itself), or None; a search of the
+    whole tree, for error messages only."""
+    if node is root:
+        return ""
+    stack: list[tuple[str, Node]] = [("", root)]
+    while stack:
+        base, d = stack.pop()
+        for name, child in d.sorted_children():
+            path = f"{base}/{name}" if base else name
+            if child is node:
+                return path
+            if child.kind is Kind.DIR:
+                stack.append((path, child))
+    return None
 
 
 class Tree:
@@ -265,7 +345,7 @@ class Tree:
 
     def __init__(self, root: Node | None = None):
         self.root = root or Node(Kind.DIR, mode=0o755)
-        self._nlink: dict[int, int] | None = None
+        self._nlink: dict[Node, int] | None = None
 
     # -- lookups and edits -------------------------------------------------
     def lookup(self, path: str) -> Node | None:
@@ -347,21 +427,27 @@ class Tree:
                     stack.append((f"{base}/{name}", child))
 
     def nlink(self, node: Node) -> int:
-        """Link count as filesystems store it: names for non-dirs,
-        2 + number of subdirectories for dirs."""
+        """Link count as filesystems store it: names for non-dirs (1 for a node reached
+        once, or not in the tree), 2 + number of subdirectories for dirs."""
         if self._nlink is None:
-            # a count needs no order: children as stored, no sort, no path strings
-            counts: dict[int, int] = {id(self.root): 1}
+            # a count needs no order: children as stored, no sort, no path strings. Only the
+            # hardlinked nodes' counts are kept (every other node has one name); the set of
+            # nodes seen, keyed by identity, is dropped once counted
+            seen: set[Node] = set()
+            multi: dict[Node, int] = {}
             stack = [self.root]
             while stack:
                 for child in stack.pop().children.values():
-                    counts[id(child)] = counts.get(id(child), 0) + 1
+                    if child in seen:
+                        multi[child] = multi.get(child, 1) + 1
+                    else:
+                        seen.add(child)
                     if child.kind is Kind.DIR:
                         stack.append(child)
-            self._nlink = counts
+            self._nlink = multi
         if node.kind is Kind.DIR:
             return 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
-        return self._nlink.get(id(node), 0)
+        return self._nlink.get(node, 1)
 
     def invalidate(self) -> None:
         """Call after editing children directly."""

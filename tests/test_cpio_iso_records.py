@@ -65,14 +65,24 @@ def test_placement_never_overflows(sizes, room):
     p = susp.Placement(entries, room)
     assert p.inline_size() <= room
     assert all(s <= SECTOR for s in p.piece_sizes())
-    flat = p.inline + [e for piece in p.pieces for e in piece]
-    assert flat == entries
     area = susp.ContinuationArea(100)
     area.place(p)
     for (lba, off), size in zip(p.locations, p.piece_sizes()):
         assert off + size <= SECTOR and lba >= 100
-    if p.pieces:
-        assert p.render_inline()[-CE_LEN:][:2] == b"CE"
+    # every entry rendered once, in order: the inline ones, then each piece's (and a CE after
+    # the inline ones and after every piece but the last)
+    inline = p.render_inline(entries)
+    assert len(inline) == p.inline_size()
+    k = p.n_inline
+    assert inline[:p.inline_bytes] == b"".join(entries[:k])
+    pieces = p.render_pieces(entries)
+    assert len(pieces) == len(p.cuts)
+    for (_lba, _off, raw), c, size in zip(pieces, p.cuts, p.piece_sizes()):
+        assert raw.startswith(b"".join(entries[k:k + c])) and len(raw) == size
+        k += c
+    assert k == len(entries)
+    if p.cuts:
+        assert inline[-CE_LEN:][:2] == b"CE"
 
 
 @given(st.lists(st.integers(0, 0xFFFFFFFF), min_size=13, max_size=13))

@@ -100,7 +100,7 @@ def _merge_dir(low: Node, up: Node, whiteouts: bool) -> None:
             old.copy_attrs_from(node)
             _merge_dir(old, node, whiteouts)
             if whiteouts:
-                old.xattrs.pop(OVERLAY_OPAQUE, None)
+                old.drop_xattr(OVERLAY_OPAQUE)
         else:
             if whiteouts and node.kind is Kind.DIR:
                 _strip_whiteouts(node)
@@ -120,7 +120,7 @@ def graft(tree: Tree, dest: str, sub: Node, where: str) -> None:
 
 def _strip_whiteouts(d: Node) -> None:
     assert d.children is not None
-    d.xattrs.pop(OVERLAY_OPAQUE, None)
+    d.drop_xattr(OVERLAY_OPAQUE)
     for name in list(d.children):
         if name.startswith(WHITEOUT) or _overlay_whiteout(d.children[name]):
             del d.children[name]

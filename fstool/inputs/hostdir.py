@@ -34,7 +34,7 @@ def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True) -> Nod
                 mtime=st.st_mtime_ns // 1_000_000_000, mtime_ns=st.st_mtime_ns % 1_000_000_000,
                 origin=path)
     if xattrs:
-        node.xattrs = read_xattrs(path)
+        node.update_xattrs(read_xattrs(path))  # none: the shared empty mapping stays
     if kind is Kind.FILE:
         node.source = FileSource(path if st.st_size else None, st.st_size)
     elif kind is Kind.SYMLINK:

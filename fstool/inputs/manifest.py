@@ -260,7 +260,7 @@ def _add_entry(tree: Tree, e: object, base: str, where: str, modes: str = "keep"
     node.uid = _int(e, "uid", where, 0)
     node.gid = _int(e, "gid", where, 0)
     node.mtime = _int(e, "mtime", where, 0)
-    node.xattrs = _xattrs(e, where)
-    node.xattrs.update(_security(e, where))
+    node.update_xattrs(_xattrs(e, where))
+    node.update_xattrs(_security(e, where))
     tree.add(dest, node, where=where)
 

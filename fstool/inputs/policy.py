@@ -45,7 +45,7 @@ def apply_policy(tree: Tree, *, all_root: bool = False, mtime: int | None = None
         if "system.posix_acl_default" in xattrs and node.kind is not Kind.DIR:
             raise InputError(f"a default ACL is for directories; {ov['path']!r} is not one",
                              where=ov.get("where"))
-        node.xattrs.update(xattrs)
+        node.update_xattrs(xattrs)
     if fs_config:
         from .security import apply_fs_config
         apply_fs_config(tree, fs_config)

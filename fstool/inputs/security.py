@@ -245,7 +245,7 @@ def apply_file_contexts(tree: Tree, path: str) -> None:
     for p, node in tree.walk():
         ctx = selinux_context(specs, p, node.kind)
         if ctx is not None:
-            node.xattrs["security.selinux"] = ctx.encode() + b"\0"
+            node.set_xattr("security.selinux", ctx.encode() + b"\0")
 
 
 # -- Android fs_config (canned_fs_config, as e2fsdroid -C reads it) -------------------------
@@ -284,6 +284,6 @@ def apply_fs_config(tree: Tree, path: str) -> None:
             raise InputError(f"no such path in the tree: {target}", where=where)
         node.uid, node.gid, node.mode = uid, gid, mode & 0o7777
         if caps:  # Android sets the effective bit with the permitted mask
-            node.xattrs["security.capability"] = encode_capabilities(CapSet(permitted=caps, effective=caps))
+            node.set_xattr("security.capability", encode_capabilities(CapSet(permitted=caps, effective=caps)))
         elif caps == 0:
-            node.xattrs.pop("security.capability", None)
+            node.drop_xattr("security.capability")

@@ -21,9 +21,10 @@ import os
 import shutil
 import tarfile
 import tempfile
+from typing import Mapping
 
 from ..errors import InputError
-from ..tree import FileSource, Kind, Node, Tree, join_path, split_path
+from ..tree import NO_XATTRS, FileSource, Kind, LazyOrigin, Node, Tree, join_path, split_path
 
 GZIP, BZIP2, XZ, ZSTD = b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"
 # The largest PAX extended header or GNU long name/link record read (tarfile reads each
@@ -128,7 +129,9 @@ def _data_runs(path: str, offset: int, size: int) -> tuple[tuple[int, int, int],
         os.close(fd)
 
 
-def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
+def _xattrs(member: tarfile.TarInfo) -> Mapping[str, bytes]:
+    if not member.pax_headers:
+        return NO_XATTRS
     out: dict[str, bytes] = {}
     for k, v in member.pax_headers.items():
         if k.startswith("SCHILY.xattr."):
@@ -143,7 +146,7 @@ def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
                 out[name] = base64.b64decode(v + "=" * (-len(v) % 4))
             except ValueError:
                 raise InputError(f"bad base64 xattr value for {name}", where=member.name) from None
-    return dict(sorted(out.items()))
+    return dict(sorted(out.items())) if out else NO_XATTRS
 
 
 def _mtime(member: tarfile.TarInfo) -> tuple[int, int]:
@@ -183,6 +186,9 @@ def load_tar(path: str) -> Tree:
     if spooled:
         data_path = _spool(path, head)
     tree = Tree()
+    # one origin and one empty-file source shared by every member, and each distinct mode,
+    # owner and time one int object: a million small members cost their names and nodes only
+    shared = _Shared(LazyOrigin(path, tree.root))
     try:
         tf = tarfile.open(data_path, mode="r:", tarinfo=_Member)
     except (tarfile.TarError, OSError) as e:
@@ -194,15 +200,31 @@ def load_tar(path: str) -> Tree:
                 if m is None:
                     break
                 tf.members.clear()  # tarfile keeps every TarInfo; the tree is all we need
-                _add_member(tree, m, data_path, path, spooled)
+                _add_member(tree, m, data_path, path, spooled, shared)
         except tarfile.TarError as e:
             raise InputError(f"corrupt tar archive: {e}", where=path) from None
     tree.invalidate()
     return tree
 
 
+class _Shared:
+    """What members have in common, made once per archive."""
+
+    __slots__ = ("origin", "ints")
+
+    def __init__(self, origin: LazyOrigin):
+        self.origin = origin
+        self.ints: dict[int, int] = {}
+
+    def int(self, v: int) -> int:
+        return self.ints.setdefault(v, v)
+
+
+EMPTY_FILE = FileSource(None, 0)
+
+
 def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str,
-                spooled: bool = False) -> None:
+                spooled: bool, shared: _Shared) -> None:
     where = f"{archive}: {m.name}"
     if m.size < 0 or m.offset_data < 0:
         raise InputError(f"member claims a negative size ({m.size})", where=where)
@@ -212,8 +234,9 @@ def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str,
     parts = split_path(m.name, where)
     dest = join_path(parts)
     mtime, ns = _mtime(m)
-    attrs = dict(mode=m.mode & 0o7777, uid=m.uid, gid=m.gid, mtime=mtime, mtime_ns=ns,
-                 xattrs=_xattrs(m), origin=where)
+    i = shared.int
+    attrs = dict(mode=i(m.mode & 0o7777), uid=i(m.uid), gid=i(m.gid), mtime=i(mtime), mtime_ns=i(ns),
+                 xattrs=_xattrs(m), origin=shared.origin)
     if m.islnk():
         tparts = split_path(m.linkname, f"{where} (hardlink to {m.linkname})")
         target = tree.lookup(join_path(tparts)) if tparts else None
@@ -232,8 +255,10 @@ def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str,
             src = FileSource(data_path, m.size, segments=tuple(segs))
         elif spooled and m.size:  # the spool's holes are the member's holes
             src = FileSource(data_path, m.size, segments=_data_runs(data_path, m.offset_data, m.size))
+        elif m.size:
+            src = FileSource(data_path, m.size, offset=m.offset_data)
         else:
-            src = FileSource(data_path if m.size else None, m.size, offset=m.offset_data)
+            src = EMPTY_FILE
         node = Node(Kind.FILE, source=src, **attrs)
     elif m.isdir():
         node = Node(Kind.DIR, **attrs)

@@ -192,22 +192,23 @@ def members(tree: Tree):
     the data. Inode
     numbers still count in walk order, so the output equals `cpio -o -H newc --reproducible` fed
     the same name list."""
-    remaining: dict[int, int] = {}
+    # keyed by node (identity): no id() int per entry
+    remaining: dict[Node, int] = {}
     for _, node in tree.walk():
-        remaining[id(node)] = remaining.get(id(node), 0) + 1
-    inodes: dict[int, int] = {}
-    held: dict[int, list[bytes]] = {}
+        remaining[node] = remaining.get(node, 0) + 1
+    inodes: dict[Node, int] = {}
+    held: dict[Node, list[bytes]] = {}
     for path, node in tree.walk():
         name = b"." if path == "/" else encode_name(path[1:])
-        ino = inodes.setdefault(id(node), len(inodes))
-        remaining[id(node)] -= 1
+        ino = inodes.setdefault(node, len(inodes))
+        remaining[node] -= 1
         if node.kind is not Kind.FILE:
             yield name, node, ino, True
-        elif remaining[id(node)]:
-            held.setdefault(id(node), []).append(name)
+        elif remaining[node]:
+            held.setdefault(node, []).append(name)
         else:
             # GNU cpio keeps deferred links on a stack: the latest held-back name comes first
-            for early in reversed(held.pop(id(node), [])):
+            for early in reversed(held.pop(node, [])):
                 yield early, node, ino, False
             yield name, node, ino, True
 

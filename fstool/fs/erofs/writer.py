@@ -34,7 +34,7 @@ import os
 import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...errors import CapacityError
 from ...ids import derive_uuid, parse_uuid
@@ -62,8 +62,11 @@ U16 = 0xFFFF
 U32 = 0xFFFFFFFF
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ino:
+    """One inode being planned. Its sequences start as one shared empty tuple and are
+    replaced (lists) only for the inodes that have them: an empty file owns none."""
+
     node: Node
     nlink: int
     uid: int
@@ -76,14 +79,14 @@ class Ino:
     tail: int = 0  # bytes of inline tail data (FLAT_INLINE)
     nblocks: int = 0  # data blocks (FLAT: contiguous; CHUNK: allocated chunks' blocks)
     chunkbits: int = 0  # CHUNK_BASED: chunk size = block << chunkbits
-    chunks: list = field(default_factory=list)  # CHUNK_BASED: [(chunk number, blocks)] of data chunks
+    chunks: list | tuple = ()  # CHUNK_BASED: [(chunk number, blocks)] of data chunks
     nchunks: int = 0
-    dirents: list = field(default_factory=list)  # DIR: [(name bytes, Ino)], sorted, with . and ..
-    dirblocks: list = field(default_factory=list)  # DIR: [(first, end) index ranges into dirents]
+    dirents: list | tuple = ()  # DIR: [(name bytes, Ino)], sorted, with . and ..
+    dirblocks: list | tuple = ()  # DIR: [(first, end) index ranges into dirents]
     nid: int = 0
     startblk: int = NULL_ADDR
-    chunk_addrs: list = field(default_factory=list)
-    extents: list = field(default_factory=list)  # compressed: [(length, raw, blkaddr, blocks)]
+    chunk_addrs: list | tuple = ()
+    extents: list | tuple = ()  # compressed: [(length, raw, blkaddr, blocks)]
     zblocks: int = 0  # compressed: blocks used by its pclusters
     segs: list | None = None  # FILE: the source's data segments, looked up once
     idata: bytes = b""  # compressed with ztailpacking: the tail pcluster kept in the inode
@@ -193,23 +196,25 @@ def _choose_chunks(segments, size: int, bs: int) -> tuple[int, list[tuple[int, i
 
 
 def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[list[Ino], bytes]:
-    inos: dict[int, Ino] = {}
+    inos: dict[Node, Ino] = {}  # keyed by node (identity): no id() int per entry
     order: list[Ino] = []
-    paths: dict[int, str] = {}
+    paths: dict[Node, str] = {}  # for error messages: only the nodes with xattrs
     for path, node in tree.walk():
-        if id(node) in inos:
+        if node in inos:
             continue
         ino = Ino(node, tree.nlink(node), node.uid, node.gid)
-        inos[id(node)] = ino
-        paths[id(node)] = path
+        inos[node] = ino
+        if node.xattrs:
+            paths[node] = path
         order.append(ino)
 
     # shared xattrs: pairs found on more than xattr_tolerance inodes
     counts: dict[tuple[int, bytes, bytes], int] = {}
-    items_of: dict[int, list] = {}
+    items_of: dict[Ino, list] = {}
     for ino in order:
-        items = _xattr_items(ino.node, paths[id(ino.node)]) if ino.node.xattrs else []
-        items_of[id(ino)] = items
+        if not ino.node.xattrs:
+            continue
+        items = items_of[ino] = _xattr_items(ino.node, paths[ino.node])
         for it in items:
             counts[it] = counts.get(it, 0) + 1
     shared_ids: dict[tuple, int] = {}
@@ -222,7 +227,7 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
     build = params.timestamp
     for ino in order:
         node = ino.node
-        items = items_of[id(ino)]
+        items = items_of.get(ino)
         if items:
             shared = [shared_ids[it] for it in items if it in shared_ids][:255]
             inline = b"".join(xattr_entry(*it) for it in items if it not in shared_ids or
@@ -230,11 +235,11 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
             body = XATTR_IBODY_HEADER.pack(shared_count=len(shared)) + b"".join(
                 s.to_bytes(4, "little") for s in shared) + inline
             if (len(body) - XATTR_IBODY_HEADER.size) // 4 + 1 > U16:
-                raise CapacityError("xattrs too large for one erofs inode", where=paths[id(node)])
+                raise CapacityError("xattrs too large for one erofs inode", where=paths[node])
             ino.xattr_body = body
         if node.kind is Kind.DIR:
             children = node.sorted_children()
-            ents = [(b".", ino), (b"..", None)] + [(encode_name(n), inos[id(c)]) for n, c in children]
+            ents = [(b".", ino), (b"..", None)] + [(encode_name(n), inos[c]) for n, c in children]
             ents.sort(key=lambda e: e[0])
             ino.dirents = ents
             ino.dirblocks, ino.size = _dir_blocks([e[0] for e in ents], bs)
@@ -263,7 +268,7 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
     if opts.dedupe:
         _find_duplicates(order, bs)
     # ".." of each directory: its parent (the root's is itself)
-    root = inos[id(tree.root)]
+    root = inos[tree.root]
     root.dirents = [(n, root if i is None else i) for n, i in root.dirents]
     for ino in order:
         if ino.node.kind is Kind.DIR:
@@ -472,6 +477,7 @@ class _DataWriter:
             self.report(self.done)
             return
         if ino.layout == LAYOUT_CHUNK_BASED:
+            ino.chunk_addrs = []
             for _c, n in ino.chunks:
                 ino.chunk_addrs.append(self.blk)
                 self._clean(self.blk * bs, (self.blk + n) * bs)
@@ -534,6 +540,7 @@ class _DataWriter:
         bs = self.bs
         if off == 0:
             ino.startblk = self.blk  # where a rewind goes back to
+            ino.extents = []
         for length, raw, payload, inline in extents:
             if inline:
                 # ztailpacking: the tail pcluster follows the indexes in the inode's block if

@@ -181,7 +181,7 @@ def geometry_for(volume_bytes: int, opts: Options) -> Geometry:
 
 # -- the tree as entry sets -----------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Child:
     name: str
     path: str

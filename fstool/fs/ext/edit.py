@@ -706,14 +706,14 @@ class ExtEditor:
             if r.nlink >= MAX_LINKS:
                 if not self.dir_nlink:
                     raise CapacityError("too many subdirectories for ext without dir_nlink",
-                                        where=node.origin or None)
+                                        where=node.where())
                 r.nlink = 1
             entries = [(n.encode("utf-8", "surrogateescape"), num[id(c)], FT[c.kind] if self.filetype else 0)
                        for n, c in node.sorted_children()]
             blocks, indexed = self.dirs.build(ino, parent, entries)
             if self.dirs.largedir and not self.r.incompat & INCOMPAT_LARGEDIR:
                 raise CapacityError("the directory needs a 3-level HTree (large_dir), which this "
-                                    "image does not have", where=node.origin or None)
+                                    "image does not have", where=node.where())
             r.flags = INDEX_FL if indexed else 0
             runs = [(0, len(blocks))]
             r.size = len(blocks) * bs
@@ -730,11 +730,11 @@ class ExtEditor:
             runs = [(a, b) for a, b in acc]
             if not self.extents and runs and runs[-1][1] > (12 + bs // 4 + (bs // 4) ** 2):
                 raise CapacityError("the file is too large for this image's block map",
-                                    where=node.origin or None)
+                                    where=node.where())
         elif node.kind is Kind.SYMLINK:
             tgt = (node.target or "").encode("utf-8", "surrogateescape")
             if not tgt or len(tgt) >= bs:
-                raise InputError("symlink target empty or longer than a block", where=node.origin or None)
+                raise InputError("symlink target empty or longer than a block", where=node.where())
             r.size = len(tgt)
             if len(tgt) < I_BLOCK_SIZE:
                 r.iblock = tgt + bytes(I_BLOCK_SIZE - len(tgt))
@@ -746,11 +746,11 @@ class ExtEditor:
             r.iblock = b0.to_bytes(4, "little") + b1.to_bytes(4, "little") + bytes(I_BLOCK_SIZE - 8)
         if node.xattrs:
             if not self.r.sb["feature_compat"] & COMPAT_EXT_ATTR:
-                raise InputError("has extended attributes; the image lacks ext_attr", where=node.origin or None)
+                raise InputError("has extended attributes; the image lacks ext_attr", where=node.where())
             r.xin, r.xblock = xattr.place(node, self.r.isz, xattr.XattrBlocks())
             if r.xblock is not None:
                 if xattr.block_bytes_needed(r.xblock.entries) > bs:
-                    raise InputError("extended attributes do not fit in one block", where=node.origin or None)
+                    raise InputError("extended attributes do not fit in one block", where=node.where())
                 r.xblock.block = self.alloc(1)[0][0]
                 self.blk(r.xblock.block)[:] = xattr.block(r.xblock, bs, self.csum_on, self.r.seed)
         nblocks = sum(b - a for a, b in runs)

@@ -86,7 +86,7 @@ def inode_blocks(r: Ino, lay: Layout, fs_seed: int, writes: list) -> None:
     elif r is lay.journal:
         _put_logical(r, [journal_superblock(cfg, bs, lay.jblocks)], writes)
     if cfg.extents:
-        r.flags |= EXTENTS_FL
+        r.flags = r.flags | EXTENTS_FL if r.flags else EXTENTS_FL  # the constant, not an int per inode
         iseed = inode_csum_seed(fs_seed, r.ino) if cfg.csum else 0
         r.iblock = extent_tree(r.extents, r.meta, bs, iseed, cfg.csum, writes)
     else:
@@ -110,8 +110,10 @@ def _emit_metadata(out: ImageFile, params: FsParams, inv: Inventory, content: Co
         inode_blocks(r, lay, fs_seed, writes)
     for xb in inv.xattrs.blocks:
         writes.append((xb.block, xattr.block(xb, bs, cfg.csum, fs_seed)))
-    for g, data in inode_tables(inv.inos, lay.journal, cfg, bs, fs_seed, ts, geo.ipg).items():
-        writes.append((geo.it[g], data))
+    # the inode tables go out group by group as they are packed (the biggest metadata: never
+    # all in memory at once); nothing else is written to their blocks
+    for g, table in inode_tables(inv.inos, lay.journal, cfg, bs, fs_seed, ts, geo.ipg):
+        out.pwrite(table, geo.it[g] * bs)
     # bitmaps and descriptors, group by group (bitmaps go straight out)
     gd = bytearray()
     free_blocks_total = 0

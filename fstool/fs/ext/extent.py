@@ -20,6 +20,11 @@ from .format import (
 
 M32 = 0xFFFFFFFF
 Extent = tuple[int, int, int]  # (logical, length, physical)
+# i_block of an inode that maps nothing, one shared copy each: an extent root with no
+# entries, and twelve direct plus three indirect pointers all zero
+EMPTY_EXTENT_ROOT = EXTENT_HEADER.pack(magic=EXTENT_MAGIC, entries=0, max=EXTENT_ROOT_MAX,
+                                       depth=0).ljust(I_BLOCK_SIZE, b"\0")
+EMPTY_INDIRECT = bytes(I_BLOCK_SIZE)
 
 
 class TooBig(Exception):
@@ -159,6 +164,8 @@ def _place_indirect(runs: list[tuple[int, int]], nblocks: int, al: Allocator,
 def extent_tree(ext: list[Extent], meta: list[int], bs: int, iseed: int, csum_on: bool,
                 writes: list) -> bytes:
     """i_block (the tree's root) for these extents; queues the tree's blocks in writes."""
+    if not ext:
+        return EMPTY_EXTENT_ROOT
 
     def node(entries: list[bytes], max_: int, depth: int) -> bytes:
         return (EXTENT_HEADER.pack(magic=EXTENT_MAGIC, entries=len(entries), max=max_, depth=depth)
@@ -199,6 +206,8 @@ def indirect_map(runs: list[tuple[int, int]], ext: list[Extent], meta: list[int]
                  writes: list) -> bytes:
     """i_block (12 direct pointers, then single, double, triple) for these extents; queues
     the indirect blocks in writes."""
+    if not ext and not runs:
+        return EMPTY_INDIRECT
     P, b1, b2, _ = indirect_bounds(bs)
     keys = indirect_keys(runs, bs)
     blk_of = dict(zip(keys, meta))

@@ -7,7 +7,9 @@ inode's checksum (metadata_csum) covers the whole inode with both checksum halve
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
+from typing import Iterator
 
 from ...errors import CapacityError, InputError
 from ...sizes import format_size
@@ -28,12 +30,14 @@ MAX_LINKS = 65000
 FT = {Kind.FILE: FT_REG, Kind.DIR: FT_DIR, Kind.CHR: FT_CHR, Kind.BLK: FT_BLK, Kind.FIFO: FT_FIFO,
       Kind.SOCK: FT_SOCK, Kind.SYMLINK: FT_SYMLINK}
 LPF_BYTES = 16384  # as mke2fs: lost+found gets 16 KiB of empty blocks (2..12 blocks)
+ZERO_IBLOCK = bytes(I_BLOCK_SIZE)
 
 MIN_BLOCK = 1024  # the smallest ext block size
 
 
 class Ino:
-    """One inode being planned."""
+    """One inode being planned. Its lists start as one shared empty tuple and are replaced
+(never appended to) when the inode has content: a million empty files own no lists."""
 
     __slots__ = ("ino", "node", "kind", "mode", "uid", "gid", "mtime", "mtime_ns", "nlink", "size",
                  "flags", "segs", "runs", "nblocks", "dirblocks", "target", "xin", "xblock",
@@ -43,17 +47,17 @@ class Ino:
         self.ino, self.kind, self.node = ino, kind, node
         self.mode = self.uid = self.gid = self.mtime = self.mtime_ns = 0
         self.nlink, self.size, self.flags = 1, 0, 0
-        self.segs: list[tuple[int, int, int]] = []
-        self.runs: list[tuple[int, int]] = []     # logical (start, end) block runs
+        self.segs: list[tuple[int, int, int]] | tuple = ()
+        self.runs: list[tuple[int, int]] | tuple = ()  # logical (start, end) block runs
         self.nblocks = 0                          # data (or directory) blocks
         self.nmeta = 0                            # indirect blocks (exact) or extent-tree estimate
         self.dirblocks: list[bytes] | None = None
         self.target: bytes | None = None
         self.xin = b""                            # in-inode xattr area
         self.xblock: xattr.XBlock | None = None
-        self.extents: list[tuple[int, int, int]] = []  # placed: (logical, length, physical)
-        self.meta: list[int] = []                 # placed: extent-tree or indirect blocks
-        self.iblock = bytes(I_BLOCK_SIZE)
+        self.extents: list[tuple[int, int, int]] | tuple = ()  # placed: (logical, length, physical)
+        self.meta: list[int] | tuple = ()         # placed: extent-tree or indirect blocks
+        self.iblock = ZERO_IBLOCK
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Inventory:
     """Phase 1: every inode of the tree, numbered, with its metadata and data runs."""
 
     inos: list[Ino]              # sorted by inode number (without the journal)
-    num: dict[int, int]          # id(node) -> inode number
+    num: dict[Node, int]         # node -> inode number (keyed by identity, no id() ints)
     last_ino: int                # the highest inode number used
     make_lpf: bool               # lost+found is made here (the tree has none)
     parents: dict[int, int]      # directory inode -> its parent's
@@ -75,19 +79,19 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
     lpf_from_source = lpf_node is not None and lpf_node.kind is Kind.DIR
     make_lpf = lpf_node is None and cfg.lost_found
     inos: list[Ino] = [Ino(ROOT_INO, Kind.DIR, root)]
-    num: dict[int, int] = {id(root): ROOT_INO}
+    num: dict[Node, int] = {root: ROOT_INO}
     nxt = FIRST_INO
     if make_lpf or lpf_from_source:
         nxt += 1
     for _path, node in tree.walk():
-        if id(node) in num:
+        if node in num:
             continue
         if lpf_from_source and node is lpf_node:
             n = LPF_INO
         else:
             n = nxt
             nxt += 1
-        num[id(node)] = n
+        num[node] = n
         inos.append(Ino(n, node.kind, node))
     if make_lpf:
         lpf = Ino(LPF_INO, Kind.DIR, None)
@@ -100,7 +104,8 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
         node = r.node
         if node is None:
             continue
-        r.mode, r.uid, r.gid = node.mode & 0o7777, node.uid, node.gid
+        mode = node.mode  # the node's own int when it is only permission bits (no copy per inode)
+        r.mode, r.uid, r.gid = mode if mode <= 0o7777 else mode & 0o7777, node.uid, node.gid
         r.mtime, r.mtime_ns = node.mtime, node.mtime_ns
         r.nlink = tree.nlink(node)
         if r.kind is Kind.DIR:
@@ -110,11 +115,11 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
                 if not cfg.dir_nlink:
                     raise CapacityError(f"a directory with {r.nlink - 2} subdirectories needs "
                                         f"dir_nlink (ext4); ext2/ext3 allow {MAX_LINKS - 2}",
-                                        where=node.origin or None)
+                                        where=node.where())
                 r.nlink = 1
         elif r.nlink > MAX_LINKS:
             raise CapacityError(f"{r.nlink} hard links to one file; ext allows {MAX_LINKS}",
-                                where=node.origin or None)
+                                where=node.where())
         if r.kind is Kind.FILE and node.source is not None and node.size:
             r.size = node.size
             # non-zero 1 KiB pieces: right for every block size (a block is allocated when any
@@ -125,7 +130,7 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
             r.target = encode_name(node.target or "")
             r.size = len(r.target)
             if not r.target:
-                raise InputError("empty symlink target", where=node.origin or None)
+                raise InputError("empty symlink target", where=node.where())
         if node.xattrs:
             r.xin, r.xblock = xattr.place(node, cfg.inode_size, shared)
     parents: dict[int, int] = {}
@@ -133,12 +138,12 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
         if r.kind is Kind.DIR and r.node is not None:
             for child in r.node.children.values():
                 if child.kind is Kind.DIR:
-                    parents[num[id(child)]] = r.ino
+                    parents[num[child]] = r.ino
     return Inventory(inos, num, nxt - 1, make_lpf, parents, shared, data_bytes)
 
 
 def _dir_entries(inv: Inventory, tree: Tree, r: Ino) -> list[tuple[bytes, int, int]]:
-    entries = [(encode_name(name), inv.num[id(child)], FT[child.kind])
+    entries = [(encode_name(name), inv.num[child], FT[child.kind])
                for name, child in r.node.sorted_children()]
     if r.node is tree.root and inv.make_lpf:
         entries.append((b"lost+found", LPF_INO, FT_DIR))
@@ -189,18 +194,18 @@ def plan_content(inv: Inventory, tree: Tree, cfg: ExtOptions, bs: int, fs_seed: 
                     runs[-1][1] = max(runs[-1][1], b1)
                 else:
                     runs.append([b0, b1])
-            r.runs = [(a, b) for a, b in runs]
+            r.runs = [(a, b) for a, b in runs] if runs else ()
             r.nblocks = sum(b - a for a, b in runs)
             if runs and runs[-1][1] > (max_ind if not cfg.extents else 1 << 32):
                 raise CapacityError(f"a file of {format_size(r.size)} is too large for {cfg.fs_type} "
-                                    f"with {bs}-byte blocks", where=r.node.origin or None)
+                                    f"with {bs}-byte blocks", where=r.node.where())
         elif r.kind is Kind.SYMLINK:
             if len(r.target) < I_BLOCK_SIZE:  # a fast symlink: the target sits in i_block
                 r.nblocks = 0
             else:
                 if len(r.target) >= bs:
                     raise InputError(f"symlink target of {len(r.target)} bytes is too long for "
-                                     f"{bs}-byte blocks", where=r.node.origin or None)
+                                     f"{bs}-byte blocks", where=r.node.where())
                 r.nblocks = 1
                 r.runs = [(0, 1)]
         if r.nblocks:
@@ -261,25 +266,29 @@ def reserved_inode(ino: int, cfg: ExtOptions, fs_seed: int, ts: int) -> bytes:
 
 
 def inode_tables(inos: list[Ino], journal: Ino | None, cfg: ExtOptions, bs: int, fs_seed: int,
-                 ts: int, ipg: int) -> dict[int, bytes]:
-    """{group: its inode table up to the last used inode, padded to whole blocks}."""
+                 ts: int, ipg: int) -> Iterator[tuple[int, bytearray]]:
+    """(group, its inode table up to the last used inode, padded to whole blocks), group by
+    group in rising order: one group's table is in memory at a time, each inode packed straight
+    into it. `inos` are sorted by inode number (Inventory's invariant)."""
     isz = cfg.inode_size
-    packed: dict[int, bytes] = {}
-    for i in range(1, FIRST_INO):
-        if i not in (ROOT_INO, JOURNAL_INO) or (i == JOURNAL_INO and journal is None):
-            packed[i] = reserved_inode(i, cfg, fs_seed, ts)
+    fixed: list[tuple[int, bytes | Ino]] = [
+        (i, reserved_inode(i, cfg, fs_seed, ts)) for i in range(1, FIRST_INO)
+        if i not in (ROOT_INO, JOURNAL_INO) or (i == JOURNAL_INO and journal is None)]
     if journal is not None:
-        packed[JOURNAL_INO] = pack_inode(journal, cfg, bs, fs_seed)
-    for r in inos:
-        packed[r.ino] = pack_inode(r, cfg, bs, fs_seed)
-    tables: dict[int, bytearray] = {}
-    for ino in sorted(packed):
+        fixed.append((JOURNAL_INO, journal))
+        fixed.sort(key=lambda x: x[0])
+    group, table = -1, bytearray()
+    for ino, item in heapq.merge(fixed, ((r.ino, r) for r in inos), key=lambda x: x[0]):
         g, idx = divmod(ino - 1, ipg)
-        t = tables.get(g)
-        if t is None:
-            t = tables[g] = bytearray()
+        if g != group:
+            if group >= 0:
+                table += bytes(-len(table) % bs)
+                yield group, table
+            group, table = g, bytearray()
         off = idx * isz
-        if len(t) < off:
-            t += bytes(off - len(t))
-        t += packed[ino]
-    return {g: bytes(t) + bytes(-len(t) % bs) for g, t in tables.items()}
+        if len(table) < off:
+            table += bytes(off - len(table))
+        table += item if isinstance(item, bytes) else pack_inode(item, cfg, bs, fs_seed)
+    if group >= 0:
+        table += bytes(-len(table) % bs)
+        yield group, table

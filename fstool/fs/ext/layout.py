@@ -191,7 +191,7 @@ def allocate(inv: Inventory, cfg: ExtOptions, bs: int, geo: Geometry, jblocks: i
         if r.nblocks:
             r.extents, r.meta = place(r.runs, r.nblocks, al, bs, cfg.extents)
         else:
-            r.extents, r.meta = [], []
+            r.extents, r.meta = (), ()
     return al, journal
 
 

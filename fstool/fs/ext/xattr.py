@@ -57,15 +57,15 @@ def entries_of(node: Node) -> list[Entry]:
         sp = split_xattr_name(name)
         if sp is None:
             raise InputError(f"xattr {name!r}: ext stores only user., trusted., security. and "
-                             f"system. attributes", where=node.origin or None)
+                             f"system. attributes", where=node.where())
         idx, suffix = sp
         if len(suffix) > NAME_MAX:
-            raise InputError(f"xattr name {name!r} is too long", where=node.origin or None)
+            raise InputError(f"xattr name {name!r} is too long", where=node.where())
         if idx in (2, 3):
             try:
                 value = acl_to_disk(bytes(value))
             except ValueError as e:
-                raise InputError(f"xattr {name}: {e}", where=node.origin or None) from None
+                raise InputError(f"xattr {name}: {e}", where=node.where()) from None
         out.append((idx, suffix, bytes(value)))
     out.sort(key=lambda e: (e[0], len(e[1]), e[1]))
     return out

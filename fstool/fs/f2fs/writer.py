@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...errors import CapacityError, InputError, SpecError
 from ...ids import derive_u32, derive_uuid, parse_uuid
@@ -200,18 +200,21 @@ def geometry_for(size: int, opts: Options) -> Geometry:
 
 # -- the plan -------------------------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Inode:
+    """One inode being planned. Its sequences start as one shared empty tuple (or None) and are
+    replaced only where the inode has them: an empty file owns none."""
+
     ino: int
     node: Node
     kind: Kind
     parent: int
-    name: bytes
+    name: str  # its first name (the tree's own string), encoded when the inode is packed
     links: int = 1
-    data: list[int] = field(default_factory=list)  # block index -> data block number (rel) or -1 hole
-    dentry_blocks: dict[int, bytearray] = field(default_factory=dict)
+    data: list[int] | tuple = ()  # block index -> data block number (rel) or -1 hole
+    dentry_blocks: dict[int, bytearray] | None = None  # a directory without inline dentries
     depth: int = 0
-    nodes: list["_NodeBlock"] = field(default_factory=list)  # direct and indirect nodes
+    nodes: list["_NodeBlock"] | tuple = ()  # direct and indirect nodes
     size: int = 0
     xattrs: bytes = b""  # the xattr block's contents, if any
     xattr_nid: int = 0
@@ -228,13 +231,13 @@ def _data_of(rec: "_Inode") -> list:
     return rec.segs
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _NodeBlock:
     nid: int
     ino: int
     ofs: int  # the node offset in the footer
     kind: str  # inode, xattr, direct, indirect
-    payload: list[int]  # direct: data blocks (main-relative, -1 a hole); indirect: child nids
+    payload: list[int] | tuple  # direct: data blocks (main-relative, -1 a hole); indirect: child nids
 
 
 def _inline_dentries(entries: list[tuple[bytes, int, int]], self_ino: int, parent_ino: int,
@@ -386,34 +389,29 @@ def _plan_inodes(tree: Tree, opts: Options, dentry_area: int) -> dict[int, _Inod
     """Inode numbers (root 3, then one per distinct node in walk order), links, xattrs and
     directory contents."""
     inodes: dict[int, _Inode] = {}
-    by_node: dict[int, _Inode] = {}
-    ino_at: dict[str, int] = {}
-    dirs: list[tuple[str, _Inode]] = []
+    by_node: dict[Node, _Inode] = {}  # keyed by node (identity): no id() int, no path per entry
+    dirs: list[_Inode] = []
     nxt = ROOT_INO
-    for path, node in tree.walk():
-        if id(node) in by_node:
-            by_node[id(node)].links += 1
-            ino_at[path] = by_node[id(node)].ino
-            continue
-        parent = ROOT_INO if path == "/" else ino_at[path.rsplit("/", 1)[0] or "/"]
-        name = encode_name(path.rsplit("/", 1)[-1]) if path != "/" else b""
-        rec = _Inode(nxt, node, node.kind, parent, name)
-        full = xattr_block(node.xattrs, path, INLINE_XATTR_BYTES if opts.inline_xattr else 0)
-        if opts.inline_xattr:
-            # the inline area and the xattr block hold one buffer, in that order
-            rec.inline |= INLINE_XATTR
-            rec.inline_xattrs, rec.xattrs = full[:INLINE_XATTR_BYTES], full[INLINE_XATTR_BYTES:]
+    # Tree.walk's order (pre-order, children by name bytes), carrying each entry's name object
+    # and its parent's inode number; paths are made for the walk only
+    stack: list[tuple[str, str, Node, int]] = [("/", "", tree.root, ROOT_INO)]
+    while stack:
+        path, name, node, parent = stack.pop()
+        rec = by_node.get(node)
+        if rec is None:
+            rec = by_node[node] = inodes[nxt] = _Inode(nxt, node, node.kind, parent, name)
+            nxt += 1
+            if node.kind is Kind.DIR:
+                dirs.append(rec)
+            _plan_xattrs(rec, path, opts)
         else:
-            rec.xattrs = full
-        inodes[nxt] = by_node[id(node)] = rec
-        ino_at[path] = nxt
-        nxt += 1
+            rec.links += 1
         if node.kind is Kind.DIR:
-            dirs.append((path, rec))
-    for path, rec in dirs:
-        base = path.rstrip("/")
-        entries = [(encode_name(n), ino_at[f"{base}/{n}"], _FT[c.kind])
-                   for n, c in rec.node.sorted_children()]
+            base = path.rstrip("/")
+            for n, c in reversed(node.sorted_children()):
+                stack.append((f"{base}/{n}", n, c, rec.ino))
+    for rec in dirs:
+        entries = [(encode_name(n), by_node[c].ino, _FT[c.kind]) for n, c in rec.node.sorted_children()]
         inline = _inline_dentries(entries, rec.ino, rec.parent, dentry_area) if opts.inline_dentry else None
         if inline is not None:
             rec.inline |= INLINE_DENTRY
@@ -423,6 +421,16 @@ def _plan_inodes(tree: Tree, opts: Options, dentry_area: int) -> dict[int, _Inod
             rec.dentry_blocks, rec.depth = _dir_blocks(entries, rec.ino, rec.parent)
         rec.links = 2 + sum(1 for c in rec.node.children.values() if c.kind is Kind.DIR)
     return inodes
+
+
+def _plan_xattrs(rec: _Inode, path: str, opts: Options) -> None:
+    full = xattr_block(rec.node.xattrs, path, INLINE_XATTR_BYTES if opts.inline_xattr else 0)
+    if opts.inline_xattr:
+        # the inline area and the xattr block hold one buffer, in that order
+        rec.inline |= INLINE_XATTR
+        rec.inline_xattrs, rec.xattrs = full[:INLINE_XATTR_BYTES], full[INLINE_XATTR_BYTES:]
+    else:
+        rec.xattrs = full
 
 
 def _plan_data(inodes: dict[int, _Inode], opts: Options, max_inline: int, sparse: bool) -> int:
@@ -455,6 +463,8 @@ def _plan_data(inodes: dict[int, _Inode], opts: Options, max_inline: int, sparse
         elif rec.kind is Kind.FILE:
             rec.size = rec.node.size
             nblocks = _ceil(rec.size, BLOCK)
+            if not nblocks:
+                continue  # an empty file keeps the shared empty tuple
             has = bytearray(b"\x01" * nblocks) if not sparse else bytearray(nblocks)
             for foff, length, _s in _data_of(rec):
                 for b in range(foff // BLOCK, _ceil(foff + length, BLOCK)):
@@ -482,12 +492,14 @@ def plan(tree: Tree, opts: Options, params: FsParams) -> _Plan:
     # Node blocks: every inode first, then each inode's xattr, direct and indirect nodes
     # (their nids follow the last inode number).
     next_nid = max(inodes) + 1
-    nodes: list[_NodeBlock] = [_NodeBlock(ino, ino, 0, "inode", []) for ino in inodes]
+    nodes: list[_NodeBlock] = [_NodeBlock(ino, ino, 0, "inode", ()) for ino in inodes]
     for ino, rec in inodes.items():
         if rec.xattrs:
             rec.xattr_nid = next_nid
-            nodes.append(_NodeBlock(next_nid, ino, XATTR_NODE_OFFSET, "xattr", []))
+            nodes.append(_NodeBlock(next_nid, ino, XATTR_NODE_OFFSET, "xattr", ()))
             next_nid += 1
+        if len(rec.data) <= addrs:
+            continue  # every address in the inode itself: no direct or indirect node
         rec.nodes = _file_nodes(rec.data[addrs:], ino, next_nid, params.where)
         next_nid += len(rec.nodes)
         nodes += rec.nodes
@@ -536,7 +548,7 @@ def _write_data(out: ImageFile, p: _Plan, main: int, sparse: bool) -> None:
     copies = []
     for rec in p.inodes.values():
         if rec.kind is Kind.DIR:
-            for idx, blk in rec.dentry_blocks.items():
+            for idx, blk in (rec.dentry_blocks or {}).items():
                 out.pwrite(bytes(blk), (main + rec.data[idx]) * BLOCK)
         elif rec.kind is Kind.SYMLINK and rec.data:
             out.pwrite(encode_name(rec.node.target or ""), (main + rec.data[0]) * BLOCK)
@@ -826,7 +838,7 @@ def _pack_inode(blk: bytearray, rec: _Inode, main: int, addrs: int, extra: int) 
     mode = node.st_mode
     nblocks = sum(1 for r in rec.data if r >= 0) + 1 + len(rec.nodes) + (1 if rec.xattr_nid else 0)
     mt, mns = node.mtime, node.mtime_ns
-    name = rec.name[:255]
+    name = encode_name(rec.name)[:255]
     inline = rec.inline | (EXTRA_ATTR if extra else 0)
     INODE.pack_into(blk, 0, mode, 0, inline, node.uid, node.gid, rec.links, rec.size, nblocks, mt, mt, mt,
                     mns, mns, mns, 0, rec.depth if rec.kind is Kind.DIR else 0, rec.xattr_nid, 0,

@@ -122,7 +122,7 @@ class _Options:
     strict: bool = False  # refuse entries FAT cannot store instead of leaving them out
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Entry:
     """One child of a directory as it will be stored."""
 

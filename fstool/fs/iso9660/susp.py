@@ -120,52 +120,75 @@ def entries_for(node: Node, name: str | None, nlink: int, ino: int) -> list[byte
 
 
 class Placement:
-    """Where a record's entries go: `inline` in the record, `pieces` in continuation areas."""
+    """Where a record's entries go: the first `n_inline` in the record, then continuation pieces
+    of `cuts[k]` entries each. Only sizes are kept, not the entries: they are made again when the
+    record is written (with the real CL/PL locations, same sizes) and handed to `render_inline`
+    and `render_pieces`, so a plan of a million records holds no entry bytes."""
+
+    __slots__ = ("n_inline", "inline_bytes", "cuts", "sizes", "locations")
 
     def __init__(self, entries: list[bytes], room: int):
         total = sum(map(len, entries))
+        self.locations: list[tuple[int, int]] | tuple = ()  # (lba, offset) of each piece, set by the allocator
         if total <= room:
-            self.inline, self.pieces = list(entries), []
+            self.n_inline, self.inline_bytes, self.cuts, self.sizes = len(entries), total, (), ()
             return
         i, used = 0, 0
         while i < len(entries) and used + len(entries[i]) + CE_LEN <= room:
             used += len(entries[i])
             i += 1
-        self.inline = entries[:i]
-        rest = entries[i:]
-        self.pieces: list[list[bytes]] = []
+        self.n_inline, self.inline_bytes = i, used
+        self.sizes = tuple(map(len, entries))  # checked against the entries made again
+        rest = list(self.sizes[i:])
+        cuts = []
         while rest:
-            if sum(map(len, rest)) <= SECTOR:
-                self.pieces.append(rest)
+            if sum(rest) <= SECTOR:
+                cuts.append(len(rest))
                 break
             j, used = 0, 0
-            while used + len(rest[j]) + CE_LEN <= SECTOR:
-                used += len(rest[j])
+            while used + rest[j] + CE_LEN <= SECTOR:
+                used += rest[j]
                 j += 1
-            self.pieces.append(rest[:j])
+            cuts.append(j)
             rest = rest[j:]
-        self.locations: list[tuple[int, int]] = []  # (lba, offset) of each piece, set by the allocator
+        self.cuts = tuple(cuts)
 
     def inline_size(self) -> int:
-        return sum(map(len, self.inline)) + (CE_LEN if self.pieces else 0)
+        return self.inline_bytes + (CE_LEN if self.cuts else 0)
 
     def piece_sizes(self) -> list[int]:
-        n = len(self.pieces)
-        return [sum(map(len, p)) + (CE_LEN if k < n - 1 else 0) for k, p in enumerate(self.pieces)]
+        n, k, out = len(self.cuts), self.n_inline, []
+        for i, c in enumerate(self.cuts):
+            out.append(sum(self.sizes[k:k + c]) + (CE_LEN if i < n - 1 else 0))
+            k += c
+        return out
 
-    def _ce(self, k: int) -> bytes:
+    def _check(self, entries: list[bytes]) -> None:
+        if self.cuts:
+            assert tuple(map(len, entries)) == self.sizes, "Rock Ridge entries changed size"
+        else:
+            assert len(entries) == self.n_inline and sum(map(len, entries)) == self.inline_bytes, \
+                "Rock Ridge entries changed size"
+
+    def _ce(self, k: int, sizes: list[int]) -> bytes:
         lba, off = self.locations[k]
-        return susp(b"CE", CE_BODY.pack(both32(lba), both32(off), both32(self.piece_sizes()[k])))
+        return susp(b"CE", CE_BODY.pack(both32(lba), both32(off), both32(sizes[k])))
 
-    def render_inline(self) -> bytes:
-        return b"".join(self.inline) + (self._ce(0) if self.pieces else b"")
+    def render_inline(self, entries: list[bytes]) -> bytes:
+        self._check(entries)
+        inline = b"".join(entries[:self.n_inline])
+        return inline + self._ce(0, self.piece_sizes()) if self.cuts else inline
 
-    def render_pieces(self) -> list[tuple[int, int, bytes]]:
+    def render_pieces(self, entries: list[bytes]) -> list[tuple[int, int, bytes]]:
+        self._check(entries)
         out = []
-        for k, p in enumerate(self.pieces):
-            tail = self._ce(k + 1) if k + 1 < len(self.pieces) else b""
-            lba, off = self.locations[k]
-            out.append((lba, off, b"".join(p) + tail))
+        sizes = self.piece_sizes()
+        k = self.n_inline
+        for i, c in enumerate(self.cuts):
+            tail = self._ce(i + 1, sizes) if i + 1 < len(self.cuts) else b""
+            lba, off = self.locations[i]
+            out.append((lba, off, b"".join(entries[k:k + c]) + tail))
+            k += c
         return out
 
 
@@ -177,6 +200,8 @@ class ContinuationArea:
         self.pos = 0  # bytes from start
 
     def place(self, p: Placement) -> None:
+        if not p.cuts:  # all inline: no location, and no list of none
+            return
         p.locations = []
         for size in p.piece_sizes():
             if self.pos % SECTOR + size > SECTOR:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...errors import CapacityError, InputError, SpecError
 from ...ids import derive_u32, derive_uuid
@@ -101,15 +101,15 @@ def _parse_options(params: FsParams) -> IsoOptions:
 
 # -- the plan ------------------------------------------------------------------------------------
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class IsoDir:
     node: Node
     name: str  # real name ("" for the root)
     parent: "IsoDir | None"  # the real parent
     iso_parent: "IsoDir | None" = None  # the parent in the ISO 9660 hierarchy (RR_MOVED when relocated)
     level: int = 1
-    entries: list = field(default_factory=list)  # Entry, in record order
-    jentries: list = field(default_factory=list)
+    entries: list | tuple = ()  # Entry, in record order
+    jentries: list | tuple = ()
     number: int = 0
     jnumber: int = 0
     lba: int = 0
@@ -117,14 +117,14 @@ class IsoDir:
     jlba: int = 0
     jsize: int = 0
     relocated: bool = False
-    kids: list = field(default_factory=list)  # (name, node, IsoDir or None) in name order
+    kids: list | tuple = ()  # (name, node, IsoDir or None) in name order, until numbered
     dot: object = None  # Placements of the "." and ".." records
     dotdot: object = None
     iso_id: bytes = b"\0"
     joliet_id: bytes = b"\0"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     name: str
     node: Node
@@ -163,9 +163,9 @@ def _record_size(ident: bytes, su_size: int) -> int:
 class Plan:
     def __init__(self, tree: Tree, params: FsParams, opts: IsoOptions):
         self.tree, self.params, self.opts = tree, params, opts
-        self.ino: dict[int, int] = {}
+        self.ino: dict[Node, int] = {}  # keyed by node (identity): no id() int per entry
         for _, n in tree.walk():
-            self.ino.setdefault(id(n), len(self.ino) + 1)
+            self.ino.setdefault(n, len(self.ino) + 1)
         self.root = IsoDir(tree.root, "", None)
         self.dirs: list[IsoDir] = []  # path table order (primary)
         self.reloc: IsoDir | None = None
@@ -197,7 +197,7 @@ class Plan:
 
     def _number(self) -> None:
         """Make each directory's records and the path-table order (breadth first, ECMA-119 9.4)."""
-        placed: dict[int, list] = {}  # id(IsoDir) -> [(name, node, sub, moved)]
+        placed: dict[IsoDir, list] = {}  # IsoDir -> [(name, node, sub, moved)]
         all_dirs = [self.root]
         i = 0
         while i < len(all_dirs):
@@ -209,17 +209,16 @@ class Plan:
         for d in all_dirs:
             for name, node, sub in d.kids:
                 if sub is not None and sub.relocated:
-                    placed.setdefault(id(d), []).append((name, node, sub, "link"))
-                    placed.setdefault(id(sub.iso_parent), []).append((name, node, sub, "moved"))
+                    placed.setdefault(d, []).append((name, node, sub, "link"))
+                    placed.setdefault(sub.iso_parent, []).append((name, node, sub, "moved"))
                 else:
-                    placed.setdefault(id(d), []).append((name, node, sub, ""))
+                    placed.setdefault(d, []).append((name, node, sub, ""))
+            d.kids = ()  # read only here
         if self.reloc is not None:
-            placed.setdefault(id(self.root), []).append((RELOC_RR, self.reloc.node, self.reloc, "reloc"))
-            self.reloc.kids = []
+            placed.setdefault(self.root, []).append((RELOC_RR, self.reloc.node, self.reloc, "reloc"))
+            self.reloc.kids = ()
         # identifiers, then record order, per directory
-        by_id = {id(d): d for d in all_dirs + ([self.reloc] if self.reloc else [])}
-        for key, items in placed.items():
-            d = by_id[key]
+        for d, items in placed.items():
             idents = assign_iso([(n, sub is not None and how != "link") for n, _, sub, how in items])
             ents = []
             for (name, node, sub, how), ident in zip(items, idents):
@@ -231,7 +230,7 @@ class Plan:
                 ents.append(e)
             ents.sort(key=lambda e: iso_sort_key(e.ident))
             d.entries = ents
-            if self.opts.joliet and key != id(self.reloc):
+            if self.opts.joliet and d is not self.reloc:
                 jitems = [(n, node, sub) for n, node, sub, how in items
                           if how in ("", "link") and (sub is not None or node.kind is Kind.FILE)]
                 jids = assign_joliet([(n, sub is not None) for n, _, sub in jitems])
@@ -273,20 +272,20 @@ class Plan:
         t = self.tree
         if which == ".":
             out = susp.entries_for(d.node, None, t.nlink(d.node) if d is not self.reloc else 2,
-                                   self.ino.get(id(d.node), 0))
+                                   self.ino.get(d.node, 0))
             if d is self.root:
                 out = [susp.sp()] + out + [susp.er()]
             return out
         if which == "..":
             parent = d.parent if d.parent is not None else d
             node = parent.node
-            out = susp.entries_for(node, None, t.nlink(node), self.ino.get(id(node), 0))
+            out = susp.entries_for(node, None, t.nlink(node), self.ino.get(node, 0))
             if d.relocated:
                 out.append(susp.pl(d.parent.lba))
             return out
         node = e.node
         nlink = 2 if e.dir is not None and e.dir is self.reloc else t.nlink(node)
-        out = susp.entries_for(node, e.name, nlink, self.ino.get(id(node), 0))
+        out = susp.entries_for(node, e.name, nlink, self.ino.get(node, 0))
         if e.link:
             out.append(susp.cl(e.dir.lba))
         if e.moved or e.dir is self.reloc and e.dir is not None:
@@ -454,21 +453,21 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         catalog_lba = lba
         lba += 1
     # file data: each inode once, in tree order; the ESP last
-    data: dict[int, int] = {}
+    data: dict[Node, int] = {}  # keyed by node (identity)
     copies: list[tuple[object, int]] = []
     last: list[Node] = []
     for _, node in tree.walk():
-        if node.kind is not Kind.FILE or id(node) in data or node.size == 0:
+        if node.kind is not Kind.FILE or node in data or node.size == 0:
             continue
         if node is efi_node and opts.hybrid:
             if node not in last:  # (a hardlinked ESP is met once per name)
                 last.append(node)
             continue
-        data[id(node)] = lba
+        data[node] = lba
         copies.append((node.source, lba * SECTOR))
         lba += _sectors(node.size)
     for node in last:
-        data[id(node)] = lba
+        data[node] = lba
         copies.append((node.source, lba * SECTOR))
         lba += _sectors(node.size)
     efi_lba = efi_size = None
@@ -476,7 +475,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         efi_lba, efi_size = lba, os.path.getsize(efi_host)
         lba += _sectors(efi_size)
     elif efi_node is not None:
-        efi_lba, efi_size = data.get(id(efi_node), 0), efi_node.size
+        efi_lba, efi_size = data.get(efi_node, 0), efi_node.size
         if efi_size == 0:
             raise InputError("efi_boot image is empty", where=f"{where}.efi_boot")
     iso_end = lba * SECTOR
@@ -496,25 +495,23 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     for d in plan.dirs:
         recs = []
         parent = d.iso_parent or d
-        recs.append(_record(b"\0", d.lba, d.size, FLAG_DIR, d.node.mtime, d.dot.render_inline()))
+        recs.append(_record(b"\0", d.lba, d.size, FLAG_DIR, d.node.mtime,
+                            _system_use(out, plan, d, None, ".", d.dot)))
         recs.append(_record(b"\1", parent.lba, parent.size, FLAG_DIR, parent.node.mtime,
-                            _rerender(plan, d, None, "..", d.dotdot)))
+                            _system_use(out, plan, d, None, "..", d.dotdot)))
         for e in d.entries:
-            su = _rerender(plan, d, e, "", e.placement)
+            su = _system_use(out, plan, d, e, "", e.placement)
             if e.dir is not None and not e.link:
                 recs.append(_record(e.ident, e.dir.lba, e.dir.size, FLAG_DIR, e.node.mtime, su))
             elif e.node.kind is Kind.FILE:
                 exts = _extents(e.node.size)
-                base = data.get(id(e.node), 0)
+                base = data.get(e.node, 0)
                 for k, (off, n) in enumerate(exts):
                     flags = FLAG_MULTI_EXTENT if k < len(exts) - 1 else 0
                     recs.append(_record(e.ident, base + off // SECTOR if n else 0, n, flags, e.node.mtime, su))
             else:  # symlinks, devices, fifos, sockets, CL placeholders: empty files to plain readers
                 recs.append(_record(e.ident, 0, 0, 0, e.node.mtime, su))
         out.pwrite(_dir_bytes(recs, d.size), d.lba * SECTOR)
-        for p in [d.dot, d.dotdot] + [e.placement for e in d.entries]:
-            for plba, poff, raw in p.render_pieces():
-                out.pwrite(raw, plba * SECTOR + poff)
     for d in plan.jdirs:
         recs = [_record(b"\0", d.jlba, d.jsize, FLAG_DIR, d.node.mtime, b"")]
         parent = d.parent or d
@@ -524,7 +521,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
                 recs.append(_record(e.ident, e.dir.jlba, e.dir.jsize, FLAG_DIR, e.node.mtime, b""))
             else:
                 exts = _extents(e.node.size)
-                base = data.get(id(e.node), 0)
+                base = data.get(e.node, 0)
                 for k, (off, n) in enumerate(exts):
                     flags = FLAG_MULTI_EXTENT if k < len(exts) - 1 else 0
                     recs.append(_record(e.ident, base + off // SECTOR if n else 0, n, flags, e.node.mtime, b""))
@@ -554,7 +551,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         out.copy_sparse_from(efi_host, efi_size, efi_lba * SECTOR)
 
     # -- El Torito ----------------------------------------------------------------------------------
-    bios_lba = data.get(id(bios_node)) if bios_node is not None else None
+    bios_lba = data.get(bios_node) if bios_node is not None else None
     if booting:
         out.pwrite(BOOT_RECORD.pack(VD_BOOT, STD_ID, 1, EL_TORITO_ID.ljust(32, b"\0"), bytes(32), catalog_lba,
                                     bytes(1973)), boot_record_lba * SECTOR)
@@ -568,20 +565,16 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     return total
 
 
-def _rerender(plan: Plan, d: IsoDir, e, which: str, p: susp.Placement) -> bytes:
-    """The record's inline system use bytes, rebuilt with real locations (CL/PL); same sizes."""
+def _system_use(out: ImageFile, plan: Plan, d: IsoDir, e, which: str, p: susp.Placement) -> bytes:
+    """The record's inline system use bytes, its Rock Ridge entries made again with the real
+    locations (CL/PL; the sizes the placement was planned with); its continuation pieces are
+    written here."""
     if not plan.opts.rock_ridge:
         return b""
-    fresh = plan.rr(d, e, which)
-    flat = p.inline + [x for piece in p.pieces for x in piece]
-    assert [len(x) for x in fresh] == [len(x) for x in flat]
-    n = len(p.inline)
-    p.inline = fresh[:n]
-    k = n
-    for i, piece in enumerate(p.pieces):
-        p.pieces[i] = fresh[k:k + len(piece)]
-        k += len(piece)
-    return p.render_inline()
+    entries = plan.rr(d, e, which)
+    for plba, poff, raw in p.render_pieces(entries):
+        out.pwrite(raw, plba * SECTOR + poff)
+    return p.render_inline(entries)
 
 
 def _volume_descriptor(kind: int, volume_id: str, space: int, pt_size: int, l_lba: int, m_lba: int,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from array import array
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ class MetaWriter:
         return bytes(self.out)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class FileRec:
     size: int
     sizes: list[int] = field(default_factory=list)
@@ -104,6 +105,10 @@ class FileRec:
     sparse: int = 0
     dup_of: "FileRec | None" = None
     rewound: bool = False
+
+
+# every empty file's record: no blocks, no fragment, never changed (shared, not one per file)
+EMPTY_REC = FileRec(0, sizes=[])
 
 
 def iter_blocks(node: Node, bs: int):
@@ -218,6 +223,8 @@ class DataWriter:
     def add_file(self, node: Node, fragments: str, seen: dict | None) -> FileRec:
         """fragments: "none", "small" (files under a block, mksquashfs's default) or "always"
         (every file's tail, mksquashfs -always-use-fragments)."""
+        if node.size == 0:
+            return EMPTY_REC
         rec = FileRec(size=node.size)
         bs = self.bs
         use_frag = fragments == "always" or (fragments == "small" and rec.size < bs)
@@ -356,11 +363,12 @@ def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 @dataclass
 class Numbering:
     """Every entry in post-order (a directory after its entries); inode numbers from 1 rise
-    along it, so the root is the last."""
+    along it, so the root is the last. Dicts are keyed by the nodes themselves (by identity):
+    no id() int per entry."""
 
     order: list[Node]
-    number: dict[int, int]  # id(node) -> inode number
-    children: dict[int, list[tuple[str, Node]]] = field(default_factory=dict)  # id(dir) -> sorted entries
+    number: dict[Node, int]  # node -> inode number
+    names: dict[Node, list[str]] = field(default_factory=dict)  # dir -> its names, sorted by bytes
 
     @property
     def count(self) -> int:
@@ -369,28 +377,29 @@ class Numbering:
 
 def plan_inodes(tree: Tree) -> Numbering:
     order: list[Node] = []
-    number: dict[int, int] = {}
-    children: dict[int, list[tuple[str, Node]]] = {}  # sorted once, read by every later phase
+    number: dict[Node, int] = {}
+    names: dict[Node, list[str]] = {}  # sorted once, read by every later phase
 
     def visit(d: Node) -> None:
-        kids = children[id(d)] = d.sorted_children()
+        kids = d.sorted_children()
+        names[d] = [name for name, _ in kids]
         for _, child in kids:
             if child.kind is Kind.DIR:
                 visit(child)
-            elif id(child) not in number:  # a hardlink's first appearance numbers it
+            elif child not in number:  # a hardlink's first appearance numbers it
                 order.append(child)
-                number[id(child)] = len(order)
+                number[child] = len(order)
         order.append(d)
-        number[id(d)] = len(order)
+        number[d] = len(order)
 
     visit(tree.root)
-    return Numbering(order, number, children)
+    return Numbering(order, number, names)
 
 
 # -- phase 2: file data ----------------------------------------------------------------
 @dataclass
 class DataPlan:
-    recs: dict[int, FileRec]           # id(node) -> where its blocks and fragment went
+    recs: dict[Node, FileRec]          # node -> where its blocks and fragment went
     fragments: list[tuple[int, int]]   # (start, size word) of each fragment block
     end: int                           # where the metadata starts
     hwm: int                           # the furthest byte written (a rewound duplicate's)
@@ -405,13 +414,13 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
         start += META_HEADER.size + len(opts_block)
     dw = DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit, params.block_cache)
     seen: dict | None = {} if cfg.dedup else None
-    recs: dict[int, FileRec] = {}
+    recs: dict[Node, FileRec] = {}
     files = [n for n in numbering.order if n.kind is Kind.FILE]
     total_bytes = sum(n.size for n in files)
     done_bytes = 0
     try:
         for node in files:
-            recs[id(node)] = dw.add_file(node, cfg.fragments, seen)
+            recs[node] = dw.add_file(node, cfg.fragments, seen)
             done_bytes += node.size
             params.report(done_bytes, total_bytes)
         dw.finish()
@@ -433,7 +442,7 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
 class MetaPlan:
     inodes: bytes          # the inode table, compressed metadata blocks
     dirs: bytes            # the directory table
-    refs: dict[int, int]   # id(node) -> inode reference
+    refs: array            # inode number - 1 -> inode reference (q: -1 until written)
     root_ref: int
     ids: IdTable
     xattrs: XattrTable | None
@@ -446,23 +455,23 @@ class MetadataWriter:
     def __init__(self, tree: Tree, numbering: Numbering, data: DataPlan, codec: Codec,
                  params: FsParams, xattrs: bool):
         self.tree, self.number, self.recs = tree, numbering.number, data.recs
-        self.children = numbering.children
+        self.names = numbering.names
         self.inode_count = numbering.count
         self.ids = IdTable()
         self.xt = XattrTable(codec, params) if xattrs else None
         self.inodes, self.dirs = MetaWriter(codec), MetaWriter(codec)
-        self.refs: dict[int, int] = {}
+        self.refs = array("q", [-1]) * numbering.count  # 8 bytes per inode, by number
 
     def run(self) -> MetaPlan:
         root = self.tree.root
         self.write_dir(root, self.inode_count + 1)
-        return MetaPlan(self.inodes.finish(), self.dirs.finish(), self.refs, self.refs[id(root)],
-                        self.ids, self.xt)
+        return MetaPlan(self.inodes.finish(), self.dirs.finish(), self.refs,
+                        self.refs[self.number[root] - 1], self.ids, self.xt)
 
     def header(self, node: Node, itype: int) -> bytes:
         return INODE_HEADER.pack(inode_type=itype, mode=node.mode & 0o7777, uid=self.ids.get(node.uid),
                                  guid=self.ids.get(node.gid), mtime=min(max(node.mtime, 0), U32),
-                                 inode_number=self.number[id(node)])
+                                 inode_number=self.number[node])
 
     def xattr_of(self, node: Node) -> int:
         return self.xt.get(node.xattrs) if self.xt is not None and node.xattrs else NO_XATTR
@@ -471,11 +480,11 @@ class MetadataWriter:
         """The inode of a non-directory: the basic type when it fits, else the extended one."""
         nlink = self.tree.nlink(node)
         xi = self.xattr_of(node)
-        self.refs[id(node)] = self.inodes.ref()
+        self.refs[self.number[node] - 1] = self.inodes.ref()
         k = node.kind
         add = self.inodes.add
         if k is Kind.FILE:
-            rec = self.recs[id(node)]
+            rec = self.recs[node]
             start = rec.blocks_start or 0
             sizes = b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes))
             if start <= U32 and rec.size <= U32 and nlink == 1 and xi == NO_XATTR and not rec.sparse:
@@ -529,9 +538,11 @@ class MetadataWriter:
                 run.clear()
 
         run_bytes = 0
-        for name, child in self.children[id(d)]:
-            ref = self.refs[id(child)]
-            num = self.number[id(child)]
+        kids = d.children
+        for name in self.names[d]:
+            child = kids[name]
+            num = self.number[child]
+            ref = self.refs[num - 1]
             cblock, coff = ref >> 16, ref & 0xFFFF
             raw = encode_name(name)
             esize = DIR_ENTRY.size + len(raw)
@@ -548,10 +559,12 @@ class MetadataWriter:
         return bytes(out_b), index if len(index) > 1 else []
 
     def write_dir(self, d: Node, parent: int) -> None:
-        for _, child in self.children[id(d)]:
+        kids = d.children
+        for name in self.names[d]:
+            child = kids[name]
             if child.kind is Kind.DIR:
-                self.write_dir(child, self.number[id(d)])
-            elif id(child) not in self.refs:
+                self.write_dir(child, self.number[d])
+            elif self.refs[self.number[child] - 1] < 0:  # a hardlink's inode is written once
                 self.write_leaf(child)
         dirs = self.dirs
         dref = dirs.ref()
@@ -560,7 +573,7 @@ class MetadataWriter:
         nlink = self.tree.nlink(d)
         xi = self.xattr_of(d)
         fsize = len(lst) + 3  # the kernel counts "." and ".." as 3 bytes
-        self.refs[id(d)] = self.inodes.ref()
+        self.refs[self.number[d] - 1] = self.inodes.ref()
         if fsize <= 0xFFFF and xi == NO_XATTR and not index:
             self.inodes.add(self.header(d, DIR) + DIR_INODE.pack(
                 start_block=dref >> 16, nlink=nlink, file_size=fsize, offset=dref & 0xFFFF,
@@ -605,12 +618,13 @@ def lay_out_tables(numbering: Numbering, data: DataPlan, meta: MetaPlan, codec: 
     frag_entries = b"".join(FRAGMENT_ENTRY.pack(start_block=s, size=z) for s, z in data.fragments)
     blob, t.fragment_table = _table_with_index(MetaWriter(codec), frag_entries, pos)
     put(blob)
-    if exportable:
-        by_number = [0] * numbering.count
-        for node in numbering.order:
-            by_number[numbering.number[id(node)] - 1] = meta.refs[id(node)]
-        blob, t.export_table = _table_with_index(
-            MetaWriter(codec), b"".join(EXPORT_ENTRY.pack(inode=r) for r in by_number), pos)
+    if exportable:  # the references are already in inode-number order: the table is their bytes
+        assert EXPORT_ENTRY.size == meta.refs.itemsize == 8
+        refs = meta.refs
+        if sys.byteorder != "little":
+            refs = array("q", refs)
+            refs.byteswap()
+        blob, t.export_table = _table_with_index(MetaWriter(codec), refs.tobytes(), pos)
         put(blob)
     blob, t.id_table = _table_with_index(MetaWriter(codec), b"".join(ID_ENTRY.pack(id=i) for i in meta.ids.ids), pos)
     put(blob)

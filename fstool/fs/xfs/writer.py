@@ -191,7 +191,7 @@ class Allocator:
         return out
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class IPlan:
     ino: int
     mode: int
@@ -228,6 +228,9 @@ class Plan:
     alloc: Allocator | None = None
 
 
+NO_RUNS: tuple[tuple, tuple] = ((), ())  # the runs and segments of a file without data
+
+
 def _ftype(kind: Kind) -> int:
     return FT[kind.value]
 
@@ -248,29 +251,33 @@ class XfsWriter:
 
     # -- inputs ------------------------------------------------------------------
     def collect(self) -> None:
+        # maps keyed by node (identity): no id() int per entry
         self.nodes: list[Node] = []
-        self.parent: dict[int, Node] = {}
-        seen: set[int] = set()
+        self.parent: dict[Node, Node] = {}
+        seen: set[Node] = set()
         stack = [(self.tree.root, self.tree.root)]
         while stack:
             node, parent = stack.pop()
-            if id(node) in seen:
+            if node in seen:
                 continue
-            seen.add(id(node))
+            seen.add(node)
             self.nodes.append(node)
             if node.kind is Kind.DIR:
-                self.parent[id(node)] = parent
+                self.parent[node] = parent
                 for _, child in reversed(node.sorted_children()):
                     stack.append((child, node))
-        self._runs: dict[int, tuple] = {}
-        self.xattrs = {id(n): xattr.split(n.xattrs, f"{self.params.where}: xattrs") for n in self.nodes
+        self._runs: dict[Node, tuple] = {}  # files with data only
+        self._ints: dict[int, int] = {}  # one object per distinct mode and time value
+        self.xattrs = {n: xattr.split(n.xattrs, f"{self.params.where}: xattrs") for n in self.nodes
                        if n.xattrs}
 
     def runs_of(self, node: Node) -> tuple[list[tuple[int, int]], list]:
         """A file's data as block runs (lblk, count) and its segments (asked of the host once)."""
-        got = self._runs.get(id(node))
+        if not (node.source and node.size):
+            return NO_RUNS
+        got = self._runs.get(node)
         if got is None:
-            got = self._runs[id(node)] = self._find_runs(node)
+            got = self._runs[node] = self._find_runs(node)
         return got
 
     def _find_runs(self, node: Node) -> tuple[list[tuple[int, int]], list]:
@@ -407,17 +414,19 @@ class XfsWriter:
             s = k % INODES_PER_CHUNK
             return geom.ino(a, b + s // geom.inopblock, s % geom.inopblock)
 
-        self.ino_of = {id(self.nodes[0]): ino_at(0)}
+        self.ino_of = {self.nodes[0]: ino_at(0)}
         for k, n in enumerate(self.nodes[1:], start=3):
-            self.ino_of[id(n)] = ino_at(k)
+            self.ino_of[n] = ino_at(k)
         ts = bigtime(self.params.timestamp)
         for k in (1, 2):  # the realtime bitmap and summary inodes mkfs makes (empty: no rt device)
             plan.inodes.append(IPlan(ino_at(k), 0o100000, time=ts, nlink=1,
                                      flags=DIFLAG_NEWRTBM if k == 1 else 0))
         files = []
+        same = self._ints.setdefault
         for node in self.nodes:
-            ip = IPlan(self.ino_of[id(node)], node.st_mode, node, self.tree.nlink(node),
-                       time=bigtime(node.mtime, node.mtime_ns), uid=node.uid, gid=node.gid)
+            mode, time = node.st_mode, bigtime(node.mtime, node.mtime_ns)
+            ip = IPlan(self.ino_of[node], same(mode, mode), node, self.tree.nlink(node),
+                       time=same(time, time), uid=node.uid, gid=node.gid)
             plan.inodes.append(ip)
             self.plan_inode(plan, ip, files)
         for ip in files:  # file data after all metadata
@@ -459,7 +468,7 @@ class XfsWriter:
         lit = g.lit
         devfmt = node.kind in (Kind.CHR, Kind.BLK, Kind.FIFO, Kind.SOCK)
         space = lit
-        attrs = self.xattrs.get(id(node))
+        attrs = self.xattrs.get(node)
         if attrs:
             data_min = 8 if devfmt else 24
             sz = xattr.sf_size(attrs)
@@ -484,8 +493,8 @@ class XfsWriter:
             dev = encode_dev(*node.rdev) if kind in (Kind.CHR, Kind.BLK) else 0
             ip.dfork = struct.pack(">I", dev)
         elif kind is Kind.DIR:
-            parent = self.ino_of[id(self.parent[id(node)])]
-            ents = [(encode_name(n), self.ino_of[id(c)], _ftype(c.kind)) for n, c in node.sorted_children()]
+            parent = self.ino_of[self.parent[node]]
+            ents = [(encode_name(n), self.ino_of[c], _ftype(c.kind)) for n, c in node.sorted_children()]
             if shortform_size(ents, parent) <= space:
                 ip.dfmt, ip.dfork = FMT_LOCAL, shortform(ents, parent)
                 ip.size = len(ip.dfork)
