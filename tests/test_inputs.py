@@ -406,12 +406,15 @@ def test_manifest_sources_stay_in_their_directory(tmp_path):
     for name, src in (("up.json", "../secret/key"), ("abs.json", str(secret / "key")),
                       ("deep.json", "sub/../../secret/key")):
         (m / name).write_text(json.dumps([{"kind": "file", "path": "/k", "source": src, "mode": "0644"}]))
-        p = run_fstool("create", "-t", "squashfs", m / name, "-o", tmp_path / "x.img")
+        p = run_fstool("create", "-t", "squashfs", m / name, "-o", tmp_path / "x.img", cwd=m)
         assert_one_line_error(p, 1, f"{name}: entries[0] (/k)", repr(src), "lies outside", "--source-root")
         assert not (tmp_path / "x.img").exists()
     (m / "tree.json").write_text(json.dumps([{"kind": "tree", "path": "/t", "source": "../secret"}]))
-    assert_one_line_error(run_fstool("create", "-t", "squashfs", m / "tree.json", "-o", tmp_path / "x.img"),
-                          1, "lies outside")
+    assert_one_line_error(run_fstool("create", "-t", "squashfs", m / "tree.json", "-o", tmp_path / "x.img",
+                                     cwd=m), 1, "lies outside")
+    # the working directory is a root too (a checkout, Bazel's exec root)
+    p = run_fstool("create", "-q", "-t", "squashfs", m / "up.json", "-o", tmp_path / "cwd.img", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
     (m / "in.json").write_text(json.dumps([{"kind": "file", "path": "/k", "source": "sub/../ok", "mode": "0644"}]))
     p = run_fstool("create", "-q", "-t", "squashfs", m / "in.json", "-o", tmp_path / "in.img")
     assert p.returncode == 0, p.stderr

@@ -25,10 +25,10 @@ executable), so reading them would let a cache serve an image made from other mo
 Symlinks are 0777; owner defaults to 0:0 and mtime to 0 (the metadata rules then
 apply as for any input). Every error names the manifest and the entry index.
 
-A "source" stays inside the directory relative paths start from (the manifest's, or the
-working directory, Bazel's exec root): an absolute path or a `..` that climbs out is
-refused, so a manifest handed over by someone else cannot put `/etc/shadow` or
-`../../.ssh/id_rsa` into an image. The check is on the path as written (Bazel stages
+A "source" stays inside the manifest's directory or the working directory (Bazel's exec
+root, a project's checkout): an absolute path or a `..` that climbs out of both is refused,
+so a manifest handed over by someone else cannot put `/etc/shadow` or `../../.ssh/id_rsa`
+into an image. The check is on the path as written (Bazel stages
 inputs as symlinks, which are followed). `--source-root DIR` (`source_roots`) names more
 directories sources may come from.
 """
@@ -128,13 +128,14 @@ def _inside(path: str, root: str) -> bool:
 
 
 def confined_source(base: str, s: str, where: str) -> str:
-    """base/s, refused when it lies outside base and every --source-root."""
+    """base/s, refused when it lies outside base, the working directory and every
+    --source-root."""
     path = os.path.normpath(os.path.join(base, s))
-    roots = (os.path.normpath(base), *_extra_roots.get())
+    roots = (os.path.normpath(base), os.getcwd(), *_extra_roots.get())
     if not any(_inside(path, r) for r in roots):
-        raise InputError(f"source {s!r} lies outside {roots[0]}, where this manifest's sources "
-                         f"must stay (an absolute path or '..' climbing out; --source-root DIR "
-                         f"allows another directory)", where=where)
+        raise InputError(f"source {s!r} lies outside {roots[0]} and the working directory, where "
+                         f"this manifest's sources must stay (an absolute path or '..' climbing "
+                         f"out; --source-root DIR allows another directory)", where=where)
     return path
 
 
