@@ -7,9 +7,11 @@ them) and answers each with one WorkResponse line on stdout: `{"exitCode": N, "o
 command line the plain action would run (`build SPEC -o OUT ...`, or `@flagfile`), run by the
 same `cli.main`, so a worker and a plain action write the same bytes.
 
-What the worker keeps between requests is only an in-memory block cache (fstool.cache: bounded,
-least recently used first out), keyed by content: it never reads a file a request did not name,
-and a block found in it is the block compression would have produced. Requests are answered in
+What the worker keeps between requests is an in-memory block cache (fstool.cache: bounded,
+least recently used first out), keyed by content, and the zero-block scans of input files
+(fstool.zeros.ScanMemory), keyed by the digest the request gives for each input: it never
+reads a file a request did not name, a block found in it is the block compression would have
+produced, and a scan found by digest is the scan of those bytes. Requests are answered in
 the order they arrive, one at a time, whether Bazel multiplexes them (requestId set) or not;
 a `sandboxDir` (multiplex sandboxing) is the directory the request's paths are relative to.
 
@@ -65,6 +67,8 @@ def serve(argv: list[str], stdin=None, stdout_fd: int | None = None) -> int:
     proto = os.fdopen(stdout_fd, "w", encoding="utf-8", buffering=1)
     stdin = stdin if stdin is not None else sys.stdin.buffer
     cache = block_cache.BlockCache(memory_size=memory) if memory else None
+    from .zeros import ScanMemory
+    scans = ScanMemory()
     log = sys.stderr
     print(f"fstool worker: started (pid {os.getpid()}, block cache in memory "
           f"{format_size(memory) if memory else 'off'})", file=log, flush=True)
@@ -84,10 +88,13 @@ def serve(argv: list[str], stdin=None, stdout_fd: int | None = None) -> int:
         args = [str(a) for a in req.get("arguments", [])]
         before = _snapshot(cache)
         t0 = time.monotonic()
-        code, output = run_request(cli_main, args, cache, req.get("sandboxDir") or None)
+        scans_before = (scans.reused, scans.scanned)
+        code, output = run_request(cli_main, args, cache, req.get("sandboxDir") or None,
+                                   _digests(req), scans)
         served += 1
         print(f"fstool worker: request {served} (id {rid}): exit {code} in {time.monotonic() - t0:.2f}s; "
-              f"block cache: {_delta(cache, before)}", file=log, flush=True)
+              f"block cache: {_delta(cache, before)}; file scans: {scans.reused - scans_before[0]} "
+              f"reused, {scans.scanned - scans_before[1]} read", file=log, flush=True)
         proto.write(json.dumps({"exitCode": code, "output": output, "requestId": rid}) + "\n")
         proto.flush()
     return 0
@@ -140,16 +147,32 @@ def json_objects(stream) -> Iterator[bytes]:
             i += 1
 
 
-def run_request(cli_main, args: list[str], cache, sandbox_dir: str | None) -> tuple[int, str]:
-    """Run one command line as the plain action would; (exit code, its stdout and stderr)."""
+def _digests(req: dict) -> dict[str, str]:
+    """The request's inputs: exec-root-relative path -> content digest (as Bazel sends them)."""
+    out = {}
+    for i in req.get("inputs") or ():
+        if isinstance(i, dict) and isinstance(i.get("path"), str) and isinstance(i.get("digest"), str) \
+                and i["digest"]:
+            out[i["path"]] = i["digest"]
+    return out
+
+
+def run_request(cli_main, args: list[str], cache, sandbox_dir: str | None,
+                digests: dict[str, str] | None = None, scans=None) -> tuple[int, str]:
+    """Run one command line as the plain action would; (exit code, its stdout and stderr).
+    digests (input path -> content digest) let file scans be reused from scans."""
+    from .zeros import known_digests
     buf = io.StringIO()
     old_cwd = os.getcwd() if sandbox_dir else None
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), block_cache.using(cache):
             if sandbox_dir:
                 os.chdir(sandbox_dir)
+            here = os.getcwd()
+            known = {os.path.normpath(os.path.join(here, p)): d for p, d in (digests or {}).items()}
             try:
-                code = cli_main(args)
+                with known_digests(known, scans) if scans is not None and known else contextlib.nullcontext():
+                    code = cli_main(args)
             except SystemExit as e:  # --help, --version
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:

@@ -16,7 +16,11 @@ mapping the files instead was slower (page faults).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections import OrderedDict
+from typing import Iterator
 
 from .errors import InputError
 from .tree import FileSource, data_extents
@@ -30,6 +34,46 @@ def _zero(n: int) -> bytes:
     if z is None:
         z = _ZEROS[n] = bytes(n)
     return z
+
+
+class ScanMemory:
+    """Scans kept across the persistent worker's requests, keyed by the content digest Bazel
+    gives for each input (its WorkRequest's `inputs`): a file whose digest was scanned before
+    is not read again. Safe because a scan is a function of the bytes alone (holes included,
+    see above) and the digest names the bytes. Bounded: least recently used first out."""
+
+    def __init__(self, max_entries: int = 1 << 20):
+        self.max_entries = max_entries
+        self.scans: OrderedDict[tuple, tuple] = OrderedDict()
+        self.reused = self.scanned = 0
+
+    def get(self, key: tuple):
+        hit = self.scans.get(key)
+        if hit is not None:
+            self.scans.move_to_end(key)
+            self.reused += 1
+        return hit
+
+    def put(self, key: tuple, segs: list) -> None:
+        self.scanned += 1
+        self.scans[key] = tuple(segs)
+        while len(self.scans) > self.max_entries:
+            self.scans.popitem(last=False)
+
+
+# (absolute path -> content digest of this request's inputs, the worker's ScanMemory)
+_known: contextvars.ContextVar[tuple[dict[str, str], ScanMemory] | None] = contextvars.ContextVar(
+    "fstool_input_digests", default=None)
+
+
+@contextlib.contextmanager
+def known_digests(digests: dict[str, str], memory: ScanMemory) -> Iterator[None]:
+    """While the block runs, a host file at one of these absolute paths has that digest."""
+    token = _known.set((digests, memory))
+    try:
+        yield
+    finally:
+        _known.reset(token)
 
 
 def read_range(src: FileSource, off: int, n: int, fd: int = -1) -> bytes:
@@ -64,6 +108,15 @@ def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tupl
     piece of it holds a non-zero byte. fd, when given, is the file already open (left open)."""
     if src is None or src.size == 0:
         return []
+    key = None
+    known = _known.get()
+    if known is not None and src.segments is None and src.offset == 0:
+        digest = known[0].get(os.path.abspath(src.path))
+        if digest is not None:
+            key = (digest, src.size, bs)
+            hit = known[1].get(key)
+            if hit is not None:
+                return list(hit)
     own = fd < 0
     if own:
         fd = os.open(src.path, os.O_RDONLY)
@@ -78,6 +131,8 @@ def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tupl
         for foff, length, soff in segs:
             if length > 0:
                 _split(fd, foff, length, soff, bs, out, src.path)
+        if key is not None:
+            known[1].put(key, out)
         return out
     finally:
         if own:

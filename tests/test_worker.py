@@ -104,3 +104,30 @@ def test_request_stream_framing():
     got = [json.loads(o) for o in json_objects(Pipe(text))]
     assert got == [{"arguments": ["a}b", '{"q'], "inputs": [{"path": "x"}]}, {"requestId": 2},
                    {"cancel": True}]
+
+
+def test_worker_reuses_file_scans_by_input_digest(tmp_path):
+    """With the digests Bazel sends, a file scanned before (its zero blocks) is not read again;
+    an edited file (new digest) is. Same bytes as plain builds either way."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}").write_bytes(os.urandom(20000) + bytes(8192) + os.urandom(100))
+    files = sorted(src.iterdir())
+
+    def request(out):
+        return {"arguments": ["create", "-q", "src", "-t", "ext4", "-o", out, "--size", "4MiB"],
+                "inputs": [{"path": f"src/{f.name}", "digest": digest(f)} for f in files]}
+
+    edited = request("w0.img")  # the digest Bazel would send after an edit of f3
+    edited["inputs"][3]["digest"] = "0" * 64
+    first, log1 = serve([request("w1.img"), request("w2.img"), edited], tmp_path)
+    run_fstool("create", "-q", src, "-t", "ext4", "-o", tmp_path / "p1.img", "--size", "4MiB", check=True)
+    (src / "f3").write_bytes(os.urandom(30000))  # an edit: a new digest
+    second, log2 = serve([request("w3.img")], tmp_path)
+    run_fstool("create", "-q", src, "-t", "ext4", "-o", tmp_path / "p3.img", "--size", "4MiB", check=True)
+    assert [r["exitCode"] for r in first + second] == [0, 0, 0, 0]
+    scans = [(int(a), int(b)) for a, b in re.findall(r"file scans: (\d+) reused, (\d+) read", log1)]
+    assert scans == [(0, 6), (6, 0), (5, 1)]
+    assert digest(tmp_path / "w1.img") == digest(tmp_path / "w2.img") == digest(tmp_path / "p1.img")
+    assert digest(tmp_path / "w3.img") == digest(tmp_path / "p3.img")
