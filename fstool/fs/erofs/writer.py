@@ -719,7 +719,7 @@ def _write(tree: Tree, out: ImageFile, params: FsParams, opts: Options, packer: 
     xattr_blkaddr = 1 if shared_xattrs else 0
     first = 1 + -(-len(shared_xattrs) // bs)
     dw = _DataWriter(out, bs, first, opts, params.thread_count(),
-                     lambda done: params.report(done, total_bytes), params.block_cache)
+                     lambda done: params.report(min(done, total_bytes), total_bytes), params.block_cache)
     total_bytes = sum(i.size for i in order if i.node.kind is Kind.FILE)
     dw.packer = packer
     try:
