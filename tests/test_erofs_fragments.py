@@ -234,3 +234,16 @@ def test_fragments_need_a_compression(tmp_path):
     p = run_fstool("create", "-t", "erofs", "src", "-o", "o.erofs", "-O", "fragments=true", cwd=tmp_path)
     assert_one_line_error(p, 2, "fragments needs a compression")
     assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_a_failed_build_leaves_no_packed_file(tmp_path, small):
+    """The packed inode's bytes wait in a temporary file: removed when the build fails too."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = run_fstool("create", "-t", "erofs", small, "-o", tmp_path / "s.erofs", "--size", "256KiB", "-O",
+                   "compression=lz4,fragments=true", env={"TMPDIR": str(tmp)})
+    assert_one_line_error(p, 1, "256 KiB")
+    assert os.listdir(tmp) == []
+    run_fstool("create", "-t", "erofs", small, "-o", tmp_path / "ok.erofs", "-O", "compression=lz4,fragments=true",
+               env={"TMPDIR": str(tmp)}, check=True)
+    assert os.listdir(tmp) == []
