@@ -46,8 +46,8 @@ from ..base import FsParams
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
     COMPAT_MTIME, COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
-    INCOMPAT_CHUNKED_FILE, INCOMPAT_COMPR_CFGS, INCOMPAT_FRAGMENTS, INCOMPAT_LZ4_0PADDING, INCOMPAT_ZTAILPACKING, INODE_COMPACT,
-    INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL,
+    INCOMPAT_CHUNKED_FILE, INCOMPAT_COMPR_CFGS, INCOMPAT_FRAGMENTS, INCOMPAT_LZ4_0PADDING, INCOMPAT_ZTAILPACKING,
+    INODE_COMPACT, INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL,
     LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER,
     Z_ADVISE_BIG_PCLUSTER_1, Z_ADVISE_BIG_PCLUSTER_2, Z_ADVISE_COMPACTED_2B, Z_ADVISE_FRAGMENT_PCLUSTER,
     Z_ADVISE_INLINE_PCLUSTER,
@@ -836,18 +836,18 @@ def _write_metadata(out: ImageFile, params: FsParams, opts: Options, order: list
                 rec += whole_header(frag[0])
             else:
                 entries = _z_entries(ino, bs, big)
-                inline = Z_ADVISE_INLINE_PCLUSTER if ino.idata else 0
-                inline |= Z_ADVISE_FRAGMENT_PCLUSTER if frag is not None else 0
+                # where the last extent is: in the inode (ztailpacking) or the packed inode
+                tail = Z_ADVISE_INLINE_PCLUSTER if ino.idata else Z_ADVISE_FRAGMENT_PCLUSTER if frag else 0
                 if ino.idata:
                     incompat |= INCOMPAT_ZTAILPACKING
                 alg = ALG_ID[opts.compression]
                 if ino.layout == LAYOUT_COMPRESSED_FULL:
-                    advise = (Z_ADVISE_BIG_PCLUSTER_1 if big else 0) | inline
+                    advise = (Z_ADVISE_BIG_PCLUSTER_1 if big else 0) | tail
                     rec += map_header(advise, alg, len(ino.idata), frag) + bytes(8)
                     rec += _z_full(entries)
                 else:
                     advise = Z_ADVISE_COMPACTED_2B | (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2 if big else 0)
-                    rec += map_header(advise | inline, alg, len(ino.idata), frag)
+                    rec += map_header(advise | tail, alg, len(ino.idata), frag)
                     rec += _z_compact(entries, pos + len(rec), big, bs.bit_length() - 1)
             rec += ino.idata
         if node.kind is Kind.DIR:
