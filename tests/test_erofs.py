@@ -399,7 +399,7 @@ def test_spec_size_and_capacity(tmp_path, rich):
     ("compresion=lz4", "did you mean 'compression'"),
     ("compression=brotli", "compression"),
     ("pcluster_size=5000", "pcluster_size"),
-    ("fragments=true", "not supported yet"),
+    ("fragments=true", "fragments needs a compression"),
     ("inline_data=maybe", "inline_data"),
     ("compression=lz4hc,compression_level=13", "compression_level"),
 ])

@@ -151,3 +151,50 @@ def test_compact_and_full_indexes_decode_to_the_extents(big, xattr_size):
                 for k, (_l, raw, _blk, blocks) in enumerate(extents):
                     if blocks > 1:
                         assert cblks[k] == blocks
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_fragment_tail_is_a_head_without_pcluster(big):
+    """With fragments the last extent is in the packed inode: its index is a HEAD1 whose
+    address nothing reads; the pclusters before it keep their addresses in both index forms."""
+    from fstool.fs.erofs.fragments import FRAGMENT
+    from fstool.fs.erofs.zdata import _Indexes
+    rnd = random.Random(40 + big)
+    for _ in range(30):
+        extents, size = _random_extents(rnd, big)
+        tail = rnd.randint(1, 65536 if big else 4096)
+        extents[-1] = (tail, False, 123456, FRAGMENT)  # (offset in the packed inode, not a block)
+        size = sum(e[0] for e in extents)
+        entries = _z_entries(_FakeIno(size, extents, 3), 4096, big)
+        assert len(entries) == -(-size // 4096)
+        frag_la = size - tail
+        assert [e for e in entries if e[3] and e[2] == 0] == []  # every real head has its block
+        assert (Z_LCLUSTER_HEAD1, frag_la % 4096, 0, False) in entries
+        for layout, blob in ((3, _z_compact(entries, 72, big, 12)), (1, bytes(8) + _z_full(entries))):
+            image = bytes(64) + bytes(8) + blob + bytes(64)
+            idx = _Indexes(_FakeReader(image), _FakeIno(size, extents, layout), 0x1 | (0x6 if big else 0), 12, big)
+            heads = []
+            for lcn in range(idx.total):
+                t, v, pblk = idx.get(lcn)
+                if t != Z_LCLUSTER_NONHEAD and lcn * 4096 + v < size:
+                    heads.append((lcn * 4096 + v, t, pblk))
+            la, want = 0, []
+            for length, raw, blk, blocks in extents:
+                want.append((la, Z_LCLUSTER_PLAIN if raw else Z_LCLUSTER_HEAD1, blk))
+                la += length
+            assert [h[:2] for h in heads] == [w[:2] for w in want]
+            assert [h[2] for h in heads[:-1]] == [w[2] for w in want[:-1]]  # the fragment's is ignored
+
+
+def test_fragment_map_headers():
+    import struct
+
+    from fstool.fs.erofs.format import Z_MAP_HEADER
+    from fstool.fs.erofs.fragments import map_header, whole_header
+    whole = whole_header(0x123456789)
+    assert len(whole) == 16 and whole[8:] == bytes(8)
+    assert struct.unpack("<Q", whole[:8])[0] == (1 << 63) | 0x123456789
+    assert Z_MAP_HEADER.unpack(whole[:8]).clusterbits >> 7 == 1  # Z_EROFS_FRAGMENT_INODE_BIT
+    h = map_header(0x21, 3, 0, (0xABCDEF12, False))
+    assert struct.unpack("<IHBB", h) == (0xABCDEF12, 0x21, 3, 0)  # h_fragmentoff overlays the first 4 bytes
+    assert map_header(0x9, 0, 300, None) == Z_MAP_HEADER.pack(idata_size=300, advise=0x9)

@@ -202,13 +202,15 @@ class Codec:
         return lo, best
 
 
-def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int,
-                     tail: bool = False) -> list[tuple[int, bool, bytes, bool]]:
+def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int, tail: bool = False,
+                     fragment: bool = False) -> list[tuple[int, bool, bytes, bool]]:
     """Cut one segment into extents: (decompressed length, stored raw?, payload, inline?).
 
     Payloads are whole blocks, except for a tail extent offered for inlining (`tail`: the
     file's last segment, with ztailpacking): the remainder compressed into less than a block,
-    or stored raw when shorter than a block, goes out as its exact bytes."""
+    or stored raw when shorter than a block, goes out as its exact bytes. With `fragment`
+    (the file's last segment, with fragments) the remainder once it fits a pcluster goes out
+    raw and inline, bound for the packed inode, as mkfs.erofs packs it (`may_packing`)."""
     out = []
     pos, n = 0, len(seg)
     # the deflate/zstd fill search starts from the ratio of the previous pcluster; start each
@@ -219,6 +221,9 @@ def compress_segment(codec: Codec, seg: bytes, pcluster: int, bs: int,
     base = ctypes.cast(ctypes.c_char_p(seg), ctypes.c_void_p).value
     while pos < n:
         rem = n - pos
+        if fragment and rem <= pcluster:
+            out.append((rem, True, bytes(seg[pos:]), True))
+            break
         if tail and rem <= pcluster:
             consumed, comp = codec.fill(view[pos:], base + pos, pcluster)
             if consumed == rem and len(comp) < min(bs, rem) and comp and comp[0]:
@@ -291,16 +296,17 @@ def decode_extents(blob: bytes, seg_len: int) -> list[tuple[int, bool, bytes, bo
 
 
 def cached_compress_segment(cache, namespace: bytes | None, codec: Codec, seg: bytes, pcluster: int,
-                            bs: int, tail: bool = False) -> list[tuple[int, bool, bytes, bool]]:
+                            bs: int, tail: bool = False,
+                            fragment: bool = False) -> list[tuple[int, bool, bytes, bool]]:
     """compress_segment, served from the block cache when it holds the segment's result."""
     if cache is None or namespace is None:
-        return compress_segment(codec, seg, pcluster, bs, tail)
-    key = cache.key(namespace + (b"T" if tail else b"N"), seg)
+        return compress_segment(codec, seg, pcluster, bs, tail, fragment)
+    key = cache.key(namespace + (b"F" if fragment else b"T" if tail else b"N"), seg)
     blob = cache.get(key)
     if blob is not None:
         extents = decode_extents(blob, len(seg))
         if extents is not None:
             return extents
-    extents = compress_segment(codec, seg, pcluster, bs, tail)
+    extents = compress_segment(codec, seg, pcluster, bs, tail, fragment)
     cache.put(key, encode_extents(extents))
     return extents

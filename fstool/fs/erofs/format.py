@@ -93,6 +93,17 @@ Z_ADVISE_COMPACTED_2B = 0x1
 Z_ADVISE_BIG_PCLUSTER_1 = 0x2
 Z_ADVISE_BIG_PCLUSTER_2 = 0x4
 Z_ADVISE_INLINE_PCLUSTER = 0x8
+Z_ADVISE_FRAGMENT_PCLUSTER = 0x20  # the file's last extent lives in the packed inode (fragments)
+# fragments: a file whose last extent is in the packed inode has this header instead (the
+# kernel's h_fragmentoff overlays h_reserved1 and h_idata_size: the byte offset of that extent's
+# data in the packed inode)
+Z_MAP_HEADER_FRAGMENT = Record("z_erofs_map_header", (
+    ("fragmentoff", "I"), ("advise", "H"), ("algorithmtype", "B"), ("clusterbits", "B")))
+# a file stored whole in the packed inode: the 8 header bytes read as one u64 with bit 63 set
+# (bit Z_FRAGMENT_INODE_BIT of h_clusterbits), the offset of its data in the other 63 bits; no
+# lcluster indexes follow, only the 8 bytes the full-index layout reserves
+Z_MAP_HEADER_WHOLE = Record("z_erofs_map_header", (("fragment", "Q"), (None, "8x")))
+Z_FRAGMENT_INODE_BIT = 7
 Z_ALG_LZ4, Z_ALG_LZMA, Z_ALG_DEFLATE, Z_ALG_ZSTD = range(4)
 
 

@@ -28,6 +28,7 @@ class Options:
     legacy_compress: bool = False
     ztailpacking: bool = False
     dedupe: bool = False
+    fragments: bool = False
 
 
 def parse_options(params: FsParams) -> Options:
@@ -49,14 +50,16 @@ def parse_options(params: FsParams) -> Options:
         legacy_compress=o.get_bool("legacy_compress", False),
         ztailpacking=o.get_bool("ztailpacking", False),
         dedupe=o.get_bool("dedupe", False),
+        fragments=o.get_bool("fragments", False),
     )
-    for key in ("fragments",):
-        if o.get_bool(key, False):
-            raise SpecError(f"{key} is not supported yet by the erofs writer", where=f"{where}.{key}")
     o.finish()
     if comp == "none":
         if level is not None:
             raise SpecError("compression_level needs a compression", where=f"{where}.compression_level")
+        if opts.fragments:
+            # the packed inode holds file tails compressed together: nothing to pack without a codec
+            raise SpecError("fragments needs a compression (the packed inode is compressed like a file)",
+                            where=f"{where}.fragments")
     else:
         lo, hi = LEVEL_RANGE[comp]
         if level is not None and not lo <= level <= hi:

@@ -15,7 +15,7 @@ from ...errors import ImageError
 from ...tree import Kind, Tree, split_path
 from ..base import Reader, REntry
 from .format import (
-    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, DIRENT, INCOMPAT_COMPR_CFGS,
+    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, COMPAT_SB_CHKSUM, DIRENT, INCOMPAT_COMPR_CFGS, INCOMPAT_FRAGMENTS,
     INCOMPAT_LZ4_0PADDING, INODE_COMPACT, INODE_EXTENDED, INODE_SLOT, KNOWN_INCOMPAT, LAYOUT_CHUNK_BASED,
     LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR,
     SB_OFFSET, SUPERBLOCK, XATTR_ENTRY, XATTR_IBODY_HEADER, XATTR_PREFIXES, decode_rdev, sb_checksum,
@@ -70,6 +70,9 @@ class ErofsReader(Reader):
         if sb.xattr_prefix_count:
             self._load_long_prefixes()
         self._dircache: dict[int, dict[bytes, int]] = {}
+        self._packed = None  # fragments: the packed inode, its extent map and last extent decoded
+        self._packed_map = None
+        self._packed_cache: dict = {}
         self.root = self._inode(sb.root_nid)
         if self.root.kind is not Kind.DIR:
             raise ImageError("the erofs root inode is not a directory", where=self.where)
@@ -211,6 +214,37 @@ class ErofsReader(Reader):
                     yield c * csize, length, None if hole else addr * bs
         else:
             raise ImageError(f"inode nid {ino.nid}: data layout {ino.layout} is not flat", where=self.where)
+
+    def _packed_read(self, off: int, n: int, nid: int) -> Iterator[bytes]:
+        """Bytes [off, off + n) of the packed inode (fragments), where the tails of the files
+        stored with `-E fragments` live; it may be compressed itself, but not in fragments."""
+        if self._packed is None:
+            if not self.sb.feature_incompat & INCOMPAT_FRAGMENTS or not self.sb.packed_nid:
+                raise ImageError(f"inode nid {nid} has data in fragments but the image has no packed inode",
+                                 where=self.where)
+            packed = self._inode(self.sb.packed_nid)
+            if packed.kind is not Kind.FILE:
+                raise ImageError("the erofs packed inode is not a regular file", where=self.where)
+            self._packed = packed
+        packed = self._packed
+        if off < 0 or off + n > packed.size:
+            raise ImageError(f"inode nid {nid}: fragment of {n} bytes at {off} is outside the packed inode "
+                             f"({packed.size} bytes)", where=self.where)
+        if packed.layout in (LAYOUT_COMPRESSED_FULL, LAYOUT_COMPRESSED_COMPACT):
+            if self._packed_map is None:
+                from .zdata import ZMap
+                self._packed_map = ZMap(self, packed)
+            yield from self._packed_map.read(off, n, self._packed_cache)
+            return
+        end = off + n
+        for lo, length, phys in self._extents(packed):
+            a, b = max(lo, off), min(lo + length, end)
+            while a < b:
+                k = min(READ_CHUNK, b - a)
+                yield bytes(k) if phys is None else self.r.pread(k, phys + a - lo)
+                a += k
+            if lo + length >= end:
+                break
 
     def _read_all(self, ino: Inode, limit: int) -> bytes:
         if ino.size > limit:

@@ -40,20 +40,22 @@ from ...errors import CapacityError
 from ...ids import derive_uuid, parse_uuid
 from ...image import ImageFile, in_background, write_zeros
 from ...sizes import format_size
-from ...tree import Kind, Node, Tree, encode_name
+from ...tree import FileSource, Kind, Node, Tree, encode_name
 from ...zeros import content_segments, read_range
 from ..base import FsParams
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
     COMPAT_MTIME, COMPAT_SB_CHKSUM, DIRENT, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
-    INCOMPAT_CHUNKED_FILE, INCOMPAT_COMPR_CFGS, INCOMPAT_LZ4_0PADDING, INCOMPAT_ZTAILPACKING, INODE_COMPACT,
-    INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL,
+    INCOMPAT_CHUNKED_FILE, INCOMPAT_COMPR_CFGS, INCOMPAT_FRAGMENTS, INCOMPAT_LZ4_0PADDING, INCOMPAT_ZTAILPACKING,
+    INODE_COMPACT, INODE_EXTENDED, INODE_SLOT, LAYOUT_CHUNK_BASED, LAYOUT_COMPRESSED_COMPACT, LAYOUT_COMPRESSED_FULL,
     LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, MAGIC, NULL_ADDR, SB_OFFSET, SUPERBLOCK, XATTR_IBODY_HEADER,
-    Z_ADVISE_BIG_PCLUSTER_1, Z_ADVISE_BIG_PCLUSTER_2, Z_ADVISE_COMPACTED_2B, Z_ADVISE_INLINE_PCLUSTER,
+    Z_ADVISE_BIG_PCLUSTER_1, Z_ADVISE_BIG_PCLUSTER_2, Z_ADVISE_COMPACTED_2B, Z_ADVISE_FRAGMENT_PCLUSTER,
+    Z_ADVISE_INLINE_PCLUSTER,
     Z_ALG_DEFLATE, Z_ALG_LZ4, Z_ALG_LZMA, Z_LCLUSTER_HEAD1, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD,
     Z_LCLUSTER_PLAIN, Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk, encode_rdev, sb_checksum,
     xattr_entry, xattr_split,
 )
+from .fragments import FRAGMENT, Packer, fragment_of, is_whole_fragment, map_header, whole_header
 from .options import BLOCK_SIZE, Options, parse_options
 
 FILE_TYPE = {Kind.FILE: FT_REG, Kind.DIR: FT_DIR, Kind.CHR: FT_CHR, Kind.BLK: FT_BLK, Kind.FIFO: FT_FIFO,
@@ -128,8 +130,9 @@ class Ino:
         n = self.isize + len(self.xattr_body)
         if self.layout == LAYOUT_CHUNK_BASED:
             n += 4 * self.nchunks
-        elif self.layout == LAYOUT_COMPRESSED_FULL:
-            n = -(-n // 8) * 8 + Z_MAP_HEADER.size + 8 + Z_LCLUSTER_INDEX.size * -(-self.size // bs)
+        elif self.layout == LAYOUT_COMPRESSED_FULL:  # (a file whole in the packed inode has no indexes)
+            n = -(-n // 8) * 8 + Z_MAP_HEADER.size + 8 + (
+                0 if is_whole_fragment(self) else Z_LCLUSTER_INDEX.size * -(-self.size // bs))
         elif self.layout == LAYOUT_COMPRESSED_COMPACT:
             n = -(-n // 8) * 8 + Z_MAP_HEADER.size
             first, two, last = compact_layout(n, -(-self.size // bs))  # inodes start 32-aligned
@@ -261,7 +264,7 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
                     ino.nblocks = sum(n for _, n in ino.chunks)
                     continue
         if node.kind is Kind.FILE and opts.compression != "none" and (
-                ino.size > bs or (opts.ztailpacking and ino.size)):
+                ino.size > bs or ((opts.ztailpacking or opts.fragments) and ino.size)):
             ino.compress = True  # settled in the data pass: compressed, or flat if that saves nothing
         elif node.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size:
             ino.flat_layout(opts.inline_data or node.kind is not Kind.FILE, bs)
@@ -395,6 +398,12 @@ class _DataWriter:
         self.report = report
         self.done = 0
         self.jobs: list[tuple[Ino, int, int]] = []  # flat files to copy: (inode, bytes, image offset)
+        self.packer: Packer | None = None  # fragments: where file tails go (fragments.py)
+        self.packed: Ino | None = None  # the packed inode itself, once its data is queued
+
+    def _fragmented(self, ino: Ino) -> bool:
+        """Does this file's tail go to the packed inode? (Not the packed inode's own.)"""
+        return self.packer is not None and ino is not self.packed
 
     # -- queueing -------------------------------------------------------------------
     def add(self, ino: Ino) -> None:
@@ -404,13 +413,14 @@ class _DataWriter:
             for off in range(0, ino.size, SEGMENT):
                 n = min(SEGMENT, ino.size - off)
                 seg = ino.read(off, n)
-                tail = self.opts.ztailpacking and off + n == ino.size
+                frag = off + n == ino.size and self._fragmented(ino)
+                tail = self.opts.ztailpacking and off + n == ino.size and not frag
                 if self.pool is not None:
                     fut = self.pool.submit(cached_compress_segment, cache, ns, self.codec, seg,
-                                           self.opts.pcluster_size, self.bs, tail)
+                                           self.opts.pcluster_size, self.bs, tail, frag)
                 else:
                     fut = cached_compress_segment(cache, ns, self.codec, seg, self.opts.pcluster_size,
-                                                  self.bs, tail)
+                                                  self.bs, tail, frag)
                 self.queue.append((ino, off, fut))
                 self._drain(self.window)
         else:
@@ -542,6 +552,11 @@ class _DataWriter:
             ino.startblk = self.blk  # where a rewind goes back to
             ino.extents = []
         for length, raw, payload, inline in extents:
+            if inline and self._fragmented(ino):
+                # fragments: the remainder goes to the packed inode, no blocks here
+                offset = self.packer.add(payload, off == 0 and length == ino.size, ino.node.origin)
+                ino.extents.append((length, False, offset, FRAGMENT))
+                continue
             if inline:
                 # ztailpacking: the tail pcluster follows the indexes in the inode's block if
                 # the whole record fits one block; otherwise it takes a block like the others
@@ -563,13 +578,16 @@ class _DataWriter:
         # the whole file is in: keep it compressed only if that saves a block (or, with
         # ztailpacking, space in the inode's block) and something was compressed at all
         saved = ino.zblocks < -(-ino.size // bs) if not ino.idata or ino.idata_raw else True
-        if not saved or all(raw for _l, raw, _a, _b in ino.extents):
+        # (a tail in the packed inode always stays: its block is saved, as mkfs.erofs keeps it)
+        if fragment_of(ino) is None and (not saved or all(raw for _l, raw, _a, _b in ino.extents)):
             self.blk = ino.startblk
             ino.extents, ino.zblocks, ino.compress, ino.idata = [], 0, False, b""
             ino.flat_layout(self.opts.inline_data, bs)
             self._place(ino)
             return
-        ino.layout = LAYOUT_COMPRESSED_FULL if self.opts.legacy_compress else LAYOUT_COMPRESSED_COMPACT
+        # a file whole in the packed inode has the full-index layout (and no indexes), as mkfs.erofs
+        full = self.opts.legacy_compress or is_whole_fragment(ino)
+        ino.layout = LAYOUT_COMPRESSED_FULL if full else LAYOUT_COMPRESSED_COMPACT
         self.done += ino.size
         self.report(self.done)
 
@@ -580,21 +598,25 @@ def _z_entries(ino: Ino, bs: int, big: bool) -> list[tuple[int, int, int, bool]]
     lclusters it covers after that (value: delta[0] | delta[1] << 16, the distances back to
     its head and on to the next one; the first NONHEAD of a big pcluster carries its block
     count instead of delta[0]). A last PLAIN index with address 0 marks the end of the file
-    inside its lcluster."""
+    inside its lcluster. A fragment (the last extent, in the packed inode) is a HEAD1 with no
+    pcluster: address and block count 0, never a real head (the kernel reads neither)."""
     out = []
     clusterofs = 0
     for length, raw, blkaddr, blocks in ino.extents:
+        real = blocks != FRAGMENT
+        if not real:
+            blkaddr, blocks, raw = 0, 0, False
         head = Z_LCLUSTER_PLAIN if raw else Z_LCLUSTER_HEAD1
         d1 = (clusterofs + length) // bs
         if d1 == 0:  # the file's last extent, ending inside its lcluster
-            out.append((head, clusterofs, blkaddr, True))
+            out.append((head, clusterofs, blkaddr, real))
             clusterofs = 0
             continue
         d0 = 0
         count = length
         while True:
             if d0 == 0:
-                out.append((head, clusterofs, blkaddr, True))
+                out.append((head, clusterofs, blkaddr, real))
             else:
                 delta0 = (blocks | Z_LI_D0_CBLKCNT) if d0 == 1 and big else min(d0, Z_LI_D0_CBLKCNT - 1)
                 out.append((Z_LCLUSTER_NONHEAD, delta0 | (d1 << 16), 0, False))
@@ -677,6 +699,15 @@ def _compr_cfgs(opts: Options, bs: int) -> tuple[int, int, bytes]:
 
 def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     opts = params.opts if params.opts is not None else parse_options(params)
+    packer = Packer() if opts.fragments else None  # fragments: the packed inode's bytes, until the end
+    try:
+        return _write(tree, out, params, opts, packer)
+    finally:
+        if packer is not None:
+            packer.close()
+
+
+def _write(tree: Tree, out: ImageFile, params: FsParams, opts: Options, packer: Packer | None) -> int:
     bs = BLOCK_SIZE
     order, shared_xattrs = _plan_inodes(tree, params, opts, bs)
     root = order[0]
@@ -695,11 +726,14 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     xattr_blkaddr = 1 if shared_xattrs else 0
     first = 1 + -(-len(shared_xattrs) // bs)
     dw = _DataWriter(out, bs, first, opts, params.thread_count(),
-                     lambda done: params.report(done, total_bytes), params.block_cache)
+                     lambda done: params.report(min(done, total_bytes), total_bytes), params.block_cache)
     total_bytes = sum(i.size for i in order if i.node.kind is Kind.FILE)
+    dw.packer = packer
     try:
         for ino in order:
             dw.add(ino)
+        if packer is not None:
+            _add_packed_inode(dw, order, params, opts, bs)
         data_end = dw.finish()
     finally:
         if dw.pool is not None:
@@ -709,6 +743,27 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     with in_background(dw.run_jobs):
         return _write_metadata(out, params, opts, order, shared_xattrs, dw, data_end, meta_start,
                                xattr_blkaddr, incompat, u1, cfgs, big)
+
+
+def _add_packed_inode(dw: "_DataWriter", order: list, params: FsParams, opts: Options, bs: int) -> None:
+    """Once every file's tail is in the packer, queue the packed inode's own data (after all
+    other data, compressed like a file, ztailpacking as asked, never fragments of its own) and
+    give it the last inode number. It is in no directory: only the superblock's packed_nid
+    names it. Mode 0600, owned by root, as mkfs.erofs writes it."""
+    dw._drain(0)  # every fragment has been appended, in tree order
+    size = dw.packer.length
+    if not size:
+        return
+    node = Node(Kind.FILE, mode=0o600, mtime=params.timestamp, source=FileSource(dw.packer.path, size),
+                origin="<erofs packed inode>")
+    ino = Ino(node, 1, 0, 0, size=size, extended=size > U32)
+    if size > bs or opts.ztailpacking:
+        ino.compress = True
+    else:
+        ino.flat_layout(opts.inline_data, bs)
+    dw.packed = ino
+    order.append(ino)
+    dw.add(ino)
 
 
 def _write_metadata(out: ImageFile, params: FsParams, opts: Options, order: list, shared_xattrs: bytes,
@@ -781,20 +836,26 @@ def _write_metadata(out: ImageFile, params: FsParams, opts: Options, order: list
             rec += b"".join(a.to_bytes(4, "little") for a in cmap)
         elif ino.layout in (LAYOUT_COMPRESSED_FULL, LAYOUT_COMPRESSED_COMPACT):
             rec += bytes(-len(rec) % 8)
-            entries = _z_entries(ino, bs, big)
-            inline = Z_ADVISE_INLINE_PCLUSTER if ino.idata else 0
-            if ino.idata:
-                incompat |= INCOMPAT_ZTAILPACKING
-            if opts.legacy_compress:
-                advise = (Z_ADVISE_BIG_PCLUSTER_1 if big else 0) | inline
-                rec += Z_MAP_HEADER.pack(idata_size=len(ino.idata), advise=advise,
-                                         algorithmtype=ALG_ID[opts.compression]) + bytes(8)
-                rec += _z_full(entries)
+            frag = fragment_of(ino)
+            if frag is not None:
+                incompat |= INCOMPAT_FRAGMENTS
+            if frag is not None and frag[1]:
+                rec += whole_header(frag[0])
             else:
-                advise = Z_ADVISE_COMPACTED_2B | (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2 if big else 0)
-                rec += Z_MAP_HEADER.pack(idata_size=len(ino.idata), advise=advise | inline,
-                                         algorithmtype=ALG_ID[opts.compression])
-                rec += _z_compact(entries, pos + len(rec), big, bs.bit_length() - 1)
+                entries = _z_entries(ino, bs, big)
+                # where the last extent is: in the inode (ztailpacking) or the packed inode
+                tail = Z_ADVISE_INLINE_PCLUSTER if ino.idata else Z_ADVISE_FRAGMENT_PCLUSTER if frag else 0
+                if ino.idata:
+                    incompat |= INCOMPAT_ZTAILPACKING
+                alg = ALG_ID[opts.compression]
+                if ino.layout == LAYOUT_COMPRESSED_FULL:
+                    advise = (Z_ADVISE_BIG_PCLUSTER_1 if big else 0) | tail
+                    rec += map_header(advise, alg, len(ino.idata), frag) + bytes(8)
+                    rec += _z_full(entries)
+                else:
+                    advise = Z_ADVISE_COMPACTED_2B | (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2 if big else 0)
+                    rec += map_header(advise | tail, alg, len(ino.idata), frag)
+                    rec += _z_compact(entries, pos + len(rec), big, bs.bit_length() - 1)
             rec += ino.idata
         if node.kind is Kind.DIR:
             for k, (lo, hi) in enumerate(ino.dirblocks):
@@ -814,7 +875,8 @@ def _write_metadata(out: ImageFile, params: FsParams, opts: Options, order: list
     label = (params.label or "").encode()
     fields = dict(magic=MAGIC, feature_compat=COMPAT_SB_CHKSUM | COMPAT_MTIME, blkszbits=bs.bit_length() - 1,
                   root_nid=root.nid, inos=len(order), epoch=build, blocks=total // bs, xattr_blkaddr=xattr_blkaddr,
-                  uuid=uuid.bytes, volume_name=label, feature_incompat=incompat, u1=u1)
+                  uuid=uuid.bytes, volume_name=label, feature_incompat=incompat, u1=u1,
+                  packed_nid=dw.packed.nid if dw.packed is not None else 0)
     SUPERBLOCK.pack_into(block0, SB_OFFSET, **fields)
     block0[SB_OFFSET + SUPERBLOCK.size:SB_OFFSET + SUPERBLOCK.size + len(cfgs)] = cfgs
     # the checksum covers the rest of block 0 from the superblock on, its own field zero

@@ -7,7 +7,8 @@ pclusters, the block count the first NONHEAD lcluster after the head records. Co
 indexes pack 2 (4-byte form) or 16 (2-byte form) lclusters per unit with the block
 address of the unit stored once at its end; block addresses of heads are recounted as
 the kernel does (`_compact_pblk`). Extents are decoded one at a time, so memory stays
-bounded by the largest extent (at most 12 MiB by the format).
+bounded by the largest extent (at most 12 MiB by the format). With fragments, a file's
+last extent (or the whole file) is a range of the packed inode (`ErofsReader._packed_read`).
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from typing import Iterator
 from ...errors import ImageError
 from .format import (
     INCOMPAT_BIG_PCLUSTER, INCOMPAT_LZ4_0PADDING, LAYOUT_COMPRESSED_COMPACT, Z_ADVISE_BIG_PCLUSTER_1,
-    Z_ADVISE_BIG_PCLUSTER_2, Z_ADVISE_COMPACTED_2B, Z_ADVISE_INLINE_PCLUSTER, Z_ALG_DEFLATE, Z_ALG_LZ4,
-    Z_ALG_LZMA, Z_ALG_ZSTD, Z_LCLUSTER_HEAD1, Z_LCLUSTER_HEAD2, Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD,
-    Z_LCLUSTER_PLAIN, Z_LI_D0_CBLKCNT, Z_MAP_HEADER, compact_layout, compact_nblk,
+    Z_ADVISE_BIG_PCLUSTER_2, Z_ADVISE_COMPACTED_2B, Z_ADVISE_FRAGMENT_PCLUSTER, Z_ADVISE_INLINE_PCLUSTER,
+    Z_ALG_DEFLATE, Z_ALG_LZ4, Z_ALG_LZMA, Z_ALG_ZSTD, Z_FRAGMENT_INODE_BIT, Z_LCLUSTER_HEAD1, Z_LCLUSTER_HEAD2,
+    Z_LCLUSTER_INDEX, Z_LCLUSTER_NONHEAD, Z_LCLUSTER_PLAIN, Z_LI_D0_CBLKCNT, Z_MAP_HEADER, Z_MAP_HEADER_FRAGMENT,
+    compact_layout, compact_nblk,
 )
 
 Z_ADVISE_INTERLACED_PCLUSTER = 0x10
-Z_ADVISE_FRAGMENT_PCLUSTER = 0x20
 MAX_DSIZE = 12 << 20
 
 
@@ -139,83 +140,149 @@ class _Indexes:
         return struct.unpack_from("<I", unit, len(unit) - 4)[0] + nblk
 
 
-def read_compressed(reader, ino) -> Iterator[bytes]:
-    sb = reader.sb
-    bs = reader.bs
-    hdr_pos = -(-(reader._iloc(ino.nid) + ino.isize + ino.xattr_size) // 8) * 8
-    raw = reader.r.pread(Z_MAP_HEADER.size, hdr_pos)
-    hdr = Z_MAP_HEADER.unpack(raw)
-    if hdr.clusterbits & 0x80:
-        raise ImageError(f"inode nid {ino.nid}: files packed into fragments are not supported", where=reader.where)
-    big_sb = bool(sb.feature_incompat & INCOMPAT_BIG_PCLUSTER)
-    if not big_sb and ino.layout != LAYOUT_COMPRESSED_COMPACT and not sb.feature_incompat & 0x30:
-        advise, algs, lcbits = 0, (Z_ALG_LZ4, Z_ALG_LZ4), reader.sb.blkszbits  # the kernel ignores the header then
-    else:
-        advise = hdr.advise
-        algs = (hdr.algorithmtype & 15, hdr.algorithmtype >> 4)
-        lcbits = sb.blkszbits + (hdr.clusterbits & 7)
-    if advise & Z_ADVISE_FRAGMENT_PCLUSTER:
-        raise ImageError(f"inode nid {ino.nid}: fragments are not supported", where=reader.where)
-    lcs = 1 << lcbits
-    big = bool(advise & (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2))
-    idx = _Indexes(reader, ino, advise, lcbits, big)
-    zeropad = bool(sb.feature_incompat & INCOMPAT_LZ4_0PADDING)
+class ZMap:
+    """One compressed inode's extents, found once from its map header and lcluster indexes:
+    `spans` holds (logical start, end, how) per extent, `how` being ("block", type, pblk,
+    cblks), ("inline", type) for a ztailpacking tail, or ("fragment", offset) for bytes in the
+    packed inode. `extent(k)` decodes one (at most MAX_DSIZE bytes); `read(off, n)` streams a
+    range, which the packed inode's readers need (many small reads at scattered offsets)."""
 
-    # the extents, from the heads: (logical start, type, block address, compressed blocks)
-    heads = []
-    for lcn in range(idx.total):
-        t, ofs, pblk = idx.get(lcn)
-        if t == Z_LCLUSTER_NONHEAD:
-            if heads and heads[-1][4] == lcn - 1 and ofs & Z_LI_D0_CBLKCNT:
-                heads[-1][3] = ofs & ~Z_LI_D0_CBLKCNT
-            continue
-        if ofs >= lcs:
-            raise ImageError(f"inode nid {ino.nid}: cluster offset {ofs} out of range", where=reader.where)
-        la = lcn * lcs + ofs
-        if la < ino.size:
-            heads.append([la, t, pblk, 1, lcn])
-    if not heads or heads[0][0] != 0:
-        raise ImageError(f"inode nid {ino.nid}: compressed file does not start with an extent", where=reader.where)
-    idata = None
-    if advise & Z_ADVISE_INLINE_PCLUSTER:
-        # ztailpacking: the last extent's pcluster follows the index unit of the last lcluster
-        size = hdr.idata_size
-        pos = idx.end()
-        if size == 0 or pos % bs + size > bs:
-            raise ImageError(f"inode nid {ino.nid}: bad inline pcluster of {size} bytes", where=reader.where)
-        idata = reader.r.pread(size, pos)
-    for k, (la, t, pblk, cblks, _lcn) in enumerate(heads):
-        end = heads[k + 1][0] if k + 1 < len(heads) else ino.size
-        n = end - la
-        if n > MAX_DSIZE or n <= 0:
-            raise ImageError(f"inode nid {ino.nid}: extent of {n} bytes", where=reader.where)
-        if idata is not None and k + 1 == len(heads):
-            if t == Z_LCLUSTER_PLAIN:
-                if len(idata) < n:
-                    raise ImageError(f"inode nid {ino.nid}: inline tail too short", where=reader.where)
-                yield idata[:n]
+    def __init__(self, reader, ino):
+        self.r, self.ino = reader, ino
+        sb, bs = reader.sb, reader.bs
+        hdr_pos = -(-(reader._iloc(ino.nid) + ino.isize + ino.xattr_size) // 8) * 8
+        raw = reader.r.pread(Z_MAP_HEADER.size, hdr_pos)
+        hdr = Z_MAP_HEADER.unpack(raw)
+        self.spans: list[tuple[int, int, tuple]] = []
+        self.idata = None
+        if hdr.clusterbits >> Z_FRAGMENT_INODE_BIT:
+            # the whole file is in the packed inode (z_erofs_fill_inode: bit 63 of the header)
+            offset = struct.unpack("<Q", raw)[0] ^ (1 << 63)
+            if ino.size:
+                self.spans.append((0, ino.size, ("fragment", offset)))
+            return
+        big_sb = bool(sb.feature_incompat & INCOMPAT_BIG_PCLUSTER)
+        if not big_sb and ino.layout != LAYOUT_COMPRESSED_COMPACT and not sb.feature_incompat & 0x30:
+            advise, algs, lcbits = 0, (Z_ALG_LZ4, Z_ALG_LZ4), sb.blkszbits  # the kernel ignores the header then
+        else:
+            advise = hdr.advise
+            algs = (hdr.algorithmtype & 15, hdr.algorithmtype >> 4)
+            lcbits = sb.blkszbits + (hdr.clusterbits & 7)
+        self.algs = algs
+        fragment = bool(advise & Z_ADVISE_FRAGMENT_PCLUSTER)
+        if fragment:  # h_fragmentoff overlays h_reserved1 and h_idata_size
+            fragoff = Z_MAP_HEADER_FRAGMENT.unpack(raw).fragmentoff
+        lcs = 1 << lcbits
+        big = bool(advise & (Z_ADVISE_BIG_PCLUSTER_1 | Z_ADVISE_BIG_PCLUSTER_2))
+        idx = _Indexes(reader, ino, advise, lcbits, big)
+        self.zeropad = bool(sb.feature_incompat & INCOMPAT_LZ4_0PADDING)
+        self.interlaced = bool(advise & Z_ADVISE_INTERLACED_PCLUSTER)
+
+        # the extents, from the heads: (logical start, type, block address, compressed blocks)
+        heads = []
+        for lcn in range(idx.total):
+            t, ofs, pblk = idx.get(lcn)
+            if t == Z_LCLUSTER_NONHEAD:
+                if heads and heads[-1][4] == lcn - 1 and ofs & Z_LI_D0_CBLKCNT:
+                    heads[-1][3] = ofs & ~Z_LI_D0_CBLKCNT
                 continue
-            alg = algs[0] if t == Z_LCLUSTER_HEAD1 else algs[1]
-            yield _decode(reader, ino, alg, idata, n, "inline")
-            continue
-        if pblk * bs + cblks * bs > reader.r.length:
-            raise ImageError(f"inode nid {ino.nid}: pcluster outside the image", where=reader.where)
+            if ofs >= lcs:
+                raise ImageError(f"inode nid {ino.nid}: cluster offset {ofs} out of range", where=reader.where)
+            la = lcn * lcs + ofs
+            if la < ino.size:
+                heads.append([la, t, pblk, 1, lcn])
+        if not heads or heads[0][0] != 0:
+            raise ImageError(f"inode nid {ino.nid}: compressed file does not start with an extent", where=reader.where)
+        if fragment:
+            # the last extent is in the packed inode; full indexes keep the offset's high 32 bits
+            # in its head's address; a tail whose head is in lcluster 0 means the whole file
+            # (z_erofs_map_blocks_fo: z_tailextent_headlcn 0)
+            if ino.layout != LAYOUT_COMPRESSED_COMPACT:
+                fragoff |= heads[-1][2] << 32
+            if heads[-1][4] == 0:
+                self.spans = [(0, ino.size, ("fragment", fragoff))]
+                return
+            self.spans = [(h[0], heads[k + 1][0] if k + 1 < len(heads) else ino.size,
+                           ("fragment", fragoff) if k + 1 == len(heads) else ("block", h[1], h[2], h[3]))
+                          for k, h in enumerate(heads)]
+            return
+        if advise & Z_ADVISE_INLINE_PCLUSTER:
+            # ztailpacking: the last extent's pcluster follows the index unit of the last lcluster
+            size = Z_MAP_HEADER.unpack(raw).idata_size
+            pos = idx.end()
+            if size == 0 or pos % bs + size > bs:
+                raise ImageError(f"inode nid {ino.nid}: bad inline pcluster of {size} bytes", where=reader.where)
+            self.idata = reader.r.pread(size, pos)
+        for k, (la, t, pblk, cblks, _lcn) in enumerate(heads):
+            end = heads[k + 1][0] if k + 1 < len(heads) else ino.size
+            how = ("inline", t) if self.idata is not None and k + 1 == len(heads) else ("block", t, pblk, cblks)
+            self.spans.append((la, end, how))
+
+    def extent(self, k: int) -> bytes:
+        r, ino, bs = self.r, self.ino, self.r.bs
+        la, end, how = self.spans[k]
+        n = end - la
+        if how[0] == "fragment":
+            return b"".join(r._packed_read(how[1], n, ino.nid))
+        if n > MAX_DSIZE or n <= 0:
+            raise ImageError(f"inode nid {ino.nid}: extent of {n} bytes", where=r.where)
+        t = how[1]
+        if how[0] == "inline":
+            if t == Z_LCLUSTER_PLAIN:
+                if len(self.idata) < n:
+                    raise ImageError(f"inode nid {ino.nid}: inline tail too short", where=r.where)
+                return self.idata[:n]
+            alg = self.algs[0] if t == Z_LCLUSTER_HEAD1 else self.algs[1]
+            return _decode(r, ino, alg, self.idata, n, "inline")
+        _kind, t, pblk, cblks = how
+        if pblk * bs + cblks * bs > r.r.length:
+            raise ImageError(f"inode nid {ino.nid}: pcluster outside the image", where=r.where)
         if t == Z_LCLUSTER_PLAIN:
-            block = reader.r.pread(bs, pblk * bs)
+            block = r.r.pread(bs, pblk * bs)
             if n > bs:
-                raise ImageError(f"inode nid {ino.nid}: plain extent of {n} bytes", where=reader.where)
-            if advise & Z_ADVISE_INTERLACED_PCLUSTER:
+                raise ImageError(f"inode nid {ino.nid}: plain extent of {n} bytes", where=r.where)
+            if self.interlaced:
                 s = la % bs
                 block = block[s:] + block[:s]
-            yield block[:n]
-            continue
-        alg = algs[0] if t == Z_LCLUSTER_HEAD1 else algs[1]
+            return block[:n]
+        alg = self.algs[0] if t == Z_LCLUSTER_HEAD1 else self.algs[1]
         if t not in (Z_LCLUSTER_HEAD1, Z_LCLUSTER_HEAD2):
-            raise ImageError(f"inode nid {ino.nid}: unknown lcluster type {t}", where=reader.where)
-        src = reader.r.pread(cblks * bs, pblk * bs)
-        if zeropad:
+            raise ImageError(f"inode nid {ino.nid}: unknown lcluster type {t}", where=r.where)
+        src = r.r.pread(cblks * bs, pblk * bs)
+        if self.zeropad:
             src = src.lstrip(b"\0")
-        yield _decode(reader, ino, alg, src, n, f"block {pblk}")
+        return _decode(r, ino, alg, src, n, f"block {pblk}")
+
+    def chunks(self) -> Iterator[bytes]:
+        for k, (la, end, how) in enumerate(self.spans):
+            if how[0] == "fragment":  # streamed: a whole-file fragment may be large
+                yield from self.r._packed_read(how[1], end - la, self.ino.nid)
+            else:
+                yield self.extent(k)
+
+    def read(self, off: int, n: int, cache: dict) -> Iterator[bytes]:
+        """Bytes [off, off + n), extent by extent; `cache` keeps the last extent decoded (the
+        next fragment is most often in the same one)."""
+        import bisect
+        if off < 0 or off + n > self.ino.size:
+            raise ImageError(f"inode nid {self.ino.nid}: read of {n} bytes at {off} past its end",
+                             where=self.r.where)
+        k = bisect.bisect_right([s[0] for s in self.spans], off) - 1
+        while n > 0:
+            la, end, how = self.spans[k]
+            if how[0] == "fragment":
+                raise ImageError(f"inode nid {self.ino.nid}: the packed inode refers to itself", where=self.r.where)
+            if cache.get("k") != k:
+                cache["k"], cache["data"] = k, self.extent(k)
+            piece = cache["data"][off - la:min(end, off + n) - la]
+            yield piece
+            off += len(piece)
+            n -= len(piece)
+            k += 1
+
+
+def read_compressed(reader, ino) -> Iterator[bytes]:
+    yield from ZMap(reader, ino).chunks()
 
 
 def _decode(reader, ino, alg: int, src: bytes, n: int, where: str) -> bytes:
