@@ -6,7 +6,6 @@ import hashlib
 import os
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
@@ -240,10 +239,15 @@ def test_lz4hc_size_against_mkfs_erofs(tmp_path):
 def test_erofs_images_as_sources(tmp_path, rich):
     """An EROFS image (ours, compressed, or mkfs.erofs's) is a source like a directory: flat files
     are read from the image in place, compressed ones through a temporary copy."""
+    # a TMPDIR of this test's own: the leftovers checked at the end are these builds' alone, not
+    # those of another test reading an EROFS image beside it (pytest-xdist)
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
     ours = tmp_path / "ours.erofs"
     run_fstool("create", "-t", "erofs", rich, "-o", ours, "-O", "compression=lz4hc,ztailpacking=true", check=True)
     sq = tmp_path / "from-erofs.sqfs"
-    run_fstool("create", "-t", "squashfs", ours, "-o", sq, check=True)
+    run_fstool("create", "-t", "squashfs", ours, "-o", sq, env=env, check=True)
     with loop_mount(sq, tmp_path) as mnt:
         compare(rich, mnt)
     src = tmp_path / "src"
@@ -251,10 +255,10 @@ def test_erofs_images_as_sources(tmp_path, rich):
     theirs = tmp_path / "theirs.erofs"
     subprocess.run(["mkfs.erofs", "--quiet", "-zlz4hc", str(theirs), str(src)], check=True, capture_output=True)
     again = tmp_path / "again.erofs"
-    run_fstool("create", "-t", "erofs", theirs, "-o", again, check=True)
+    run_fstool("create", "-t", "erofs", theirs, "-o", again, env=env, check=True)
     with loop_mount(again, tmp_path) as mnt:
         compare(src, mnt)
-    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("fstool-erofs-")]
+    assert not [n for n in os.listdir(tmp) if n.startswith("fstool-erofs-")]
 
 
 def test_reproducible_across_paths_umask_clock_and_threads(tmp_path, rich):
