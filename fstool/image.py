@@ -51,11 +51,14 @@ class ImageFile:
         except OSError as e:
             raise OutputError(e.strerror or str(e), where=self.path) from None
 
-    def copy_from(self, src_fd: int, src_off: int, length: int, off: int) -> None:
-        """Copy length bytes from src_fd at src_off to off (kernel-side when possible)."""
+    def copy_from(self, src_fd: int, src_off: int, length: int, off: int, stop=None) -> None:
+        """Copy length bytes from src_fd at src_off to off (kernel-side when possible); stop
+        (a threading.Event), once set, ends the copy at the next chunk (the build is failing)."""
         self._check(off, length)
         done = 0
         while done < length:
+            if stop is not None and stop.is_set():
+                return
             n = min(COPY_CHUNK, length - done)
             # Looked up on every call: os.copy_file_range is Linux-only (macOS and the BSDs
             # lack it), and where it is missing or refused the bytes go through pread/pwrite.
@@ -341,11 +344,11 @@ def in_background(fn) -> Iterator[None]:
     t.start()
     try:
         yield
+        t.join()  # a signal (SIGTERM: Terminated) may arrive while waiting here too
     except BaseException:
         stop.set()
         t.join()
         raise
-    t.join()
     if failure:
         raise failure[0]
 
@@ -368,7 +371,7 @@ def copy_sources(out: ImageFile, items, sparse: bool = True, report=None, stop=N
             for foff, length, soff in segments:
                 if foff > pos and not sparse:
                     write_zeros(out, off + pos, foff - pos)
-                out.copy_from(fd, soff, length, off + foff)
+                out.copy_from(fd, soff, length, off + foff, stop)
                 pos = foff + length
         finally:
             if fd >= 0:

@@ -537,7 +537,7 @@ class _DataWriter:
             try:
                 for foff, length, soff in ino.data_segments(fd):
                     if foff < limit:
-                        self.out.copy_from(fd, soff, min(length, limit - foff), start + foff)
+                        self.out.copy_from(fd, soff, min(length, limit - foff), start + foff, stop)
             finally:
                 os.close(fd)
 

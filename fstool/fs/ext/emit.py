@@ -172,7 +172,7 @@ def copy_data(out: ImageFile, params: FsParams, inos: list[Ino], bs: int, stop=N
                     lo = max(foff, l * bs)
                     hi = min(end, (l + n) * bs)
                     if lo < hi:
-                        out.copy_from(fd, soff + lo - foff, hi - lo, p * bs + lo - l * bs)
+                        out.copy_from(fd, soff + lo - foff, hi - lo, p * bs + lo - l * bs, stop)
                     j += 1
         finally:
             os.close(fd)
