@@ -21,9 +21,10 @@ def main() -> None:
     n, total = corpus_stats(src)
     print(f"corpus: {src}: {n} entries, {total / 2**20:.0f} MiB")
     ref, ours = os.path.join(OUT, "ref.vfat"), os.path.join(OUT, "ours.vfat")
-    script = (f"rm -f {ref} && truncate -s {SIZE_MIB}M {ref} && mkfs.vfat -F 32 -n ESP {ref} >/dev/null && "
+    # the last run's image is removed untimed for both tools (freeing 300 MB is the host's work)
+    script = (f"truncate -s {SIZE_MIB}M {ref} && mkfs.vfat -F 32 -n ESP {ref} >/dev/null && "
               f"MTOOLS_SKIP_CHECK=1 mcopy -s -i {ref} {src}/* ::/")
-    t_ref = timed(["sh", "-c", script])
+    t_ref = timed(["sh", "-c", script], before=gone(ref))
     t_ours = timed(FSTOOL + ["create", "-t", "fat32", src, "-o", ours, "--size", f"{SIZE_MIB}MiB",
                              "--label", "ESP"], before=gone(ours))
     for img in (ref, ours):

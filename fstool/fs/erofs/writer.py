@@ -255,7 +255,9 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
         if node.kind is Kind.FILE and opts.chunked_sparse and ino.size > bs:
             segs = ino.data_segments()
             data = sum(n for _, n, _ in segs)
-            if data < ino.size:
+            # holes are zero blocks (fstool.zeros): compressed, a few of them cost next to
+            # nothing, so a file goes chunk-based then only when they are at least half of it
+            if data < ino.size and (opts.compression == "none" or 2 * data <= ino.size):
                 best = _choose_chunks(segs, ino.size, bs)
                 if best is not None and best[2] < -(-ino.size // bs) * bs:
                     ino.layout = LAYOUT_CHUNK_BASED
