@@ -228,6 +228,31 @@ class DataWriter:
         rec = FileRec(size=node.size)
         bs = self.bs
         use_frag = fragments == "always" or (fragments == "small" and rec.size < bs)
+        src = node.source
+        if use_frag and rec.size < bs and src.segments is None:
+            # a file smaller than a block, all of it a fragment (most files of a root): the
+            # general loop below, without its generator, copies and block checks
+            fd = os.open(src.path, os.O_RDONLY)
+            try:
+                tail = os.pread(fd, rec.size, src.offset)
+            finally:
+                os.close(fd)
+            if len(tail) != rec.size:
+                raise InputError(f"file shrank while reading (wanted {rec.size} bytes)", where=src.path)
+            if seen is not None:
+                h = hashlib.sha256(b"D%d;" % rec.size)  # as the loop below hashes a tail
+                h.update(tail)
+                key = (rec.size, h.digest())
+                orig = seen.get(key)
+                if orig is not None:
+                    rec.dup_of = orig
+                    return rec
+                seen[key] = rec
+            if len(self.frag_buf) + len(tail) > bs:
+                self.flush_fragment()
+            rec.frag, rec.frag_off = len(self.fragments), len(self.frag_buf)
+            self.frag_buf += tail
+            return rec
         h = hashlib.sha256() if seen is not None else None
         tail: bytes | None = None
         # a block in a host hole and a block of zeros are the same content and are stored
