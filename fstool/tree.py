@@ -200,6 +200,9 @@ class FileSource:
         return bytes(out)
 
 
+EMPTY_SOURCE = FileSource(None, 0)  # every empty file's source: one object, not one per file
+
+
 def _host_data_segments(path: str, size: int) -> list[tuple[int, int, int]]:
     fd = os.open(path, os.O_RDONLY)
     try:
