@@ -119,14 +119,14 @@ def clone_tree(tree):
     """A copy of tree a writer may change (FAT drops entries): new Nodes, hardlinks still
     shared, FileSources (immutable) shared, so the sources are read once."""
     import copy
-    from .tree import Kind, Tree
+    from .tree import NO_XATTRS, Kind, Tree
     seen: dict[int, object] = {}
 
     def dup(node):
         if id(node) in seen:
             return seen[id(node)]
         new = copy.copy(node)
-        new.xattrs = dict(node.xattrs)
+        new.xattrs = dict(node.xattrs) if node.xattrs else NO_XATTRS
         seen[id(node)] = new
         if node.kind is Kind.DIR:
             new.children = {n: dup(c) for n, c in node.children.items()}

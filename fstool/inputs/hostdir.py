@@ -11,7 +11,7 @@ import os
 import stat
 
 from ..errors import InputError
-from ..tree import FileSource, Kind, Node, Tree, check_name
+from ..tree import EMPTY_SOURCE, FileSource, Kind, LazyOrigin, Node, Tree, check_name
 
 
 def read_xattrs(path: str) -> dict[str, bytes]:
@@ -28,15 +28,23 @@ def read_xattrs(path: str) -> dict[str, bytes]:
     return out
 
 
-def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True) -> Node:
+def _keep(v: int, _same: int) -> int:
+    return v
+
+
+def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True,
+                   origin: LazyOrigin | None = None, ints: dict[int, int] | None = None) -> Node:
+    """The node of one host entry. `origin` (shared by a whole walk) stands for `path` in
+    error messages; `ints` makes equal modes, owners and times one int object each."""
     kind = Kind.from_mode(st.st_mode)
-    node = Node(kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
-                mtime=st.st_mtime_ns // 1_000_000_000, mtime_ns=st.st_mtime_ns % 1_000_000_000,
-                origin=path)
+    i = ints.setdefault if ints is not None else _keep
+    mode, sec, ns = stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1_000_000_000, st.st_mtime_ns % 1_000_000_000
+    node = Node(kind, mode=i(mode, mode), uid=i(st.st_uid, st.st_uid), gid=i(st.st_gid, st.st_gid),
+                mtime=i(sec, sec), mtime_ns=i(ns, ns), origin=path if origin is None else origin)
     if xattrs:
         node.update_xattrs(read_xattrs(path))  # none: the shared empty mapping stays
     if kind is Kind.FILE:
-        node.source = FileSource(path if st.st_size else None, st.st_size)
+        node.source = FileSource(path, st.st_size) if st.st_size else EMPTY_SOURCE
     elif kind is Kind.SYMLINK:
         node.target = os.readlink(path)
     elif kind in (Kind.CHR, Kind.BLK):
@@ -57,6 +65,11 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
     tree.add(prefix, top)
     dest_root = tree.lookup(prefix)
     inodes: dict[tuple[int, int], Node] = {}
+    # shared by every entry: the origin (the host path is rebuilt for an error message only)
+    # and one int object per distinct mode, owner and time
+    label = root.rstrip("/") or "/"
+    origin = LazyOrigin(label, dest_root, sep="" if label.endswith("/") else "/")
+    ints: dict[int, int] = {}
 
     # an explicit stack, not recursion: a host tree thousands of levels deep is just deep
     stack = [(root, dest_root)]
@@ -78,10 +91,10 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
                 if key in inodes:
                     dnode.children[name] = inodes[key]
                     continue
-                node = node_from_stat(hpath, st)
+                node = node_from_stat(hpath, st, origin=origin, ints=ints)
                 inodes[key] = node
             else:
-                node = node_from_stat(hpath, st)
+                node = node_from_stat(hpath, st, origin=origin, ints=ints)
             dnode.children[name] = node
             if node.kind is Kind.DIR:
                 stack.append((hpath, node))

@@ -16,7 +16,7 @@ import tempfile
 
 from ..errors import ImageError, InputError
 from ..image import Region
-from ..tree import FileSource, Kind, Node, Tree
+from ..tree import NO_XATTRS, FileSource, Kind, Node, Tree
 
 _spools: list[int] = []  # fds of spool files, alive until the process ends
 
@@ -125,7 +125,7 @@ def load_image(arg: str, part: int | None = None) -> Tree:
             tree.add(e.path, inodes[e.inode], where=where)
             continue
         node = Node(e.kind, mode=e.mode & 0o7777, uid=e.uid, gid=e.gid, mtime=e.mtime,
-                    xattrs=dict(e.xattrs), origin=where)
+                    xattrs=dict(e.xattrs) if e.xattrs else NO_XATTRS, origin=where)
         if e.kind is Kind.FILE and e.size:
             runs = reader.data_map(e.path) if in_place else None
             if runs is not None:

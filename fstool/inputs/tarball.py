@@ -24,7 +24,7 @@ import tempfile
 from typing import Mapping
 
 from ..errors import InputError
-from ..tree import NO_XATTRS, FileSource, Kind, LazyOrigin, Node, Tree, join_path, split_path
+from ..tree import EMPTY_SOURCE, NO_XATTRS, FileSource, Kind, LazyOrigin, Node, Tree, join_path, split_path
 
 GZIP, BZIP2, XZ, ZSTD = b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"
 # The largest PAX extended header or GNU long name/link record read (tarfile reads each
@@ -220,9 +220,6 @@ class _Shared:
         return self.ints.setdefault(v, v)
 
 
-EMPTY_FILE = FileSource(None, 0)
-
-
 def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str,
                 spooled: bool, shared: _Shared) -> None:
     where = f"{archive}: {m.name}"
@@ -258,7 +255,7 @@ def _add_member(tree: Tree, m: tarfile.TarInfo, data_path: str, archive: str,
         elif m.size:
             src = FileSource(data_path, m.size, offset=m.offset_data)
         else:
-            src = EMPTY_FILE
+            src = EMPTY_SOURCE
         node = Node(Kind.FILE, source=src, **attrs)
     elif m.isdir():
         node = Node(Kind.DIR, **attrs)

@@ -79,3 +79,19 @@ def test_nlink_counts_names_of_hardlinked_nodes_only():
     assert tree.nlink(f) == 3 and tree.nlink(g) == 1
     assert tree.nlink(tree.root) == 3 and tree.nlink(tree.lookup("/d")) == 3
     assert list(tree._nlink) == [f]  # only the hardlinked node has an entry
+
+
+def test_host_entries_share_origin_source_and_ints(tmp_path):
+    from fstool.inputs.hostdir import load_dir
+    from fstool.tree import EMPTY_SOURCE
+
+    (tmp_path / "src" / "d").mkdir(parents=True)
+    for name in ("a", "b"):
+        (tmp_path / "src" / "d" / name).write_bytes(b"")
+    (tmp_path / "src" / "full").write_bytes(b"xyz")
+    tree = load_dir(str(tmp_path / "src") + "/")
+    a, b, full = tree.lookup("/d/a"), tree.lookup("/d/b"), tree.lookup("/full")
+    assert a.source is EMPTY_SOURCE and b.source is EMPTY_SOURCE and full.source.size == 3
+    assert a.origin is b.origin and a.mode is b.mode
+    assert a.where() == str(tmp_path / "src" / "d" / "a")  # the host path, made when asked
+    assert full.where() == full.source.path == str(tmp_path / "src" / "full")

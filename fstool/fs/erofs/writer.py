@@ -30,6 +30,7 @@ Nothing is random and nothing depends on the clock or thread timing.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 import os
 import struct
 from collections import deque
@@ -83,7 +84,8 @@ class Ino:
     chunkbits: int = 0  # CHUNK_BASED: chunk size = block << chunkbits
     chunks: list | tuple = ()  # CHUNK_BASED: [(chunk number, blocks)] of data chunks
     nchunks: int = 0
-    dirents: list | tuple = ()  # DIR: [(name bytes, Ino)], sorted, with . and ..
+    # DIR: (names, Inos), two parallel lists (no tuple per entry), sorted by name, with . and ..
+    dirents: tuple = ()
     dirblocks: list | tuple = ()  # DIR: [(first, end) index ranges into dirents]
     nid: int = 0
     startblk: int = NULL_ADDR
@@ -244,8 +246,9 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
             children = node.sorted_children()
             ents = [(b".", ino), (b"..", None)] + [(encode_name(n), inos[c]) for n, c in children]
             ents.sort(key=lambda e: e[0])
-            ino.dirents = ents
-            ino.dirblocks, ino.size = _dir_blocks([e[0] for e in ents], bs)
+            names = [e[0] for e in ents]
+            ino.dirents = (names, [e[1] for e in ents])
+            ino.dirblocks, ino.size = _dir_blocks(names, bs)
         elif node.kind is Kind.FILE or node.kind is Kind.SYMLINK:
             ino.size = node.size
         mtime_ok = opts.ignore_mtime or (node.mtime == build and node.mtime_ns == 0)
@@ -274,13 +277,19 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
         _find_duplicates(order, bs)
     # ".." of each directory: its parent (the root's is itself)
     root = inos[tree.root]
-    root.dirents = [(n, root if i is None else i) for n, i in root.dirents]
+    _set_dotdot(root, root)
     for ino in order:
         if ino.node.kind is Kind.DIR:
-            for name, child in ino.dirents:
+            for name, child in zip(*ino.dirents):
                 if child is not None and child.node.kind is Kind.DIR and name not in (b".", b".."):
-                    child.dirents = [(n, ino if i is None else i) for n, i in child.dirents]
+                    _set_dotdot(child, ino)
     return order, bytes(shared_blob)
+
+
+def _set_dotdot(d: Ino, parent: Ino) -> None:
+    names, kids = d.dirents
+    i = bisect_left(names, b"..")  # the names are sorted and ".." is among them once
+    kids[i] = parent
 
 
 def _find_duplicates(order: list[Ino], bs: int) -> None:
@@ -362,7 +371,8 @@ class _Placer:
 
 
 def _dir_block_bytes(ino: Ino, first: int, end: int, bs: int) -> bytes:
-    ents = ino.dirents[first:end]
+    all_names, kids = ino.dirents
+    ents = list(zip(all_names[first:end], kids[first:end]))
     off = DIRENT.size * len(ents)
     heads, names = bytearray(), bytearray()
     for name, child in ents:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import posixpath
 import uuid
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from ...errors import CapacityError, InputError, SpecError
 from ...ids import derive_u32, derive_uuid, parse_uuid
@@ -183,8 +184,10 @@ def geometry_for(volume_bytes: int, opts: Options) -> Geometry:
 
 @dataclass(eq=False, slots=True)
 class _Child:
+    """One child of a directory (a file's clusters are found by its _Child, a directory's by
+    its path: no path string per file)."""
+
     name: str
-    path: str
     node: Node
     units: bytes  # UTF-16LE
 
@@ -210,18 +213,29 @@ class _Dir:
 
 @dataclass
 class _Plan:
-    dirs: dict[str, _Dir]
-    order: list[tuple[str, Node]]  # walk order, root first
+    dirs: dict[str, _Dir]  # by path, in walk order
 
     def content_clusters(self, cs: int) -> int:
         """Clusters of every directory (root included) and file."""
         n = 0
-        for path, node in self.order:
-            if node.kind is Kind.DIR:
-                n += self.dirs[path].clusters(cs)
-            else:
-                n += _ceil_div(node.size, cs)
+        for d in self.dirs.values():
+            n += d.clusters(cs)
+            for c in d.children:
+                if c.node.kind is Kind.FILE:
+                    n += _ceil_div(c.node.size, cs)
         return n
+
+    def walk(self) -> Iterator[tuple[str | _Child, Node]]:
+        """What gets clusters, in Tree.walk order (children in name order), root first:
+        (path, node) for a directory, (_Child, node) for a file."""
+        stack: list[tuple[str | _Child, Node]] = [("/", self.dirs["/"].node)]
+        while stack:
+            key, node = stack.pop()
+            yield key, node
+            if node.kind is Kind.DIR:
+                base = key.rstrip("/")
+                for c in reversed(self.dirs[key].children):
+                    stack.append((f"{base}/{c.name}" if c.node.kind is Kind.DIR else c, c.node))
 
 
 _KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK: "block devices",
@@ -281,9 +295,7 @@ def plan(tree: Tree) -> _Plan:
         raise InputError(f"exFAT cannot store {what}: {shown}{hint}", where=bad[0][0])
     up = upcase_map()
     dirs: dict[str, _Dir] = {}
-    order: list[tuple[str, Node]] = []
     for path, node in tree.walk():
-        order.append((path, node))
         if node.kind is not Kind.DIR:
             continue
         d = _Dir(path, node)
@@ -297,12 +309,12 @@ def plan(tree: Tree) -> _Plan:
                 raise InputError(f"names {seen[key]!r} and {name!r} differ only by case, and exFAT "
                                  "names are case-insensitive", where=cpath)
             seen[key] = name
-            d.children.append(_Child(name, cpath, child, units))
+            d.children.append(_Child(name, child, units))
         if d.entries * ENTRY > MAX_DIR_BYTES:
             raise InputError(f"directory needs {d.entries} entries; exFAT directories hold at most "
                              f"{MAX_DIR_BYTES // ENTRY}", where=path)
         dirs[path] = d
-    return _Plan(dirs, order)
+    return _Plan(dirs)
 
 
 def _needed(g: Geometry, p: _Plan, headroom: int) -> int:
@@ -311,7 +323,7 @@ def _needed(g: Geometry, p: _Plan, headroom: int) -> int:
 
 def auto_geometry(p: _Plan, opts: Options, headroom: int, where: str) -> Geometry:
     """The smallest whole-MiB volume that holds the tree plus headroom."""
-    content = sum(n.size for _, n in p.order if n.kind is Kind.FILE)
+    content = sum(c.node.size for d in p.dirs.values() for c in d.children if c.node.kind is Kind.FILE)
     size = max(MIN_VOLUME, _round_up(content + headroom, MiB))
     for _ in range(100000):
         try:
@@ -483,11 +495,13 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     root_n = p.dirs["/"].clusters(cs)
     chains = [(FIRST_CLUSTER, bitmap_n), (upcase_first, upcase_n), (root_first, root_n)]
     nxt = root_first + root_n
-    start_of: dict[str, int] = {"/": root_first}
-    for path, node in p.order[1:]:
-        count = p.dirs[path].clusters(cs) if node.kind is Kind.DIR else _ceil_div(node.size, cs)
+    start_of: dict[str | _Child, int] = {"/": root_first}  # a directory's path, a file's _Child
+    walk = p.walk()
+    next(walk)  # the root, placed above
+    for key, node in walk:
+        count = p.dirs[key].clusters(cs) if node.kind is Kind.DIR else _ceil_div(node.size, cs)
         if count:
-            start_of[path] = nxt
+            start_of[key] = nxt
             nxt += count
     used = nxt - FIRST_CLUSTER
     assert used <= g.clusters
@@ -496,16 +510,20 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     up = upcase_map()
     for path, d in p.dirs.items():
         data = bytearray(_system_entries(label, guid, g, upcase_first) if path == "/" else b"")
+        base = path.rstrip("/")
         for c in d.children:
-            first = start_of.get(c.path, 0)
-            length = p.dirs[c.path].clusters(cs) * cs if c.node.kind is Kind.DIR else c.node.size
+            if c.node.kind is Kind.DIR:
+                cpath = f"{base}/{c.name}"
+                first, length = start_of.get(cpath, 0), p.dirs[cpath].clusters(cs) * cs
+            else:
+                first, length = start_of.get(c, 0), c.node.size
             data += _entry_set(c, first, length, up)
         if not params.sparse:  # else the unused tail of the last cluster stays a hole
             data = data.ljust(d.clusters(cs) * cs, b"\0")
         out.pwrite(data, g.cluster_offset(start_of[path]))
 
     # File contents, streamed.
-    copy_sources(out, [(node.source, g.cluster_offset(start_of[path])) for path, node in p.order
+    copy_sources(out, [(node.source, g.cluster_offset(start_of[key])) for key, node in p.walk()
                        if node.kind is Kind.FILE and node.size], params.sparse, report=params.report)
 
     # Up-case table, allocation bitmap, FAT.

@@ -689,9 +689,13 @@ def _write_meta(out: ImageFile, p: _Plan, g: Geometry) -> tuple[list[bytes], _Se
 
     nat: dict[int, bytearray] = {}
     node_base = g.main_blkaddr + p.data_segs * BLOCKS_PER_SEG
-    entries = [(NODE_INO, NODE_INO, 1), (META_INO, META_INO, 1)]
-    entries += [(nb.nid, nb.ino, node_base + k) for k, nb in enumerate(p.nodes)]
-    for nid, ino, addr in entries:
+    def entries():  # (nid, ino, block) of each NAT entry, made one at a time, not listed
+        yield NODE_INO, NODE_INO, 1
+        yield META_INO, META_INO, 1
+        for k, nb in enumerate(p.nodes):
+            yield nb.nid, nb.ino, node_base + k
+
+    for nid, ino, addr in entries():
         bi, ei = divmod(nid, NAT_ENTRY_PER_BLOCK)
         NAT_ENTRY.pack_into(nat.setdefault(bi, bytearray(BLOCK)), ei * NAT_ENTRY.size, 0, ino, addr)
     place(nat, g.nat_blkaddr)

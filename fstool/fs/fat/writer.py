@@ -24,6 +24,7 @@ import posixpath
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from ...errors import CapacityError, InputError, SpecError, warn
 from ...ids import derive_u32
@@ -124,13 +125,13 @@ class _Options:
 
 @dataclass(eq=False, slots=True)
 class _Entry:
-    """One child of a directory as it will be stored."""
+    """One child of a directory as it will be stored (a file's clusters are found by its
+    _Entry, a directory's by its path: no path string per file)."""
 
     name: str
-    path: str
     node: Node
     short: bytes
-    lfn: list[bytes]
+    lfn: bytes  # the long-name entries, 32 bytes each, in on-disk order
 
 
 @dataclass
@@ -149,7 +150,7 @@ class _Dir:
     def slots(self) -> int:
         n = 0 if self.is_root else 2
         n += 1 if self.label is not None else 0
-        return n + sum(1 + len(e.lfn) for e in self.entries)
+        return n + sum(1 + len(e.lfn) // DIRENT.size for e in self.entries)
 
 
 class _Layout(Exception):
@@ -291,7 +292,7 @@ def _name_directory(d: _Dir) -> None:
                     raise InputError("too many similar names to give each a short name", where=path)
             used.add(short)
             lfn = _lfn_entries(units, short)
-        d.entries.append(_Entry(name, path, node, short, lfn))
+        d.entries.append(_Entry(name, node, short, b"".join(lfn)))
 
 
 # -- geometry ----------------------------------------------------------------
@@ -479,22 +480,38 @@ def _volume_id(params: FsParams) -> int:
 
 @dataclass
 class _Plan:
-    dirs: dict[str, _Dir]
-    order: list[tuple[str, Node]]  # walk order: what gets clusters, in that order
+    dirs: dict[str, _Dir]  # by path, in walk order
 
     def dir_clusters(self, d: _Dir, cluster_bytes: int) -> int:
         return max(1, (d.slots * 32 + cluster_bytes - 1) // cluster_bytes)
 
     def clusters_needed(self, g_bits: int, cluster_bytes: int) -> int:
         n = 0
-        for path, node in self.order:
-            if node.kind is Kind.DIR:
-                d = self.dirs[path]
-                if not d.is_root or g_bits == 32:
-                    n += self.dir_clusters(d, cluster_bytes)
-            else:
-                n += (node.size + cluster_bytes - 1) // cluster_bytes
+        for d in self.dirs.values():
+            if not d.is_root or g_bits == 32:
+                n += self.dir_clusters(d, cluster_bytes)
+            for e in d.entries:
+                if e.node.kind is Kind.FILE:
+                    n += (e.node.size + cluster_bytes - 1) // cluster_bytes
         return n
+
+    def files(self) -> Iterator[_Entry]:
+        for d in self.dirs.values():
+            for e in d.entries:
+                if e.node.kind is Kind.FILE:
+                    yield e
+
+    def walk(self) -> Iterator[tuple[str | _Entry, Node]]:
+        """What gets clusters, in Tree.walk order (a directory's entries are in name order):
+        (path, node) for a directory, (_Entry, node) for a file."""
+        stack: list[tuple[str | _Entry, Node]] = [("/", self.dirs["/"].node)]
+        while stack:
+            key, node = stack.pop()
+            yield key, node
+            if node.kind is Kind.DIR:
+                base = key.rstrip("/")
+                for e in reversed(self.dirs[key].entries):
+                    stack.append((f"{base}/{e.name}" if e.node.kind is Kind.DIR else e, e.node))
 
 
 _KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK: "block devices",
@@ -543,7 +560,6 @@ def _leave_out_unstorable(tree: Tree, where: str) -> None:
 
 def _plan(tree: Tree, label: bytes | None) -> _Plan:
     dirs: dict[str, _Dir] = {}
-    order: list[tuple[str, Node]] = []
     bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
     if bad:
         kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
@@ -553,7 +569,6 @@ def _plan(tree: Tree, label: bytes | None) -> _Plan:
             if Kind.SYMLINK in kinds else ""
         raise InputError(f"FAT cannot store {what}: {shown}{hint}", where=bad[0][0])
     for path, node in tree.walk():
-        order.append((path, node))
         if node.kind is Kind.DIR:
             parent = None
             if path != "/":
@@ -567,7 +582,7 @@ def _plan(tree: Tree, label: bytes | None) -> _Plan:
         elif node.size > 0xFFFFFFFF:
             raise InputError(f"file is {format_size(node.size)}; FAT files must be under 4 GiB",
                              where=path)
-    return _Plan(dirs, order)
+    return _Plan(dirs)
 
 
 def _fits(g: Geometry, plan: _Plan, headroom: int) -> tuple[bool, int]:
@@ -578,7 +593,7 @@ def _fits(g: Geometry, plan: _Plan, headroom: int) -> tuple[bool, int]:
 
 def _auto_geometry(params: FsParams, plan: _Plan, opts: _Options, root_needed: int) -> Geometry:
     """The smallest whole-MiB volume that holds the content plus headroom."""
-    content = sum(n.size for _, n in plan.order if n.kind is Kind.FILE)
+    content = sum(e.node.size for e in plan.files())
     size = max(MiB, (content + params.headroom + MiB - 1) // MiB * MiB)
     for _ in range(100000):
         total = size // SECTOR
@@ -619,7 +634,7 @@ def _attr(node: Node) -> int:
     return attr
 
 
-def _dir_bytes(d: _Dir, start_of: dict[str, int], timestamp: int) -> bytearray:
+def _dir_bytes(d: _Dir, start_of: dict[str | _Entry, int], timestamp: int) -> bytearray:
     out = bytearray()
     if d.is_root:
         if d.label is not None:
@@ -630,11 +645,13 @@ def _dir_bytes(d: _Dir, start_of: dict[str, int], timestamp: int) -> bytearray:
         parent = 0 if d.parent is None or d.parent.is_root else start_of[d.parent.path]
         out += _dirent(b".          ", _attr(d.node), d.node, me, 0)
         out += _dirent(b"..         ", _attr(d.node), d.node, parent, 0)
+    base = d.path.rstrip("/")
     for e in d.entries:
-        for lfn in e.lfn:
-            out += lfn
-        size = 0 if e.node.kind is Kind.DIR else e.node.size
-        out += _dirent(e.short, _attr(e.node), e.node, start_of.get(e.path, 0), size)
+        out += e.lfn
+        if e.node.kind is Kind.DIR:
+            out += _dirent(e.short, _attr(e.node), e.node, start_of.get(f"{base}/{e.name}", 0), 0)
+        else:
+            out += _dirent(e.short, _attr(e.node), e.node, start_of.get(e, 0), e.node.size)
     return out
 
 
@@ -746,17 +763,17 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     cs = g.cluster_bytes
 
     # Allocate: one contiguous run per directory and file, in walk order.
-    start_of: dict[str, int] = {}
+    start_of: dict[str | _Entry, int] = {}  # a directory's path, a file's _Entry -> first cluster
     runs: list[tuple[int, int]] = []
     nxt = 2
-    for path, node in plan.order:
+    for key, node in plan.walk():
         if node.kind is Kind.DIR:
-            d = plan.dirs[path]
+            d = plan.dirs[key]
             count = plan.dir_clusters(d, cs) if (not d.is_root or g.bits == 32) else 0
         else:
             count = (node.size + cs - 1) // cs
         if count:
-            start_of[path] = nxt
+            start_of[key] = nxt
             runs.append((nxt, count))
             nxt += count
     used = nxt - 2
@@ -764,7 +781,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
     # File contents, streamed on a second thread while the directories and the FATs are
     # encoded here (disjoint clusters at fixed offsets: the same bytes as in sequence).
-    files = [(node.source, g.cluster_offset(start_of[path])) for path, node in plan.order
+    files = [(node.source, g.cluster_offset(start_of[key])) for key, node in plan.walk()
              if node.kind is Kind.FILE and node.size]
     with in_background(lambda stop: copy_sources(out, files, params.sparse, report=params.report, stop=stop)):
         _write_metadata(out, params, opts, g, plan, start_of, runs, nxt, used, vid, label)
@@ -772,7 +789,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
 
 def _write_metadata(out: ImageFile, params: FsParams, opts: _Options, g: Geometry, plan: _Plan,
-                    start_of: dict[str, int], runs: list[tuple[int, int]], nxt: int, used: int,
+                    start_of: dict[str | _Entry, int], runs: list[tuple[int, int]], nxt: int, used: int,
                     vid: int, label: bytes | None) -> None:
     cs = g.cluster_bytes
     # Directories, written whole.

@@ -192,6 +192,22 @@ class Placement:
         return out
 
 
+_INLINE: dict[tuple[int, int], Placement] = {}
+
+
+def placement(entries: list[bytes], room: int) -> Placement:
+    """The Placement of a record's entries. One that keeps them all inline (nearly every
+    record) is never changed afterwards, so it is shared: one per (count, bytes)."""
+    total = sum(map(len, entries))
+    if total > room:
+        return Placement(entries, room)
+    key = (len(entries), total)
+    p = _INLINE.get(key)
+    if p is None:
+        p = _INLINE[key] = Placement(entries, room)
+    return p
+
+
 class ContinuationArea:
     """Continuation pieces packed into whole sectors from a start LBA; none crosses a sector."""
 

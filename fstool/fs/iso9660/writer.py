@@ -136,6 +136,16 @@ class Entry:
     records: int = 1  # multi-extent files take several records
 
 
+@dataclass(eq=False, slots=True)
+class JolietEntry:
+    """A record of the Joliet tree: only what it needs (no Rock Ridge, no relocation)."""
+
+    name: str
+    node: Node
+    ident: bytes
+    dir: IsoDir | None = None
+
+
 def _extents(size: int) -> list[tuple[int, int]]:
     """(byte offset, length) of each extent of a file (ISO level 3 multi-extent above 4 GiB)."""
     if size == 0:
@@ -234,7 +244,7 @@ class Plan:
                 jitems = [(n, node, sub) for n, node, sub, how in items
                           if how in ("", "link") and (sub is not None or node.kind is Kind.FILE)]
                 jids = assign_joliet([(n, sub is not None) for n, _, sub in jitems])
-                jents = [Entry(n, node, j, sub) for (n, node, sub), j in zip(jitems, jids)]
+                jents = [JolietEntry(n, node, j, sub) for (n, node, sub), j in zip(jitems, jids)]
                 for e in jents:
                     if e.dir is not None:
                         e.dir.joliet_id = e.ident
@@ -299,11 +309,11 @@ class Plan:
         lba = start
         rr = self.opts.rock_ridge
         for d in self.dirs:
-            d.dot = susp.Placement(self.rr(d, None, ".") if rr else [], 255 - 34)
-            d.dotdot = susp.Placement(self.rr(d, None, "..") if rr else [], 255 - 34)
+            d.dot = susp.placement(self.rr(d, None, ".") if rr else [], 255 - 34)
+            d.dotdot = susp.placement(self.rr(d, None, "..") if rr else [], 255 - 34)
             sizes = [_record_size(b"\0", d.dot.inline_size()), _record_size(b"\1", d.dotdot.inline_size())]
             for e in d.entries:
-                e.placement = susp.Placement(self.rr(d, e, "") if rr else [],
+                e.placement = susp.placement(self.rr(d, e, "") if rr else [],
                                              255 - _record_size(e.ident, 0))
                 n = len(_extents(e.node.size)) if e.node.kind is Kind.FILE else 1
                 e.records = n

@@ -576,15 +576,19 @@ class XfsWriter:
 
     def emit(self, plan: Plan) -> None:
         g, out = plan.geom, self.out
-        by_ino = {ip.ino: ip for ip in plan.inodes}
+        # the k-th inode slot of the chunks holds the root for k = 0, the realtime inodes for
+        # 1 and 2, then the tree's nodes in order (plan.inodes lists the realtime ones first)
+        by_slot = plan.inodes[2:3] + plan.inodes[:2] + plan.inodes[3:]
         # inode chunks
         chunk_recs: dict[int, list[tuple[int, int]]] = {}
-        for a, b in plan.chunks:
+        for c, (a, b) in enumerate(plan.chunks):
             buf = bytearray()
             nfree, mask = 0, 0
             for s in range(INODES_PER_CHUNK):
                 ino = g.ino(a, b + s // g.inopblock, s % g.inopblock)
-                ip = by_ino.get(ino)
+                k = c * INODES_PER_CHUNK + s
+                ip = by_slot[k] if k < len(by_slot) else None
+                assert ip is None or ip.ino == ino
                 if ip is None:
                     nfree += 1
                     mask |= 1 << s
