@@ -364,9 +364,13 @@ def copy_sources(out: ImageFile, items, sparse: bool = True, report=None, stop=N
     for src, off in items:
         if stop is not None and stop.is_set():
             return
-        segments = src.data_segments()
         pos = 0
-        fd = os.open(src.path, os.O_RDONLY) if segments else -1
+        if src.segments is None and src.offset == 0:  # a host file: its holes found on the one open
+            fd = os.open(src.path, os.O_RDONLY)
+            segments = [(start, n, start) for start, n in data_extents(fd, src.size)]
+        else:
+            segments = src.data_segments()
+            fd = os.open(src.path, os.O_RDONLY) if segments else -1
         try:
             for foff, length, soff in segments:
                 if foff > pos and not sparse:
