@@ -207,3 +207,18 @@ class Reader:
                                      "another path", where=e.path)
                 seen_dirs.add(e.inode)
                 stack.extend(reversed(self.listdir(e.path)))
+
+
+def walk_plan(dirs: dict[str, Any], entries) -> Iterator[tuple[Any, Any]]:
+    """The FAT-family plans' walk, in Tree.walk order (a directory's entries in name order),
+    root first: (path, node) for a directory, (entry, node) for anything else. dirs maps a
+    directory's path to its plan record, whose `node` is the directory; entries(record) lists
+    its entries, each with a `name` and a `node`. No path is built for a file."""
+    stack: list[tuple[Any, Any]] = [("/", dirs["/"].node)]
+    while stack:
+        key, node = stack.pop()
+        yield key, node
+        if node.kind is Kind.DIR:
+            base = key.rstrip("/")
+            for e in reversed(entries(dirs[key])):
+                stack.append((f"{base}/{e.name}" if e.node.kind is Kind.DIR else e, e.node))

@@ -32,7 +32,7 @@ from ...ids import derive_u32, derive_uuid, parse_uuid
 from ...image import ImageFile, copy_sources, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
-from ..base import FsParams, OptionReader
+from ..base import FsParams, OptionReader, walk_plan
 from .common import (ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_READ_ONLY, BACKUP_BOOT, BITMAP_ENTRY,
                      BOOT, BOOT_SECTORS, BOOT_SIGNATURE, ENTRY, EXT_BOOT_SIGNATURE, FAT_EOC,
                      FAT_MEDIA, FILE_ENTRY, FIRST_CLUSTER, FLAG_ALLOCATION_POSSIBLE,
@@ -228,14 +228,7 @@ class _Plan:
     def walk(self) -> Iterator[tuple[str | _Child, Node]]:
         """What gets clusters, in Tree.walk order (children in name order), root first:
         (path, node) for a directory, (_Child, node) for a file."""
-        stack: list[tuple[str | _Child, Node]] = [("/", self.dirs["/"].node)]
-        while stack:
-            key, node = stack.pop()
-            yield key, node
-            if node.kind is Kind.DIR:
-                base = key.rstrip("/")
-                for c in reversed(self.dirs[key].children):
-                    stack.append((f"{base}/{c.name}" if c.node.kind is Kind.DIR else c, c.node))
+        return walk_plan(self.dirs, lambda d: d.children)
 
 
 _KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK: "block devices",

@@ -31,7 +31,7 @@ from ...ids import derive_u32
 from ...image import ImageFile, copy_sources, in_background, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
-from ..base import FsParams, OptionReader
+from ..base import FsParams, OptionReader, walk_plan
 from .common import (ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_READ_ONLY, ATTR_VOLUME_ID,
                      BOOT_SIGNATURE, BPB, CLUSTER_RANGE, DIRENT, EBPB16, EBPB32, EOC,
                      EXT_BOOT_SIGNATURE, FSINFO, FSINFO_LEAD, FSINFO_STRUCT, FSINFO_TRAIL, LFN_CHARS,
@@ -504,14 +504,7 @@ class _Plan:
     def walk(self) -> Iterator[tuple[str | _Entry, Node]]:
         """What gets clusters, in Tree.walk order (a directory's entries are in name order):
         (path, node) for a directory, (_Entry, node) for a file."""
-        stack: list[tuple[str | _Entry, Node]] = [("/", self.dirs["/"].node)]
-        while stack:
-            key, node = stack.pop()
-            yield key, node
-            if node.kind is Kind.DIR:
-                base = key.rstrip("/")
-                for e in reversed(self.dirs[key].entries):
-                    stack.append((f"{base}/{e.name}" if e.node.kind is Kind.DIR else e, e.node))
+        return walk_plan(self.dirs, lambda d: d.entries)
 
 
 _KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK: "block devices",

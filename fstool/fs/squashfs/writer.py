@@ -111,6 +111,18 @@ class FileRec:
 EMPTY_REC = FileRec(0, sizes=[])
 
 
+def _is_duplicate(rec: FileRec, h, seen: dict) -> bool:
+    """dedupe: True (rec now points at the original) when a file of the same size and hash
+    came before; else rec is remembered as the original of what follows."""
+    key = (rec.size, h.digest())
+    orig = seen.get(key)
+    if orig is not None:
+        rec.dup_of = orig
+        return True
+    seen[key] = rec
+    return False
+
+
 def iter_blocks(node: Node, bs: int):
     """(data or None for a block wholly inside a hole, length) for each block of the file."""
     src = node.source
@@ -242,16 +254,9 @@ class DataWriter:
             if seen is not None:
                 h = hashlib.sha256(b"D%d;" % rec.size)  # as the loop below hashes a tail
                 h.update(tail)
-                key = (rec.size, h.digest())
-                orig = seen.get(key)
-                if orig is not None:
-                    rec.dup_of = orig
+                if _is_duplicate(rec, h, seen):
                     return rec
-                seen[key] = rec
-            if len(self.frag_buf) + len(tail) > bs:
-                self.flush_fragment()
-            rec.frag, rec.frag_off = len(self.fragments), len(self.frag_buf)
-            self.frag_buf += tail
+            self._add_tail(rec, tail)
             return rec
         h = hashlib.sha256() if seen is not None else None
         tail: bytes | None = None
@@ -276,19 +281,18 @@ class DataWriter:
             self._drain(self.window)
             rec.sizes.append(-1)
             self.queue.append(("data", rec, len(rec.sizes) - 1, self._submit(bytes(data))))
-        if h is not None and rec.size:
-            key = (rec.size, h.digest())
-            orig = seen.get(key)
-            if orig is not None:
-                rec.dup_of = orig
-                return rec
-            seen[key] = rec
+        if h is not None and rec.size and _is_duplicate(rec, h, seen):
+            return rec
         if tail is not None:
-            if len(self.frag_buf) + len(tail) > bs:
-                self.flush_fragment()
-            rec.frag, rec.frag_off = len(self.fragments), len(self.frag_buf)
-            self.frag_buf += tail
+            self._add_tail(rec, tail)
         return rec
+
+    def _add_tail(self, rec: FileRec, tail: bytes) -> None:
+        """Put a file's tail into the current fragment block (flushed first when full)."""
+        if len(self.frag_buf) + len(tail) > self.bs:
+            self.flush_fragment()
+        rec.frag, rec.frag_off = len(self.fragments), len(self.frag_buf)
+        self.frag_buf += tail
 
     def flush_fragment(self) -> None:
         if not self.frag_buf:
