@@ -365,21 +365,15 @@ def copy_sources(out: ImageFile, items, sparse: bool = True, report=None, stop=N
         if stop is not None and stop.is_set():
             return
         pos = 0
-        if src.segments is None and src.offset == 0:  # a host file: its holes found on the one open
-            fd = os.open(src.path, os.O_RDONLY)
-            segments = [(start, n, start) for start, n in data_extents(fd, src.size)]
-        else:
-            segments = src.data_segments()
-            fd = os.open(src.path, os.O_RDONLY) if segments else -1
+        fd = os.open(src.path, os.O_RDONLY)  # one open: a host file's holes are found on it
         try:
-            for foff, length, soff in segments:
+            for foff, length, soff in src.segments_on(fd):
                 if foff > pos and not sparse:
                     write_zeros(out, off + pos, foff - pos)
                 out.copy_from(fd, soff, length, off + foff, stop)
                 pos = foff + length
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
         if pos < src.size and not sparse:
             write_zeros(out, off + pos, src.size - pos)
         done += src.size

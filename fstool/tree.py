@@ -145,11 +145,22 @@ class FileSource:
         """(file_offset, length, source_offset) of each data extent, in order."""
         if self.size == 0:
             return []
+        if self.segments is None and self.offset == 0:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                return self.segments_on(fd)
+            finally:
+                os.close(fd)
+        return self.segments_on(-1)
+
+    def segments_on(self, fd: int) -> list[tuple[int, int, int]]:
+        """data_segments, a host file's holes found on fd, the file already open (one open per
+        file for the callers that go on to read it)."""
         if self.segments is not None:
             return list(self.segments)
         if self.offset != 0:
             return [(0, self.size, self.offset)]
-        return _host_data_segments(self.path, self.size)
+        return [(start, n, start) for start, n in data_extents(fd, self.size)]
 
     def iter_chunks(self, chunk: int = CHUNK) -> Iterator[tuple[int, bytes | None, int]]:
         """Yield (file_offset, data or None for a hole, length) covering [0, size).
@@ -161,13 +172,7 @@ class FileSource:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            if self.segments is not None:
-                segments = self.segments
-            elif self.offset != 0:
-                segments = ((0, self.size, self.offset),)
-            else:  # holes found on the descriptor already open (one open per file, not two)
-                segments = [(start, n, start) for start, n in data_extents(fd, self.size)]
-            for foff, length, soff in segments:
+            for foff, length, soff in self.segments_on(fd):
                 if foff > pos:
                     yield pos, None, foff - pos
                 done = 0
@@ -187,31 +192,30 @@ class FileSource:
             os.close(fd)
 
     def read(self, file_offset: int, length: int) -> bytes:
-        """Read a bounded range (holes as zeros). For small reads only."""
+        """Bytes [file_offset, file_offset + length) clipped to the file, holes as zeros, with
+        one open and no hole search (a host hole reads as zeros anyway). For small reads."""
         length = max(0, min(length, self.size - file_offset))
-        out = bytearray(length)
         if length == 0:
-            return bytes(out)
+            return b""
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            for foff, seglen, soff in self.data_segments():
+            if self.segments is None:  # a host file or a plain tar member
+                data = os.pread(fd, length, self.offset + file_offset)
+                if len(data) != length:
+                    raise InputError(f"file shrank while reading (wanted {length} bytes at "
+                                     f"{file_offset})", where=self.path)
+                return data
+            out = bytearray(length)
+            for foff, seglen, soff in self.segments:
                 lo, hi = max(foff, file_offset), min(foff + seglen, file_offset + length)
                 if lo < hi:
                     out[lo - file_offset:hi - file_offset] = os.pread(fd, hi - lo, soff + lo - foff)
+            return bytes(out)
         finally:
             os.close(fd)
-        return bytes(out)
 
 
 EMPTY_SOURCE = FileSource(None, 0)  # every empty file's source: one object, not one per file
-
-
-def _host_data_segments(path: str, size: int) -> list[tuple[int, int, int]]:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return [(start, n, start) for start, n in data_extents(fd, size)]
-    finally:
-        os.close(fd)
 
 
 def data_extents(fd: int, length: int, base: int = 0) -> Iterator[tuple[int, int]]:

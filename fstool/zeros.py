@@ -23,7 +23,7 @@ from collections import OrderedDict
 from typing import Iterator
 
 from .errors import InputError
-from .tree import FileSource, data_extents
+from .tree import FileSource
 
 CHUNK = 4 << 20  # bytes read at a time
 _ZEROS: dict[int, bytes] = {}
@@ -76,31 +76,6 @@ def known_digests(digests: dict[str, str], memory: ScanMemory) -> Iterator[None]
         _known.reset(token)
 
 
-def read_range(src: FileSource, off: int, n: int, fd: int = -1) -> bytes:
-    """Bytes [off, off + n) of the file, holes as zeros, with one open (or fd, left open)."""
-    n = max(0, min(n, src.size - off))
-    if n == 0:
-        return b""
-    own = fd < 0
-    if own:
-        fd = os.open(src.path, os.O_RDONLY)
-    try:
-        if src.segments is None:  # a host file or a plain tar member: a hole reads as zeros
-            data = os.pread(fd, n, src.offset + off)
-            if len(data) != n:
-                raise InputError(f"file shrank while reading (wanted {n} bytes at {off})", where=src.path)
-            return data
-        out = bytearray(n)
-        for foff, length, soff in src.segments:
-            lo, hi = max(foff, off), min(foff + length, off + n)
-            if lo < hi:
-                out[lo - off:hi - off] = os.pread(fd, hi - lo, soff + lo - foff)
-        return bytes(out)
-    finally:
-        if own:
-            os.close(fd)
-
-
 def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tuple[int, int, int]]:
     """(file_offset, length, source_offset) of the file's data, leaving out every block of bs
     bytes (at file offsets that are multiples of bs) whose bytes are all zero. Pieces of a
@@ -121,14 +96,8 @@ def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tupl
     if own:
         fd = os.open(src.path, os.O_RDONLY)
     try:
-        if src.segments is not None:
-            segs = list(src.segments)
-        elif src.offset:
-            segs = [(0, src.size, src.offset)]
-        else:
-            segs = [(start, n, start) for start, n in data_extents(fd, src.size)]
         out: list[tuple[int, int, int]] = []
-        for foff, length, soff in segs:
+        for foff, length, soff in src.segments_on(fd):
             if length > 0:
                 _split(fd, foff, length, soff, bs, out, src.path)
         if key is not None:

@@ -42,7 +42,7 @@ from ...ids import derive_uuid, parse_uuid
 from ...image import ImageFile, in_background, write_zeros
 from ...sizes import format_size
 from ...tree import FileSource, Kind, Node, Tree, encode_name
-from ...zeros import content_segments, read_range
+from ...zeros import content_segments
 from ..base import FsParams
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
@@ -103,23 +103,9 @@ class Ino:
         return self.segs
 
     def read(self, off: int, n: int) -> bytes:
-        """Bytes [off, off + n) of the file (holes read as zeros), from its cached segments."""
-        if self.segs is None:  # no need to look for zero blocks to read bytes: one open, one read
-            data = read_range(self.node.source, off, n)
-            return data + bytes(n - len(data))
-        out = bytearray(n)
-        fd = -1
-        try:
-            for foff, length, soff in self.data_segments():
-                lo, hi = max(foff, off), min(foff + length, off + n)
-                if lo < hi:
-                    if fd < 0:
-                        fd = os.open(self.node.source.path, os.O_RDONLY)
-                    out[lo - off:hi - off] = os.pread(fd, hi - lo, soff + lo - foff)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        return bytes(out)
+        """Bytes [off, off + n) of the file, holes and the part past its end as zeros."""
+        data = self.node.source.read(off, n)
+        return data + bytes(n - len(data))
 
     @property
     def isize(self) -> int:

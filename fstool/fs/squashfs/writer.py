@@ -23,14 +23,13 @@ the metadata tables themselves.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from array import array
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ...errors import CapacityError, InputError
+from ...errors import CapacityError
 from ...image import ImageFile
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
@@ -132,14 +131,7 @@ def iter_blocks(node: Node, bs: int):
     if size <= bs and src.segments is None:
         # one block at most (most files of a root): one open and one read, no hole search;
         # a hole reads as zeros, which is what a block of zeros becomes anyway
-        fd = os.open(src.path, os.O_RDONLY)
-        try:
-            data = os.pread(fd, size, src.offset)
-        finally:
-            os.close(fd)
-        if len(data) != size:
-            raise InputError(f"file shrank while reading (wanted {size} bytes)", where=src.path)
-        yield data, size
+        yield src.read(0, size), size
         return
     buf = bytearray()
     for off, data, n in src.iter_chunks(bs):
@@ -244,13 +236,7 @@ class DataWriter:
         if use_frag and rec.size < bs and src.segments is None:
             # a file smaller than a block, all of it a fragment (most files of a root): the
             # general loop below, without its generator, copies and block checks
-            fd = os.open(src.path, os.O_RDONLY)
-            try:
-                tail = os.pread(fd, rec.size, src.offset)
-            finally:
-                os.close(fd)
-            if len(tail) != rec.size:
-                raise InputError(f"file shrank while reading (wanted {rec.size} bytes)", where=src.path)
+            tail = src.read(0, rec.size)
             if seen is not None:
                 h = hashlib.sha256(b"D%d;" % rec.size)  # as the loop below hashes a tail
                 h.update(tail)
