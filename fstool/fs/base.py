@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import SpecError, did_you_mean
+from ..errors import InputError, SpecError, did_you_mean
 from ..sizes import parse_size
-from ..tree import Kind
+from ..tree import Kind, encode_name, split_path
 
 
 @dataclass
@@ -207,6 +207,68 @@ class Reader:
                                      "another path", where=e.path)
                 seen_dirs.add(e.inode)
                 stack.extend(reversed(self.listdir(e.path)))
+
+
+class ListedDirReader(Reader):
+    """A reader whose directories are read whole as lists of entries (FAT, exFAT): path
+    lookup, stat and listdir, over the format's `_root` (the root's entries), `_children(entry,
+    what)` (a directory's entries), `_case_match(entries, name)` (the entry a name matches
+    case-insensitively, the format's way) and `boot.root_cluster`. An entry has `name`,
+    `is_dir`, `attr` (bit 0: read-only), `first` (its first cluster), `size` and `mtime`."""
+
+    _root: list
+
+    def _children(self, e, what: str) -> list:
+        raise NotImplementedError
+
+    def _case_match(self, entries: list, comp: str):
+        return None
+
+    def _lookup(self, path: str):
+        """(normalised path, entry) for path; entry None for the root."""
+        parts = split_path(path)
+        entries = self._root
+        found = None
+        norm: list[str] = []
+        for i, comp in enumerate(parts):
+            if found is not None:
+                if not found.is_dir:
+                    raise InputError("not a directory", where="/" + "/".join(norm))
+                entries = self._children(found, "/" + "/".join(norm))
+            match = next((e for e in entries if e.name == comp), None)
+            if match is None:
+                match = self._case_match(entries, comp)
+            if match is None:
+                raise InputError("no such file or directory", where="/" + "/".join(parts[:i + 1]))
+            found = match
+            norm.append(match.name)
+        return "/" + "/".join(norm), found
+
+    def _rentry(self, path: str, e) -> REntry:
+        if e is None:
+            return REntry("/", Kind.DIR, 0o755, nlink=2, inode=self.boot.root_cluster)
+        ro = e.attr & 0x01  # ATTR_READ_ONLY, the same bit in FAT and exFAT
+        if e.is_dir:
+            return REntry(path, Kind.DIR, 0o555 if ro else 0o755, mtime=e.mtime, nlink=2, inode=e.first)
+        return REntry(path, Kind.FILE, 0o444 if ro else 0o644, size=e.size, mtime=e.mtime, nlink=1,
+                      inode=e.first)
+
+    def stat(self, path: str) -> REntry:
+        norm, e = self._lookup(path)
+        return self._rentry(norm, e)
+
+    def listdir(self, path: str) -> list[REntry]:
+        norm, e = self._lookup(path)
+        if e is None:
+            entries = self._root
+        elif not e.is_dir:
+            raise InputError("not a directory", where=norm)
+        else:
+            entries = self._children(e, norm)
+        base = norm.rstrip("/")
+        out = [self._rentry(f"{base}/{c.name}", c) for c in entries]
+        out.sort(key=lambda r: encode_name(r.name))
+        return out
 
 
 def walk_plan(dirs: dict[str, Any], entries) -> Iterator[tuple[Any, Any]]:

@@ -17,9 +17,8 @@ from typing import Iterator
 from ...errors import ImageError, InputError
 from ...image import Region
 from ...sizes import format_size
-from ...tree import Kind, encode_name, split_path
-from ..base import REntry, Reader
-from .common import (ATTR_DIRECTORY, ATTR_READ_ONLY, BITMAP_ENTRY, BOOT, BOOT_SIGNATURE, ENTRY,
+from ..base import ListedDirReader
+from .common import (ATTR_DIRECTORY, BITMAP_ENTRY, BOOT, BOOT_SIGNATURE, ENTRY,
                      EXT_BOOT_SIGNATURE, FAT_BAD, FILE_ENTRY, FIRST_CLUSTER, FLAG_NO_FAT_CHAIN,
                      FS_NAME, GUID_ENTRY, LABEL_ENTRY, MAX_CLUSTERS, MAX_DIR_BYTES, NAME_ENTRY,
                      STREAM_ENTRY, TYPE_BITMAP, TYPE_END, TYPE_FILE, TYPE_GUID, TYPE_IN_USE,
@@ -93,7 +92,7 @@ def probe(region: Region) -> bool:
     return sec[3:11] == FS_NAME and sec[510:512] == b"\x55\xaa"
 
 
-class ExfatReader(Reader):
+class ExfatReader(ListedDirReader):
     """An exFAT volume opened read-only."""
 
     fs_type = "exfat"
@@ -320,39 +319,17 @@ class ExfatReader(Reader):
         self._dir_cache[key] = entries
         return entries
 
-    def _lookup(self, path: str) -> tuple[str, _Entry | None]:
-        parts = split_path(path)
-        entries = self._root
-        found = None
-        norm: list[str] = []
-        for i, comp in enumerate(parts):
-            if found is not None:
-                if not found.is_dir:
-                    raise InputError("not a directory", where="/" + "/".join(norm))
-                entries = self._read_dir(found, "/" + "/".join(norm))
-            match = next((e for e in entries if e.name == comp), None)
-            if match is None:  # exFAT names are case-insensitive, through the volume's table
-                try:
-                    key = upcase_units(comp.encode("utf-16-le"), self.upcase)
-                except UnicodeEncodeError:
-                    key = None
-                match = next((e for e in entries
-                              if upcase_units(e.name.encode("utf-16-le", "surrogatepass"),
-                                              self.upcase) == key), None)
-            if match is None:
-                raise InputError("no such file or directory", where="/" + "/".join(parts[:i + 1]))
-            found = match
-            norm.append(match.name)
-        return "/" + "/".join(norm), found
+    def _children(self, e: _Entry, what: str) -> list[_Entry]:
+        return self._read_dir(e, what)
 
-    def _rentry(self, path: str, e: _Entry | None) -> REntry:
-        if e is None:
-            return REntry("/", Kind.DIR, 0o755, nlink=2, inode=self.boot.root_cluster)
-        ro = e.attr & ATTR_READ_ONLY
-        if e.is_dir:
-            return REntry(path, Kind.DIR, 0o555 if ro else 0o755, mtime=e.mtime, nlink=2, inode=e.first)
-        return REntry(path, Kind.FILE, 0o444 if ro else 0o644, size=e.size, mtime=e.mtime, nlink=1,
-                      inode=e.first)
+    def _case_match(self, entries: list[_Entry], comp: str) -> _Entry | None:
+        """exFAT names are case-insensitive through the volume's up-case table."""
+        try:
+            key = upcase_units(comp.encode("utf-16-le"), self.upcase)
+        except UnicodeEncodeError:
+            return None
+        return next((e for e in entries
+                     if upcase_units(e.name.encode("utf-16-le", "surrogatepass"), self.upcase) == key), None)
 
     # -- Reader API -----------------------------------------------------------
     def info(self) -> list[tuple[str, str]]:
@@ -394,23 +371,6 @@ class ExfatReader(Reader):
                 pos += k
                 done += k
         return used
-
-    def stat(self, path: str) -> REntry:
-        norm, e = self._lookup(path)
-        return self._rentry(norm, e)
-
-    def listdir(self, path: str) -> list[REntry]:
-        norm, e = self._lookup(path)
-        if e is None:
-            entries = self._root
-        elif not e.is_dir:
-            raise InputError("not a directory", where=norm)
-        else:
-            entries = self._read_dir(e, norm)
-        base = norm.rstrip("/")
-        out = [self._rentry(f"{base}/{c.name}", c) for c in entries]
-        out.sort(key=lambda r: encode_name(r.name))
-        return out
 
     def read_file(self, path: str) -> Iterator[bytes]:
         norm, e = self._lookup(path)

@@ -14,9 +14,8 @@ from typing import Iterator
 from ...errors import ImageError, InputError
 from ...image import Region
 from ...sizes import format_size
-from ...tree import Kind, encode_name, split_path
-from ..base import REntry, Reader
-from .common import (ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_LONG_NAME_MASK, ATTR_READ_ONLY,
+from ..base import ListedDirReader
+from .common import (ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_LONG_NAME_MASK,
                      ATTR_VOLUME_ID, BAD, BOOT_SIGNATURE, BPB, DELETED, DIRENT, EBPB16, EBPB32,
                      EOC_MIN, FSINFO, FSINFO_LEAD, FSINFO_STRUCT, LFN_LAST, LFNENT, MAX_DIR_ENTRIES,
                      NT_LOWER_BASE, NT_LOWER_EXT, bits_for_clusters, format_volume_id,
@@ -57,6 +56,10 @@ class _DirEntry:
     @property
     def is_dir(self) -> bool:
         return bool(self.attr & ATTR_DIRECTORY)
+
+    @property
+    def first(self) -> int:  # the first cluster, as the shared reader code (and exFAT) names it
+        return self.cluster
 
 
 def _parse_boot(sec: bytes, where: str) -> _Boot:
@@ -108,7 +111,7 @@ def probe(region: Region) -> bool:
     return b.total - b.reserved - b.fats * b.fat_sectors - root_sectors > 0
 
 
-class FatReader(Reader):
+class FatReader(ListedDirReader):
     """A FAT volume opened read-only."""
 
     def __init__(self, region: Region):
@@ -311,37 +314,13 @@ class FatReader(Reader):
             ext = ext.lower()
         return f"{base}.{ext}" if ext else base
 
-    def _lookup(self, path: str) -> tuple[str, _DirEntry | None]:
-        """(normalised path, entry) for path; entry None for the root."""
-        parts = split_path(path)
-        entries = self._root
-        found = None
-        norm = []
-        for i, comp in enumerate(parts):
-            if found is not None:
-                if not found.is_dir:
-                    raise InputError("not a directory", where="/" + "/".join(norm))
-                entries = self._read_dir(found.cluster, "/" + "/".join(norm))
-            match = next((e for e in entries if e.name == comp), None)
-            if match is None:
-                low = comp.casefold()
-                match = next((e for e in entries
-                              if e.name.casefold() == low or e.short.casefold() == low), None)
-            if match is None:
-                raise InputError("no such file or directory", where="/" + "/".join(parts[:i + 1]))
-            found = match
-            norm.append(match.name)
-        return "/" + "/".join(norm), found
+    def _children(self, e: _DirEntry, what: str) -> list[_DirEntry]:
+        return self._read_dir(e.cluster, what)
 
-    def _entry(self, path: str, e: _DirEntry | None) -> REntry:
-        if e is None:
-            return REntry("/", Kind.DIR, 0o755, nlink=2, inode=self.boot.root_cluster)
-        ro = e.attr & ATTR_READ_ONLY
-        if e.is_dir:
-            return REntry(path, Kind.DIR, 0o555 if ro else 0o755, mtime=e.mtime, nlink=2,
-                          inode=e.cluster)
-        return REntry(path, Kind.FILE, 0o444 if ro else 0o644, size=e.size, mtime=e.mtime,
-                      nlink=1, inode=e.cluster)
+    def _case_match(self, entries: list[_DirEntry], comp: str) -> _DirEntry | None:
+        """FAT names are case-insensitive: the long name or the short one, case folded."""
+        low = comp.casefold()
+        return next((e for e in entries if e.name.casefold() == low or e.short.casefold() == low), None)
 
     # -- Reader API -----------------------------------------------------
     def info(self) -> list[tuple[str, str]]:
@@ -379,23 +358,6 @@ class FatReader(Reader):
         if lead != FSINFO_LEAD or struct_sig != FSINFO_STRUCT or free == 0xFFFFFFFF:
             return None
         return free
-
-    def stat(self, path: str) -> REntry:
-        norm, e = self._lookup(path)
-        return self._entry(norm, e)
-
-    def listdir(self, path: str) -> list[REntry]:
-        norm, e = self._lookup(path)
-        if e is None:
-            entries = self._root
-        elif not e.is_dir:
-            raise InputError("not a directory", where=norm)
-        else:
-            entries = self._read_dir(e.cluster, norm)
-        base = norm.rstrip("/")
-        out = [self._entry(f"{base}/{c.name}", c) for c in entries]
-        out.sort(key=lambda r: encode_name(r.name))
-        return out
 
     def data_map(self, path: str) -> list[tuple[int, int, int]]:
         """(file offset, length, offset in the region) of the file's bytes: clusters in place."""
