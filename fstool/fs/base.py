@@ -6,6 +6,7 @@ bytes); a reader module exposes `probe(region) -> bool` and `open(region) -> Rea
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -284,3 +285,44 @@ def walk_plan(dirs: dict[str, Any], entries) -> Iterator[tuple[Any, Any]]:
             base = key.rstrip("/")
             for e in reversed(entries(dirs[key])):
                 stack.append((f"{base}/{e.name}" if e.node.kind is Kind.DIR else e, e.node))
+
+
+# For the formats that hold only files and directories (FAT, exFAT).
+_KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK: "block devices",
+               Kind.FIFO: "fifos", Kind.SOCK: "sockets"}
+
+
+def _resolve_link(tree, path: str, target: str):
+    """The node a symlink at path leads to inside the tree (through further links), or None."""
+    cur = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    for _ in range(40):
+        node = tree.lookup(cur)
+        if node is None or node.kind is not Kind.SYMLINK:
+            return node
+        cur = posixpath.normpath(posixpath.join(posixpath.dirname(cur), node.target or ""))
+    return None
+
+
+def follow_file_symlinks(tree) -> None:
+    """Replace each symlink to a regular file by that file (stored as a copy); symlinks to
+    directories or to nothing stay, for the writer to refuse or leave out
+    (`follow_symlinks = true` of FAT and exFAT)."""
+    for path, node in list(tree.walk()):
+        if node.kind is not Kind.DIR:
+            continue
+        for name, child in list(node.children.items()):
+            if child.kind is Kind.SYMLINK:
+                target = _resolve_link(tree, f"{path.rstrip('/')}/{name}", child.target or "")
+                if target is not None and target.kind is Kind.FILE:
+                    node.children[name] = target
+    tree.invalidate()
+
+
+def unstorable(tree) -> tuple[list[tuple[str, Kind]], str, str]:
+    """The entries that are neither files nor directories, in tree order: (list of (path,
+    kind), "2 symlinks, 1 fifos"-style counts, the first five paths)."""
+    bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
+    kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
+    what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
+    shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+    return bad, what, shown

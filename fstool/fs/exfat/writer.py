@@ -22,7 +22,6 @@ written once, and what follows it stays zero (holes unless `sparse` is off).
 """
 from __future__ import annotations
 
-import posixpath
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -32,7 +31,7 @@ from ...ids import derive_u32, derive_uuid, parse_uuid
 from ...image import ImageFile, copy_sources, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
-from ..base import FsParams, OptionReader, walk_plan
+from ..base import FsParams, OptionReader, follow_file_symlinks, unstorable, walk_plan
 from .common import (ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_READ_ONLY, BACKUP_BOOT, BITMAP_ENTRY,
                      BOOT, BOOT_SECTORS, BOOT_SIGNATURE, ENTRY, EXT_BOOT_SIGNATURE, FAT_EOC,
                      FAT_MEDIA, FILE_ENTRY, FIRST_CLUSTER, FLAG_ALLOCATION_POSSIBLE,
@@ -231,10 +230,6 @@ class _Plan:
         return walk_plan(self.dirs, lambda d: d.children)
 
 
-_KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK: "block devices",
-               Kind.FIFO: "fifos", Kind.SOCK: "sockets"}
-
-
 def _name_units(name: str, path: str) -> bytes:
     """The UTF-16LE form of a name exFAT can hold (7.7.3), or InputError."""
     try:
@@ -251,40 +246,12 @@ def _name_units(name: str, path: str) -> bytes:
     return units
 
 
-def _resolve(tree: Tree, path: str, target: str) -> Node | None:
-    """The node a symlink at path leads to inside the tree (through further links), or None."""
-    cur = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-    for _ in range(40):
-        node = tree.lookup(cur)
-        if node is None or node.kind is not Kind.SYMLINK:
-            return node
-        cur = posixpath.normpath(posixpath.join(posixpath.dirname(cur), node.target or ""))
-    return None
-
-
-def follow_symlinks(tree: Tree) -> None:
-    """Replace each symlink to a regular file by that file (stored as a copy); other
-    symlinks stay and are refused by the plan."""
-    for path, node in list(tree.walk()):
-        if node.kind is not Kind.DIR:
-            continue
-        for name, child in list(node.children.items()):
-            if child.kind is Kind.SYMLINK:
-                target = _resolve(tree, f"{path.rstrip('/')}/{name}", child.target or "")
-                if target is not None and target.kind is Kind.FILE:
-                    node.children[name] = target
-    tree.invalidate()
-
-
 def plan(tree: Tree) -> _Plan:
     """Check every entry can be stored and group children by directory."""
-    bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
+    bad, what, shown = unstorable(tree)
     if bad:
-        kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
-        what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
-        shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
         hint = " (follow_symlinks = true stores the files that symlinks point to)" \
-            if Kind.SYMLINK in kinds else ""
+            if any(k is Kind.SYMLINK for _, k in bad) else ""
         raise InputError(f"exFAT cannot store {what}: {shown}{hint}", where=bad[0][0])
     up = upcase_map()
     dirs: dict[str, _Dir] = {}
@@ -452,7 +419,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     serial = _serial(params)
     guid = _volume_guid(params, opts)
     if opts.follow_symlinks:
-        follow_symlinks(tree)
+        follow_file_symlinks(tree)
     p = plan(tree)
 
     if params.size is None:

@@ -20,7 +20,6 @@ are written whole. Free clusters are never written.
 from __future__ import annotations
 
 import array
-import posixpath
 import re
 import sys
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ...ids import derive_u32
 from ...image import ImageFile, copy_sources, in_background, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
-from ..base import FsParams, OptionReader, walk_plan
+from ..base import FsParams, OptionReader, follow_file_symlinks, unstorable, walk_plan
 from .common import (ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_READ_ONLY, ATTR_VOLUME_ID,
                      BOOT_SIGNATURE, BPB, CLUSTER_RANGE, DIRENT, EBPB16, EBPB32, EOC,
                      EXT_BOOT_SIGNATURE, FSINFO, FSINFO_LEAD, FSINFO_STRUCT, FSINFO_TRAIL, LFN_CHARS,
@@ -507,44 +506,12 @@ class _Plan:
         return walk_plan(self.dirs, lambda d: d.entries)
 
 
-_KIND_WORDS = {Kind.SYMLINK: "symlinks", Kind.CHR: "character devices", Kind.BLK: "block devices",
-               Kind.FIFO: "fifos", Kind.SOCK: "sockets"}
-
-
-def _resolve(tree: Tree, path: str, target: str) -> Node | None:
-    """What a symlink at path points to inside the tree (following further links), or None."""
-    cur, hops = posixpath.normpath(posixpath.join(posixpath.dirname(path), target)), 0
-    while hops < 40:
-        node = tree.lookup(cur)
-        if node is None or node.kind is not Kind.SYMLINK:
-            return node
-        cur = posixpath.normpath(posixpath.join(posixpath.dirname(cur), node.target or ""))
-        hops += 1
-    return None
-
-
-def _follow_symlinks(tree: Tree) -> None:
-    """Replace each symlink to a regular file by that file (stored as a copy); symlinks to
-    directories or to nothing stay, and are reported by _plan."""
-    for path, node in list(tree.walk()):
-        if node.kind is Kind.DIR:
-            for name, child in list(node.children.items()):
-                if child.kind is Kind.SYMLINK:
-                    target = _resolve(tree, f"{path.rstrip('/')}/{name}", child.target or "")
-                    if target is not None and target.kind is Kind.FILE:
-                        node.children[name] = target
-    tree.invalidate()
-
-
 def _leave_out_unstorable(tree: Tree, where: str) -> None:
     """Drop what FAT cannot store (symlinks, devices, fifos, sockets) with one warning that
     counts and names them, as the Rust fstool does (`strict = true` refuses instead)."""
-    bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
+    bad, what, shown = unstorable(tree)
     if not bad:
         return
-    kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
-    what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
-    shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
     for path, _ in bad:
         tree.remove(path)
     tree.invalidate()
@@ -553,13 +520,10 @@ def _leave_out_unstorable(tree: Tree, where: str) -> None:
 
 def _plan(tree: Tree, label: bytes | None) -> _Plan:
     dirs: dict[str, _Dir] = {}
-    bad = [(path, node.kind) for path, node in tree.walk() if node.kind not in (Kind.DIR, Kind.FILE)]
+    bad, what, shown = unstorable(tree)
     if bad:
-        kinds = sorted({k for _, k in bad}, key=lambda k: k.value)
-        what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
-        shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
         hint = " (follow_symlinks = true stores the files that symlinks point to)" \
-            if Kind.SYMLINK in kinds else ""
+            if any(k is Kind.SYMLINK for _, k in bad) else ""
         raise InputError(f"FAT cannot store {what}: {shown}{hint}", where=bad[0][0])
     for path, node in tree.walk():
         if node.kind is Kind.DIR:
@@ -708,7 +672,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     label = _label_bytes(params)
     vid = _volume_id(params)
     if opts.follow_symlinks:
-        _follow_symlinks(tree)
+        follow_file_symlinks(tree)
     if not opts.strict:
         _leave_out_unstorable(tree, params.where)
     plan = _plan(tree, label)
