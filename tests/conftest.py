@@ -74,6 +74,38 @@ def loop_mount(img, where):
         os.rmdir(mnt)
 
 
+@contextlib.contextmanager
+def private_mount(cmd, mountpoint):
+    """Run CMD MOUNTPOINT (`mount -o loop IMG`, `mount.exfat-fuse -o rw DEV`) in a mount
+    namespace of its own and yield the mounted tree, reached through /proc/PID/root; on exit
+    unmount it there and wait.
+
+    For read-write mounts whose image is checked afterwards. A mount made in the shared
+    namespace is copied into every namespace created while it exists (each Bazel
+    linux-sandbox action another xdist worker runs); `umount` then only detaches our copy,
+    the file system stays alive with its journal unwritten, and the checker reads an image
+    that still "needs recovery". Nobody else can copy a mount made here."""
+    import pathlib
+    import time
+    script = 'm=$1; shift; "$@" "$m" || exit 1; echo mounted; read _; exec umount "$m"'
+    for attempt in range(5):
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                                   "sh", str(mountpoint), *map(str, cmd)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        if holder.stdout.readline() == "mounted\n":
+            break
+        err = holder.communicate()[1]
+        time.sleep(0.3 * (attempt + 1))  # a concurrent loop setup may have taken the device
+    else:
+        raise AssertionError(f"{' '.join(map(str, cmd))} {mountpoint} failed: {err}")
+    try:
+        yield pathlib.Path(f"/proc/{holder.pid}/root") / os.path.relpath(os.path.abspath(mountpoint), "/")
+    finally:
+        _, err = holder.communicate("\n", timeout=120)
+        assert holder.returncode == 0, f"umount {mountpoint} failed: {err}"
+
+
 def same_file(a, b) -> bool:
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:

@@ -14,7 +14,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from conftest import assert_one_line_error, run_fstool
+from conftest import assert_one_line_error, private_mount, run_fstool
 from test_properties import expected, materialise, read_back
 from test_properties import trees as random_trees
 from fstool.errors import CapacityError, ImageError, InputError, SpecError
@@ -112,11 +112,15 @@ def fuse_mount(img, where, rw=False):
     os.makedirs(mnt)
     loop = tool("losetup", "-f", "--show", *([] if rw else ["-r"]), img).stdout.strip()
     try:
-        tool("mount.exfat-fuse", "-o", "rw" if rw else "ro", loop, mnt)
-        try:
-            yield mnt
-        finally:
-            tool("umount", mnt)
+        if rw:  # written to, then checked: the mount must not outlive our umount (see private_mount)
+            with private_mount(["mount.exfat-fuse", "-o", "rw", loop], mnt) as m:
+                yield str(m)
+        else:
+            tool("mount.exfat-fuse", "-o", "ro", loop, mnt)
+            try:
+                yield mnt
+            finally:
+                tool("umount", mnt)
     finally:
         tool("losetup", "-d", loop)
         os.rmdir(mnt)

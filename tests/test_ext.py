@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from conftest import assert_one_line_error, diff_r, loop_mount, mount, run_fstool, same_file
+from conftest import assert_one_line_error, diff_r, loop_mount, private_mount, run_fstool, same_file
 from treegen import compare, make_rich_tree
 
 pytestmark = pytest.mark.slow
@@ -422,10 +422,8 @@ def test_kernel_writes_to_our_images(tmp_path, rich):
     for fs_type, bs in (("ext4", 1024), ("ext3", 4096)):
         img = tmp_path / f"rw.{fs_type}"
         create(rich, img, fs_type, "--headroom", "16MiB", "-O", f"block_size={bs}")
-        mnt = tmp_path / "rw"
-        mnt.mkdir(exist_ok=True)
-        mount(["-o", "loop", str(img), str(mnt)], check=True)
-        try:
+        (tmp_path / "rw").mkdir(exist_ok=True)
+        with private_mount(["mount", "-o", "loop", img], tmp_path / "rw") as mnt:
             for i in range(500):
                 (mnt / "many" / f"added-{i}").write_bytes(b"%d" % i)
             for name in sorted(os.listdir(mnt / "many"))[:300]:
@@ -433,8 +431,6 @@ def test_kernel_writes_to_our_images(tmp_path, rich):
             (mnt / "newdir").mkdir()
             (mnt / "newdir" / "copy").write_bytes((rich / "size-393223").read_bytes())
             os.setxattr(mnt / "size-1", "user.added", b"yes")
-        finally:
-            subprocess.run(["umount", str(mnt)], check=True)
         fsck_ok(img)
 
 

@@ -13,7 +13,7 @@ import tempfile
 import pytest
 from hypothesis import given
 
-from conftest import assert_one_line_error, diff_r, mount, run_fstool
+from conftest import assert_one_line_error, diff_r, mount, private_mount, run_fstool
 from fstool.tree import FileSource, Kind, Node, Tree
 from test_properties import SETTINGS, build, expected, materialise, open_reader, read_back, trees
 from treegen import compare, make_rich_tree
@@ -170,18 +170,14 @@ def test_kernel_writes_to_our_images(tmp_path, rich):
     still clean."""
     img = tmp_path / "w.xfs"
     create(rich, img, "--headroom", "16m")
-    mnt = tmp_path / "rw"
-    mnt.mkdir()
-    mount(["-o", "loop", str(img), str(mnt)], check=True)
-    try:
+    (tmp_path / "rw").mkdir()
+    with private_mount(["mount", "-o", "loop", img], tmp_path / "rw") as mnt:
         (mnt / "new").write_bytes(os.urandom(5 << 20))
         for i in range(300):
             (mnt / "many" / f"new-{i}").write_text(str(i))
         for name in list(os.listdir(mnt / "many"))[:100]:
             os.unlink(mnt / "many" / name)
         os.setxattr(mnt / "text.txt", "user.added", b"x" * 500)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
     repair_ok(img)
 
 
@@ -199,8 +195,8 @@ def test_auto_size_leaves_the_per_ag_reservation(tmp_path, rich):
     mnt = tmp_path / "m"
     mnt.mkdir()
     try:
-        subprocess.run(["mount", dev, str(mnt)], check=True)
-        subprocess.run(["umount", str(mnt)], check=True)
+        with private_mount(["mount", dev], mnt):
+            pass
     finally:
         subprocess.run(["losetup", "-d", dev])
     new = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()[before:]
@@ -456,7 +452,6 @@ def test_4k_sectors(tmp_path, rich):
 def test_option_errors(tmp_path, opt, needle):
     src = tmp_path / "src"
     src.mkdir()
-    key = opt.split("=")[0]
     args = ["-O", opt]
     p = create(src, tmp_path / "x.xfs", *args, check=False)
     assert_one_line_error(p, 2, needle)
