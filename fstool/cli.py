@@ -633,6 +633,25 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run() -> None:
+    """The command's entry point (`python -m fstool`, the `fstool` script, the Bazel
+    binary): main(), then exit at once. An interpreter's orderly shutdown frees every object
+    one by one: for a tree of 15,000 entries that is 30 ms after the image is finished (a
+    tenth of a second or more at a million), and nothing needs it. By then the output is
+    closed and renamed into place; exit handlers (atexit) still run and the standard
+    streams are flushed first."""
+    import atexit
+    code = main() or 0
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            code = code or 1
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
     argv = sys.argv[1:] if argv is None else argv

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import threading
 from collections import OrderedDict
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import InputError
 from .tree import FileSource
@@ -46,19 +47,22 @@ class ScanMemory:
         self.max_entries = max_entries
         self.scans: OrderedDict[tuple, tuple] = OrderedDict()
         self.reused = self.scanned = 0
+        self.lock = threading.Lock()  # a scan_ahead thread shares it with the writer's
 
     def get(self, key: tuple):
-        hit = self.scans.get(key)
-        if hit is not None:
-            self.scans.move_to_end(key)
-            self.reused += 1
-        return hit
+        with self.lock:
+            hit = self.scans.get(key)
+            if hit is not None:
+                self.scans.move_to_end(key)
+                self.reused += 1
+            return hit
 
     def put(self, key: tuple, segs: list) -> None:
-        self.scanned += 1
-        self.scans[key] = tuple(segs)
-        while len(self.scans) > self.max_entries:
-            self.scans.popitem(last=False)
+        with self.lock:
+            self.scanned += 1
+            self.scans[key] = tuple(segs)
+            while len(self.scans) > self.max_entries:
+                self.scans.popitem(last=False)
 
 
 # (absolute path -> content digest of this request's inputs, the worker's ScanMemory)
@@ -76,6 +80,75 @@ def known_digests(digests: dict[str, str], memory: ScanMemory) -> Iterator[None]
         _known.reset(token)
 
 
+_MAIN, _AHEAD = 0, 1  # who scans a file in scan_ahead: the writer's thread, or the helper
+
+
+class _Ahead:
+    """The state of one scan_ahead: the helper thread walks the files from the last one back,
+    the writer asks from the first on, and whoever reaches a file first scans it."""
+
+    def __init__(self, sources: list[FileSource], bs: int):
+        self.sources, self.bs = sources, bs
+        self.owner: dict[int, int] = {}  # id(source) -> _MAIN or _AHEAD (dict.setdefault: atomic)
+        self.done: dict[int, object] = {}  # id(source) -> segments, or the error its scan raised
+        self.cond = threading.Condition()
+        self.stop = False
+
+    def run(self) -> None:
+        for src in reversed(self.sources):
+            if self.stop:
+                return
+            k = id(src)
+            if self.owner.setdefault(k, _AHEAD) != _AHEAD:
+                return  # the writer has got this far: everything before is its own
+            try:
+                res: object = _segments(src, self.bs, -1)
+            except Exception as e:  # noqa: BLE001 - raised in the writer, when it asks for this file
+                res = e
+            with self.cond:
+                self.done[k] = res
+                self.cond.notify_all()
+
+    def take(self, src: FileSource, bs: int):
+        """The scan of src, or None when the writer must scan it itself."""
+        k = id(src)
+        if bs != self.bs or self.owner.setdefault(k, _MAIN) == _MAIN:
+            return None
+        with self.cond:
+            self.cond.wait_for(lambda: k in self.done)
+            res = self.done.pop(k)
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+
+_ahead: contextvars.ContextVar[_Ahead | None] = contextvars.ContextVar("fstool_scan_ahead", default=None)
+
+
+@contextlib.contextmanager
+def scan_ahead(sources: Iterable[FileSource | None], bs: int) -> Iterator[None]:
+    """While the block runs, a second thread scans these files for zero blocks of bs bytes,
+    from the last one back, so that content_segments(src, bs) in the block finds most scans
+    done; the writer scans the files it reaches before the thread does. Reading releases the
+    GIL, so on two cores the two threads read at once. The results are those of scanning in
+    order (an unreadable file's error is raised when the writer asks for that file)."""
+    todo = [s for s in sources if s is not None and s.size]
+    if len(todo) < 2:
+        yield
+        return
+    ahead = _Ahead(todo, bs)
+    t = threading.Thread(target=contextvars.copy_context().run, args=(ahead.run,), name="fstool-scan",
+                         daemon=True)
+    token = _ahead.set(ahead)
+    t.start()
+    try:
+        yield
+    finally:
+        _ahead.reset(token)
+        ahead.stop = True
+        t.join()
+
+
 def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tuple[int, int, int]]:
     """(file_offset, length, source_offset) of the file's data, leaving out every block of bs
     bytes (at file offsets that are multiples of bs) whose bytes are all zero. Pieces of a
@@ -83,6 +156,15 @@ def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tupl
     piece of it holds a non-zero byte. fd, when given, is the file already open (left open)."""
     if src is None or src.size == 0:
         return []
+    ahead = _ahead.get()
+    if ahead is not None:
+        done = ahead.take(src, bs)
+        if done is not None:
+            return done
+    return _segments(src, bs, fd)
+
+
+def _segments(src: FileSource, bs: int, fd: int) -> list[tuple[int, int, int]]:
     key = None
     known = _known.get()
     if known is not None and src.segments is None and src.offset == 0:

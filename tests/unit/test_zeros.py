@@ -54,3 +54,48 @@ def test_tar_member_offsets_and_read(tmp_path):
     segs = zeros.content_segments(src, 4096)
     assert segs == [(0, 8192, 512), (12288, len(body) - 12288, 512 + 12288)]
     assert src.read(14000, 100) == b"tail"
+
+
+def _files(tmp_path, n, seed=0):
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        p = tmp_path / f"f{i}"
+        parts = [rnd.randbytes(rnd.randrange(1, 9000)) if rnd.random() < 0.5 else bytes(rnd.randrange(1, 9000))
+                 for _ in range(rnd.randrange(1, 5))]
+        p.write_bytes(b"".join(parts))
+        out.append(FileSource(str(p), p.stat().st_size))
+    return out
+
+
+@pytest.mark.parametrize("order", ["forward", "backward", "every_other"])
+def test_scan_ahead_gives_the_sequential_scans(tmp_path, order):
+    """Whichever thread scans a file, the writer gets what scanning it in order gives, in any
+    order it asks (the thread starts from the end: "backward" takes only its results)."""
+    srcs = _files(tmp_path, 300)
+    want = {id(s): zeros.content_segments(s, 1024) for s in srcs}
+    asked = {"forward": srcs, "backward": srcs[::-1], "every_other": srcs[::2] + srcs[1::2]}[order]
+    with zeros.scan_ahead(srcs, 1024):
+        got = {id(s): zeros.content_segments(s, 1024) for s in asked}
+        other_bs = zeros.content_segments(srcs[5], 4096)  # another block size: scanned on the spot
+    assert got == want
+    assert other_bs == zeros.content_segments(srcs[5], 4096)
+
+
+def test_scan_ahead_raises_a_files_error_when_the_writer_asks(tmp_path):
+    srcs = _files(tmp_path, 50)
+    os.unlink(srcs[-3].path)  # the thread (from the end) meets it first; the error waits
+    with zeros.scan_ahead(srcs, 4096):
+        for s in srcs[:-3]:
+            zeros.content_segments(s, 4096)
+        with pytest.raises(FileNotFoundError):
+            zeros.content_segments(srcs[-3], 4096)
+
+
+def test_scan_ahead_stops_when_the_block_fails(tmp_path):
+    srcs = _files(tmp_path, 200)
+    with pytest.raises(RuntimeError):
+        with zeros.scan_ahead(srcs, 4096):
+            raise RuntimeError("the writer failed")
+    assert not [t for t in __import__("threading").enumerate() if t.name == "fstool-scan"]
+    assert zeros._ahead.get() is None

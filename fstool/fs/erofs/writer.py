@@ -42,7 +42,7 @@ from ...ids import derive_uuid, parse_uuid
 from ...image import ImageFile, in_background, write_zeros
 from ...sizes import format_size
 from ...tree import FileSource, Kind, Node, Tree, encode_name
-from ...zeros import content_segments
+from ...zeros import content_segments, scan_ahead
 from ..base import FsParams
 from .compress import ALG_ID, LZMA_DICT, MAX_EXTENT, SEGMENT
 from .format import (
@@ -216,49 +216,53 @@ def _plan_inodes(tree: Tree, params: FsParams, opts: Options, bs: int) -> tuple[
             shared_blob += xattr_entry(*it)
 
     build = params.timestamp
-    for ino in order:
-        node = ino.node
-        items = items_of.get(ino)
-        if items:
-            shared = [shared_ids[it] for it in items if it in shared_ids][:255]
-            inline = b"".join(xattr_entry(*it) for it in items if it not in shared_ids or
-                              shared_ids[it] not in shared)
-            body = XATTR_IBODY_HEADER.pack(shared_count=len(shared)) + b"".join(
-                s.to_bytes(4, "little") for s in shared) + inline
-            if (len(body) - XATTR_IBODY_HEADER.size) // 4 + 1 > U16:
-                raise CapacityError("xattrs too large for one erofs inode", where=paths[node])
-            ino.xattr_body = body
-        if node.kind is Kind.DIR:
-            children = node.sorted_children()
-            ents = [(b".", ino), (b"..", None)] + [(encode_name(n), inos[c]) for n, c in children]
-            ents.sort(key=lambda e: e[0])
-            names = [e[0] for e in ents]
-            ino.dirents = (names, [e[1] for e in ents])
-            ino.dirblocks, ino.size = _dir_blocks(names, bs)
-        elif node.kind is Kind.FILE or node.kind is Kind.SYMLINK:
-            ino.size = node.size
-        mtime_ok = opts.ignore_mtime or (node.mtime == build and node.mtime_ns == 0)
-        ino.extended = not (ino.size <= U32 and ino.uid <= U16 and ino.gid <= U16 and ino.nlink <= U16
-                            and mtime_ok)
-        # data layout
-        if node.kind is Kind.FILE and opts.chunked_sparse and ino.size > bs:
-            segs = ino.data_segments()
-            data = sum(n for _, n, _ in segs)
-            # holes are zero blocks (fstool.zeros): compressed, a few of them cost next to
-            # nothing, so a file goes chunk-based then only when they are at least half of it
-            if data < ino.size and (opts.compression == "none" or 2 * data <= ino.size):
-                best = _choose_chunks(segs, ino.size, bs)
-                if best is not None and best[2] < -(-ino.size // bs) * bs:
-                    ino.layout = LAYOUT_CHUNK_BASED
-                    ino.chunkbits, ino.chunks, _ = best
-                    ino.nchunks = -(-ino.size // (bs << ino.chunkbits))
-                    ino.nblocks = sum(n for _, n in ino.chunks)
-                    continue
-        if node.kind is Kind.FILE and opts.compression != "none" and (
-                ino.size > bs or ((opts.ztailpacking or opts.fragments) and ino.size)):
-            ino.compress = True  # settled in the data pass: compressed, or flat if that saves nothing
-        elif node.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size:
-            ino.flat_layout(opts.inline_data or node.kind is not Kind.FILE, bs)
+    # the zero blocks of files that may go chunk-based are found by a second thread as well
+    scanned = (i.node.source for i in order if i.node.kind is Kind.FILE and i.node.size > bs) \
+        if opts.chunked_sparse else ()
+    with scan_ahead(scanned, bs):
+        for ino in order:
+            node = ino.node
+            items = items_of.get(ino)
+            if items:
+                shared = [shared_ids[it] for it in items if it in shared_ids][:255]
+                inline = b"".join(xattr_entry(*it) for it in items if it not in shared_ids or
+                                  shared_ids[it] not in shared)
+                body = XATTR_IBODY_HEADER.pack(shared_count=len(shared)) + b"".join(
+                    s.to_bytes(4, "little") for s in shared) + inline
+                if (len(body) - XATTR_IBODY_HEADER.size) // 4 + 1 > U16:
+                    raise CapacityError("xattrs too large for one erofs inode", where=paths[node])
+                ino.xattr_body = body
+            if node.kind is Kind.DIR:
+                children = node.sorted_children()
+                ents = [(b".", ino), (b"..", None)] + [(encode_name(n), inos[c]) for n, c in children]
+                ents.sort(key=lambda e: e[0])
+                names = [e[0] for e in ents]
+                ino.dirents = (names, [e[1] for e in ents])
+                ino.dirblocks, ino.size = _dir_blocks(names, bs)
+            elif node.kind is Kind.FILE or node.kind is Kind.SYMLINK:
+                ino.size = node.size
+            mtime_ok = opts.ignore_mtime or (node.mtime == build and node.mtime_ns == 0)
+            ino.extended = not (ino.size <= U32 and ino.uid <= U16 and ino.gid <= U16 and ino.nlink <= U16
+                                and mtime_ok)
+            # data layout
+            if node.kind is Kind.FILE and opts.chunked_sparse and ino.size > bs:
+                segs = ino.data_segments()
+                data = sum(n for _, n, _ in segs)
+                # holes are zero blocks (fstool.zeros): compressed, a few of them cost next to
+                # nothing, so a file goes chunk-based then only when they are at least half of it
+                if data < ino.size and (opts.compression == "none" or 2 * data <= ino.size):
+                    best = _choose_chunks(segs, ino.size, bs)
+                    if best is not None and best[2] < -(-ino.size // bs) * bs:
+                        ino.layout = LAYOUT_CHUNK_BASED
+                        ino.chunkbits, ino.chunks, _ = best
+                        ino.nchunks = -(-ino.size // (bs << ino.chunkbits))
+                        ino.nblocks = sum(n for _, n in ino.chunks)
+                        continue
+            if node.kind is Kind.FILE and opts.compression != "none" and (
+                    ino.size > bs or ((opts.ztailpacking or opts.fragments) and ino.size)):
+                ino.compress = True  # settled in the data pass: compressed, or flat if that saves nothing
+            elif node.kind in (Kind.FILE, Kind.DIR, Kind.SYMLINK) and ino.size:
+                ino.flat_layout(opts.inline_data or node.kind is not Kind.FILE, bs)
     if opts.dedupe:
         _find_duplicates(order, bs)
     # ".." of each directory: its parent (the root's is itself)

@@ -14,7 +14,7 @@ from typing import Iterator
 from ...errors import CapacityError, InputError
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
-from ...zeros import content_segments
+from ...zeros import content_segments, scan_ahead
 from . import xattr
 from .dir import DirBuilder
 from .extent import mapping_blocks
@@ -100,39 +100,41 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
     inos.sort(key=lambda i: i.ino)
     shared = xattr.XattrBlocks()
     data_bytes = 0
-    for r in inos:
-        node = r.node
-        if node is None:
-            continue
-        mode = node.mode  # the node's own int when it is only permission bits (no copy per inode)
-        r.mode, r.uid, r.gid = mode if mode <= 0o7777 else mode & 0o7777, node.uid, node.gid
-        r.mtime, r.mtime_ns = node.mtime, node.mtime_ns
-        r.nlink = tree.nlink(node)
-        if r.kind is Kind.DIR:
-            if node is root and make_lpf:
-                r.nlink += 1
-            if r.nlink > MAX_LINKS:
-                if not cfg.dir_nlink:
-                    raise CapacityError(f"a directory with {r.nlink - 2} subdirectories needs "
-                                        f"dir_nlink (ext4); ext2/ext3 allow {MAX_LINKS - 2}",
-                                        where=node.where())
-                r.nlink = 1
-        elif r.nlink > MAX_LINKS:
-            raise CapacityError(f"{r.nlink} hard links to one file; ext allows {MAX_LINKS}",
-                                where=node.where())
-        if r.kind is Kind.FILE and node.source is not None and node.size:
-            r.size = node.size
-            # non-zero 1 KiB pieces: right for every block size (a block is allocated when any
-            # piece of it holds data), and what the bytes say, whatever the host's holes
-            r.segs = content_segments(node.source, MIN_BLOCK)
-            data_bytes += sum(s[1] for s in r.segs)
-        elif r.kind is Kind.SYMLINK:
-            r.target = encode_name(node.target or "")
-            r.size = len(r.target)
-            if not r.target:
-                raise InputError("empty symlink target", where=node.where())
-        if node.xattrs:
-            r.xin, r.xblock = xattr.place(node, cfg.inode_size, shared)
+    # the files' zero blocks are found by a second thread as well (fstool.zeros.scan_ahead)
+    with scan_ahead((r.node.source for r in inos if r.kind is Kind.FILE and r.node is not None), MIN_BLOCK):
+        for r in inos:
+            node = r.node
+            if node is None:
+                continue
+            mode = node.mode  # the node's own int when it is only permission bits (no copy per inode)
+            r.mode, r.uid, r.gid = mode if mode <= 0o7777 else mode & 0o7777, node.uid, node.gid
+            r.mtime, r.mtime_ns = node.mtime, node.mtime_ns
+            r.nlink = tree.nlink(node)
+            if r.kind is Kind.DIR:
+                if node is root and make_lpf:
+                    r.nlink += 1
+                if r.nlink > MAX_LINKS:
+                    if not cfg.dir_nlink:
+                        raise CapacityError(f"a directory with {r.nlink - 2} subdirectories needs "
+                                            f"dir_nlink (ext4); ext2/ext3 allow {MAX_LINKS - 2}",
+                                            where=node.where())
+                    r.nlink = 1
+            elif r.nlink > MAX_LINKS:
+                raise CapacityError(f"{r.nlink} hard links to one file; ext allows {MAX_LINKS}",
+                                    where=node.where())
+            if r.kind is Kind.FILE and node.source is not None and node.size:
+                r.size = node.size
+                # non-zero 1 KiB pieces: right for every block size (a block is allocated when any
+                # piece of it holds data), and what the bytes say, whatever the host's holes
+                r.segs = content_segments(node.source, MIN_BLOCK)
+                data_bytes += sum(s[1] for s in r.segs)
+            elif r.kind is Kind.SYMLINK:
+                r.target = encode_name(node.target or "")
+                r.size = len(r.target)
+                if not r.target:
+                    raise InputError("empty symlink target", where=node.where())
+            if node.xattrs:
+                r.xin, r.xblock = xattr.place(node, cfg.inode_size, shared)
     parents: dict[int, int] = {}
     for r in inos:
         if r.kind is Kind.DIR and r.node is not None:
