@@ -15,6 +15,7 @@ import errno
 import os
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -343,7 +344,8 @@ def in_background(fn) -> Iterator[None]:
     t = threading.Thread(target=run, name="fstool-data", daemon=True)
     t.start()
     try:
-        yield
+        with io_thread_switching():
+            yield
         t.join()  # a signal (SIGTERM: Terminated) may arrive while waiting here too
     except BaseException:
         stop.set()
@@ -351,6 +353,21 @@ def in_background(fn) -> Iterator[None]:
         raise
     if failure:
         raise failure[0]
+
+
+@contextmanager
+def io_thread_switching() -> Iterator[None]:
+    """While a second thread mostly waits on system calls (copying, reading) and the first
+    runs Python, hand the GIL over every 0.2 ms instead of every 5: the I/O thread needs it
+    for a few microseconds between two calls, and at Python's default it copied little until
+    the first thread was done (ext, 250 MB: the copy ended 0.21 s after the metadata; 0.15 s
+    at 0.2 ms)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, 0.0002))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def copy_sources(out: ImageFile, items, sparse: bool = True, report=None, stop=None) -> None:

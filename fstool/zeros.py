@@ -24,6 +24,7 @@ from collections import OrderedDict
 from typing import Iterable, Iterator
 
 from .errors import InputError
+from .image import io_thread_switching
 from .tree import FileSource
 
 CHUNK = 4 << 20  # bytes read at a time
@@ -142,7 +143,8 @@ def scan_ahead(sources: Iterable[FileSource | None], bs: int) -> Iterator[None]:
     token = _ahead.set(ahead)
     t.start()
     try:
-        yield
+        with io_thread_switching():
+            yield
     finally:
         _ahead.reset(token)
         ahead.stop = True

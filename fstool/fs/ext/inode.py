@@ -73,7 +73,11 @@ class Inventory:
     data_bytes: int              # bytes of file data (holes excluded)
 
 
-def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
+def collect(tree: Tree, cfg: ExtOptions, ts: int, grain: int = MIN_BLOCK) -> Inventory:
+    """Every inode of the tree, numbered, with its metadata and its files' data segments.
+    grain: a block size the final one is a multiple of (layout.smallest_block_size); the
+    segments leave out the all-zero pieces of that size, which tells for every larger block
+    whether it holds data."""
     root = tree.root
     lpf_node = root.children.get("lost+found")
     lpf_from_source = lpf_node is not None and lpf_node.kind is Kind.DIR
@@ -101,7 +105,7 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
     shared = xattr.XattrBlocks()
     data_bytes = 0
     # the files' zero blocks are found by a second thread as well (fstool.zeros.scan_ahead)
-    with scan_ahead((r.node.source for r in inos if r.kind is Kind.FILE and r.node is not None), MIN_BLOCK):
+    with scan_ahead((r.node.source for r in inos if r.kind is Kind.FILE and r.node is not None), grain):
         for r in inos:
             node = r.node
             if node is None:
@@ -124,9 +128,10 @@ def collect(tree: Tree, cfg: ExtOptions, ts: int) -> Inventory:
                                     where=node.where())
             if r.kind is Kind.FILE and node.source is not None and node.size:
                 r.size = node.size
-                # non-zero 1 KiB pieces: right for every block size (a block is allocated when any
-                # piece of it holds data), and what the bytes say, whatever the host's holes
-                r.segs = content_segments(node.source, MIN_BLOCK)
+                # non-zero pieces of grain bytes: right for every multiple of it (a block is
+                # allocated when any piece of it holds data), and what the bytes say, whatever
+                # the host's holes
+                r.segs = content_segments(node.source, grain)
                 data_bytes += sum(s[1] for s in r.segs)
             elif r.kind is Kind.SYMLINK:
                 r.target = encode_name(node.target or "")

@@ -240,15 +240,26 @@ def fit_auto(inv: Inventory, cfg: ExtOptions, content: Content, want_inodes: int
     raise CapacityError("could not find a filesystem size that fits (internal limit)")
 
 
+def smallest_block_size(cfg: ExtOptions, size: int | None) -> int:
+    """What choose_block_size can be known to return at least before the tree is read: the
+    block size asked for, or the one the size implies (it may still grow for a large xattr
+    set or symlink target, to a multiple)."""
+    if cfg.bs:
+        return cfg.bs
+    if cfg.blocks_count is not None:
+        return 4096 if cfg.blocks_count * 4096 >= SMALL_FS else 1024
+    if size is not None:
+        return 1024 if size < SMALL_FS else 4096
+    return 1024
+
+
 def choose_block_size(cfg: ExtOptions, size: int | None, inv: Inventory, headroom: int) -> int:
     """As mke2fs: 1 KiB blocks below 512 MiB, else 4 KiB; bigger when an xattr set or a
     symlink target would not fit in one block."""
     if cfg.bs:
         return cfg.bs
-    if cfg.blocks_count is not None:
-        bs = 4096 if cfg.blocks_count * 4096 >= SMALL_FS else 1024
-    elif size is not None:
-        bs = 1024 if size < SMALL_FS else 4096
+    if cfg.blocks_count is not None or size is not None:
+        bs = smallest_block_size(cfg, size)
     else:
         est = inv.data_bytes + headroom + len(inv.inos) * 512 + (16 << 20)
         bs = 1024 if est < SMALL_FS else 4096

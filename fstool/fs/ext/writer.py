@@ -26,7 +26,7 @@ from .emit import emit, fill_holes
 from .extent import TooBig
 from .format import fs_csum_seed
 from .inode import collect
-from .layout import size_filesystem
+from .layout import size_filesystem, smallest_block_size
 from .options import ExtOptions, parse_options, seed_identifiers
 
 
@@ -37,7 +37,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     fs_seed = fs_csum_seed(cfg.uuid) if cfg.csum else 0
     ts = params.timestamp
     try:
-        inv = collect(tree, cfg, ts)
+        inv = collect(tree, cfg, ts, smallest_block_size(cfg, params.size))
         content, lay = size_filesystem(inv, tree, cfg, params.size, params.headroom, out.limit,
                                        fs_seed, ts)
     except TooBig:
