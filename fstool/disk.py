@@ -3,7 +3,7 @@
 Partitions are placed in spec order, each starting at the next alignment
 boundary after the previous one (logical MBR partitions leave one sector for
 their EBR). Every partition's content is written straight into its window of
-the output: a filesystem by its writer, a prebuilt image with copy_file_range
+the output: a filesystem by its writer, a prebuilt image with ImageFile.copy_from
 skipping its holes. An auto-sized partition is written first and measured, so
 the next one's start is known only afterwards; nothing is ever moved. Space no
 partition writes stays a hole, so an 8 GiB disk holding 300 MB costs 300 MB.

@@ -15,7 +15,7 @@ Phases:
    for files with holes when that costs less, FLAT_INLINE when the tail fits in one block
    with the inode, FLAT_PLAIN otherwise; files to compress are settled in phase 2.
 2. `_DataWriter`: data blocks in tree order. File data moves extent by extent with
-   `copy_file_range` (holes stay holes); compressed files go through a thread pool in
+   `ImageFile.copy_from` (holes stay holes); compressed files go through a thread pool in
    segments (`compress.py`) whose results are written in submission order. A compressed
    file that saves nothing is rewound and written flat, as mkfs.erofs does.
 3. `_Placer`: inodes go into 32-byte slots, best fit into partly used blocks, so that

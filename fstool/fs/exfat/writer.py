@@ -15,7 +15,7 @@ marked NoFatChain in its stream extension entry and its FAT entries stay zero,
 as exfatprogs and Windows leave them for contiguous files.
 
 Invariants: file bytes stream from `FileSource.data_segments` with
-copy_file_range; holes (and the tails of last clusters) are never written, so
+ImageFile.copy_from; holes (and the tails of last clusters) are never written, so
 they stay holes in the image; free clusters are never written; metadata (the
 boot regions, the used heads of the FAT and the bitmap, directory entries) is
 written once, and what follows it stays zero (holes unless `sparse` is off).

@@ -1,6 +1,6 @@
 """Writing a planned ext filesystem: every metadata block is built in memory and written in
 coalesced runs at rising block numbers; file bytes go straight from their sources to the
-image with copy_file_range.
+image with ImageFile.copy_from.
 
 Invariant: nothing else is written, so free space, unused inode tables and the journal body
 stay holes (unless `sparse = false`, when the holes are filled with zeros at the end); the

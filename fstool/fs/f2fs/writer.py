@@ -11,7 +11,7 @@ are written whole in their first copies (the checkpoint's version bitmaps are
 zero), the summaries of full segments go to the SSA and those of the logs into
 the checkpoint pack, as an unmounted filesystem has them.
 
-Invariants: file data streams with copy_file_range; whole-hole blocks are not
+Invariants: file data streams with ImageFile.copy_from; whole-hole blocks are not
 allocated (NULL_ADDR), so holes stay holes; free segments are never written.
 """
 from __future__ import annotations
@@ -544,7 +544,7 @@ def choose_geometry(p: _Plan, opts: Options, params: FsParams) -> Geometry:
 
 
 def _write_data(out: ImageFile, p: _Plan, main: int, sparse: bool) -> None:
-    """Dentry blocks, symlink targets and file bytes (copy_file_range, run by run)."""
+    """Dentry blocks, symlink targets and file bytes (ImageFile.copy_from, run by run)."""
     copies = []
     for rec in p.inodes.values():
         if rec.kind is Kind.DIR:

@@ -14,7 +14,7 @@ Plan first, then write, all positions in 2048-byte sectors:
 Directory record sizes depend only on names and Rock Ridge entry sizes, never on locations,
 so the plan is: sizes -> locations -> bytes. Directories deeper than ECMA-119's eight levels
 are moved under /RR_MOVED and linked back with CL/PL/RE (RRIP 4.1.5), as mkisofs does. File
-data is copied with copy_file_range and holes stay holes. Every date is the entry's mtime or
+data is copied with ImageFile.copy_from and holes stay holes. Every date is the entry's mtime or
 params.timestamp; volume ids and GUIDs derive from params.seed.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ Phases:
    while planning so the kernel's per-AG finobt reservation finds free blocks;
 3. write: AG headers and btrees, the inode chunks, every metadata block, the log
    (one unmount record, the rest zero: a clean log), and copy file data with
-   copy_file_range. Holes in files are holes in the image.
+   ImageFile.copy_from. Holes in files are holes in the image.
 Auto size retries the plan on a larger device until it fits.
 Invariant: the output depends only on the tree, the options and params.seed.
 """
