@@ -13,7 +13,9 @@ Phases, each a function returning a plan:
    rewound over;
    With a block cache (fstool.cache), a block whose compressed form is cached is not
    compressed again; the bytes are the same either way;
-3. `MetadataWriter.run` -> MetaPlan: the inode and directory tables, in the same post-order;
+3. `MetadataWriter.run` -> MetaPlan: the inode and directory tables, in the same post-order,
+   on a second thread that follows the data pass file by file (an inode is written once its
+   file's blocks are placed);
 4. `lay_out_tables` -> TablePlan: the fragment, export (NFS), id and xattr tables after them;
 5. `finish`: the tables, the compressor options and the superblock written, the image padded.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from array import array
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -171,6 +174,12 @@ class DataWriter:
         self.frag_buf = bytearray()
         self.fragments: list[tuple[int, int]] = []  # (start, size word)
         self.zero = bytes(bs)
+        # how far the data is: files[:files_done] have every block placed (a metadata thread
+        # may then write their inodes); a thread waiting on `progress` wants files_done >= goal
+        self.files_added = self.files_done = self.files_total = 0
+        self.progress = threading.Condition()
+        self.goal = -1
+        self.stopped = False
 
     def _compress(self, data: bytes) -> tuple[bytes, bool]:
         cache = self.cache
@@ -207,8 +216,11 @@ class DataWriter:
         return start
 
     def _drain(self, keep: int) -> None:
-        while len(self.queue) > keep:
-            kind, rec, idx, fut = self.queue.popleft()
+        """Place queued blocks in order: until at most keep are left, and then every one
+        already compressed (so a file's inode can follow soon after its last block)."""
+        q = self.queue
+        while q and (len(q) > keep or q[0][3].done()):
+            kind, rec, idx, fut, _seq = q.popleft()
             data, raw = fut.result()
             if kind == "frag":
                 start = self._place(data)
@@ -223,6 +235,45 @@ class DataWriter:
             if rec.blocks_start is None:
                 rec.blocks_start = start
             rec.sizes[idx] = len(data) | (DATA_UNCOMPRESSED if raw else 0)
+        self.publish()
+
+    def drain_ready(self) -> None:
+        self._drain(self.window)
+
+    def publish(self) -> None:
+        """Advance files_done to the first file with a block still queued (or every file
+        added), waking a metadata thread that waits for it."""
+        done = self.files_added
+        for item in self.queue:
+            if item[4] is not None:
+                done = item[4]
+                break
+        if done != self.files_done:
+            self.files_done = done
+            if 0 <= self.goal <= done:
+                with self.progress:
+                    self.progress.notify_all()
+
+    def wait_for(self, n: int) -> None:
+        """Block until the first n files have every block placed (or the data pass failed).
+        A thread that has to wait waits for 1024 more files than it needs: waking it for
+        every file cost more than the whole metadata pass."""
+        if self.files_done >= n:
+            return
+        with self.progress:
+            self.goal = min(n + 1023, self.files_total)
+            try:
+                while self.files_done < self.goal:
+                    if self.stopped:
+                        raise _DataFailed()
+                    self.progress.wait(0.05)  # the timeout only guards against a lost wakeup
+            finally:
+                self.goal = -1
+
+    def stop(self) -> None:
+        with self.progress:
+            self.stopped = True
+            self.progress.notify_all()
 
     def add_file(self, node: Node, fragments: str, seen: dict | None) -> FileRec:
         """fragments: "none", "small" (files under a block, mksquashfs's default) or "always"
@@ -266,7 +317,7 @@ class DataWriter:
                 h.update(data)
             self._drain(self.window)
             rec.sizes.append(-1)
-            self.queue.append(("data", rec, len(rec.sizes) - 1, self._submit(bytes(data))))
+            self.queue.append(("data", rec, len(rec.sizes) - 1, self._submit(bytes(data)), self.files_added))
         if h is not None and rec.size and _is_duplicate(rec, h, seen):
             return rec
         if tail is not None:
@@ -285,7 +336,7 @@ class DataWriter:
             return
         self.fragments.append((0, 0))
         self._drain(self.window)
-        self.queue.append(("frag", None, len(self.fragments) - 1, self._submit(bytes(self.frag_buf))))
+        self.queue.append(("frag", None, len(self.fragments) - 1, self._submit(bytes(self.frag_buf)), None))
         self.frag_buf = bytearray()
 
     def finish(self) -> None:
@@ -293,6 +344,10 @@ class DataWriter:
         self._drain(0)
         if self.pool is not None:
             self.pool.shutdown()
+
+
+class _DataFailed(Exception):
+    """Raised in the metadata thread when the data pass it waits for has failed."""
 
 
 class IdTable:
@@ -368,8 +423,8 @@ def _write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     limits = [x for x in (params.size, out.limit) if x is not None]
     limit = min(limits) if limits else None
     numbering = plan_inodes(tree)
-    data = write_data(numbering, out, params, cfg, codec, limit)
-    meta = MetadataWriter(tree, numbering, data, codec, params, cfg.xattrs).run()
+    meta_writer = MetadataWriter(tree, numbering, codec, params, cfg.xattrs)
+    data, meta = write_data(numbering, out, params, cfg, codec, limit, meta_writer)
     tables = lay_out_tables(numbering, data, meta, codec, cfg.exportable)
     return finish(out, params, cfg, codec, numbering, data, meta, tables, limit)
 
@@ -422,26 +477,58 @@ class DataPlan:
 
 
 def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: SquashfsOptions,
-               codec: Codec, limit: int | None) -> DataPlan:
+               codec: Codec, limit: int | None, meta: "MetadataWriter") -> tuple[DataPlan, "MetaPlan"]:
+    """The data pass, with the metadata pass (meta) on a second thread a few files behind it:
+    a file's inode is written once every block of it is placed. The main thread mostly waits
+    for compressed blocks, so the inode and directory tables (and their compression) are
+    made meanwhile instead of after; each pass runs in its own order, so the bytes are the
+    same as one after the other."""
     opts_block = codec.options()
     start = SUPERBLOCK.size
     if opts_block is not None:
         start += META_HEADER.size + len(opts_block)
     dw = DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit, params.block_cache)
     seen: dict | None = {} if cfg.dedup else None
-    recs: dict[Node, FileRec] = {}
+    recs = meta.recs
+    meta.dw = dw
     files = [n for n in numbering.order if n.kind is Kind.FILE]
+    dw.files_total = len(files)
     total_bytes = sum(n.size for n in files)
     done_bytes = 0
+    result: list = []
+    failure: list[BaseException] = []
+
+    def run_meta() -> None:
+        try:
+            result.append(meta.run())
+        except _DataFailed:
+            pass
+        except BaseException as e:  # noqa: BLE001 - raised on the main thread
+            failure.append(e)
+
+    t = threading.Thread(target=run_meta, name="fstool-squashfs-meta", daemon=True)
+    t.start()
     try:
         for node in files:
             recs[node] = dw.add_file(node, cfg.fragments, seen)
+            dw.files_added += 1
+            dw.drain_ready()
+            if failure:
+                break
             done_bytes += node.size
             params.report(done_bytes, total_bytes)
-        dw.finish()
+        if not failure:
+            dw.finish()
+    except BaseException:
+        dw.stop()
+        t.join()
+        raise
     finally:
         if dw.pool is not None:
             dw.pool.shutdown(cancel_futures=True)
+    t.join()
+    if failure:
+        raise failure[0]
     for rec in recs.values():
         if rec.dup_of is not None:
             o = rec.dup_of
@@ -449,7 +536,7 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
                 o.sizes, o.blocks_start, o.frag, o.frag_off, o.sparse)
     params.log(f"squashfs: {numbering.count} inodes, {len(dw.fragments)} fragment blocks, "
                f"data {format_size(dw.pos)}")
-    return DataPlan(recs, dw.fragments, dw.pos, dw.hwm, opts_block)
+    return DataPlan(recs, dw.fragments, dw.pos, dw.hwm, opts_block), result[0]
 
 
 # -- phase 3: inodes and directories -----------------------------------------------------
@@ -467,9 +554,11 @@ class MetadataWriter:
     """Writes the inode and directory tables in one post-order pass: a directory's entries'
     inodes come before its own, so its listing can name their references."""
 
-    def __init__(self, tree: Tree, numbering: Numbering, data: DataPlan, codec: Codec,
-                 params: FsParams, xattrs: bool):
-        self.tree, self.number, self.recs = tree, numbering.number, data.recs
+    def __init__(self, tree: Tree, numbering: Numbering, codec: Codec, params: FsParams, xattrs: bool):
+        self.tree, self.number = tree, numbering.number
+        self.recs: dict[Node, FileRec] = {}  # filled by the data pass, file by file
+        self.dw: DataWriter | None = None  # that data pass (write_data sets it)
+        self.files_written = 0
         self.names = numbering.names
         self.inode_count = numbering.count
         self.ids = IdTable()
@@ -499,7 +588,13 @@ class MetadataWriter:
         k = node.kind
         add = self.inodes.add
         if k is Kind.FILE:
+            # files come in the data pass's order: wait until this one's blocks are placed
+            self.files_written += 1
+            if self.dw is not None:
+                self.dw.wait_for(self.files_written)
             rec = self.recs[node]
+            if rec.dup_of is not None:
+                rec = rec.dup_of
             start = rec.blocks_start or 0
             sizes = b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes))
             if start <= U32 and rec.size <= U32 and nlink == 1 and xi == NO_XATTR and not rec.sparse:
