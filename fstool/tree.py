@@ -51,10 +51,10 @@ class Kind(enum.Enum):
 
     @classmethod
     def from_mode(cls, st_mode: int) -> "Kind":
-        for kind, bits in _IFMT.items():
-            if _stat.S_IFMT(st_mode) == bits:
-                return kind
-        raise ValueError(f"unknown file type in mode {st_mode:o}")
+        kind = _KIND_OF_IFMT.get(_stat.S_IFMT(st_mode))
+        if kind is None:
+            raise ValueError(f"unknown file type in mode {st_mode:o}")
+        return kind
 
 
 _IFMT = {
@@ -62,6 +62,7 @@ _IFMT = {
     Kind.CHR: _stat.S_IFCHR, Kind.BLK: _stat.S_IFBLK, Kind.FIFO: _stat.S_IFIFO,
     Kind.SOCK: _stat.S_IFSOCK,
 }
+_KIND_OF_IFMT = {bits: kind for kind, bits in _IFMT.items()}
 
 
 _FS_ENCODING = sys.getfilesystemencoding()

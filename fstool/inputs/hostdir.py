@@ -11,14 +11,16 @@ import os
 import stat
 
 from ..errors import InputError
-from ..tree import EMPTY_SOURCE, FileSource, Kind, LazyOrigin, Node, Tree, check_name
+from ..tree import EMPTY_SOURCE, FileSource, Kind, LazyOrigin, Node, Tree, check_name, encode_name
 
 
-def read_xattrs(path: str) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
+def read_xattrs(path: str, names: list[str] | None = None) -> dict[str, bytes]:
+    """The entry's xattrs (names: its listxattr, when already asked)."""
+    if names is None:
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            return {}
     out = {}
     for name in sorted(names):
         try:
@@ -42,7 +44,12 @@ def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True,
     node = Node(kind, mode=i(mode, mode), uid=i(st.st_uid, st.st_uid), gid=i(st.st_gid, st.st_gid),
                 mtime=i(sec, sec), mtime_ns=i(ns, ns), origin=path if origin is None else origin)
     if xattrs:
-        node.update_xattrs(read_xattrs(path))  # none: the shared empty mapping stays
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            names = None
+        if names:  # none: the shared empty mapping stays
+            node.update_xattrs(read_xattrs(path, names))
     if kind is Kind.FILE:
         node.source = FileSource(path, st.st_size) if st.st_size else EMPTY_SOURCE
     elif kind is Kind.SYMLINK:
@@ -76,12 +83,16 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
     while stack:
         host, dnode = stack.pop()
         try:
-            names = sorted(os.listdir(host), key=os.fsencode)
+            names = sorted(os.listdir(host), key=encode_name)
         except OSError as e:
             raise InputError(e.strerror or str(e), where=host) from None
+        pre = host if host.endswith("/") else host + "/"
         for name in names:
-            hpath = os.path.join(host, name)
-            check_name(name, hpath)
+            hpath = pre + name
+            # the kernel never lists "", ".", ".." or a name with "/" or NUL; only the length
+            # is left to check, and a name of up to 63 characters encodes to at most 252 bytes
+            if len(name) > 63:
+                check_name(name, hpath)
             try:
                 st = os.lstat(hpath)
             except OSError as e:
