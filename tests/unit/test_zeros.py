@@ -23,6 +23,7 @@ def test_blocks_kept_are_the_non_zero_ones(tmp_path, monkeypatch, seed):
     path = tmp_path / "f"
     for _ in range(25):
         monkeypatch.setattr(zeros, "CHUNK", rnd.choice([4 << 20, 65536 + 1024, 8192 + 512]))
+        monkeypatch.setattr(zeros, "SMALL", rnd.choice([0, 256 << 10]))  # the chunked path, or one read
         bs = rnd.choice([1024, 4096])
         parts = []
         for _ in range(rnd.randrange(1, 6)):
