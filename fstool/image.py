@@ -72,6 +72,15 @@ class ImageFile:
         with an image whose blocks are not the host's anyway."""
         self._check(off, length)
         buf = _copy_buffer()
+        if length <= len(buf):  # most files and pieces: one read, one write, no loop
+            view = buf[:length]
+            if os.preadv(src_fd, [view], src_off) == length:
+                try:
+                    if os.pwrite(self.fd, view, self.base + off) == length:
+                        return
+                except OSError as e:
+                    raise OutputError(e.strerror or str(e), where=self.path) from None
+                # a short write: the loop below writes it all again
         done = 0
         while done < length:
             if stop is not None and stop.is_set():
