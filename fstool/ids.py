@@ -7,15 +7,21 @@ content always give the same bytes.
 from __future__ import annotations
 
 import hashlib
-import uuid
+from typing import TYPE_CHECKING
 
 from .errors import SpecError
 
-NAMESPACE = uuid.UUID("6f0b5a3e-8c1d-5d2e-9a4b-f57c0010a001")  # fstool's own namespace
+if TYPE_CHECKING:
+    import uuid
+
+# fstool's own namespace. The uuid module (2 ms to import, with platform) is imported where a
+# UUID is made: a FAT or squashfs build makes none.
+NAMESPACE = "6f0b5a3e-8c1d-5d2e-9a4b-f57c0010a001"
 
 
-def derive_uuid(seed: bytes, purpose: str) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, seed.hex() + "/" + purpose)
+def derive_uuid(seed: bytes, purpose: str) -> "uuid.UUID":
+    import uuid
+    return uuid.uuid5(uuid.UUID(NAMESPACE), seed.hex() + "/" + purpose)
 
 
 def derive_bytes(seed: bytes, purpose: str, n: int) -> bytes:
@@ -31,7 +37,8 @@ def derive_u32(seed: bytes, purpose: str) -> int:
     return int.from_bytes(derive_bytes(seed, purpose, 4), "little")
 
 
-def parse_uuid(value: object, where: str) -> uuid.UUID:
+def parse_uuid(value: object, where: str) -> "uuid.UUID":
+    import uuid
     if not isinstance(value, str):
         raise SpecError(f"expected a UUID string, got {value!r}", where=where)
     try:

@@ -16,7 +16,6 @@ import os
 import signal
 import stat
 import sys
-import tempfile
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -173,6 +172,7 @@ def atomic_output(dest: str) -> Iterator[ImageFile]:
     fd, unnamed = _open_unnamed(dest_dir)
     tmp: str | None = None
     if not unnamed:
+        import tempfile  # only here, where O_TMPFILE is missing (3 ms to import)
         try:
             fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".tmp",
                                        dir=dest_dir)

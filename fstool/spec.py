@@ -39,10 +39,6 @@ from .fs import canonical_type
 from .paths import resolve
 from .sizes import parse_size
 
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10 and older
-    import tomli as tomllib  # type: ignore[no-redef]
 
 # Keys every format understands; in [filesystem.options] and `-O` they are lifted
 # out before the format sees the rest.
@@ -666,6 +662,10 @@ def load_spec(path: str, relative_to: str | None = None) -> Spec:
         if path.endswith(".json"):
             doc = json.loads(raw)
         else:
+            try:  # imported here: a build from the command line reads no TOML (2.5 ms)
+                import tomllib
+            except ModuleNotFoundError:  # pragma: no cover - 3.10 and older
+                import tomli as tomllib  # type: ignore[no-redef]
             doc = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -21,7 +21,6 @@ raw image is read only through its data extents, never through its holes.
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -123,6 +122,7 @@ def container_output(plan: OutputPlan, *, force: bool = False) -> Iterator[Image
             if plan.bmap:
                 write_bmap(final.fd, os.fstat(final.fd).st_size, plan.bmap)
             return
+        import tempfile  # here: a raw image (most builds) needs none (3 ms to import)
         dest_dir = os.path.dirname(os.path.abspath(plan.image)) or "."
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(plan.image) + ".", suffix=".raw",
                                    dir=dest_dir)
