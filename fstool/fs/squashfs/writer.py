@@ -259,6 +259,8 @@ class DataWriter:
         A thread that has to wait waits for 1024 more files than it needs: waking it for
         every file cost more than the whole metadata pass."""
         if self.files_done >= n:
+            if self.stopped:  # the data pass failed: do not finish the tables for nothing
+                raise _DataFailed()
             return
         with self.progress:
             self.goal = min(n + 1023, self.files_total)
