@@ -72,7 +72,9 @@ def test_a_failing_metadata_pass_stops_the_data_pass(tmp_path, monkeypatch, caps
     assert _run(["create", "-q", "-t", "squashfs", str(tmp_path / "src"), "-o", str(tmp_path / "x.sqfs")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "too many somethings" in err[0] and "/d0/f00700" in err[0]
-    assert len(added) < 2000  # the data pass stopped early (the metadata thread failed at ~1124)
+    # the data pass stopped before its end (the metadata thread failed near file 1124; the
+    # bound leaves a loaded machine room)
+    assert len(added) < 3001
     assert not os.path.exists(tmp_path / "x.sqfs")
 
 
