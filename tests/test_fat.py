@@ -596,3 +596,37 @@ def test_uuid_is_refused_volume_id_is_used(tmp_path, small_src):
     img = tmp_path / "v.img"
     run_fstool("create", "-t", "fat", small_src, "-o", img, "-O", "volume_id=1234-ABCD", check=True)
     assert "serial number: 1234ABCD" in tool("minfo", "-i", img, "::").stdout
+
+
+# -- alignment ---------------------------------------------------------------
+
+@pytest.mark.parametrize("fs_type, size_mib, options", [
+    ("fat12", 5, {}), ("fat16", 16, {}), ("fat16", 200, {"sectors_per_cluster": 64}),
+    ("fat32", 64, {}), ("fat32", 512, {}), ("fat32", 1100, {"cluster_size": "16K"}),
+    ("fat32", 1100, {"fats": 1}), ("fat", 40, {}),
+])
+def test_data_area_starts_on_a_cluster_boundary(tmp_path, small_src, fs_type, size_mib, options):
+    """As mkfs.fat (unless -a): the reserved area, the FATs and the root directory take whole
+    clusters, so every cluster is aligned as the partition is (flash pages, erase blocks,
+    4 KiB host pages). fsck.fat prints where the data area starts."""
+    img = tmp_path / "a.img"
+    build(small_src, img, fs_type, size=size_mib * MiB, options=options)
+    out = tool("fsck.vfat", "-v", "-n", img).stdout
+    fsck_clean(img)
+    cluster = int(re.search(r"(\d+) bytes per cluster", out).group(1))
+    start = int(re.search(r"Data area starts at byte (\d+)", out).group(1))
+    assert start % cluster == 0, (start, cluster)
+    check_reader(img, small_src)
+    # align = false: the smallest layout, as mkfs.fat -a
+    build(small_src, tmp_path / "u.img", fs_type, size=size_mib * MiB, options={**options, "align": False})
+    fsck_clean(tmp_path / "u.img")
+    check_reader(tmp_path / "u.img", small_src)
+
+
+def test_tiny_volumes_and_explicit_reserved_sectors_are_left_as_asked(tmp_path, small_src):
+    """Up to 4 MiB mkfs.fat does not align (a floppy); reserved_sectors given is kept."""
+    build(small_src, tmp_path / "t.img", "fat12", size=2 * MiB)
+    assert int(fat_info(tmp_path / "t.img")["reserved sectors"]) == 1
+    build(small_src, tmp_path / "r.img", "fat32", size=64 * MiB, options={"reserved_sectors": 33})
+    assert int(fat_info(tmp_path / "r.img")["reserved sectors"]) == 33
+    fsck_clean(tmp_path / "r.img")

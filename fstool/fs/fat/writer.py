@@ -44,6 +44,7 @@ HEADS = 64
 FAT32_BACKUP_BOOT = 6
 FAT32_FSINFO = 1
 DEFAULT_ROOT_ENTRIES = 512
+ALIGN_FROM = 8192  # sectors: smaller (floppy-sized) volumes are not aligned, as mkfs.fat
 MAX_ROOT_ENTRIES = 0xFFF0  # the 16-bit BPB field, in whole sectors of entries
 MAX_SECTORS = 0xFFFFFFFF
 
@@ -120,6 +121,7 @@ class _Options:
     reserved: int | None
     follow_symlinks: bool = False
     strict: bool = False  # refuse entries FAT cannot store instead of leaving them out
+    align: bool = True  # the data area on a cluster boundary, as mkfs.fat (its -a turns it off)
 
 
 @dataclass(eq=False, slots=True)
@@ -296,8 +298,10 @@ def _name_directory(d: _Dir) -> None:
 
 # -- geometry ----------------------------------------------------------------
 
-def _layout(bits: int, total: int, spc: int, reserved: int, fats: int, root_entries: int) -> Geometry:
-    """The smallest FAT that covers the clusters left after it (found by iteration)."""
+def _layout(bits: int, total: int, spc: int, reserved: int, fats: int, root_entries: int,
+            align: bool = False) -> Geometry:
+    """The smallest FAT that covers the clusters left after it (found by iteration); with
+    align, its length rounded up to whole clusters (the caller aligns the rest)."""
     root_sectors = (root_entries * 32 + SECTOR - 1) // SECTOR
 
     def clusters_with(fat_sectors: int) -> int:
@@ -312,8 +316,25 @@ def _layout(bits: int, total: int, spc: int, reserved: int, fats: int, root_entr
     # the jump above may overshoot by a sector or two: take the smallest FAT that still covers
     while fat_sectors > 1 and fat_needed(clusters_with(fat_sectors - 1)) <= fat_sectors - 1:
         fat_sectors -= 1
+    if align:
+        fat_sectors = -(-fat_sectors // spc) * spc
     return Geometry(bits, total, spc, reserved, fats, root_entries, fat_sectors,
                     clusters_with(fat_sectors))
+
+
+def _aligned(opts: _Options, total: int, spc: int, reserved: int, root_entries: int) -> tuple[int, int, bool]:
+    """(reserved sectors, root entries, align) for _layout: as mkfs.fat, the reserved area
+    (unless given), the root directory and the FATs take whole clusters, so the data area
+    starts on a cluster boundary; not on volumes of 4 MiB or less, nor with align = false."""
+    if not opts.align or total <= ALIGN_FROM:
+        return reserved, root_entries, False
+    if opts.reserved is None:
+        reserved = -(-reserved // spc) * spc
+    if root_entries:
+        root = -(-(root_entries * 32) // (spc * SECTOR)) * spc * SECTOR // 32
+        if root <= MAX_ROOT_ENTRIES:
+            root_entries = root
+    return reserved, root_entries, True
 
 
 def _fat32_default_spc(total: int) -> int:
@@ -344,7 +365,8 @@ def _geometry_for(bits: int, total: int, opts: _Options, root_needed: int) -> Ge
         candidates = [1 << i for i in range(8)]  # smallest clusters that keep the count legal
     tried = []
     for spc in candidates:
-        g = _layout(bits, total, spc, reserved, opts.fats, root_entries)
+        res, root, align = _aligned(opts, total, spc, reserved, root_entries)
+        g = _layout(bits, total, spc, res, opts.fats, root, align)
         if lo <= g.clusters <= hi:
             return g
         tried.append(g)
@@ -374,8 +396,9 @@ def _smallest_fat32(opts: _Options) -> int:
     return size
 
 
-def _pad_reserved(g: Geometry) -> Geometry | None:
-    """Push a cluster count just over its type's maximum back under it with reserved sectors."""
+def _pad_reserved(g: Geometry, align: bool = False) -> Geometry | None:
+    """Push a cluster count just over its type's maximum back under it with reserved sectors
+    (whole clusters of them: an aligned data area stays aligned)."""
     lo, hi = CLUSTER_RANGE[g.bits]
     for _ in range(8):
         if g.clusters <= hi:
@@ -383,7 +406,7 @@ def _pad_reserved(g: Geometry) -> Geometry | None:
         extra = (g.clusters - hi) * g.spc
         if extra > max(64, g.total // 100):
             return None
-        g = _layout(g.bits, g.total, g.spc, g.reserved + extra, g.fats, g.root_entries)
+        g = _layout(g.bits, g.total, g.spc, g.reserved + extra, g.fats, g.root_entries, align)
     return None
 
 
@@ -409,7 +432,8 @@ def _choose_geometry(fs_type: str, total: int, opts: _Options, root_needed: int)
             root = max(DEFAULT_ROOT_ENTRIES, (root_needed + 15) // 16 * 16)
             if root > MAX_ROOT_ENTRIES:
                 break
-            g = _pad_reserved(_layout(bits, total, opts.spc, reserved, opts.fats, root))
+            res, root, align = _aligned(opts, total, opts.spc, reserved, root)
+            g = _pad_reserved(_layout(bits, total, opts.spc, res, opts.fats, root, align), align)
             if g is not None:
                 return g
     if all(e.too_small for e in errors):
@@ -435,6 +459,7 @@ def _read_options(params: FsParams) -> _Options:
     reserved = r.get_int("reserved_sectors", None, 1, 0xFFFF)
     follow = r.get_bool("follow_symlinks", False)
     strict = r.get_bool("strict", False)
+    align = r.get_bool("align", True)
     csize = r.get_size("cluster_size", None)
     r.finish()
     if csize is not None:
@@ -451,7 +476,7 @@ def _read_options(params: FsParams) -> _Options:
             raise SpecError("a FAT cluster size must be a power of 2 from 512 to 65536 bytes; "
                             f"got {bs}", where=f"{params.where}.block_size")
         spc = bs // SECTOR
-    return _Options(spc, hidden, fats, media, reserved, follow, strict)
+    return _Options(spc, hidden, fats, media, reserved, follow, strict, align)
 
 
 def _label_bytes(params: FsParams) -> bytes | None:
