@@ -119,6 +119,7 @@ class _Ahead:
         with self.cond:
             self.cond.wait_for(lambda: k in self.done)
             res = self.done.pop(k)
+        self.owner[k] = _MAIN  # asked again (one source under two entries): scanned on the spot
         if isinstance(res, Exception):
             raise res
         return res

@@ -100,3 +100,22 @@ def test_scan_ahead_stops_when_the_block_fails(tmp_path):
             raise RuntimeError("the writer failed")
     assert not [t for t in __import__("threading").enumerate() if t.name == "fstool-scan"]
     assert zeros._ahead.get() is None
+
+
+def test_scan_ahead_answers_a_source_asked_for_twice(tmp_path):
+    """One source under two entries is asked for twice: the second answer is a scan of its
+    own, not a wait for a result already handed out."""
+    import threading
+    srcs = _files(tmp_path, 40)
+    out = {}
+
+    def run():
+        with zeros.scan_ahead(srcs + srcs[-5:], 4096):
+            out["first"] = [zeros.content_segments(s, 4096) for s in srcs]
+            out["again"] = [zeros.content_segments(s, 4096) for s in srcs[-5:]]
+
+    t = threading.Thread(target=run, daemon=True)  # a hang fails the test, not the suite
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "content_segments waited forever for a scan already handed out"
+    assert out["again"] == out["first"][-5:]
