@@ -471,7 +471,6 @@ def plan_inodes(tree: Tree) -> Numbering:
 # -- phase 2: file data ----------------------------------------------------------------
 @dataclass
 class DataPlan:
-    recs: dict[Node, FileRec]          # node -> where its blocks and fragment went
     fragments: list[tuple[int, int]]   # (start, size word) of each fragment block
     end: int                           # where the metadata starts
     hwm: int                           # the furthest byte written (a rewound duplicate's)
@@ -531,14 +530,9 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
     t.join()
     if failure:
         raise failure[0]
-    for rec in recs.values():
-        if rec.dup_of is not None:
-            o = rec.dup_of
-            rec.sizes, rec.blocks_start, rec.frag, rec.frag_off, rec.sparse = (
-                o.sizes, o.blocks_start, o.frag, o.frag_off, o.sparse)
     params.log(f"squashfs: {numbering.count} inodes, {len(dw.fragments)} fragment blocks, "
                f"data {format_size(dw.pos)}")
-    return DataPlan(recs, dw.fragments, dw.pos, dw.hwm, opts_block), result[0]
+    return DataPlan(dw.fragments, dw.pos, dw.hwm, opts_block), result[0]
 
 
 # -- phase 3: inodes and directories -----------------------------------------------------
