@@ -189,16 +189,7 @@ def _segments(src: FileSource, bs: int, fd: int) -> list[tuple[int, int, int]]:
             data = os.pread(fd, src.size, 0)
             if len(data) != src.size:
                 raise InputError(f"file shrank while reading (wanted {src.size} bytes at 0)", where=src.path)
-            size = src.size
-            tail = size % bs
-            if size < bs:  # one piece of a block: kept unless all zero
-                if data.count(0) != size:
-                    out.append((0, size, 0))
-            elif data.find(_zero(bs)) < 0:  # no zero block anywhere: all kept but a zero tail
-                keep = size if not tail or data.count(0, size - tail) != tail else size - tail
-                out.append((0, keep, 0))
-            else:
-                _scan(data, 0, 0, size, 0, bs, out)
+            _scan(data, 0, 0, src.size, 0, bs, out)
         else:
             for foff, length, soff in src.segments_on(fd):
                 if length > 0:
@@ -232,16 +223,18 @@ def _scan(buf, at: int, foff: int, length: int, soff: int, bs: int,
     """buf[at:at+length] holds file bytes [foff, foff+length) read from source offset soff."""
     zero = _zero(bs)
     end = foff + length
+    delta = soff - foff  # source offset minus file offset, along this piece
+    if foff % bs == 0 and buf.find(zero, at, at + length) < 0:
+        # no block-sized zero run anywhere (most data, and most small files): every whole
+        # block is kept, and a partial last block unless all its bytes are zero
+        tail = end % bs
+        if tail and buf.count(0, at + length - tail, at + length) == tail:
+            end -= tail
+        if end > foff:
+            _keep(out, foff, end, delta)
+        return
     pos = foff
     run = -1  # file offset where the current non-zero run began, or -1
-
-    def keep(a: int, b: int) -> None:
-        if out and out[-1][0] + out[-1][1] == a and out[-1][2] + out[-1][1] == soff + (a - foff):
-            f, n, s = out[-1]
-            out[-1] = (f, n + b - a, s)
-        else:
-            out.append((a, b - a, soff + (a - foff)))
-
     while pos < end:
         nxt = min(end, (pos // bs + 1) * bs)
         i = at + pos - foff
@@ -269,10 +262,21 @@ def _scan(buf, at: int, foff: int, length: int, soff: int, bs: int,
             is_zero = piece.count(0) == n
         if is_zero:
             if run >= 0:
-                keep(run, pos)
+                _keep(out, run, pos, delta)
                 run = -1
         elif run < 0:
             run = pos
         pos = nxt
     if run >= 0:
-        keep(run, end)
+        _keep(out, run, end, delta)
+
+
+def _keep(out: list[tuple[int, int, int]], a: int, b: int, delta: int) -> None:
+    """Append file bytes [a, b) (source offset a + delta), merged into the last segment when
+    they continue it in the file and in the source."""
+    if out:
+        f, n, s = out[-1]
+        if f + n == a and s + n == a + delta:
+            out[-1] = (f, n + b - a, s)
+            return
+    out.append((a, b - a, a + delta))
