@@ -252,3 +252,24 @@ def test_a_failed_build_leaves_no_packed_file(tmp_path, small):
     run_fstool("create", "-t", "erofs", small, "-o", tmp_path / "ok.erofs", "-O", "compression=lz4,fragments=true",
                env={"TMPDIR": str(tmp)}, check=True)
     assert os.listdir(tmp) == []
+
+
+def test_packed_inode_limit_names_the_file(tmp_path, monkeypatch, capsys):
+    """A tail past the packed inode's 4 GiB of 32-bit offsets is one error naming the file
+    whose tail did not fit (the packed inode is made to look 4 GiB long already)."""
+    from fstool.cli import main
+    from fstool.fs.erofs import fragments
+
+    src = tmp_path / "src"
+    _put(src / "dir" / "big", random.Random(7).randbytes(10000))  # two pclusters and a tail
+    real_init = fragments.Packer.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        self.length = (1 << 32) + 1
+
+    monkeypatch.setattr(fragments.Packer, "__init__", init)
+    assert main(["create", "-q", "-t", "erofs", str(src), "-o", str(tmp_path / "x.img"),
+                 "-O", "compression=lz4,fragments=true"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "passed 4 GiB" in err[0] and "dir/big" in err[0], err

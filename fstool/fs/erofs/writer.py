@@ -556,7 +556,7 @@ class _DataWriter:
         for length, raw, payload, inline in extents:
             if inline and self._fragmented(ino):
                 # fragments: the remainder goes to the packed inode, no blocks here
-                offset = self.packer.add(payload, off == 0 and length == ino.size, ino.node.origin)
+                offset = self.packer.add(payload, off == 0 and length == ino.size, ino.node.where())
                 ino.extents.append((length, False, offset, FRAGMENT))
                 continue
             if inline:
