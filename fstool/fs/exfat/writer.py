@@ -456,10 +456,16 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     chains = [(FIRST_CLUSTER, bitmap_n), (upcase_first, upcase_n), (root_first, root_n)]
     nxt = root_first + root_n
     start_of: dict[str | _Child, int] = {"/": root_first}  # a directory's path, a file's _Child
+    files: list[tuple] = []  # (source, offset in the image) of every non-empty file, as placed
     walk = p.walk()
     next(walk)  # the root, placed above
     for key, node in walk:
-        count = p.dirs[key].clusters(cs) if node.kind is Kind.DIR else _ceil_div(node.size, cs)
+        if node.kind is Kind.DIR:
+            count = p.dirs[key].clusters(cs)
+        else:
+            count = _ceil_div(node.size, cs)
+            if count:
+                files.append((node.source, g.cluster_offset(nxt)))
         if count:
             start_of[key] = nxt
             nxt += count
@@ -483,8 +489,7 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
         out.pwrite(data, g.cluster_offset(start_of[path]))
 
     # File contents, streamed.
-    copy_sources(out, [(node.source, g.cluster_offset(start_of[key])) for key, node in p.walk()
-                       if node.kind is Kind.FILE and node.size], params.sparse, report=params.report)
+    copy_sources(out, files, params.sparse, report=params.report)
 
     # Up-case table, allocation bitmap, FAT.
     out.pwrite(upcase_table(), g.cluster_offset(upcase_first))

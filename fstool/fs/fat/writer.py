@@ -744,9 +744,11 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     out.truncate(size)
     cs = g.cluster_bytes
 
-    # Allocate: one contiguous run per directory and file, in walk order.
+    # Allocate: one contiguous run per directory and file, in walk order (and list the files'
+    # sources with their offsets as they are placed).
     start_of: dict[str | _Entry, int] = {}  # a directory's path, a file's _Entry -> first cluster
     runs: list[tuple[int, int]] = []
+    files: list[tuple] = []  # (source, offset in the image) of every non-empty file
     nxt = 2
     for key, node in plan.walk():
         if node.kind is Kind.DIR:
@@ -754,6 +756,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
             count = plan.dir_clusters(d, cs) if (not d.is_root or g.bits == 32) else 0
         else:
             count = (node.size + cs - 1) // cs
+            if count:
+                files.append((node.source, g.cluster_offset(nxt)))
         if count:
             start_of[key] = nxt
             runs.append((nxt, count))
@@ -763,8 +767,6 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
     # File contents, streamed on a second thread while the directories and the FATs are
     # encoded here (disjoint clusters at fixed offsets: the same bytes as in sequence).
-    files = [(node.source, g.cluster_offset(start_of[key])) for key, node in plan.walk()
-             if node.kind is Kind.FILE and node.size]
     with in_background(lambda stop: copy_sources(out, files, params.sparse, report=params.report, stop=stop)):
         _write_metadata(out, params, opts, g, plan, start_of, runs, nxt, used, vid, label)
     return size
