@@ -14,13 +14,13 @@ from ..errors import InputError
 from ..tree import EMPTY_SOURCE, FileSource, Kind, LazyOrigin, Node, Tree, check_name, encode_name
 
 
-def read_xattrs(path: str, names: list[str] | None = None) -> dict[str, bytes]:
-    """The entry's xattrs (names: its listxattr, when already asked)."""
-    if names is None:
-        try:
-            names = os.listxattr(path, follow_symlinks=False)
-        except OSError:
-            return {}
+def read_xattrs(path: str) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    if not names:  # most entries
+        return {}
     out = {}
     for name in sorted(names):
         try:
@@ -44,12 +44,7 @@ def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True,
     node = Node(kind, mode=i(mode, mode), uid=i(st.st_uid, st.st_uid), gid=i(st.st_gid, st.st_gid),
                 mtime=i(sec, sec), mtime_ns=i(ns, ns), origin=path if origin is None else origin)
     if xattrs:
-        try:
-            names = os.listxattr(path, follow_symlinks=False)
-        except OSError:
-            names = None
-        if names:  # none: the shared empty mapping stays
-            node.update_xattrs(read_xattrs(path, names))
+        node.update_xattrs(read_xattrs(path))  # none: the shared empty mapping stays
     if kind is Kind.FILE:
         node.source = FileSource(path, st.st_size) if st.st_size else EMPTY_SOURCE
     elif kind is Kind.SYMLINK:
