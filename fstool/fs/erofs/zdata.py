@@ -15,6 +15,8 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
+from bisect import bisect_right
+from functools import cached_property
 from typing import Iterator
 
 from ...errors import ImageError
@@ -220,10 +222,8 @@ class ZMap:
 
     def extent(self, k: int) -> bytes:
         r, ino, bs = self.r, self.ino, self.r.bs
-        la, end, how = self.spans[k]
+        la, end, how = self.spans[k]  # never a fragment: chunks() and read() see to those
         n = end - la
-        if how[0] == "fragment":
-            return b"".join(r._packed_read(how[1], n, ino.nid))
         if n > MAX_DSIZE or n <= 0:
             raise ImageError(f"inode nid {ino.nid}: extent of {n} bytes", where=r.where)
         t = how[1]
@@ -253,6 +253,11 @@ class ZMap:
             src = src.lstrip(b"\0")
         return _decode(r, ino, alg, src, n, f"block {pblk}")
 
+    @cached_property
+    def starts(self) -> list[int]:
+        """The first file offset of each extent (for read's search)."""
+        return [s[0] for s in self.spans]
+
     def chunks(self) -> Iterator[bytes]:
         for k, (la, end, how) in enumerate(self.spans):
             if how[0] == "fragment":  # streamed: a whole-file fragment may be large
@@ -263,11 +268,10 @@ class ZMap:
     def read(self, off: int, n: int, cache: dict) -> Iterator[bytes]:
         """Bytes [off, off + n), extent by extent; `cache` keeps the last extent decoded (the
         next fragment is most often in the same one)."""
-        import bisect
         if off < 0 or off + n > self.ino.size:
             raise ImageError(f"inode nid {self.ino.nid}: read of {n} bytes at {off} past its end",
                              where=self.r.where)
-        k = bisect.bisect_right([s[0] for s in self.spans], off) - 1
+        k = bisect_right(self.starts, off) - 1
         while n > 0:
             la, end, how = self.spans[k]
             if how[0] == "fragment":
