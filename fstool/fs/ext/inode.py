@@ -17,7 +17,7 @@ from ...tree import Kind, Node, Tree, encode_name
 from ...zeros import content_segments, scan_ahead
 from . import xattr
 from .dir import DirBuilder
-from .extent import mapping_blocks
+from .extent import EMPTY_INDIRECT, mapping_blocks
 from .format import (
     EXTRA_ISIZE, FIRST_INO, FT_BLK, FT_CHR, FT_DIR, FT_FIFO, FT_REG, FT_SOCK, FT_SYMLINK,
     GOOD_OLD_INODE_SIZE, HUGE_FILE_FL, I_BLOCK_SIZE, INDEX_FL, INODE, INODE_EXTRA, JOURNAL_INO,
@@ -30,7 +30,6 @@ MAX_LINKS = 65000
 FT = {Kind.FILE: FT_REG, Kind.DIR: FT_DIR, Kind.CHR: FT_CHR, Kind.BLK: FT_BLK, Kind.FIFO: FT_FIFO,
       Kind.SOCK: FT_SOCK, Kind.SYMLINK: FT_SYMLINK}
 LPF_BYTES = 16384  # as mke2fs: lost+found gets 16 KiB of empty blocks (2..12 blocks)
-ZERO_IBLOCK = bytes(I_BLOCK_SIZE)
 
 MIN_BLOCK = 1024  # the smallest ext block size
 
@@ -57,7 +56,7 @@ class Ino:
         self.xblock: xattr.XBlock | None = None
         self.extents: list[tuple[int, int, int]] | tuple = ()  # placed: (logical, length, physical)
         self.meta: list[int] | tuple = ()         # placed: extent-tree or indirect blocks
-        self.iblock = ZERO_IBLOCK
+        self.iblock = EMPTY_INDIRECT  # all zero until the inode maps something
 
 
 @dataclass
