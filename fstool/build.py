@@ -17,6 +17,7 @@ from .errors import FstoolError, OutputError, SpecError, warn
 from .fs import check_tree, format_for
 from .fs.base import FsParams
 from .image import ImageFile
+from .paths import within
 from .spec import FsSpec, Spec
 from .tree import Tree, encode_name
 
@@ -222,7 +223,7 @@ def check_output_against_inputs(output: str, inputs: list[str], where: str) -> N
         if out == real:
             raise OutputError(f"the output is also an input ({src}); nothing was written",
                               where=output)
-        if os.path.isdir(real) and out.startswith(real.rstrip("/") + "/"):
+        if os.path.isdir(real) and within(out, real):
             raise OutputError(f"the output is inside the source directory {src}, so a rebuild "
                               "would image it; write it elsewhere", where=output)
 

@@ -19,6 +19,11 @@ def resolve(raw: str, base_dir: str) -> str:
     return os.path.normpath(os.path.join(base_dir, raw))
 
 
+def within(path: str, root: str) -> bool:
+    """path is root or lies below it (both absolute and normalised)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def split_partition(path: str) -> tuple[str, int | None]:
     """'disk.img:2' -> ('disk.img', 2); a path that exists as written keeps its colon."""
     if os.path.lexists(path) or ":" not in os.path.basename(path):
@@ -33,7 +38,7 @@ def missing(path: str, *, base_dir: str | None = None, spec_dir: str | None = No
             where: str | None = None) -> InputError:
     """The error for a path that does not exist, saying where it was looked for."""
     msg = "no such file or directory"
-    if base_dir is not None and (path == base_dir or path.startswith(base_dir.rstrip("/") + "/")):
+    if base_dir is not None and within(path, base_dir):
         rel = os.path.relpath(path, base_dir)
         msg += f" (relative paths resolve against the working directory, {base_dir})"
         if spec_dir is not None and os.path.realpath(spec_dir) != os.path.realpath(base_dir):

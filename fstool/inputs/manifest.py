@@ -43,6 +43,7 @@ import stat
 from typing import Iterator
 
 from ..errors import InputError
+from ..paths import resolve, within
 from ..tree import FileSource, Kind, Node, Tree, join_path, split_path
 
 KINDS = {"dir": Kind.DIR, "file": Kind.FILE, "symlink": Kind.SYMLINK, "chr": Kind.CHR,
@@ -123,17 +124,15 @@ def source_roots(roots: list[str]) -> Iterator[None]:
         _extra_roots.reset(token)
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def confined_source(base: str, s: str, where: str) -> str:
     """base/s, refused when it lies outside base, the working directory and every
     --source-root."""
-    path = os.path.normpath(os.path.join(base, s))
-    roots = (os.path.normpath(base), os.getcwd(), *_extra_roots.get())
-    if not any(_inside(path, r) for r in roots):
-        raise InputError(f"source {s!r} lies outside {roots[0]} and the working directory, where "
+    path = resolve(s, base)
+    home = os.path.normpath(base)
+    if within(path, home):  # most sources: no need to ask for the working directory
+        return path
+    if not any(within(path, r) for r in (os.getcwd(), *_extra_roots.get())):
+        raise InputError(f"source {s!r} lies outside {home} and the working directory, where "
                          f"this manifest's sources must stay (an absolute path or '..' climbing "
                          f"out; --source-root DIR allows another directory)", where=where)
     return path
