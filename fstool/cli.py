@@ -320,10 +320,10 @@ def _build_genimage(args) -> int:
             raise e.within(args.spec) from None
         # the manifests written for vfat `files` lie in tmp; every other path is absolute
         spec = spec_from_doc({**tr.doc, "relative_to": "spec"}, args.spec, seed, tmp)
-        # the vfat `files` manifests name files in inputpath: this config's own inputs
+        # the vfat `files` manifests name files in inputpath: this config's own inputs (the
+        # --source-root directories main() allowed stay allowed)
         from .inputs.manifest import source_roots
-        roots = [os.path.abspath(args.inputpath or "input"), *(args.source_root or [])]
-        with terminal_progress(args.quiet) as progress, source_roots(roots):
+        with terminal_progress(args.quiet) as progress, source_roots([args.inputpath or "input"]):
             build(spec, args.output, layout_json=args.layout_json, verbose=args.verbose,
                   progress=progress, format=args.format, roothash=args.roothash)
     return 0

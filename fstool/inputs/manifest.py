@@ -116,8 +116,9 @@ _extra_roots: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def source_roots(roots: list[str]) -> Iterator[None]:
-    """Let manifest sources also come from roots while the block runs."""
-    token = _extra_roots.set(tuple(os.path.normpath(os.path.abspath(r)) for r in roots))
+    """Let manifest sources also come from roots while the block runs (besides those an
+    enclosing block allows)."""
+    token = _extra_roots.set(_extra_roots.get() + tuple(os.path.normpath(os.path.abspath(r)) for r in roots))
     try:
         yield
     finally:
