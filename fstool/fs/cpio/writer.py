@@ -113,12 +113,10 @@ class _Plain:
 
     def file(self, src, sparse: bool) -> None:
         self._flush()
-        pos = 0
         fd = os.open(src.path, os.O_RDONLY)
-        try:
-            for foff, length, soff in src.data_segments():
+        try:  # one open: a host file's holes are found on it (FileSource.segments_on)
+            for foff, length, soff in src.segments_on(fd):
                 self.out.copy_from(fd, soff, length, self.pos + foff)
-                pos = foff + length
         finally:
             os.close(fd)
         self.pos += src.size
@@ -193,18 +191,19 @@ def members(tree: Tree):
     numbers still count in walk order, so the output equals `cpio -o -H newc --reproducible` fed
     the same name list."""
     # keyed by node (identity): no id() int per entry
-    remaining: dict[Node, int] = {}
-    for _, node in tree.walk():
-        remaining[node] = remaining.get(node, 0) + 1
+    remaining: dict[Node, int] = {}  # a hardlinked file's names still to come
     inodes: dict[Node, int] = {}
     held: dict[Node, list[bytes]] = {}
     for path, node in tree.walk():
         name = b"." if path == "/" else encode_name(path[1:])
         ino = inodes.setdefault(node, len(inodes))
-        remaining[node] -= 1
         if node.kind is not Kind.FILE:
             yield name, node, ino, True
-        elif remaining[node]:
+            continue
+        left = remaining.pop(node, None)
+        left = (tree.nlink(node) if left is None else left) - 1  # its names, tree.nlink counts
+        if left:
+            remaining[node] = left
             held.setdefault(node, []).append(name)
         else:
             # GNU cpio keeps deferred links on a stack: the latest held-back name comes first
