@@ -86,14 +86,13 @@ class _Raw:
 
     def data(self, src) -> None:
         self.flush()
-        segs = src.data_segments()
-        if segs:
-            fd = os.open(src.path, os.O_RDONLY)
-            try:
-                for foff, n, soff in segs:
-                    self.out.copy_from(fd, soff, n, self.pos + foff)
-            finally:
-                os.close(fd)
+        fd = os.open(src.path, os.O_RDONLY)
+        try:  # one open: a host file's holes are found on it (FileSource.segments_on)
+            segs = src.segments_on(fd)
+            for foff, n, soff in segs:
+                self.out.copy_from(fd, soff, n, self.pos + foff)
+        finally:
+            os.close(fd)
         if not self.sparse:  # holes written as zeros
             done = 0
             for foff, n, _ in segs + [(src.size, 0, 0)]:
