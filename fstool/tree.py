@@ -179,12 +179,7 @@ class FileSource:
                 done = 0
                 while done < length:
                     n = min(chunk, length - done)
-                    data = os.pread(fd, n, soff + done)
-                    if len(data) != n:
-                        raise InputError(
-                            f"file shrank while reading (wanted {n} bytes at {soff + done})",
-                            where=self.path)
-                    yield foff + done, data, n
+                    yield foff + done, pread_exact(fd, n, soff + done, self.path), n
                     done += n
                 pos = foff + length
             if pos < self.size:
@@ -201,11 +196,7 @@ class FileSource:
         fd = os.open(self.path, os.O_RDONLY)
         try:
             if self.segments is None:  # a host file or a plain tar member
-                data = os.pread(fd, length, self.offset + file_offset)
-                if len(data) != length:
-                    raise InputError(f"file shrank while reading (wanted {length} bytes at "
-                                     f"{file_offset})", where=self.path)
-                return data
+                return pread_exact(fd, length, self.offset + file_offset, self.path, shown=file_offset)
             out = bytearray(length)
             for foff, seglen, soff in self.segments:
                 lo, hi = max(foff, file_offset), min(foff + seglen, file_offset + length)
@@ -214,6 +205,16 @@ class FileSource:
             return bytes(out)
         finally:
             os.close(fd)
+
+
+def pread_exact(fd: int, n: int, off: int, path: str | None, shown: int | None = None) -> bytes:
+    """n bytes at off, or one InputError naming path when the file shrank while it was read
+    (shown: the offset the message gives, when not off)."""
+    data = os.pread(fd, n, off)
+    if len(data) != n:
+        raise InputError(f"file shrank while reading (wanted {n} bytes at "
+                         f"{off if shown is None else shown})", where=path)
+    return data
 
 
 EMPTY_SOURCE = FileSource(None, 0)  # every empty file's source: one object, not one per file

@@ -23,9 +23,8 @@ import threading
 from collections import OrderedDict
 from typing import Iterable, Iterator
 
-from .errors import InputError
 from .image import io_thread_switching
-from .tree import FileSource
+from .tree import FileSource, pread_exact
 
 CHUNK = 4 << 20  # bytes read at a time
 SMALL = 256 << 10  # files up to this size are read whole, host holes and all
@@ -186,10 +185,7 @@ def _segments(src: FileSource, bs: int, fd: int) -> list[tuple[int, int, int]]:
         if src.segments is None and src.offset == 0 and src.size <= SMALL:
             # a small host file is read whole, its holes as zeros: the same segments, without
             # the two SEEK_DATA/SEEK_HOLE calls (per file, they cost as much as the read)
-            data = os.pread(fd, src.size, 0)
-            if len(data) != src.size:
-                raise InputError(f"file shrank while reading (wanted {src.size} bytes at 0)", where=src.path)
-            _scan(data, 0, 0, src.size, 0, bs, out)
+            _scan(pread_exact(fd, src.size, 0, src.path), 0, 0, src.size, 0, bs, out)
         else:
             for foff, length, soff in src.segments_on(fd):
                 if length > 0:
@@ -211,10 +207,7 @@ def _split(fd: int, foff: int, length: int, soff: int, bs: int,
         n = length - pos
         if n > CHUNK:
             n = CHUNK - (foff + pos + CHUNK) % bs
-        data = os.pread(fd, n, soff + pos)
-        if len(data) != n:
-            raise InputError(f"file shrank while reading (wanted {n} bytes at {soff + pos})", where=path)
-        _scan(data, 0, foff + pos, n, soff + pos, bs, out)
+        _scan(pread_exact(fd, n, soff + pos, path), 0, foff + pos, n, soff + pos, bs, out)
         pos += n
 
 

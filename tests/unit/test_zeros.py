@@ -119,3 +119,18 @@ def test_scan_ahead_answers_a_source_asked_for_twice(tmp_path):
     t.join(30)
     assert not t.is_alive(), "content_segments waited forever for a scan already handed out"
     assert out["again"] == out["first"][-5:]
+
+
+def test_a_file_that_shrank_is_one_error_naming_it(tmp_path):
+    """The source said more bytes than the file holds when read whole (the small-file scan,
+    FileSource.read): one error naming the file and what it wanted. (Readers that follow the
+    host's data map see the missing end as a hole.)"""
+    from fstool.errors import InputError
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 5000)
+    src = FileSource(str(p), 6000)
+    with pytest.raises(InputError, match=r"file shrank while reading \(wanted 6000 bytes at 0\)") as e:
+        zeros.content_segments(src, 4096)  # one read of a small file
+    assert str(p) in str(e.value)
+    with pytest.raises(InputError, match=r"wanted 1500 bytes at 4500\)"):
+        src.read(4500, 1500)
