@@ -418,9 +418,10 @@ class XfsWriter:
         for k, n in enumerate(self.nodes[1:], start=3):
             self.ino_of[n] = ino_at(k)
         ts = bigtime(self.params.timestamp)
-        for k in (1, 2):  # the realtime bitmap and summary inodes mkfs makes (empty: no rt device)
-            plan.inodes.append(IPlan(ino_at(k), 0o100000, time=ts, nlink=1,
-                                     flags=DIFLAG_NEWRTBM if k == 1 else 0))
+        # the realtime bitmap and summary inodes mkfs makes (empty: no rt device), in slots 1
+        # and 2 after the root's; they allocate nothing
+        realtime = [IPlan(ino_at(k), 0o100000, time=ts, nlink=1, flags=DIFLAG_NEWRTBM if k == 1 else 0)
+                    for k in (1, 2)]
         files = []
         same = self._ints.setdefault
         for node in self.nodes:
@@ -428,6 +429,9 @@ class XfsWriter:
             ip = IPlan(self.ino_of[node], same(mode, mode), node, self.tree.nlink(node),
                        time=same(time, time), uid=node.uid, gid=node.gid)
             plan.inodes.append(ip)
+            if realtime:  # plan.inodes is in slot order: root, realtime, then the tree's nodes
+                plan.inodes += realtime
+                realtime = []
             self.plan_inode(plan, ip, files)
         for ip in files:  # file data after all metadata
             self.plan_file(plan, ip)
@@ -576,9 +580,7 @@ class XfsWriter:
 
     def emit(self, plan: Plan) -> None:
         g, out = plan.geom, self.out
-        # the k-th inode slot of the chunks holds the root for k = 0, the realtime inodes for
-        # 1 and 2, then the tree's nodes in order (plan.inodes lists the realtime ones first)
-        by_slot = plan.inodes[2:3] + plan.inodes[:2] + plan.inodes[3:]
+        by_slot = plan.inodes  # the k-th inode slot of the chunks holds plan.inodes[k]
         # inode chunks
         chunk_recs: dict[int, list[tuple[int, int]]] = {}
         for c, (a, b) in enumerate(plan.chunks):
