@@ -71,11 +71,10 @@ def test_placement_never_overflows(sizes, room):
         assert off + size <= SECTOR and lba >= 100
     # every entry rendered once, in order: the inline ones, then each piece's (and a CE after
     # the inline ones and after every piece but the last)
-    inline = p.render_inline(entries)
+    inline, pieces = p.render(entries)
     assert len(inline) == p.inline_size()
     k = p.n_inline
     assert inline[:p.inline_bytes] == b"".join(entries[:k])
-    pieces = p.render_pieces(entries)
     assert len(pieces) == len(p.cuts)
     for (_lba, _off, raw), c, size in zip(pieces, p.cuts, p.piece_sizes()):
         assert raw.startswith(b"".join(entries[k:k + c])) and len(raw) == size

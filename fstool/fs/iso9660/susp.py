@@ -122,8 +122,8 @@ def entries_for(node: Node, name: str | None, nlink: int, ino: int) -> list[byte
 class Placement:
     """Where a record's entries go: the first `n_inline` in the record, then continuation pieces
     of `cuts[k]` entries each. Only sizes are kept, not the entries: they are made again when the
-    record is written (with the real CL/PL locations, same sizes) and handed to `render_inline`
-    and `render_pieces`, so a plan of a million records holds no entry bytes."""
+    record is written (with the real CL/PL locations, same sizes) and handed to `render`, so
+    a plan of a million records holds no entry bytes."""
 
     __slots__ = ("n_inline", "inline_bytes", "cuts", "sizes", "locations")
 
@@ -174,22 +174,22 @@ class Placement:
         lba, off = self.locations[k]
         return susp(b"CE", CE_BODY.pack(both32(lba), both32(off), both32(sizes[k])))
 
-    def render_inline(self, entries: list[bytes]) -> bytes:
+    def render(self, entries: list[bytes]) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+        """The record's inline bytes (ending in a CE when pieces follow) and its continuation
+        pieces, (lba, offset, bytes) each, every piece but the last ending in a CE."""
         self._check(entries)
         inline = b"".join(entries[:self.n_inline])
-        return inline + self._ce(0, self.piece_sizes()) if self.cuts else inline
-
-    def render_pieces(self, entries: list[bytes]) -> list[tuple[int, int, bytes]]:
-        self._check(entries)
-        out = []
+        if not self.cuts:
+            return inline, []
         sizes = self.piece_sizes()
+        pieces = []
         k = self.n_inline
         for i, c in enumerate(self.cuts):
             tail = self._ce(i + 1, sizes) if i + 1 < len(self.cuts) else b""
             lba, off = self.locations[i]
-            out.append((lba, off, b"".join(entries[k:k + c]) + tail))
+            pieces.append((lba, off, b"".join(entries[k:k + c]) + tail))
             k += c
-        return out
+        return inline + self._ce(0, sizes), pieces
 
 
 _INLINE: dict[tuple[int, int], Placement] = {}

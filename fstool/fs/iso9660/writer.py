@@ -501,7 +501,6 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     space = total // SECTOR
 
     # -- directories (primary, with Rock Ridge) ----------------------------------------------------
-    rr = opts.rock_ridge
     for d in plan.dirs:
         recs = []
         parent = d.iso_parent or d
@@ -581,10 +580,10 @@ def _system_use(out: ImageFile, plan: Plan, d: IsoDir, e, which: str, p: susp.Pl
     written here."""
     if not plan.opts.rock_ridge:
         return b""
-    entries = plan.rr(d, e, which)
-    for plba, poff, raw in p.render_pieces(entries):
+    inline, pieces = p.render(plan.rr(d, e, which))
+    for plba, poff, raw in pieces:
         out.pwrite(raw, plba * SECTOR + poff)
-    return p.render_inline(entries)
+    return inline
 
 
 def _volume_descriptor(kind: int, volume_id: str, space: int, pt_size: int, l_lba: int, m_lba: int,
