@@ -326,3 +326,13 @@ def unstorable(tree) -> tuple[list[tuple[str, Kind]], str, str]:
     what = ", ".join(f"{sum(1 for _, b in bad if b is k)} {_KIND_WORDS[k]}" for k in kinds)
     shown = ", ".join(p for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
     return bad, what, shown
+
+
+def refuse_unstorable(tree, fmt: str) -> None:
+    """One InputError naming what a format holding only files and directories (FAT, exFAT)
+    cannot store, with the hint that stores symlinked files instead."""
+    bad, what, shown = unstorable(tree)
+    if bad:
+        hint = " (follow_symlinks = true stores the files that symlinks point to)" \
+            if any(k is Kind.SYMLINK for _, k in bad) else ""
+        raise InputError(f"{fmt} cannot store {what}: {shown}{hint}", where=bad[0][0])

@@ -31,7 +31,7 @@ from ...ids import derive_u32, derive_uuid, parse_uuid
 from ...image import ImageFile, copy_sources, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
-from ..base import FsParams, OptionReader, follow_file_symlinks, unstorable, walk_plan
+from ..base import FsParams, OptionReader, follow_file_symlinks, refuse_unstorable, walk_plan
 from .common import (ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_READ_ONLY, BACKUP_BOOT, BITMAP_ENTRY,
                      BOOT, BOOT_SECTORS, BOOT_SIGNATURE, ENTRY, EXT_BOOT_SIGNATURE, FAT_EOC,
                      FAT_MEDIA, FILE_ENTRY, FIRST_CLUSTER, FLAG_ALLOCATION_POSSIBLE,
@@ -248,11 +248,7 @@ def _name_units(name: str, path: str) -> bytes:
 
 def plan(tree: Tree) -> _Plan:
     """Check every entry can be stored and group children by directory."""
-    bad, what, shown = unstorable(tree)
-    if bad:
-        hint = " (follow_symlinks = true stores the files that symlinks point to)" \
-            if any(k is Kind.SYMLINK for _, k in bad) else ""
-        raise InputError(f"exFAT cannot store {what}: {shown}{hint}", where=bad[0][0])
+    refuse_unstorable(tree, "exFAT")
     up = upcase_map()
     dirs: dict[str, _Dir] = {}
     for path, node in tree.walk():

@@ -30,7 +30,7 @@ from ...ids import derive_u32
 from ...image import ImageFile, copy_sources, in_background, write_zeros
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree
-from ..base import FsParams, OptionReader, follow_file_symlinks, unstorable, walk_plan
+from ..base import FsParams, OptionReader, follow_file_symlinks, refuse_unstorable, unstorable, walk_plan
 from .common import (ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_LONG_NAME, ATTR_READ_ONLY, ATTR_VOLUME_ID,
                      BOOT_SIGNATURE, BPB, CLUSTER_RANGE, DIRENT, EBPB16, EBPB32, EOC,
                      EXT_BOOT_SIGNATURE, FSINFO, FSINFO_LEAD, FSINFO_STRUCT, FSINFO_TRAIL, LFN_CHARS,
@@ -545,11 +545,6 @@ def _leave_out_unstorable(tree: Tree, where: str) -> None:
 
 def _plan(tree: Tree, label: bytes | None) -> _Plan:
     dirs: dict[str, _Dir] = {}
-    bad, what, shown = unstorable(tree)
-    if bad:
-        hint = " (follow_symlinks = true stores the files that symlinks point to)" \
-            if any(k is Kind.SYMLINK for _, k in bad) else ""
-        raise InputError(f"FAT cannot store {what}: {shown}{hint}", where=bad[0][0])
     for path, node in tree.walk():
         if node.kind is Kind.DIR:
             parent = None
@@ -698,7 +693,9 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
     vid = _volume_id(params)
     if opts.follow_symlinks:
         follow_file_symlinks(tree)
-    if not opts.strict:
+    if opts.strict:
+        refuse_unstorable(tree, "FAT")
+    else:
         _leave_out_unstorable(tree, params.where)
     plan = _plan(tree, label)
     root_needed = _root_needed(plan)
