@@ -342,9 +342,10 @@ def in_background(fn) -> Iterator[None]:
     """Run fn(stop) on a second thread while the block runs, and wait for it at the end; its
     error is raised then. fn checks `stop` (a threading.Event) between files: it is set when
     the block fails, so a failed build does not keep copying. Writers start their file data
-    this way once every block is placed, and encode metadata meanwhile: the kernel copies on
-    one core while Python packs inodes on the other, and since the two write disjoint blocks
-    at fixed offsets the bytes are the same as one after the other."""
+    this way once every block is placed, and encode metadata meanwhile: the copy thread spends
+    most of its time in read and write calls, which release the GIL, while Python packs inodes
+    on the other core, and since the two write disjoint blocks at fixed offsets the bytes are
+    the same as one after the other."""
     stop = threading.Event()
     failure: list[BaseException] = []
 
