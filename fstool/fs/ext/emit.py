@@ -10,9 +10,10 @@ superblock and the descriptors are those of the bitmaps.
 from __future__ import annotations
 
 import os
+import threading
 
 from ..base import FsParams
-from ...image import ImageFile, data_extents, in_background, write_zeros
+from ...image import ImageFile, data_extents, for_each_in_order, in_background, write_zeros
 from ...tree import Kind
 from . import xattr
 from .extent import extent_tree, indirect_map
@@ -147,16 +148,17 @@ def _emit_metadata(out: ImageFile, params: FsParams, inv: Inventory, content: Co
 
 
 def copy_data(out: ImageFile, params: FsParams, inos: list[Ino], bs: int, stop=None) -> None:
-    """Each file's data segments to the blocks its extents give them (until stop is set)."""
-    total = sum(r.node.size for r in inos if r.kind is Kind.FILE and r.segs)
-    done = 0
-    for r in inos:
-        if r.kind is not Kind.FILE or not r.segs:
-            continue
-        if stop is not None and stop.is_set():
-            return
-        done += r.node.size
-        params.report(done, total)
+    """Each file's data segments to the blocks its extents give them (until stop is set), on
+    two threads unless one was asked for (image.for_each_in_order: the same bytes)."""
+    files = [r for r in inos if r.kind is Kind.FILE and r.segs]
+    total = sum(r.node.size for r in files)
+    lock = threading.Lock()
+    done = [0]
+
+    def copy_one(r: Ino) -> None:
+        with lock:
+            done[0] += r.node.size
+            params.report(done[0], total)
         fd = os.open(r.node.source.path, os.O_RDONLY)
         try:
             ext = r.extents
@@ -176,6 +178,8 @@ def copy_data(out: ImageFile, params: FsParams, inos: list[Ino], bs: int, stop=N
                     j += 1
         finally:
             os.close(fd)
+
+    for_each_in_order(files, copy_one, stop, min(2, params.thread_count()))
 
 
 def fill_holes(out: ImageFile, size: int) -> None:

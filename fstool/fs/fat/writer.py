@@ -764,7 +764,8 @@ def write(tree: Tree, out: ImageFile, params: FsParams) -> int:
 
     # File contents, streamed on a second thread while the directories and the FATs are
     # encoded here (disjoint clusters at fixed offsets: the same bytes as in sequence).
-    with in_background(lambda stop: copy_sources(out, files, params.sparse, report=params.report, stop=stop)):
+    with in_background(lambda stop: copy_sources(out, files, params.sparse, report=params.report, stop=stop,
+                                               threads=min(2, params.thread_count()))):
         _write_metadata(out, params, opts, g, plan, start_of, runs, nxt, used, vid, label)
     return size
 
