@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-import crc32c as _crc32c
+from ..crc32c import crc32c as _crc32c_fn
 
 from ...structs import Record
 
@@ -324,7 +324,7 @@ JBD2_MIN_BLOCKS = 1024
 # --- checksums -----------------------------------------------------------------------
 def csum(seed: int, data: bytes | bytearray | memoryview) -> int:
     """crc32c without the final inversion, starting from `seed` (the kernel's ext4_chksum)."""
-    return _crc32c.crc32c(data, seed ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return _crc32c_fn(data, seed ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
 
 
 def fs_csum_seed(uuid: bytes) -> int:

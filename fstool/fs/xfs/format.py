@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections import namedtuple
 
-import crc32c as _crc32c
+from ..crc32c import crc32c as _crc32c_fn
 
 
 class Record:
@@ -53,14 +53,14 @@ class Record:
 # --- checksums ---------------------------------------------------------------------
 def crc_of(buf, crc_off: int) -> int:
     """CRC32C of buf with the 4 bytes at crc_off taken as zero (xfs_start_cksum)."""
-    c = _crc32c.crc32c(bytes(buf[:crc_off]))
-    c = _crc32c.crc32c(b"\0\0\0\0", c)
-    return _crc32c.crc32c(bytes(buf[crc_off + 4:]), c)
+    c = _crc32c_fn(bytes(buf[:crc_off]))
+    c = _crc32c_fn(b"\0\0\0\0", c)
+    return _crc32c_fn(bytes(buf[crc_off + 4:]), c)
 
 
 def set_crc(buf: bytearray, crc_off: int) -> bytearray:
     buf[crc_off:crc_off + 4] = b"\0\0\0\0"
-    struct.pack_into("<I", buf, crc_off, _crc32c.crc32c(bytes(buf)))
+    struct.pack_into("<I", buf, crc_off, _crc32c_fn(bytes(buf)))
     return buf
 
 
