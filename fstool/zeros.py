@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import marshal
 import os
+import signal
 import threading
 from collections import OrderedDict
 from typing import Iterable, Iterator
@@ -127,16 +129,127 @@ class _Ahead:
 _ahead: contextvars.ContextVar[_Ahead | None] = contextvars.ContextVar("fstool_scan_ahead", default=None)
 
 
+PER_FILE = 16 << 10  # what opening and closing a file costs, in bytes read (for the split)
+PARENT_SHARE = 0.45  # the writer also builds its inodes meanwhile
+FORK_MIN = 16 << 20  # less work than this is not worth a process
+
+
+class _Forked:
+    """scan_ahead's helper as a child process, which scans the last files (about 55% of the
+    work) while the writer scans the first ones, and sends the results down a pipe. A child,
+    not a thread: a scan is mostly Python and bytes.find, which hold the GIL, and a helper
+    thread gained nothing (250 MB in 13,500 files: 0.127 s against 0.124 s alone; with the
+    child, 0.075 s). The child runs only _segments on the files it was given and leaves with
+    os._exit; a file it could not scan is scanned again by the writer, which then raises
+    that file's error in order, so results and errors are those of one scan in order."""
+
+    def __init__(self, sources: list[FileSource], bs: int):
+        goal = sum(src.size + PER_FILE for src in sources) * PARENT_SHARE
+        cut, acc = len(sources), 0
+        for i, src in enumerate(sources):
+            acc += src.size + PER_FILE
+            if acc >= goal:
+                cut = i + 1
+                break
+        theirs = sources[cut:]
+        self.bs = bs
+        self.theirs = theirs  # kept alive: their ids are the keys below
+        self.index = {id(src): i for i, src in enumerate(theirs)}
+        self.results: list | None = None
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            status = 1
+            try:
+                os.close(rfd)
+                out: list = []
+                for src in theirs:
+                    try:
+                        out.append(_segments(src, bs, -1))
+                    except Exception:  # noqa: BLE001 - the writer scans it again and raises it
+                        out.append(None)
+                view = memoryview(marshal.dumps(out))
+                while view:
+                    view = view[os.write(wfd, view):]
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(wfd)
+        self.pid, self.rfd = pid, rfd
+
+    def take(self, src: FileSource, bs: int):
+        """The child's scan of src, or None when the writer must scan it itself (not the
+        child's, asked a second time, or the child could not scan it)."""
+        i = self.index.pop(id(src), None) if bs == self.bs else None
+        if i is None:
+            return None
+        if self.results is None:
+            self._receive()
+        res = self.results[i]
+        if res is not None:
+            _remember(src, bs, res)
+        return res
+
+    def _receive(self) -> None:
+        chunks = []
+        try:
+            while True:
+                chunk = os.read(self.rfd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self.rfd)
+            self.rfd = -1
+            _pid, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+        try:
+            res = marshal.loads(b"".join(chunks)) if status == 0 else None
+        except (EOFError, ValueError, TypeError):
+            res = None
+        self.results = res if isinstance(res, list) and len(res) == len(self.theirs) \
+            else [None] * len(self.theirs)
+
+    def close(self) -> None:
+        if self.pid:  # never asked (the build failed first): the child is not waited for
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.rfd >= 0:
+            os.close(self.rfd)
+            self.rfd = -1
+
+
+def _may_fork(todo: list[FileSource]) -> bool:
+    """Fork only a process that runs no other thread (a child gets just the forking one, and
+    a lock another held stays held there) and for enough work to pay for the fork."""
+    return hasattr(os, "fork") and threading.active_count() == 1 \
+        and sum(src.size + PER_FILE for src in todo) >= FORK_MIN
+
+
 @contextlib.contextmanager
 def scan_ahead(sources: Iterable[FileSource | None], bs: int) -> Iterator[None]:
-    """While the block runs, a second thread scans these files for zero blocks of bs bytes,
-    from the last one back, so that content_segments(src, bs) in the block finds most scans
-    done; the writer scans the files it reaches before the thread does. Reading releases the
-    GIL, so on two cores the two threads read at once. The results are those of scanning in
-    order (an unreadable file's error is raised when the writer asks for that file)."""
+    """While the block runs, content_segments(src, bs) finds most of these files' scans done
+    by a helper: a child process (_Forked) that scans the last files while the writer scans
+    the first, or, where the process cannot fork (other threads run, or little to scan), a
+    thread that scans from the last file back until it meets the writer. The results are
+    those of scanning in order (an unreadable file's error is raised when the writer asks
+    for that file)."""
     todo = [s for s in sources if s is not None and s.size]
     if len(todo) < 2:
         yield
+        return
+    if _may_fork(todo):
+        forked = _Forked(todo, bs)
+        token = _ahead.set(forked)
+        try:
+            yield
+        finally:
+            _ahead.reset(token)
+            forked.close()
         return
     ahead = _Ahead(todo, bs)
     t = threading.Thread(target=contextvars.copy_context().run, args=(ahead.run,), name="fstool-scan",
@@ -167,16 +280,31 @@ def content_segments(src: FileSource | None, bs: int, fd: int = -1) -> list[tupl
     return _segments(src, bs, fd)
 
 
-def _segments(src: FileSource, bs: int, fd: int) -> list[tuple[int, int, int]]:
-    key = None
+def _known_key(src: FileSource, bs: int):
+    """(the worker's ScanMemory, the key of src's scan in it), or None."""
     known = _known.get()
     if known is not None and src.segments is None and src.offset == 0:
         digest = known[0].get(os.path.abspath(src.path))
         if digest is not None:
-            key = (digest, src.size, bs)
-            hit = known[1].get(key)
-            if hit is not None:
-                return list(hit)
+            return known[1], (digest, src.size, bs)
+    return None
+
+
+def _remember(src: FileSource, bs: int, segs: list) -> None:
+    """Keep a scan made elsewhere (scan_ahead's child) in the worker's ScanMemory."""
+    mk = _known_key(src, bs)
+    if mk is not None and mk[0].scans.get(mk[1]) is None:
+        mk[0].put(mk[1], segs)
+
+
+def _segments(src: FileSource, bs: int, fd: int) -> list[tuple[int, int, int]]:
+    key = None
+    mk = _known_key(src, bs)
+    if mk is not None:
+        known_memory, key = mk
+        hit = known_memory.get(key)
+        if hit is not None:
+            return list(hit)
     own = fd < 0
     if own:
         fd = os.open(src.path, os.O_RDONLY)
@@ -191,7 +319,7 @@ def _segments(src: FileSource, bs: int, fd: int) -> list[tuple[int, int, int]]:
                 if length > 0:
                     _split(fd, foff, length, soff, bs, out, src.path)
         if key is not None:
-            known[1].put(key, out)
+            known_memory.put(key, out)
         return out
     finally:
         if own:

@@ -69,8 +69,16 @@ def _files(tmp_path, n, seed=0):
     return out
 
 
+@pytest.fixture(params=["thread", "child"])
+def helper(request, monkeypatch):
+    """scan_ahead's helper: the thread, or the child process (forced: the test process runs
+    threads of its own, and the trees here are small)."""
+    monkeypatch.setattr(zeros, "_may_fork", lambda todo: request.param == "child")
+    return request.param
+
+
 @pytest.mark.parametrize("order", ["forward", "backward", "every_other"])
-def test_scan_ahead_gives_the_sequential_scans(tmp_path, order):
+def test_scan_ahead_gives_the_sequential_scans(tmp_path, order, helper):
     """Whichever thread scans a file, the writer gets what scanning it in order gives, in any
     order it asks (the thread starts from the end: "backward" takes only its results)."""
     srcs = _files(tmp_path, 300)
@@ -83,9 +91,9 @@ def test_scan_ahead_gives_the_sequential_scans(tmp_path, order):
     assert other_bs == zeros.content_segments(srcs[5], 4096)
 
 
-def test_scan_ahead_raises_a_files_error_when_the_writer_asks(tmp_path):
+def test_scan_ahead_raises_a_files_error_when_the_writer_asks(tmp_path, helper):
     srcs = _files(tmp_path, 50)
-    os.unlink(srcs[-3].path)  # the thread (from the end) meets it first; the error waits
+    os.unlink(srcs[-3].path)  # the helper meets it first; the error waits
     with zeros.scan_ahead(srcs, 4096):
         for s in srcs[:-3]:
             zeros.content_segments(s, 4096)
@@ -93,16 +101,35 @@ def test_scan_ahead_raises_a_files_error_when_the_writer_asks(tmp_path):
             zeros.content_segments(srcs[-3], 4096)
 
 
-def test_scan_ahead_stops_when_the_block_fails(tmp_path):
+def test_scan_ahead_stops_when_the_block_fails(tmp_path, helper):
     srcs = _files(tmp_path, 200)
     with pytest.raises(RuntimeError):
         with zeros.scan_ahead(srcs, 4096):
+            ahead = zeros._ahead.get()
             raise RuntimeError("the writer failed")
     assert not [t for t in __import__("threading").enumerate() if t.name == "fstool-scan"]
     assert zeros._ahead.get() is None
+    if helper == "child":  # killed and reaped, its pipe closed
+        assert ahead.pid == 0 and ahead.rfd == -1
 
 
-def test_scan_ahead_answers_a_source_asked_for_twice(tmp_path):
+def test_the_childs_scans_are_kept_by_the_worker(tmp_path, monkeypatch):
+    """Under the persistent worker, what the child scanned is remembered by digest like
+    the writer's own scans."""
+    monkeypatch.setattr(zeros, "_may_fork", lambda todo: True)
+    srcs = _files(tmp_path, 60)
+    memory = zeros.ScanMemory()
+    digests = {os.path.abspath(s.path): f"d{i}" for i, s in enumerate(srcs)}
+    with zeros.known_digests(digests, memory):
+        with zeros.scan_ahead(srcs, 4096):
+            first = [zeros.content_segments(s, 4096) for s in srcs]
+        assert len(memory.scans) == 60
+        for s in srcs:
+            os.unlink(s.path)  # a scan kept is not read again
+        assert [zeros.content_segments(s, 4096) for s in srcs] == first
+
+
+def test_scan_ahead_answers_a_source_asked_for_twice(tmp_path, helper):
     """One source under two entries is asked for twice: the second answer is a scan of its
     own, not a wait for a result already handed out."""
     import threading
