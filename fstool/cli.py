@@ -641,6 +641,8 @@ def run() -> None:
     closed and renamed into place; exit handlers (atexit) still run and the standard
     streams are flushed first."""
     import atexit
+    import gc
+    gc.disable()  # for good: main's gc_paused then leaves it off, and nothing collects at exit
     code = main() or 0
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
@@ -652,6 +654,23 @@ def run() -> None:
     os._exit(code)
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """No cyclic garbage collection while a command runs (the worker turns it back on
+    between requests). A build makes a node, a record or two per entry and frees almost
+    nothing until the end, so each collection only walked the growing heap again: 200,000
+    files, 0.8 s of CPU in the collector, all of it on the thread every other waits for.
+    What a build drops is freed by reference counting as before."""
+    import gc
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
     argv = sys.argv[1:] if argv is None else argv
@@ -661,11 +680,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         set_quiet(args.quiet)
-        if getattr(args, "source_root", None):
-            from .inputs.manifest import source_roots
-            with source_roots(args.source_root):
-                return args.func(args)
-        return args.func(args)
+        with gc_paused():
+            if getattr(args, "source_root", None):
+                from .inputs.manifest import source_roots
+                with source_roots(args.source_root):
+                    return args.func(args)
+            return args.func(args)
     except FstoolError as e:
         print(f"fstool: error: {e}", file=sys.stderr)
         if debug:

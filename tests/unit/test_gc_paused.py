@@ -1,0 +1,24 @@
+"""cli.main runs a command with the cyclic collector off and gives it back as it was."""
+import gc
+
+import fstool.build as build
+from fstool.cli import main
+
+
+def test_a_command_runs_without_the_collector_and_leaves_it_as_it_was(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"x")
+    seen = []
+    real = build.load_tree
+    monkeypatch.setattr(build, "load_tree", lambda fs: seen.append(gc.isenabled()) or real(fs))
+    assert gc.isenabled()
+    assert main(["create", "-q", "-t", "squashfs", str(tmp_path / "src"), "-o", str(tmp_path / "a")]) == 0
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:  # off before (cli.run): still off after, so no collection runs before the exit
+        assert main(["create", "-q", "-t", "squashfs", str(tmp_path / "src"), "-o", str(tmp_path / "b")]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert main(["create", "-q", "-t", "nosuchfs", str(tmp_path / "src"), "-o", str(tmp_path / "c")]) == 2
+    assert gc.isenabled()  # an error too
