@@ -9,7 +9,6 @@ the tree's metadata, so they never depend on host paths or the clock.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 
@@ -174,41 +173,9 @@ def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | Non
     fmt = format_for(fs.type, f"{fs.where}.type")
     if fs.opts is None:
         parse_format_options(fs)
-    early = None
-    if tree is None and fmt.early_data is not None and not fmt.caps.seeded and len(fs.sources) == 1:
-        # one host directory (else the listener never hears a file): the writer's data pass
-        # starts on the files as the walk meets them; the writer adopts it or drops it
-        early = importlib.import_module(fmt.early_data).EarlyData(
-            out, make_params(fs, NO_SEED, size=size, headroom=headroom,
-                             partition_offset=partition_offset, progress=progress))
-    try:
-        if tree is None:
-            tree = _load_tree_telling(fs, early)
-        check_tree(fmt, tree, fs.where)
-        return _write(fmt, fs, tree, out, seed, early, size=size, headroom=headroom,
-                      partition_offset=partition_offset, verbose=verbose, progress=progress)
-    except BaseException:
-        if early is not None:
-            early.abort()
-        raise
-
-
-def _load_tree_telling(fs: FsSpec, early) -> Tree:
-    """load_tree, with each new host file handed to early (if any) as the walk meets it."""
-    if early is None:
-        return load_tree(fs)
-    from .image import io_thread_switching
-    from .inputs.hostdir import FILE_LISTENER
-    token = FILE_LISTENER.set(early.file)
-    try:
-        with io_thread_switching():  # the compressing threads get the GIL back quickly
-            return load_tree(fs)
-    finally:
-        FILE_LISTENER.reset(token)
-
-
-def _write(fmt, fs: FsSpec, tree: Tree, out: ImageFile, seed: bytes, early, *, size: int | None,
-           headroom: int, partition_offset: int, verbose: bool, progress) -> int:
+    if tree is None:
+        tree = load_tree(fs)
+    check_tree(fmt, tree, fs.where)
     # identifiers come from what was asked for and what went in: the spec's (or the CLI's)
     # seed plus the tree's fingerprint, so two trees under one spec get two UUIDs; a `seed`
     # key in the spec replaces both (make_params) for identifiers that never change
@@ -221,7 +188,6 @@ def _write(fmt, fs: FsSpec, tree: Tree, out: ImageFile, seed: bytes, early, *, s
     params = make_params(fs, seed, size=size,
                          headroom=headroom, partition_offset=partition_offset, verbose=verbose,
                          progress=progress)
-    params.early = early
     if params.verbose:  # stats() walks the whole tree: only when someone reads it
         params.log(f"writing {fs.type}: {tree.stats()}")
     return fmt.writer_module(f"{fs.where}.type").write(tree, out, params)

@@ -12,8 +12,6 @@ Invariant: a `Format` is pure data plus three entry points.
 - `writer` names a module with `write(tree, out: ImageFile, params: FsParams) -> int`
   (the image size in bytes; `params.size is None` means "the smallest that holds it").
 - `reader` names a module with `probe(region) -> bool` and `open(region) -> Reader`.
-- `early_data` (optional) names a module whose `EarlyData` begins the data pass during the
-  host directory walk; the writer finds it as `params.early` (fstool.build).
 `Capabilities` and `Limits` say what the format stores; `check_tree` refuses, with
 the path and value named, anything outside them, so no writer ever wraps or clamps.
 """
@@ -78,10 +76,6 @@ class Format:
     parse_options: Callable[[Any], Any] | None = None  # (FsParams) -> typed options
     writer: str | None = None  # module path, imported lazily
     reader: str | None = None  # module path, imported lazily
-    # module path with `EarlyData(out, params)`: a data pass that starts while a host directory
-    # is walked (its `file(node)` gets each new file in walk order, `abort()` stops it) and that
-    # the writer adopts through `params.early` or drops; for formats that derive no identifiers
-    early_data: str | None = None
     extensions: tuple[str, ...] = ()  # output file name endings that imply this format
     probe_order: int = 50  # lower probes first (formats with a strong magic first)
     partition_type: str = "linux"  # the partition type a disk gives it when the spec names none

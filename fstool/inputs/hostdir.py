@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-from contextvars import ContextVar
-from typing import Callable
 
 from ..errors import InputError
 from ..tree import EMPTY_SOURCE, FileSource, Kind, LazyOrigin, Node, Tree, check_name, encode_name
@@ -56,18 +54,6 @@ def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True,
     return node
 
 
-# a callable given each new regular-file node as the walk meets it, in the sorted depth-first
-# order of Tree.walk (fstool.build sets it for a writer that can start on file data early)
-FILE_LISTENER: ContextVar[Callable[[Node], None] | None] = ContextVar("fstool_file_listener", default=None)
-
-
-def _listing(host: str) -> list[str]:
-    try:
-        return sorted(os.listdir(host), key=encode_name)
-    except OSError as e:
-        raise InputError(e.strerror or str(e), where=host) from None
-
-
 def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
     """Add the contents of host directory `root` under `prefix` of tree."""
     tree = tree or Tree()
@@ -87,13 +73,14 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
     origin = LazyOrigin(label, dest_root, sep="" if label.endswith("/") else "/")
     ints: dict[int, int] = {}
 
-    listener = FILE_LISTENER.get()
-    # an explicit stack, not recursion: a host tree thousands of levels deep is just deep.
-    # Depth first in name order, entering a directory where its name comes: every new file
-    # appears in the order a writer's sorted walk meets it (a listener may start on it)
-    stack = [(root, dest_root, iter(_listing(root)))]
+    # an explicit stack, not recursion: a host tree thousands of levels deep is just deep
+    stack = [(root, dest_root)]
     while stack:
-        host, dnode, names = stack[-1]
+        host, dnode = stack.pop()
+        try:
+            names = sorted(os.listdir(host), key=encode_name)
+        except OSError as e:
+            raise InputError(e.strerror or str(e), where=host) from None
         pre = host if host.endswith("/") else host + "/"
         for name in names:
             hpath = pre + name
@@ -115,13 +102,7 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
             else:
                 node = node_from_stat(hpath, st, origin=origin, ints=ints)
             dnode.children[name] = node
-            kind = node.kind
-            if kind is Kind.DIR:
-                stack.append((hpath, node, iter(_listing(hpath))))
-                break
-            if kind is Kind.FILE and listener is not None:
-                listener(node)
-        else:
-            stack.pop()
+            if node.kind is Kind.DIR:
+                stack.append((hpath, node))
     tree.invalidate()
     return tree

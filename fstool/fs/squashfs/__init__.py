@@ -20,7 +20,6 @@ FORMAT = Format(
     parse_options=_parse_options,
     writer="fstool.fs.squashfs.writer",
     reader="fstool.fs.squashfs.reader",
-    early_data="fstool.fs.squashfs.writer",
     extensions=(".sqfs", ".squashfs"),
     probe_order=10,
     description="SquashFS 4.0 (compressed, read-only)",

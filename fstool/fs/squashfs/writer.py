@@ -29,12 +29,11 @@ import sys
 import threading
 from array import array
 from collections import deque
-from queue import SimpleQueue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ...errors import CapacityError
-from ...image import ImageFile, io_thread_switching, write_zeros
+from ...image import ImageFile
 from ...sizes import format_size
 from ...tree import Kind, Node, Tree, encode_name
 from ..base import FsParams
@@ -169,7 +168,7 @@ class DataWriter:
         self.namespace = codec.cache_namespace() if cache is not None else b""
         self.pos = self.hwm = start
         self.limit = limit
-        self.pool = ThreadPoolExecutor(threads, "fstool-squashfs-pool") if threads > 1 else None
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self.window = max(4, threads * 4)
         self.queue: deque = deque()
         self.frag_buf = bytearray()
@@ -178,7 +177,6 @@ class DataWriter:
         # how far the data is: files[:files_done] have every block placed (a metadata thread
         # may then write their inodes); a thread waiting on `progress` wants files_done >= goal
         self.files_added = self.files_done = self.files_total = 0
-        self.data_queued = 0  # data blocks (not fragment blocks) in the queue
         self.progress = threading.Condition()
         self.goal = -1
         self.stopped = False
@@ -228,7 +226,6 @@ class DataWriter:
                 start = self._place(data)
                 self.fragments[idx] = (start, len(data) | (DATA_UNCOMPRESSED if raw else 0))
                 continue
-            self.data_queued -= 1
             if rec.dup_of is not None:
                 if rec.blocks_start is not None and not rec.rewound:
                     self.pos = rec.blocks_start  # nothing else was written among its blocks
@@ -247,11 +244,10 @@ class DataWriter:
         """Advance files_done to the first file with a block still queued (or every file
         added), waking a metadata thread that waits for it."""
         done = self.files_added
-        if self.data_queued:  # else only fragment blocks wait, and no inode waits for those
-            for item in self.queue:
-                if item[4] is not None:
-                    done = item[4]
-                    break
+        for item in self.queue:
+            if item[4] is not None:
+                done = item[4]
+                break
         if done != self.files_done:
             self.files_done = done
             if 0 <= self.goal <= done:
@@ -324,7 +320,6 @@ class DataWriter:
             self._drain(self.window)
             rec.sizes.append(-1)
             self.queue.append(("data", rec, len(rec.sizes) - 1, self._submit(bytes(data)), self.files_added))
-            self.data_queued += 1
         if h is not None and rec.size and _is_duplicate(rec, h, seen):
             return rec
         if tail is not None:
@@ -490,25 +485,17 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
     made meanwhile instead of after; each pass runs in its own order, so the bytes are the
     same as one after the other."""
     opts_block = codec.options()
-    files = [n for n in numbering.order if n.kind is Kind.FILE]
+    start = SUPERBLOCK.size
+    if opts_block is not None:
+        start += META_HEADER.size + len(opts_block)
+    dw = DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit, params.block_cache)
+    seen: dict | None = {} if cfg.dedup else None
     recs = meta.recs
-    early: EarlyData | None = params.early
-    first = 0
-    if early is not None and early.adopt(files, cfg):
-        dw, seen, first = early.dw, early.seen, len(early.done)
-        for node, _src, rec in early.done:
-            recs[node] = rec
-    else:
-        dw = new_data_writer(out, params, cfg, codec, limit)
-        seen: dict | None = {} if cfg.dedup else None
-        if early is not None:  # its bytes past the new data's end are zeroed by finish
-            dw.hwm = max(dw.hwm, early.dw.hwm)
     meta.dw = dw
+    files = [n for n in numbering.order if n.kind is Kind.FILE]
     dw.files_total = len(files)
     total_bytes = sum(n.size for n in files)
-    done_bytes = sum(n.size for n in files[:first])
-    if first:
-        params.report(done_bytes, total_bytes)
+    done_bytes = 0
     result: list = []
     failure: list[BaseException] = []
 
@@ -523,7 +510,7 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
     t = threading.Thread(target=run_meta, name="fstool-squashfs-meta", daemon=True)
     t.start()
     try:
-        for node in files[first:] if first else files:
+        for node in files:
             recs[node] = dw.add_file(node, cfg.fragments, seen)
             dw.files_added += 1
             dw.drain_ready()
@@ -546,90 +533,6 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
     params.log(f"squashfs: {numbering.count} inodes, {len(dw.fragments)} fragment blocks, "
                f"data {format_size(dw.pos)}")
     return DataPlan(dw.fragments, dw.pos, dw.hwm, opts_block), result[0]
-
-
-def new_data_writer(out: ImageFile, params: FsParams, cfg: SquashfsOptions, codec: Codec,
-                    limit: int | None) -> DataWriter:
-    start = SUPERBLOCK.size
-    opts_block = codec.options()
-    if opts_block is not None:
-        start += META_HEADER.size + len(opts_block)
-    return DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit, params.block_cache)
-
-
-class EarlyData:
-    """The data pass begun while the host directory is still being walked (fstool.build starts
-    it for a tree that is one host directory): the walk hands over each new file in its order,
-    the sorted depth-first order write_data follows, so blocks compress on the other cores
-    from the first file on instead of after the walk (200,000 small files: the walk alone
-    takes 1.7 s). write_data adopts the work when the files it meets begin with the same
-    nodes, with the same sources, in the same order; anything else (an entry added or dropped
-    after the walk, an unreadable file, an error) and the work is dropped and the data written
-    again from the first file: the bytes never depend on this."""
-
-    def __init__(self, out: ImageFile, params: FsParams):
-        self.cfg: SquashfsOptions = params.opts if params.opts is not None else parse_options(params)
-        cfg = self.cfg
-        codec = Codec(cfg.compression, cfg.level, cfg.block_size)
-        limits = [x for x in (params.size, out.limit) if x is not None]
-        self.dw = new_data_writer(out, params, cfg, codec, min(limits) if limits else None)
-        self.seen: dict | None = {} if cfg.dedup else None
-        self.done: list[tuple[Node, object, FileRec]] = []  # (node, its source then, record)
-        self.queue: SimpleQueue = SimpleQueue()
-        self.ok = True
-        self.quit = False
-        self.thread = threading.Thread(target=self._run, name="fstool-squashfs-early", daemon=True)
-        self.thread.start()
-
-    def file(self, node: Node) -> None:
-        """The walk's listener (fstool.inputs.hostdir.FILE_LISTENER)."""
-        self.queue.put(node)
-
-    def _run(self) -> None:
-        dw, fragments, seen, done, get = self.dw, self.cfg.fragments, self.seen, self.done, self.queue.get
-        try:
-            while not self.quit:
-                node = get()
-                if node is None:
-                    return
-                src = node.source
-                rec = dw.add_file(node, fragments, seen)
-                dw.files_added += 1
-                dw.drain_ready()
-                done.append((node, src, rec))
-        except BaseException:  # noqa: BLE001 - write_data writes the data again and meets it there
-            self.ok = False
-
-    def _end(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-
-    def abort(self) -> None:
-        """The build failed before write_data: stop, leaving the output to be discarded."""
-        self.quit = True
-        self._end()
-        if self.dw.pool is not None:
-            self.dw.pool.shutdown(cancel_futures=True)
-
-    def adopt(self, files: list[Node], cfg: SquashfsOptions) -> bool:
-        """Stop after the file in hand (write_data takes over from there, with the metadata
-        thread beside it); True when the files done are how `files` begins, else the work
-        is dropped."""
-        self.quit = True
-        with io_thread_switching():
-            self._end()
-        done = self.done
-        ok = self.ok and cfg == self.cfg and len(done) <= len(files)
-        if ok:
-            for i, (node, src, _rec) in enumerate(done):
-                if files[i] is not node or node.source is not src:
-                    ok = False
-                    break
-        if not ok:
-            if self.dw.pool is not None:
-                self.dw.pool.shutdown(cancel_futures=True)
-            self.dw.pos = 0  # what it placed is overwritten or zeroed (the hwm is kept)
-        return ok
 
 
 # -- phase 3: inodes and directories -----------------------------------------------------
@@ -878,7 +781,7 @@ def finish(out: ImageFile, params: FsParams, cfg: SquashfsOptions, codec: Codec,
     # bytes a rewound duplicate left past the end, and the padding, must read as zeros
     end_dirty = max(data.hwm, bytes_used)
     if end_dirty > bytes_used:
-        write_zeros(out, bytes_used, end_dirty - bytes_used)
+        out.pwrite(bytes(end_dirty - bytes_used), bytes_used)
     if total > bytes_used:
         out.pwrite(b"\0", total - 1)
     out.truncate(total)
