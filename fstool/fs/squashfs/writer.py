@@ -177,6 +177,7 @@ class DataWriter:
         # how far the data is: files[:files_done] have every block placed (a metadata thread
         # may then write their inodes); a thread waiting on `progress` wants files_done >= goal
         self.files_added = self.files_done = self.files_total = 0
+        self.data_queued = 0  # data blocks (not fragment blocks) in the queue
         self.progress = threading.Condition()
         self.goal = -1
         self.stopped = False
@@ -226,6 +227,7 @@ class DataWriter:
                 start = self._place(data)
                 self.fragments[idx] = (start, len(data) | (DATA_UNCOMPRESSED if raw else 0))
                 continue
+            self.data_queued -= 1
             if rec.dup_of is not None:
                 if rec.blocks_start is not None and not rec.rewound:
                     self.pos = rec.blocks_start  # nothing else was written among its blocks
@@ -244,10 +246,11 @@ class DataWriter:
         """Advance files_done to the first file with a block still queued (or every file
         added), waking a metadata thread that waits for it."""
         done = self.files_added
-        for item in self.queue:
-            if item[4] is not None:
-                done = item[4]
-                break
+        if self.data_queued:  # else only fragment blocks wait, and no inode waits for those
+            for item in self.queue:
+                if item[4] is not None:
+                    done = item[4]
+                    break
         if done != self.files_done:
             self.files_done = done
             if 0 <= self.goal <= done:
@@ -320,6 +323,7 @@ class DataWriter:
             self._drain(self.window)
             rec.sizes.append(-1)
             self.queue.append(("data", rec, len(rec.sizes) - 1, self._submit(bytes(data)), self.files_added))
+            self.data_queued += 1
         if h is not None and rec.size and _is_duplicate(rec, h, seen):
             return rec
         if tail is not None:
