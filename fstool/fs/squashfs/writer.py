@@ -109,8 +109,10 @@ class FileRec:
     rewound: bool = False
 
 
+# the block sizes of a file with no blocks (a fragment only): read, never appended to
+NO_BLOCKS: list[int] = []
 # every empty file's record: no blocks, no fragment, never changed (shared, not one per file)
-EMPTY_REC = FileRec(0, sizes=[])
+EMPTY_REC = FileRec(0, sizes=NO_BLOCKS)
 
 
 def _is_duplicate(rec: FileRec, h, seen: dict) -> bool:
@@ -283,23 +285,25 @@ class DataWriter:
     def add_file(self, node: Node, fragments: str, seen: dict | None) -> FileRec:
         """fragments: "none", "small" (files under a block, mksquashfs's default) or "always"
         (every file's tail, mksquashfs -always-use-fragments)."""
-        if node.size == 0:
-            return EMPTY_REC
-        rec = FileRec(size=node.size)
-        bs = self.bs
-        use_frag = fragments == "always" or (fragments == "small" and rec.size < bs)
         src = node.source
-        if use_frag and rec.size < bs and src.segments is None:
+        size = src.size if src is not None else 0
+        if size == 0:
+            return EMPTY_REC
+        bs = self.bs
+        use_frag = fragments == "always" or (fragments == "small" and size < bs)
+        if use_frag and size < bs and src.segments is None:
             # a file smaller than a block, all of it a fragment (most files of a root): the
-            # general loop below, without its generator, copies and block checks
-            tail = src.read(0, rec.size)
+            # general loop below, without its generator, copies and block checks; no block
+            # list of its own (the shared empty one)
+            rec = FileRec(size, NO_BLOCKS)
+            tail = src.read(0, size)
             if seen is not None:
-                h = hashlib.sha256(b"D%d;" % rec.size)  # as the loop below hashes a tail
-                h.update(tail)
-                if _is_duplicate(rec, h, seen):
+                # hashed as the loop below hashes a tail
+                if _is_duplicate(rec, hashlib.sha256(b"D%d;%s" % (size, tail)), seen):
                     return rec
             self._add_tail(rec, tail)
             return rec
+        rec = FileRec(size)
         h = hashlib.sha256() if seen is not None else None
         tail: bytes | None = None
         # a block in a host hole and a block of zeros are the same content and are stored
