@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from typing import Iterable, Iterator
 
-from .image import io_thread_switching
+from .image import io_thread_switching, may_fork
 from .tree import FileSource, pread_exact
 
 CHUNK = 4 << 20  # bytes read at a time
@@ -224,10 +224,8 @@ class _Forked:
 
 
 def _may_fork(todo: list[FileSource]) -> bool:
-    """Fork only a process that runs no other thread (a child gets just the forking one, and
-    a lock another held stays held there) and for enough work to pay for the fork."""
-    return hasattr(os, "fork") and threading.active_count() == 1 \
-        and sum(src.size + PER_FILE for src in todo) >= FORK_MIN
+    """Fork where the process may (image.may_fork) and for enough work to pay for it."""
+    return may_fork() and sum(src.size + PER_FILE for src in todo) >= FORK_MIN
 
 
 @contextlib.contextmanager

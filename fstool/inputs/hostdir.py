@@ -11,9 +11,9 @@ import marshal
 import os
 import signal
 import stat
-import threading
 
 from ..errors import InputError
+from ..image import may_fork as _may_fork
 from ..tree import (
     _KIND_OF_IFMT, EMPTY_SOURCE, NO_XATTRS, FileSource, Kind, LazyOrigin, Node, Tree, check_name, encode_name,
 )
@@ -144,12 +144,6 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
 
 
 FORK_AFTER = 2000  # entries walked before the xattrs go to a child (a fork costs a millisecond or two)
-
-
-def _may_fork() -> bool:
-    """Fork only a process that runs no other thread (the child gets just this one, and a
-    lock another thread held would stay held there)."""
-    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 class XattrScan:

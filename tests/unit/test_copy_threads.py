@@ -80,3 +80,64 @@ def test_the_image_does_not_depend_on_the_copy_threads(tmp_path, monkeypatch, fs
         assert main(["create", "-q", "-t", fs_type, str(src), "-o", str(out), "--size", "64MiB", *opts]) == 0
         images.append(out.read_bytes())
     assert images[0] == images[1]
+
+
+def test_in_background_in_a_child(tmp_path, monkeypatch):
+    """fork=True: fn runs in a forked child (both copy threads at once there); a failing child
+    is followed by fn here, whose error is raised; a failing block kills the child."""
+    import fstool.image as image
+    monkeypatch.setattr(image, "may_fork", lambda: True)  # the test process runs threads
+    path = tmp_path / "out"
+    path.write_bytes(bytes(8))
+    fd = os.open(path, os.O_RDWR)
+    parent = os.getpid()
+    try:
+        def write(stop):
+            assert stop.main_done.is_set()
+            os.pwrite(fd, b"child" if os.getpid() != parent else b"here!", 0)
+
+        with in_background(write, fork=True):
+            pass
+        assert path.read_bytes()[:5] == b"child"
+
+        def fails_in_child(stop):
+            if os.getpid() != parent:
+                os._exit(3)
+            raise ValueError("the copy's own error, raised here")
+
+        with pytest.raises(ValueError, match="raised here"):
+            with in_background(fails_in_child, fork=True):
+                pass
+
+        def forever(stop):
+            time.sleep(60)
+
+        start = time.monotonic()
+        with pytest.raises(RuntimeError):
+            with in_background(forever, fork=True):
+                raise RuntimeError("the metadata failed")
+        assert time.monotonic() - start < 10  # killed, not waited for
+    finally:
+        os.close(fd)
+
+
+def test_an_ext4_copied_by_a_child_is_the_same_image(tmp_path, monkeypatch):
+    """`fstool create` in a process of its own (which forks its copy) against the build in this
+    one (which runs threads, so copies on a thread): the same bytes, and e2fsck finds it clean."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    src = tmp_path / "src"
+    for i in range(400):
+        d = src / f"d{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(os.urandom(i * 131 % 90_000) + bytes(i % 4 * 4096))
+    args = ["create", "-q", "-t", "ext4", str(src), "--size", "64MiB", "-O", "block_size=4096"]
+    assert main(args + ["-o", str(tmp_path / "here.img")]) == 0
+    subprocess.run([sys.executable, "-m", "fstool", *args, "-o", str(tmp_path / "child.img")], check=True,
+                   env=dict(os.environ, PYTHONPATH=REPO))
+    assert (tmp_path / "child.img").read_bytes() == (tmp_path / "here.img").read_bytes()
+    subprocess.run([shutil.which("e2fsck") or "e2fsck", "-fn", str(tmp_path / "child.img")], check=True,
+                   capture_output=True)

@@ -97,9 +97,11 @@ def inode_blocks(r: Ino, lay: Layout, fs_seed: int, writes: list) -> None:
 def emit(out: ImageFile, params: FsParams, inv: Inventory, content: Content, lay: Layout,
          fs_seed: int) -> None:
     """Write every metadata block, then the file data."""
-    # every block is placed: the file data goes out on a second thread while the metadata is
-    # encoded here (disjoint blocks at fixed offsets: the same bytes as in sequence)
-    with in_background(lambda stop: copy_data(out, params, inv.inos, lay.bs, stop)):
+    # every block is placed: the file data goes out from a child process (or a second thread)
+    # while the metadata is encoded here (disjoint blocks at fixed offsets: the same bytes as
+    # in sequence); not from a child when progress is shown, which only this process draws
+    with in_background(lambda stop: copy_data(out, params, inv.inos, lay.bs, stop),
+                       fork=params.progress is None):
         _emit_metadata(out, params, inv, content, lay, fs_seed)
 
 
