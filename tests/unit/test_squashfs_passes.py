@@ -92,3 +92,22 @@ def test_the_image_does_not_depend_on_the_lag(tmp_path, monkeypatch, lag):
     monkeypatch.setenv("FSTOOL_THREADS", "1")
     assert _run(["create", "-q", "-t", "squashfs", str(tmp_path / "src"), "-o", str(out)]) == 0
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_tail_dedupe_does_not_depend_on_the_hash(tmp_path, monkeypatch):
+    """Files that are all tail are deduplicated by size and Python's hash, confirmed by their
+    bytes: with every hash equal (all same-size files collide) the image is the same."""
+    src = tmp_path / "src"
+    src.mkdir()
+    payloads = [os.urandom(3000) for _ in range(40)]
+    for i in range(300):
+        (src / f"f{i:03d}").write_bytes(payloads[i % 40])  # 3000 bytes each, 40 distinct
+    ref = tmp_path / "ref.sqfs"
+    assert _run(["create", "-q", "-t", "squashfs", str(src), "-o", str(ref)]) == 0
+    monkeypatch.setattr(sw, "hash", lambda data: 7, raising=False)
+    out = tmp_path / "out.sqfs"
+    assert _run(["create", "-q", "-t", "squashfs", str(src), "-o", str(out)]) == 0
+    assert out.read_bytes() == ref.read_bytes()
+    undeduped = tmp_path / "nodedup.sqfs"
+    assert _run(["create", "-q", "-t", "squashfs", str(src), "-o", str(undeduped), "-O", "dedup=false"]) == 0
+    assert len(ref.read_bytes()) < len(undeduped.read_bytes())  # the duplicates were shared

@@ -127,6 +127,26 @@ def _is_duplicate(rec: FileRec, h, seen: dict) -> bool:
     return False
 
 
+def _is_duplicate_tail(rec: FileRec, src, tail: bytes, seen: dict) -> bool:
+    """dedupe for a file that is all tail (smaller than a block, in a fragment): keyed by size
+    and Python's hash of the bytes, a third of sha256's cost, and confirmed by comparing the
+    bytes with the original's (read again: only for duplicates). Different files under one
+    key all stay candidates, so the outcome never depends on the hash."""
+    key = (rec.size, hash(tail))
+    cands = seen.get(key)
+    if cands is None:
+        seen[key] = (rec, src)  # one original (most keys)
+        return False
+    if isinstance(cands, tuple):
+        cands = seen[key] = [cands]
+    for orig, orig_src in cands:
+        if orig_src.read(0, rec.size) == tail:
+            rec.dup_of = orig
+            return True
+    cands.append((rec, src))
+    return False
+
+
 def iter_blocks(node: Node, bs: int):
     """(data or None for a block wholly inside a hole, length) for each block of the file."""
     src = node.source
@@ -297,14 +317,13 @@ class DataWriter:
             # list of its own (the shared empty one)
             rec = FileRec(size, NO_BLOCKS)
             tail = src.read(0, size)
-            if seen is not None:
-                # hashed as the loop below hashes a tail
-                if _is_duplicate(rec, hashlib.sha256(b"D%d;%s" % (size, tail)), seen):
-                    return rec
+            if seen is not None and _is_duplicate_tail(rec, src, tail, seen):
+                return rec
             self._add_tail(rec, tail)
             return rec
         rec = FileRec(size)
-        h = hashlib.sha256() if seen is not None else None
+        all_tail = use_frag and size < bs  # deduplicated as above, by its tail
+        h = hashlib.sha256() if seen is not None and not all_tail else None
         tail: bytes | None = None
         # a block in a host hole and a block of zeros are the same content and are stored
         # (and hashed, for dedupe) alike: the image depends on the bytes, never on the holes
@@ -329,6 +348,8 @@ class DataWriter:
             self.queue.append(("data", rec, len(rec.sizes) - 1, self._submit(bytes(data)), self.files_added))
             self.data_queued += 1
         if h is not None and rec.size and _is_duplicate(rec, h, seen):
+            return rec
+        if all_tail and seen is not None and tail is not None and _is_duplicate_tail(rec, src, tail, seen):
             return rec
         if tail is not None:
             self._add_tail(rec, tail)
