@@ -447,9 +447,9 @@ def for_each_in_order(items: list, fn, stop=None, threads: int = 1) -> None:
     writes to one image file are serialized by the kernel anyway). Stops between items once
     `stop` is set. The error raised is the one of the first failing item in list order, as one
     thread would raise it: every item before it is still done, no later one is started once
-    it has failed. Under
-    in_background (stop is its Stop), the other threads start once the main thread's block
-    has ended: three threads on two cores slowed both the copy and the metadata."""
+    it has failed. Under in_background (stop is its Stop), the other threads start once the
+    main thread's block has ended: three threads on two cores slowed both the copy and the
+    metadata."""
     n = len(items)
     if threads <= 1 or n < 2:
         for item in items:

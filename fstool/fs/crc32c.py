@@ -18,7 +18,8 @@ def _load():
                 path = os.path.join(d, "_crc32c" + suffix)
                 if os.path.isfile(path):
                     loader = importlib.machinery.ExtensionFileLoader("crc32c._crc32c", path)
-                    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+                    spec_ = importlib.util.spec_from_loader(loader.name, loader)
+                    mod = importlib.util.module_from_spec(spec_)
                     loader.exec_module(mod)
                     return mod.crc32c
     except (ImportError, OSError, AttributeError):

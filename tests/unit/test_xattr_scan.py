@@ -56,7 +56,8 @@ def _inline(root, monkeypatch):
 def test_the_childs_xattrs_are_the_walks(tmp_path, monkeypatch, forced):
     _tree(tmp_path / "src")
     want = _inline(tmp_path / "src", monkeypatch)
-    assert want["/d3/hard"] == {"user.n": b"0", "user.other": b"v"} and want["/d1"] == {"user.dir": b"on a directory"}
+    assert want["/d3/hard"] == {"user.n": b"0", "user.other": b"v"}
+    assert want["/d1"] == {"user.dir": b"on a directory"}
     got = _xattrs(hostdir.load_dir(str(tmp_path / "src")))
     assert forced and got == want
     got = _xattrs(hostdir.load_dir(str(tmp_path / "src") + "/"))  # a root given with a slash
