@@ -368,9 +368,14 @@ def in_background(fn, *, fork: bool = False) -> Iterator[None]:
     child that fails is followed by fn here, whose error is raised (the copy is written again
     to the same blocks: the same bytes)."""
     if fork and may_fork():
-        with _in_child(fn):
-            yield
-        return
+        try:
+            pid = os.fork()
+        except OSError:  # no room for a child (a memory or process limit): a thread then
+            pid = -1
+        if pid >= 0:
+            with _in_child(fn, pid):
+                yield
+            return
     stop = Stop()
     failure: list[BaseException] = []
 
@@ -398,9 +403,8 @@ def in_background(fn, *, fork: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def _in_child(fn) -> Iterator[None]:
-    """in_background's fn in a forked child while the block runs."""
-    pid = os.fork()
+def _in_child(fn, pid: int) -> Iterator[None]:
+    """in_background's fn in the forked child (pid 0 here) while the block runs."""
     if pid == 0:  # the child: fn with nothing to wait for, then out without any cleanup
         status = 1
         try:

@@ -157,7 +157,12 @@ class _Forked:
         self.index = {id(src): i for i, src in enumerate(theirs)}
         self.results: list | None = None
         rfd, wfd = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(rfd)
+            os.close(wfd)
+            raise
         if pid == 0:  # the child
             status = 1
             try:
@@ -240,8 +245,13 @@ def scan_ahead(sources: Iterable[FileSource | None], bs: int) -> Iterator[None]:
     if len(todo) < 2:
         yield
         return
+    forked = None
     if _may_fork(todo):
-        forked = _Forked(todo, bs)
+        try:
+            forked = _Forked(todo, bs)
+        except OSError:  # no room for a child (a memory, process or file limit): the thread
+            pass
+    if forked is not None:
         token = _ahead.set(forked)
         try:
             yield

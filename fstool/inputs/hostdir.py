@@ -94,14 +94,17 @@ def load_dir(root: str, tree: Tree | None = None, prefix: str = "/") -> Tree:
     # xattrs are read here until the walk has met FORK_AFTER entries; from then on a child
     # process (XattrScan) reads every entry's, beside the walk, where it may fork
     scanner: XattrScan | None = None
-    inline = True
+    inline = forkable = True
     count = 0
     # an explicit stack, not recursion: a host tree thousands of levels deep is just deep
     stack = [(root, dest_root)]
     try:
         while stack:
-            if inline and count >= FORK_AFTER and _may_fork():
-                scanner, inline = XattrScan(root), False
+            if inline and forkable and count >= FORK_AFTER and _may_fork():
+                try:
+                    scanner, inline = XattrScan(root), False
+                except OSError:  # no room for a child: the walk goes on reading them itself
+                    forkable = False
             host, dnode = stack.pop()
             try:
                 names = sorted(os.listdir(host))
@@ -157,7 +160,12 @@ class XattrScan:
     def __init__(self, root: str):
         self.root = root
         rfd, wfd = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(rfd)
+            os.close(wfd)
+            raise
         if pid == 0:  # the child
             status = 1
             try:

@@ -141,3 +141,30 @@ def test_an_ext4_copied_by_a_child_is_the_same_image(tmp_path, monkeypatch):
     assert (tmp_path / "child.img").read_bytes() == (tmp_path / "here.img").read_bytes()
     subprocess.run([shutil.which("e2fsck") or "e2fsck", "-fn", str(tmp_path / "child.img")], check=True,
                    capture_output=True)
+
+
+def test_no_room_for_a_child_means_threads(tmp_path, monkeypatch):
+    """fork failing (a memory or process limit) costs the helpers' speed, never the build."""
+    import fstool.image as image
+    import fstool.inputs.hostdir as hostdir
+    import fstool.zeros as zeros
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    src = tmp_path / "src"
+    for i in range(300):
+        d = src / f"d{i % 5}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(os.urandom(i * 97 % 70_000))
+    os.setxattr(src / "d1" / "f1", "user.kept", b"yes")
+    args = ["create", "-q", "-t", "ext4", str(src), "--size", "64MiB", "-O", "block_size=4096"]
+    assert main(args + ["-o", str(tmp_path / "ref.img")]) == 0
+    for mod in (image, hostdir, zeros):
+        monkeypatch.setattr(mod, "may_fork" if mod is image else "_may_fork",
+                            (lambda *a: True))
+    monkeypatch.setattr(hostdir, "FORK_AFTER", 0)
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert main(args + ["-o", str(tmp_path / "out.img")]) == 0
+    assert (tmp_path / "out.img").read_bytes() == (tmp_path / "ref.img").read_bytes()
+    assert hostdir.load_dir(str(src)).lookup("/d1/f1").xattrs == {"user.kept": b"yes"}
