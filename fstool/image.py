@@ -12,6 +12,7 @@ Invariants kept here:
 from __future__ import annotations
 
 import errno
+import marshal
 import os
 import signal
 import stat
@@ -350,6 +351,62 @@ def may_fork() -> bool:
     """Whether this process may fork a helper: only when it runs no other thread (the child
     gets just the forking one, and a lock another thread held would stay held there)."""
     return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class ChildResult:
+    """work() run in a forked child, its result (anything marshal takes) sent back down a
+    pipe: for helpers whose work is Python that would hold the GIL on a thread. result()
+    waits for it, or gives None when the child failed (the caller then does the work
+    itself, so the outcome never depends on the child); close() kills and reaps a child
+    whose result is no longer wanted. OSError from the constructor: no child could be made."""
+
+    def __init__(self, work):
+        rfd, wfd = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(rfd)
+            os.close(wfd)
+            raise
+        if pid == 0:  # the child: the work, its result, then out without any cleanup
+            status = 1
+            try:
+                os.close(rfd)
+                view = memoryview(marshal.dumps(work()))
+                while view:
+                    view = view[os.write(wfd, view):]
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(wfd)
+        self.pid, self.rfd = pid, rfd
+
+    def result(self):
+        chunks = []
+        try:
+            while chunk := os.read(self.rfd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(self.rfd)
+            self.rfd = -1
+            _pid, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+        try:
+            return marshal.loads(b"".join(chunks)) if status == 0 else None
+        except (EOFError, ValueError, TypeError):
+            return None
+
+    def close(self) -> None:
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.rfd >= 0:
+            os.close(self.rfd)
+            self.rfd = -1
 
 
 @contextmanager

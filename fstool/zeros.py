@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import marshal
 import os
-import signal
 import threading
 from collections import OrderedDict
 from typing import Iterable, Iterator
 
-from .image import io_thread_switching, may_fork
+from .image import ChildResult, io_thread_switching, may_fork
 from .tree import FileSource, pread_exact
 
 CHUNK = 4 << 20  # bytes read at a time
@@ -156,31 +154,7 @@ class _Forked:
         self.theirs = theirs  # kept alive: their ids are the keys below
         self.index = {id(src): i for i, src in enumerate(theirs)}
         self.results: list | None = None
-        rfd, wfd = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(rfd)
-            os.close(wfd)
-            raise
-        if pid == 0:  # the child
-            status = 1
-            try:
-                os.close(rfd)
-                out: list = []
-                for src in theirs:
-                    try:
-                        out.append(_segments(src, bs, -1))
-                    except Exception:  # noqa: BLE001 - the writer scans it again and raises it
-                        out.append(None)
-                view = memoryview(marshal.dumps(out))
-                while view:
-                    view = view[os.write(wfd, view):]
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(wfd)
-        self.pid, self.rfd = pid, rfd
+        self.child = ChildResult(lambda: [_scan_or_none(src, bs) for src in theirs])
 
     def take(self, src: FileSource, bs: int):
         """The child's scan of src, or None when the writer must scan it itself (not the
@@ -196,36 +170,21 @@ class _Forked:
         return res
 
     def _receive(self) -> None:
-        chunks = []
-        try:
-            while True:
-                chunk = os.read(self.rfd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(self.rfd)
-            self.rfd = -1
-            _pid, status = os.waitpid(self.pid, 0)
-            self.pid = 0
-        try:
-            res = marshal.loads(b"".join(chunks)) if status == 0 else None
-        except (EOFError, ValueError, TypeError):
-            res = None
+        res = self.child.result()
         self.results = res if isinstance(res, list) and len(res) == len(self.theirs) \
             else [None] * len(self.theirs)
 
     def close(self) -> None:
-        if self.pid:  # never asked (the build failed first): the child is not waited for
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
-            self.pid = 0
-        if self.rfd >= 0:
-            os.close(self.rfd)
-            self.rfd = -1
+        self.child.close()  # never asked (the build failed first): killed, not waited for
+
+
+def _scan_or_none(src: FileSource, bs: int):
+    """The child's scan of one file; None when it fails (the writer scans it again, and
+    raises its error in order)."""
+    try:
+        return _segments(src, bs, -1)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _may_fork(todo: list[FileSource]) -> bool:

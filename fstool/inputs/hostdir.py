@@ -7,13 +7,11 @@ Defaults mirror `mke2fs -d` and `mksquashfs`: mode, owner, mtime and xattrs kept
 """
 from __future__ import annotations
 
-import marshal
 import os
-import signal
 import stat
 
 from ..errors import InputError
-from ..image import may_fork as _may_fork
+from ..image import ChildResult, may_fork as _may_fork
 from ..tree import (
     _KIND_OF_IFMT, EMPTY_SOURCE, NO_XATTRS, FileSource, Kind, LazyOrigin, Node, Tree, check_name, encode_name,
 )
@@ -159,44 +157,11 @@ class XattrScan:
 
     def __init__(self, root: str):
         self.root = root
-        rfd, wfd = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(rfd)
-            os.close(wfd)
-            raise
-        if pid == 0:  # the child
-            status = 1
-            try:
-                os.close(rfd)
-                view = memoryview(marshal.dumps(_scan_xattrs(root)))
-                while view:
-                    view = view[os.write(wfd, view):]
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(wfd)
-        self.pid, self.rfd = pid, rfd
-
-    def _receive(self) -> dict | None:
-        chunks = []
-        try:
-            while chunk := os.read(self.rfd, 1 << 20):
-                chunks.append(chunk)
-        finally:
-            os.close(self.rfd)
-            self.rfd = -1
-            _pid, status = os.waitpid(self.pid, 0)
-        try:
-            found = marshal.loads(b"".join(chunks)) if status == 0 else None
-        except (EOFError, ValueError, TypeError):
-            found = None
-        return found if isinstance(found, dict) else None
+        self.child = ChildResult(lambda: _scan_xattrs(root))
 
     def apply(self, top: Node) -> None:
-        found = self._receive()
-        if found is None:  # read them here, entry by entry, as the walk would have
+        found = self.child.result()
+        if not isinstance(found, dict):  # read them here, entry by entry, as the walk would have
             stack = [(self.root.rstrip("/"), top)]
             while stack:
                 host, d = stack.pop()
@@ -218,14 +183,7 @@ class XattrScan:
 
     def close(self) -> None:
         """The walk failed before apply(): stop the child and reap it."""
-        if self.rfd >= 0:
-            os.close(self.rfd)
-            self.rfd = -1
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
+        self.child.close()
 
 
 def _scan_xattrs(root: str) -> dict[str, dict[str, bytes]]:

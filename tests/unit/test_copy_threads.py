@@ -168,3 +168,17 @@ def test_no_room_for_a_child_means_threads(tmp_path, monkeypatch):
     assert main(args + ["-o", str(tmp_path / "out.img")]) == 0
     assert (tmp_path / "out.img").read_bytes() == (tmp_path / "ref.img").read_bytes()
     assert hostdir.load_dir(str(src)).lookup("/d1/f1").xattrs == {"user.kept": b"yes"}
+
+
+def test_child_result():
+    from fstool.image import ChildResult
+    assert ChildResult(lambda: {"a": [1, (2, b"x")]}).result() == {"a": [1, (2, b"x")]}
+    assert ChildResult(lambda: 1 / 0).result() is None  # a failing child: the caller does it
+    assert ChildResult(lambda: object()).result() is None  # nothing marshal can send
+    slow = ChildResult(lambda: time.sleep(60))
+    pid = slow.pid
+    start = time.monotonic()
+    slow.close()
+    assert time.monotonic() - start < 10 and slow.pid == 0 and slow.rfd == -1
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

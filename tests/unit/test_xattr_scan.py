@@ -81,8 +81,9 @@ def test_a_failing_walk_stops_the_child(tmp_path, monkeypatch, forced):
     real_close = hostdir.XattrScan.close
 
     def close(self):
+        pid = self.child.pid
         real_close(self)
-        closed.append(self)
+        closed.append((self, pid))
 
     def check_name(name, path):
         raise InputError("name too long", where=path)
@@ -92,6 +93,6 @@ def test_a_failing_walk_stops_the_child(tmp_path, monkeypatch, forced):
     (tmp_path / "src" / "d2" / ("n" * 70)).write_bytes(b"")
     with pytest.raises(InputError):
         hostdir.load_dir(str(tmp_path / "src"))
-    assert len(closed) == 1 and closed[0].rfd == -1
+    assert len(closed) == 1 and closed[0][0].child.rfd == -1 and closed[0][1] > 0
     with pytest.raises(ProcessLookupError):  # reaped
-        os.kill(closed[0].pid, 0)
+        os.kill(closed[0][1], 0)

@@ -110,7 +110,7 @@ def test_scan_ahead_stops_when_the_block_fails(tmp_path, helper):
     assert not [t for t in __import__("threading").enumerate() if t.name == "fstool-scan"]
     assert zeros._ahead.get() is None
     if helper == "child":  # killed and reaped, its pipe closed
-        assert ahead.pid == 0 and ahead.rfd == -1
+        assert ahead.child.pid == 0 and ahead.child.rfd == -1
 
 
 def test_the_childs_scans_are_kept_by_the_worker(tmp_path, monkeypatch):
