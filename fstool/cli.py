@@ -675,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("FSTOOL_DEBUG"))
     argv = sys.argv[1:] if argv is None else argv
     if "--persistent_worker" in argv:  # Bazel starts a worker with this flag last
+        import gc
+        gc.enable()  # run() turned it off for one command; a worker collects between requests
         from .worker import serve
         return serve(argv)
     try:

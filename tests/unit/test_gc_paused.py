@@ -22,3 +22,17 @@ def test_a_command_runs_without_the_collector_and_leaves_it_as_it_was(tmp_path, 
         gc.enable()
     assert main(["create", "-q", "-t", "nosuchfs", str(tmp_path / "src"), "-o", str(tmp_path / "c")]) == 2
     assert gc.isenabled()  # an error too
+
+
+def test_a_worker_collects_between_requests(monkeypatch):
+    """cli.run turns the collector off for good; a persistent worker turns it back on (each
+    request then runs with it paused)."""
+    import fstool.worker as worker
+    seen = []
+    monkeypatch.setattr(worker, "serve", lambda argv: seen.append(gc.isenabled()) or 0)
+    gc.disable()
+    try:
+        assert main(["worker", "--persistent_worker"]) == 0
+        assert seen == [True] and gc.isenabled()
+    finally:
+        gc.enable()
