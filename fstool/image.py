@@ -347,6 +347,25 @@ class Stop(threading.Event):
         self.main_done = threading.Event()
 
 
+_QUIET = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def fork_helper() -> int:
+    """os.fork for a helper child, which never sees SIGINT, SIGTERM or SIGHUP (blocked in it
+    for its whole life): a Python handler run in the child, even in the instant before its
+    try block, would unwind into the parent's frames there (their cleanup, or the build
+    itself, run twice). The parent kills its children with SIGKILL when it stops early."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _QUIET)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
+    if pid != 0:  # the parent: its own mask back
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return pid
+
+
 def may_fork() -> bool:
     """Whether this process may fork a helper: only when it runs no other thread (the child
     gets just the forking one, and a lock another thread held would stay held there)."""
@@ -363,7 +382,7 @@ class ChildResult:
     def __init__(self, work):
         rfd, wfd = os.pipe()
         try:
-            pid = os.fork()
+            pid = fork_helper()
         except OSError:
             os.close(rfd)
             os.close(wfd)
@@ -426,7 +445,7 @@ def in_background(fn, *, fork: bool = False) -> Iterator[None]:
     to the same blocks: the same bytes)."""
     if fork and may_fork():
         try:
-            pid = os.fork()
+            pid = fork_helper()
         except OSError:  # no room for a child (a memory or process limit): a thread then
             pid = -1
         if pid >= 0:

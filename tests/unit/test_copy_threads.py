@@ -175,6 +175,11 @@ def test_child_result():
     assert ChildResult(lambda: {"a": [1, (2, b"x")]}).result() == {"a": [1, (2, b"x")]}
     assert ChildResult(lambda: 1 / 0).result() is None  # a failing child: the caller does it
     assert ChildResult(lambda: object()).result() is None  # nothing marshal can send
+    import signal
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    in_child = ChildResult(lambda: [int(x) for x in signal.pthread_sigmask(signal.SIG_BLOCK, [])]).result()
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= set(in_child)  # never seen there
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # and here as before
     slow = ChildResult(lambda: time.sleep(60))
     pid = slow.pid
     start = time.monotonic()
