@@ -111,3 +111,13 @@ def test_tail_dedupe_does_not_depend_on_the_hash(tmp_path, monkeypatch):
     undeduped = tmp_path / "nodedup.sqfs"
     assert _run(["create", "-q", "-t", "squashfs", str(src), "-o", str(undeduped), "-O", "dedup=false"]) == 0
     assert len(ref.read_bytes()) < len(undeduped.read_bytes())  # the duplicates were shared
+
+
+@pytest.mark.parametrize("size", [0, 100, 8192 * 4, 8192 * 9 + 77])
+def test_a_table_compressed_on_threads_is_the_same_bytes(size):
+    from fstool.fs.squashfs.codec import Codec
+    data = b"".join(b"%08d" % (i * 7919 % 100003) for i in range(size // 8 + 1))[:size]
+    one, many = sw.MetaWriter(Codec("zstd")), sw.MetaWriter(Codec("zstd"))
+    one.add(data)
+    many.add_table(data, 2)
+    assert many.finish() == one.finish() and many.block_starts == one.block_starts
