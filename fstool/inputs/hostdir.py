@@ -13,7 +13,7 @@ import stat
 from ..errors import InputError
 from ..image import ChildResult, may_fork as _may_fork
 from ..tree import (
-    _KIND_OF_IFMT, EMPTY_SOURCE, NO_XATTRS, FileSource, Kind, LazyOrigin, Node, Tree, check_name, encode_name,
+    EMPTY_SOURCE, NO_XATTRS, FileSource, Kind, LazyOrigin, Node, Tree, check_name, encode_name,
 )
 
 
@@ -41,12 +41,9 @@ def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True,
                    origin: LazyOrigin | None = None, ints: dict[int, int] | None = None) -> Node:
     """The node of one host entry. `origin` (shared by a whole walk) stands for `path` in
     error messages; `ints` makes equal modes, owners and times one int object each.
-    Written for speed (it runs once per entry of every walk): one lookup for the kind, the
-    fields given in order, xattrs read only when listxattr names some."""
+    It runs once per entry of every walk: the node's fields are given in order."""
     st_mode = st.st_mode
-    kind = _KIND_OF_IFMT.get(st_mode & 0o170000)
-    if kind is None:
-        kind = Kind.from_mode(st_mode)  # raises, naming the mode
+    kind = Kind.from_mode(st_mode)
     i = ints.setdefault if ints is not None else _keep
     sec, ns = divmod(st.st_mtime_ns, 1_000_000_000)
     mode, uid, gid = st_mode & 0o7777, st.st_uid, st.st_gid
@@ -55,12 +52,7 @@ def node_from_stat(path: str, st: os.stat_result, *, xattrs: bool = True,
     node = Node(kind, i(mode, mode), i(uid, uid), i(gid, gid), i(sec, sec), i(ns, ns), NO_XATTRS,
                 None, None, (0, 0), {} if kind is Kind.DIR else None, path if origin is None else origin)
     if xattrs:
-        try:
-            names = os.listxattr(path, follow_symlinks=False)
-        except OSError:
-            names = None
-        if names:
-            node.update_xattrs(read_xattrs(path))
+        node.update_xattrs(read_xattrs(path))  # none (most entries): the shared empty mapping stays
     if kind is Kind.FILE:
         node.source = FileSource(path, st.st_size) if st.st_size else EMPTY_SOURCE
     elif kind is Kind.SYMLINK:
