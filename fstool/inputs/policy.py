@@ -18,18 +18,17 @@ def apply_policy(tree: Tree, *, all_root: bool = False, mtime: int | None = None
     if all_root or mtime is not None or clamp is not None:
         # each rule sets a value or lowers it to a bound: applied twice to a hardlinked node,
         # or in any order, it gives the same, so the nodes are visited unsorted, without paths
-        stack = [tree.root]
-        while stack:
-            d = stack.pop()
-            for node in (d, *d.children.values()) if d is tree.root else d.children.values():
-                if all_root:
-                    node.uid = node.gid = 0
-                if mtime is not None:
-                    node.mtime, node.mtime_ns = mtime, 0
-                if clamp is not None and node.mtime >= clamp and (node.mtime > clamp or node.mtime_ns):
-                    node.mtime, node.mtime_ns = clamp, 0
-                if node.kind is Kind.DIR and node is not d:
-                    stack.append(node)
+        pending = [tree.root]
+        while pending:
+            node = pending.pop()
+            if all_root:
+                node.uid = node.gid = 0
+            if mtime is not None:
+                node.mtime, node.mtime_ns = mtime, 0
+            if clamp is not None and node.mtime >= clamp and (node.mtime > clamp or node.mtime_ns):
+                node.mtime, node.mtime_ns = clamp, 0
+            if node.kind is Kind.DIR:
+                pending.extend(node.children.values())
     if file_contexts:
         from .security import apply_file_contexts
         apply_file_contexts(tree, file_contexts)
