@@ -141,8 +141,8 @@ class _Forked:
     os._exit; a file it could not scan is scanned again by the writer, which then raises
     that file's error in order, so results and errors are those of one scan in order."""
 
-    def __init__(self, sources: list[FileSource], bs: int):
-        goal = sum(src.size + PER_FILE for src in sources) * PARENT_SHARE
+    def __init__(self, sources: list[FileSource], bs: int, work: int):
+        goal = work * PARENT_SHARE  # work: what _work(sources) says
         cut, acc = len(sources), 0
         for i, src in enumerate(sources):
             acc += src.size + PER_FILE
@@ -187,9 +187,14 @@ def _scan_or_none(src: FileSource, bs: int):
         return None
 
 
-def _may_fork(todo: list[FileSource]) -> bool:
+def _work(sources: list[FileSource]) -> int:
+    """What scanning these costs, in bytes read (opening a file counted as PER_FILE)."""
+    return sum(src.size for src in sources) + PER_FILE * len(sources)
+
+
+def _may_fork(work: int) -> bool:
     """Fork where the process may (image.may_fork) and for enough work to pay for it."""
-    return may_fork() and sum(src.size + PER_FILE for src in todo) >= FORK_MIN
+    return may_fork() and work >= FORK_MIN
 
 
 @contextlib.contextmanager
@@ -205,9 +210,10 @@ def scan_ahead(sources: Iterable[FileSource | None], bs: int) -> Iterator[None]:
         yield
         return
     forked = None
-    if _may_fork(todo):
+    work = _work(todo)
+    if _may_fork(work):
         try:
-            forked = _Forked(todo, bs)
+            forked = _Forked(todo, bs, work)
         except OSError:  # no room for a child (a memory, process or file limit): the thread
             pass
     if forked is not None:

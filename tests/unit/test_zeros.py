@@ -73,7 +73,7 @@ def _files(tmp_path, n, seed=0):
 def helper(request, monkeypatch):
     """scan_ahead's helper: the thread, or the child process (forced: the test process runs
     threads of its own, and the trees here are small)."""
-    monkeypatch.setattr(zeros, "_may_fork", lambda todo: request.param == "child")
+    monkeypatch.setattr(zeros, "_may_fork", lambda work: request.param == "child")
     return request.param
 
 
@@ -116,7 +116,7 @@ def test_scan_ahead_stops_when_the_block_fails(tmp_path, helper):
 def test_the_childs_scans_are_kept_by_the_worker(tmp_path, monkeypatch):
     """Under the persistent worker, what the child scanned is remembered by digest like
     the writer's own scans."""
-    monkeypatch.setattr(zeros, "_may_fork", lambda todo: True)
+    monkeypatch.setattr(zeros, "_may_fork", lambda work: True)
     srcs = _files(tmp_path, 60)
     memory = zeros.ScanMemory()
     digests = {os.path.abspath(s.path): f"d{i}" for i, s in enumerate(srcs)}
