@@ -561,6 +561,21 @@ def for_each_in_order(items: list, fn, stop=None, threads: int = 1) -> None:
         raise errors[min(errors)]
 
 
+class Tally:
+    """Bytes done out of a total, told to report(done, total) as they add up, from any of
+    for_each_in_order's threads (report may be None: nothing is told)."""
+
+    def __init__(self, report, total: int):
+        self.report, self.total, self.done = report, total, 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        if self.report is not None:
+            with self.lock:
+                self.done += n
+                self.report(self.done, self.total)
+
+
 def copy_sources(out: ImageFile, items, sparse: bool = True, report=None, stop=None,
                  threads: int = 1) -> None:
     """Copy many files' data into out: items are (FileSource, offset in out). Each data extent
@@ -568,9 +583,7 @@ def copy_sources(out: ImageFile, items, sparse: bool = True, report=None, stop=N
     With threads=2 two threads copy (for_each_in_order): 300 MB in 3,000 files, 0.097 s
     against 0.122 s on one. report(done_bytes, total_bytes) is called after each file."""
     items = [(src, off) for src, off in items if src is not None and src.size]
-    total = sum(src.size for src, _ in items)
-    lock = threading.Lock()
-    done = [0]
+    tally = Tally(report, sum(src.size for src, _ in items))
 
     def copy_one(item) -> None:
         src, off = item
@@ -586,10 +599,7 @@ def copy_sources(out: ImageFile, items, sparse: bool = True, report=None, stop=N
             os.close(fd)
         if pos < src.size and not sparse:
             write_zeros(out, off + pos, src.size - pos)
-        if report is not None:
-            with lock:
-                done[0] += src.size
-                report(done[0], total)
+        tally.add(src.size)
 
     for_each_in_order(items, copy_one, stop, threads)
 

@@ -10,10 +10,9 @@ superblock and the descriptors are those of the bitmaps.
 from __future__ import annotations
 
 import os
-import threading
 
 from ..base import FsParams
-from ...image import ImageFile, data_extents, for_each_in_order, in_background, write_zeros
+from ...image import ImageFile, Tally, data_extents, for_each_in_order, in_background, write_zeros
 from ...tree import Kind
 from . import xattr
 from .extent import extent_tree, indirect_map
@@ -153,14 +152,10 @@ def copy_data(out: ImageFile, params: FsParams, inos: list[Ino], bs: int, stop=N
     """Each file's data segments to the blocks its extents give them (until stop is set), on
     two threads unless one was asked for (image.for_each_in_order: the same bytes)."""
     files = [r for r in inos if r.kind is Kind.FILE and r.segs]
-    total = sum(r.node.size for r in files)
-    lock = threading.Lock()
-    done = [0]
+    tally = Tally(params.report, sum(r.node.size for r in files))
 
     def copy_one(r: Ino) -> None:
-        with lock:
-            done[0] += r.node.size
-            params.report(done[0], total)
+        tally.add(r.node.size)
         fd = os.open(r.node.source.path, os.O_RDONLY)
         try:
             ext = r.extents
