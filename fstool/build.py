@@ -173,24 +173,31 @@ def build_filesystem(fs: FsSpec, out: ImageFile, seed: bytes, *, size: int | Non
     fmt = format_for(fs.type, f"{fs.where}.type")
     if fs.opts is None:
         parse_format_options(fs)
-    if tree is None:
-        tree = load_tree(fs)
-    check_tree(fmt, tree, fs.where)
-    # identifiers come from what was asked for and what went in: the spec's (or the CLI's)
-    # seed plus the tree's fingerprint, so two trees under one spec get two UUIDs; a `seed`
-    # key in the spec replaces both (make_params) for identifiers that never change
-    if not fmt.caps.seeded:
-        seed = NO_SEED
-    elif seed is None:
-        seed = create_seed(fs, tree)
-    else:
-        seed = hashlib.sha256(b"fstool-tree/" + seed + tree_fingerprint(tree)).digest()
-    params = make_params(fs, seed, size=size,
-                         headroom=headroom, partition_offset=partition_offset, verbose=verbose,
-                         progress=progress)
-    if params.verbose:  # stats() walks the whole tree: only when someone reads it
-        params.log(f"writing {fs.type}: {tree.stats()}")
-    return fmt.writer_module(f"{fs.where}.type").write(tree, out, params)
+    # work the writer may adopt, begun while the tree loads (squashfs: its first blocks)
+    head = fmt.start_head(fs) if tree is None else None
+    try:
+        if tree is None:
+            tree = load_tree(fs)
+        check_tree(fmt, tree, fs.where)
+        # identifiers come from what was asked for and what went in: the spec's (or the CLI's)
+        # seed plus the tree's fingerprint, so two trees under one spec get two UUIDs; a `seed`
+        # key in the spec replaces both (make_params) for identifiers that never change
+        if not fmt.caps.seeded:
+            seed = NO_SEED
+        elif seed is None:
+            seed = create_seed(fs, tree)
+        else:
+            seed = hashlib.sha256(b"fstool-tree/" + seed + tree_fingerprint(tree)).digest()
+        params = make_params(fs, seed, size=size,
+                             headroom=headroom, partition_offset=partition_offset, verbose=verbose,
+                             progress=progress)
+        params.head_start = head
+        if params.verbose:  # stats() walks the whole tree: only when someone reads it
+            params.log(f"writing {fs.type}: {tree.stats()}")
+        return fmt.writer_module(f"{fs.where}.type").write(tree, out, params)
+    finally:
+        if head is not None:
+            head.close()
 
 
 class _NoSeed(bytes):

@@ -43,6 +43,7 @@ class FsParams:
     where: str = "filesystem"  # the spec table or CLI flag these came from, for messages
     progress: Any = None  # fstool.progress.Progress (stderr is a terminal) or None
     block_cache: Any = None  # fstool.cache.BlockCache: compressed units reused, never other bytes
+    head_start: Any = None  # what the format's head_start began before the tree was loaded
 
     def report(self, done: int, total: int) -> None:
         """Tell the user how far the data has got (a no-op unless stderr is a terminal)."""

@@ -5,13 +5,16 @@ in its `__init__.py` (which must import nothing heavy); `fstool.fs.FORMAT_PACKAG
 lists the packages, one line each. The CLI, the spec parser, the disk assembler
 and the Bazel rules only ask the registry (`fstool.fs.lookup`, `fstool.fs.formats`).
 
-Invariant: a `Format` is pure data plus three entry points.
+Invariant: a `Format` is pure data plus three entry points, and an optional fourth.
 - `parse_options(params) -> typed options` runs when the spec is read (before any
   input is loaded or byte written), so every option error of every partition comes
   first; its result travels to the writer as `params.opts`.
 - `writer` names a module with `write(tree, out: ImageFile, params: FsParams) -> int`
   (the image size in bytes; `params.size is None` means "the smallest that holds it").
 - `reader` names a module with `probe(region) -> bool` and `open(region) -> Reader`.
+- `head_start` (optional) names a module with `start(fs: FsSpec) -> handle or None`, called
+  before the tree is loaded; the handle travels to the writer as `params.head_start` (work
+  the writer may adopt, never depend on) and is closed by the caller once the writer ends.
 `Capabilities` and `Limits` say what the format stores; `check_tree` refuses, with
 the path and value named, anything outside them, so no writer ever wraps or clamps.
 """
@@ -76,6 +79,7 @@ class Format:
     parse_options: Callable[[Any], Any] | None = None  # (FsParams) -> typed options
     writer: str | None = None  # module path, imported lazily
     reader: str | None = None  # module path, imported lazily
+    head_start: str | None = None  # module path with start(fs), imported lazily
     extensions: tuple[str, ...] = ()  # output file name endings that imply this format
     probe_order: int = 50  # lower probes first (formats with a strong magic first)
     partition_type: str = "linux"  # the partition type a disk gives it when the spec names none
@@ -88,6 +92,12 @@ class Format:
         if self.writer is None:
             raise SpecError(f"writing {self.name} is not supported", where=where)
         return importlib.import_module(self.writer)
+
+    def start_head(self, fs):
+        """The format's head start for fs (see the module's docstring), or None."""
+        if self.head_start is None:
+            return None
+        return importlib.import_module(self.head_start).start(fs)
 
     def reader_module(self):
         if self.reader is None:

@@ -20,6 +20,7 @@ FORMAT = Format(
     parse_options=_parse_options,
     writer="fstool.fs.squashfs.writer",
     reader="fstool.fs.squashfs.reader",
+    head_start="fstool.fs.squashfs.headstart",
     extensions=(".sqfs", ".squashfs"),
     probe_order=10,
     description="SquashFS 4.0 (compressed, read-only)",

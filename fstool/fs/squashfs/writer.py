@@ -12,7 +12,8 @@ Phases, each a function returning a plan:
    files (same size and SHA-256) share one copy: a duplicate's already-written blocks are
    rewound over;
    With a block cache (fstool.cache), a block whose compressed form is cached is not
-   compressed again; the bytes are the same either way;
+   compressed again; the bytes are the same either way. The first blocks may come from the
+   head start (headstart.py), compressed by a child while the tree was loading;
 3. `MetadataWriter.run` -> MetaPlan: the inode and directory tables, in the same post-order,
    on a second thread that follows the data pass file by file (an inode is written once its
    file's blocks are placed);
@@ -203,6 +204,7 @@ class DataWriter:
                  cache=None):
         self.out, self.codec, self.bs = out, codec, bs
         self.cache = cache  # fstool.cache.BlockCache or None
+        self.early = None  # headstart.Early: blocks compressed while the tree was loading
         self.namespace = codec.cache_namespace() if cache is not None else b""
         self.pos = self.hwm = start
         self.limit = limit
@@ -238,11 +240,17 @@ class DataWriter:
         return (data, True) if raw else (c, False)
 
     def _submit(self, data: bytes) -> Future:
-        if self.pool is None:
-            f: Future = Future()
-            f.set_result(self._compress(data))
-            return f
-        return self.pool.submit(self._compress, data)
+        got = None
+        early = self.early
+        if early is not None:  # compressed before the data pass began, if it is this block
+            got = early.take(data)
+            if got is None and not early.results:
+                self.early = None
+        if got is None and self.pool is not None:
+            return self.pool.submit(self._compress, data)
+        f: Future = Future()
+        f.set_result(got if got is not None else self._compress(data))
+        return f
 
     def _place(self, data: bytes) -> int:
         start = self.pos
@@ -534,6 +542,9 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
     if opts_block is not None:
         start += META_HEADER.size + len(opts_block)
     dw = DataWriter(out, codec, cfg.block_size, params.thread_count(), start, limit, params.block_cache)
+    if params.head_start is not None:
+        from .headstart import Early
+        dw.early = early = Early(params.head_start.harvest())
     seen: dict | None = {} if cfg.dedup else None
     recs = meta.recs
     meta.dw = dw
@@ -577,6 +588,9 @@ def write_data(numbering: Numbering, out: ImageFile, params: FsParams, cfg: Squa
         raise failure[0]
     params.log(f"squashfs: {numbering.count} inodes, {len(dw.fragments)} fragment blocks, "
                f"data {format_size(dw.pos)}")
+    if params.head_start is not None:
+        params.log(f"squashfs: {early.taken} blocks taken from those compressed while the tree "
+                   "was loading")
     return DataPlan(dw.fragments, dw.pos, dw.hwm, opts_block), result[0]
 
 
