@@ -26,6 +26,7 @@ the metadata tables themselves.
 from __future__ import annotations
 
 import hashlib
+import struct
 import sys
 import threading
 from array import array
@@ -53,6 +54,8 @@ from .options import SquashfsOptions, parse_options
 BASIC_TYPE = {Kind.DIR: DIR, Kind.FILE: FILE, Kind.SYMLINK: SYMLINK, Kind.BLK: BLKDEV,
               Kind.CHR: CHRDEV, Kind.FIFO: FIFO, Kind.SOCK: SOCKET}
 U32 = 0xFFFFFFFF
+# the basic regular-file inode, its header and body as one struct (the two declared records)
+BASIC_FILE = struct.Struct("<" + INODE_HEADER.struct.format[1:] + FILE_INODE.struct.format[1:])
 
 
 class MetaWriter:
@@ -637,11 +640,7 @@ class MetadataWriter:
 
     def write_leaf(self, node: Node) -> None:
         """The inode of a non-directory: the basic type when it fits, else the extended one."""
-        nlink = self.tree.nlink(node)
-        xi = self.xattr_of(node)
-        self.refs[self.number[node] - 1] = self.inodes.ref()
         k = node.kind
-        add = self.inodes.add
         if k is Kind.FILE:
             # files come in the data pass's order: wait until this one's blocks are placed
             self.files_written += 1
@@ -651,6 +650,22 @@ class MetadataWriter:
             if rec.dup_of is not None:
                 rec = rec.dup_of
             start = rec.blocks_start or 0
+            if (not rec.sparse and not node.xattrs and start <= U32 and rec.size <= U32
+                    and self.tree.nlink(node) == 1):
+                # the basic inode of most files: header and body packed at once
+                ids, mtime, num = self.ids, node.mtime, self.number[node]
+                self.refs[num - 1] = self.inodes.ref()
+                self.inodes.add(BASIC_FILE.pack(
+                    FILE, node.mode & 0o7777, ids.get(node.uid), ids.get(node.gid),
+                    mtime if 0 <= mtime <= U32 else min(max(mtime, 0), U32), num,
+                    start, rec.frag, rec.frag_off, rec.size)
+                    + (b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes)) if rec.sizes else b""))
+                return
+        nlink = self.tree.nlink(node)
+        xi = self.xattr_of(node)
+        self.refs[self.number[node] - 1] = self.inodes.ref()
+        add = self.inodes.add
+        if k is Kind.FILE:
             sizes = b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes))
             if start <= U32 and rec.size <= U32 and nlink == 1 and xi == NO_XATTR and not rec.sparse:
                 add(self.header(node, FILE) + FILE_INODE.pack(
@@ -703,11 +718,13 @@ class MetadataWriter:
                 run.clear()
 
         run_bytes = 0
-        kids = d.children
+        kids, number, refs = d.children, self.number, self.refs
+        pack_entry = DIR_ENTRY.struct.pack
+        file_kind, dir_kind = Kind.FILE, Kind.DIR
         for name in self.names[d]:
             child = kids[name]
-            num = self.number[child]
-            ref = self.refs[num - 1]
+            num = number[child]
+            ref = refs[num - 1]
             cblock, coff = ref >> 16, ref & 0xFFFF
             raw = encode_name(name)
             esize = DIR_ENTRY.size + len(raw)
@@ -717,8 +734,9 @@ class MetadataWriter:
                     or not -32768 <= num - base <= 32767 or crosses):
                 flush()
                 base, block, first, run_bytes = num, cblock, raw, 0
-            run.append(DIR_ENTRY.pack(offset=coff, inode_number=num - base, type=BASIC_TYPE[child.kind],
-                                      size=len(raw) - 1) + raw)
+            kind = child.kind
+            itype = FILE if kind is file_kind else DIR if kind is dir_kind else BASIC_TYPE[kind]
+            run.append(pack_entry(coff, num - base, itype, len(raw) - 1) + raw)
             run_bytes += esize
         flush()
         return bytes(out_b), index if len(index) > 1 else []
