@@ -63,9 +63,9 @@ def record(monkeypatch):
             rec["hook"](results)
         return results
 
-    def compress(self, data):
-        rec["compressed"] += 1
-        return real_compress(self, data)
+    def compress(self, data, early=None):
+        rec["compressed"] += early is None
+        return real_compress(self, data, early)
 
     def take(self, data):
         got = real_take(self, data)
@@ -124,8 +124,11 @@ def test_a_file_changed_after_the_child_read_it_is_compressed_again(tmp_path, mo
     new = bytes(reversed(old))
     assert new != old and len(new) > 100
 
+    st = target.stat()
+
     def edit(_results):  # after the child read the tree, before the data pass reads it
         target.write_bytes(new)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # the walk saw the old time
 
     record["hook"] = edit
     _build(src, tmp_path / "early.sqfs")
@@ -184,9 +187,30 @@ def test_no_head_start_where_it_cannot_help(tmp_path, monkeypatch):
     assert headstart.start(fs(tmp_path / "src", tmp_path / "src")) is None  # layered sources
     assert headstart.start(fs(tmp_path / "src" / "big")) is None  # not a directory
     assert headstart.start(fs(tmp_path / "missing")) is None  # load_tree names it
-    from fstool.cache import BlockCache, using
-    with using(BlockCache(str(tmp_path / "cache"))):
-        assert headstart.start(fs(tmp_path / "src")) is None  # a cache serves a rebuild
     h = headstart.start(fs(tmp_path / "src"))
     assert h is not None
     assert h.harvest(wait=True) and h.harvest() == []
+
+
+def test_a_cold_cache_stores_what_the_head_start_compressed(tmp_path, monkeypatch, record, capsys):
+    """Blocks taken from the head start go through the cache as compressed ones do: a cold
+    cache build stores every block, and a rebuild from that cache compresses none."""
+    import re
+    _tree(tmp_path / "src")
+    want = _plain(tmp_path / "src", tmp_path / "plain.sqfs", monkeypatch)
+    capsys.readouterr()
+    record["compressed"] = 0
+
+    def build(out):
+        assert main(["create", "-v", "-t", "squashfs", str(tmp_path / "src"), "-o", str(out), "-O",
+                     "block_size=4096", "--cache-dir", str(tmp_path / "cache")]) == 0
+        line = [x for x in capsys.readouterr().err.splitlines() if "block cache" in x][0]
+        return [int(n) for n in re.findall(r"(\d+) (?:hits|misses|stored)", line)]
+
+    hits, misses, stored = build(tmp_path / "cold.sqfs")
+    assert record["taken"] > 3 and hits == 0 and misses == stored == record["taken"]
+    assert record["compressed"] == 0  # every block came from the head start, through the cache
+    assert (tmp_path / "cold.sqfs").read_bytes() == want
+    hits2, misses2, stored2 = build(tmp_path / "warm.sqfs")
+    assert (hits2, misses2, stored2) == (stored, 0, 0)
+    assert (tmp_path / "warm.sqfs").read_bytes() == want

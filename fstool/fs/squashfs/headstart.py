@@ -12,8 +12,11 @@ overlay, an override, a file edited meanwhile) it stops comparing and compresses
 A result is the codec's output for those exact bytes, so the image is the same bytes with
 a head start, without one, or with one cut short anywhere.
 
-Only for a single host directory as the source, with two threads or more, no block cache
-(a warm cache needs no head start) and where this process may fork.
+With a block cache, a block taken from the head start is looked up and stored as one
+compressed in the data pass would be, so a cold cache ends up the same.
+
+Only for a single host directory as the source, with two threads or more, and where this
+process may fork.
 """
 from __future__ import annotations
 
@@ -35,10 +38,9 @@ TABLE = 8 + MAX_BLOCKS * ENTRY.size
 def start(fs) -> "HeadStart | None":
     """The registry's head-start entry point: a running HeadStart for fs, or None when this
     build cannot use one."""
-    from ...cache import current
     from ..base import FsParams
 
-    if len(fs.sources) != 1 or fs.opts is None or current() is not None or not _may_fork():
+    if len(fs.sources) != 1 or fs.opts is None or not _may_fork():
         return None
     if FsParams(fs_type=fs.type).thread_count() < 2:
         return None

@@ -225,7 +225,9 @@ class DataWriter:
         self.goal = -1
         self.stopped = False
 
-    def _compress(self, data: bytes) -> tuple[bytes, bool]:
+    def _compress(self, data: bytes, early: tuple[bytes, bool] | None = None) -> tuple[bytes, bool]:
+        """(bytes to store, stored raw) for a block. early: that result, from the head start
+        (then only the cache is consulted and filled, as for a block compressed here)."""
         cache = self.cache
         if cache is not None:
             # the cached value is this function's result: b"C" + compressed bytes, or b"R" when
@@ -236,8 +238,11 @@ class DataWriter:
                 return v[1:], False
             if v == b"R":
                 return data, True
-        c = self.codec.compress(data)
-        raw = len(c) >= len(data)
+        if early is not None:
+            c, raw = early
+        else:
+            c = self.codec.compress(data)
+            raw = len(c) >= len(data)
         if cache is not None:
             cache.put(key, b"R" if raw else b"C" + c)
         return (data, True) if raw else (c, False)
@@ -249,10 +254,14 @@ class DataWriter:
             got = early.take(data)
             if got is None and not early.results:
                 self.early = None
-        if got is None and self.pool is not None:
-            return self.pool.submit(self._compress, data)
-        f: Future = Future()
-        f.set_result(got if got is not None else self._compress(data))
+        if got is not None and self.cache is None:
+            f: Future = Future()
+            f.set_result(got)
+            return f
+        if self.pool is not None:
+            return self.pool.submit(self._compress, data, got)
+        f = Future()
+        f.set_result(self._compress(data, got))
         return f
 
     def _place(self, data: bytes) -> int:
