@@ -141,10 +141,13 @@ class BlockCache:
             self._mem_put(key, v)
         return v
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self._mem_put(key, value)
+    def put(self, key: bytes, *parts: bytes) -> None:
+        """Store the value parts make, one after the other: a caller's marker and payload
+        are written as they are, never joined into one more buffer of a block's size."""
+        if self.memory_size:
+            self._mem_put(key, parts[0] if len(parts) == 1 else b"".join(parts))
         if self._root is not None:
-            self._disk_put(key, value)
+            self._disk_put(key, parts)
 
     # -- memory layer ---------------------------------------------------------------------
     def _mem_put(self, key: bytes, value: bytes) -> None:
@@ -228,11 +231,13 @@ class BlockCache:
             return payload
         return None
 
-    def _disk_put(self, key: bytes, value: bytes) -> None:
+    def _disk_put(self, key: bytes, parts: tuple[bytes, ...]) -> None:
         """Append the record to this build's pack, which appears under its final name, whole,
         when the build flushes (or when it reaches PACK_MAX)."""
-        record = ENTRY_HEADER.pack(magic=ENTRY_MAGIC, key=key, length=len(value),
-                                   sha256=hashlib.sha256(value).digest()) + value
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(part)
+        head = ENTRY_HEADER.pack(magic=ENTRY_MAGIC, key=key, length=sum(map(len, parts)), sha256=h.digest())
         with self._lock:
             try:
                 if self._pack is None:
@@ -240,7 +245,9 @@ class BlockCache:
                     tmp = os.path.join(self._root, f".{os.getpid()}-{id(self)}-{self._pack_seq}{TMP_SUFFIX}")
                     self._pack = (open(tmp, "wb"), tmp)
                 f, _ = self._pack
-                f.write(record)
+                f.write(head)
+                for part in parts:
+                    f.write(part)
                 self.stats.stored += 1
                 self._stored_since_flush += 1
                 if f.tell() >= PACK_MAX:

@@ -643,6 +643,7 @@ def run() -> None:
     import atexit
     import gc
     gc.disable()  # for good: main's gc_paused then leaves it off, and nothing collects at exit
+    fixed_malloc_thresholds()
     code = main() or 0
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
@@ -652,6 +653,27 @@ def run() -> None:
         except (OSError, ValueError):  # a closed pipe: nothing more can be said
             code = code or 1
     os._exit(code)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def fixed_malloc_thresholds() -> None:
+    """glibc's malloc with the thresholds it would reach at most on its own: buffers up to
+    32 MiB come from the heap, and up to 64 MiB of freed memory stays there. glibc starts them
+    low and moves them as buffers come and go; on the compressor threads, where Python's xz
+    makes an encoder of a few MiB for every block, that could settle where each freed encoder
+    was handed back and the next faulted in again (SquashFS xz of 250 MB with a cold cache:
+    412,000 page faults instead of 12,000, 0.7 s of system time; 1 MiB blocks: 23.6 s against
+    22.5). The cost: a build of 201,000 empty files peaks 9 MiB higher (123 MiB against 114).
+    Not glibc (musl, another OS): nothing to tune."""
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(M_TRIM_THRESHOLD, 64 << 20)
 
 
 @contextlib.contextmanager

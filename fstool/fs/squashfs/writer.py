@@ -244,7 +244,10 @@ class DataWriter:
             c = self.codec.compress(data)
             raw = len(c) >= len(data)
         if cache is not None:
-            cache.put(key, b"R" if raw else b"C" + c)
+            if raw:
+                cache.put(key, b"R")
+            else:
+                cache.put(key, b"C", c)
         return (data, True) if raw else (c, False)
 
     def _submit(self, data: bytes) -> Future:
