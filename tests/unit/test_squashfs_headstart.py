@@ -50,6 +50,7 @@ def record(monkeypatch):
     """A head start forced on (this process runs threads of its own), its child let to finish
     the whole tree, and the data pass's own compressions counted."""
     monkeypatch.setattr(headstart, "_may_fork", lambda: True)
+    monkeypatch.setattr(headstart, "MIN_ENTRIES", 0)
     monkeypatch.setenv("FSTOOL_THREADS", "2")
     rec = {"compressed": 0, "taken": 0, "started": 0, "hook": None}
     real_harvest, real_compress, real_take = (headstart.HeadStart.harvest, writer.DataWriter._compress,
@@ -155,6 +156,7 @@ def test_a_child_stopped_at_once_changes_nothing(tmp_path, monkeypatch):
     _tree(tmp_path / "src")
     want = _plain(tmp_path / "src", tmp_path / "plain.sqfs", monkeypatch)
     monkeypatch.setattr(headstart, "_may_fork", lambda: True)
+    monkeypatch.setattr(headstart, "MIN_ENTRIES", 0)
     monkeypatch.setenv("FSTOOL_THREADS", "2")
     _build(tmp_path / "src", tmp_path / "early.sqfs")  # harvest kills the child wherever it is
     assert (tmp_path / "early.sqfs").read_bytes() == want
@@ -181,6 +183,7 @@ def test_no_head_start_where_it_cannot_help(tmp_path, monkeypatch):
         parse_format_options(f)
         return f
 
+    monkeypatch.setattr(headstart, "MIN_ENTRIES", 0)
     monkeypatch.setenv("FSTOOL_THREADS", "1")
     assert headstart.start(fs(tmp_path / "src")) is None  # one core asked for
     monkeypatch.setenv("FSTOOL_THREADS", "2")
@@ -214,3 +217,29 @@ def test_a_cold_cache_stores_what_the_head_start_compressed(tmp_path, monkeypatc
     hits2, misses2, stored2 = build(tmp_path / "warm.sqfs")
     assert (hits2, misses2, stored2) == (stored, 0, 0)
     assert (tmp_path / "warm.sqfs").read_bytes() == want
+
+
+def test_only_a_tree_of_min_entries_gets_one(tmp_path, monkeypatch):
+    """A small tree loads in milliseconds, less than the fork would cost: the count stops as
+    soon as MIN_ENTRIES are seen, also deep down, and gives up after 64 directories."""
+    monkeypatch.setattr(headstart, "MIN_ENTRIES", 30)
+    deep = tmp_path / "deep"
+    d = deep
+    for i in range(5):
+        d = d / f"level{i}"
+        d.mkdir(parents=True)
+    for i in range(26):  # 5 directories + 26 files = 31 entries, the files 5 levels down
+        (d / f"f{i}").write_bytes(b"x")
+    assert headstart._large(str(deep))
+    (d / "f0").unlink()
+    (d / "f1").unlink()
+    assert not headstart._large(str(deep))  # 29
+    monkeypatch.setattr(headstart, "MIN_ENTRIES", 100)
+    chain = d = tmp_path / "chain"
+    for i in range(80):  # 80 nested directories, then 30 files: 110 entries
+        d = d / "n"
+    d.mkdir(parents=True)
+    for i in range(30):
+        (d / f"f{i}").write_bytes(b"x")
+    assert not headstart._large(str(chain))  # 64 listings saw 64 entries
+    assert headstart._large(str(chain), dirs=100)

@@ -15,8 +15,8 @@ a head start, without one, or with one cut short anywhere.
 With a block cache, a block taken from the head start is looked up and stored as one
 compressed in the data pass would be, so a cold cache ends up the same.
 
-Only for a single host directory as the source, with two threads or more, and where this
-process may fork.
+Only for a single host directory of MIN_ENTRIES entries or more as the source, with two
+threads or more, and where this process may fork.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def start(fs) -> "HeadStart | None":
         return None
     root = os.path.join(fs.base_dir or os.getcwd(), fs.sources[0])
     try:
-        if not stat.S_ISDIR(os.stat(root).st_mode):
+        if not stat.S_ISDIR(os.stat(root).st_mode) or not _large(root):
             return None
     except (OSError, ValueError):
         return None  # load_tree names the problem
@@ -54,6 +54,28 @@ def start(fs) -> "HeadStart | None":
         return HeadStart(root, fs.opts)
     except OSError:  # no room for a child or the mapping: no head start
         return None
+
+
+MIN_ENTRIES = 2000  # a smaller tree loads in a few milliseconds: no head start to win
+
+
+def _large(root: str, dirs: int = 64) -> bool:
+    """Whether the tree under root has MIN_ENTRIES entries, found by listing at most `dirs`
+    directories breadth first (a large tree shows it in its first few). A fork costs the
+    parent about 5 ms of copied pages while the child lives: not worth it below that."""
+    queue, seen = [root], 0
+    for d in queue:
+        if dirs == 0:
+            break
+        dirs -= 1
+        with os.scandir(d) as it:
+            for e in it:
+                seen += 1
+                if e.is_dir(follow_symlinks=False):
+                    queue.append(e.path)
+        if seen >= MIN_ENTRIES:
+            return True
+    return False
 
 
 class HeadStart:
@@ -171,7 +193,10 @@ def _predict(root: bytes, cfg, shm: mmap.mmap, parent: int) -> None:
     def add_file(path: bytes) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # replaced since it was listed: stop here
+                raise _Full
+            size = st.st_size
             if size == 0:
                 return
             use_frag = cfg.fragments == "always" or (cfg.fragments == "small" and size < bs)
