@@ -31,7 +31,7 @@ from ...image import fork_helper, may_fork as _may_fork
 
 SHM_BYTES = 64 << 20          # the compressed results (virtual: only pages written are used)
 MAX_BLOCKS = 4096              # results at most (the table of them sits at the start)
-ENTRY = struct.Struct("<QII32s")  # data offset, length, stored raw (1) or compressed (0), digest
+ENTRY = struct.Struct("<QII32s")  # offset, length (0 when raw), stored raw (1) or not, digest
 TABLE = 8 + MAX_BLOCKS * ENTRY.size
 
 
@@ -169,13 +169,13 @@ def _predict(root: bytes, cfg, shm: mmap.mmap, parent: int) -> None:
             raise _Full
         c = codec.compress(block)
         raw = len(c) >= len(block)
-        stored = block if raw else c
-        if pos + len(stored) > SHM_BYTES:
+        n = 0 if raw else len(c)  # a raw block is the data pass's own bytes: nothing to keep
+        if pos + n > SHM_BYTES:
             raise _Full
-        if not raw:
-            shm[pos:pos + len(c)] = c
-        ENTRY.pack_into(shm, 8 + count * ENTRY.size, pos, len(stored), raw, hashlib.sha256(block).digest())
-        pos += 0 if raw else len(c)
+        if n:
+            shm[pos:pos + n] = c
+        ENTRY.pack_into(shm, 8 + count * ENTRY.size, pos, n, raw, hashlib.sha256(block).digest())
+        pos += n
         count += 1
         struct.pack_into("<Q", shm, 0, count)  # last: the entry before it is whole
 
