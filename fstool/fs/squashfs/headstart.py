@@ -71,10 +71,10 @@ def _large(root: str, dirs: int = 64) -> bool:
         with os.scandir(d) as it:
             for e in it:
                 seen += 1
+                if seen >= MIN_ENTRIES:  # a directory of a million names is not listed whole
+                    return True
                 if e.is_dir(follow_symlinks=False):
                     queue.append(e.path)
-        if seen >= MIN_ENTRIES:
-            return True
     return False
 
 
