@@ -366,6 +366,17 @@ def fork_helper() -> int:
     return pid
 
 
+def reap_helper(pid: int, kill: bool = True) -> int:
+    """Wait for a helper child made by fork_helper, killed first (SIGKILL) unless kill is
+    False; returns its wait status."""
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return os.waitpid(pid, 0)[1]
+
+
 def may_fork() -> bool:
     """Whether this process may fork a helper: only when it runs no other thread (the child
     gets just the forking one, and a lock another thread held would stay held there)."""
@@ -408,7 +419,7 @@ class ChildResult:
         finally:
             os.close(self.rfd)
             self.rfd = -1
-            _pid, status = os.waitpid(self.pid, 0)
+            status = reap_helper(self.pid, kill=False)
             self.pid = 0
         try:
             return marshal.loads(b"".join(chunks)) if status == 0 else None
@@ -417,11 +428,7 @@ class ChildResult:
 
     def close(self) -> None:
         if self.pid:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
+            reap_helper(self.pid)
             self.pid = 0
         if self.rfd >= 0:
             os.close(self.rfd)

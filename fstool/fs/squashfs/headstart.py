@@ -23,11 +23,10 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-import signal
 import stat
 import struct
 
-from ...image import fork_helper, may_fork as _may_fork
+from ...image import fork_helper, may_fork as _may_fork, reap_helper
 
 SHM_BYTES = 64 << 20          # the compressed results (virtual: only pages written are used)
 MAX_BLOCKS = 4096              # results at most (the table of them sits at the start)
@@ -99,12 +98,7 @@ class HeadStart:
         """Stop the child (wait=True: let it finish the whole tree, for tests) and take its
         results: (input digest, compressed bytes or None when the block is stored raw)."""
         if self.pid:
-            if not wait:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            os.waitpid(self.pid, 0)
+            reap_helper(self.pid, kill=not wait)
             self.pid = 0
         shm = self.shm
         if shm.closed:
