@@ -661,27 +661,20 @@ class MetadataWriter:
             rec = self.recs[node]
             if rec.dup_of is not None:
                 rec = rec.dup_of
-            start = rec.blocks_start or 0
-            if (not rec.sparse and not node.xattrs and start <= U32 and rec.size <= U32
-                    and self.tree.nlink(node) == 1):
-                # the basic inode of most files: header and body packed at once
-                ids, mtime, num = self.ids, node.mtime, self.number[node]
-                self.refs[num - 1] = self.inodes.ref()
-                self.inodes.add(BASIC_FILE.pack(
-                    FILE, node.mode & 0o7777, ids.get(node.uid), ids.get(node.gid),
-                    mtime if 0 <= mtime <= U32 else min(max(mtime, 0), U32), num,
-                    start, rec.frag, rec.frag_off, rec.size)
-                    + (b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes)) if rec.sizes else b""))
-                return
         nlink = self.tree.nlink(node)
         xi = self.xattr_of(node)
-        self.refs[self.number[node] - 1] = self.inodes.ref()
+        num = self.number[node]
+        self.refs[num - 1] = self.inodes.ref()
         add = self.inodes.add
         if k is Kind.FILE:
-            sizes = b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes))
+            start = rec.blocks_start or 0
+            sizes = b"".join(map(BLOCK_SIZE_ENTRY.struct.pack, rec.sizes)) if rec.sizes else b""
             if start <= U32 and rec.size <= U32 and nlink == 1 and xi == NO_XATTR and not rec.sparse:
-                add(self.header(node, FILE) + FILE_INODE.pack(
-                    start_block=start, fragment=rec.frag, offset=rec.frag_off, file_size=rec.size) + sizes)
+                # the basic inode of most files: header and body packed at once
+                ids = self.ids
+                add(BASIC_FILE.pack(FILE, node.mode & 0o7777, ids.get(node.uid), ids.get(node.gid),
+                                    min(max(node.mtime, 0), U32), num,
+                                    start, rec.frag, rec.frag_off, rec.size) + sizes)
             else:
                 add(self.header(node, LFILE) + LFILE_INODE.pack(
                     start_block=start, file_size=rec.size, sparse=rec.sparse, nlink=nlink,
