@@ -150,6 +150,7 @@ def _predict(root: bytes, cfg, shm: mmap.mmap, parent: int) -> None:
     """The child's work: the data pass's blocks in its order (files in post-order, names in
     byte order; a hardlink's first appearance only), each compressed into shm."""
     from .codec import Codec
+    from .writer import tail_in_fragment
 
     codec = Codec(cfg.compression, cfg.level, cfg.block_size)
     bs = cfg.block_size
@@ -193,7 +194,7 @@ def _predict(root: bytes, cfg, shm: mmap.mmap, parent: int) -> None:
             size = st.st_size
             if size == 0:
                 return
-            use_frag = cfg.fragments == "always" or (cfg.fragments == "small" and size < bs)
+            use_frag = tail_in_fragment(cfg.fragments, size, bs)
             if use_frag and size < bs:
                 tail = os.pread(fd, size, 0)
                 if len(tail) != size:

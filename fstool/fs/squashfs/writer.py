@@ -167,6 +167,13 @@ def _is_duplicate_tail(rec: FileRec, src, tail: bytes, seen: dict) -> bool:
     return False
 
 
+def tail_in_fragment(fragments: str, size: int, bs: int) -> bool:
+    """Whether a file's tail (its last partial block, or all of a file under a block) goes
+    into a fragment block: with fragments "always", or "small" for a file under a block.
+    The head start (headstart.py) cuts files by the same rule."""
+    return fragments == "always" or (fragments == "small" and size < bs)
+
+
 def iter_blocks(node: Node, bs: int):
     """(data or None for a block wholly inside a hole, length) for each block of the file."""
     src = node.source
@@ -349,7 +356,7 @@ class DataWriter:
         if size == 0:
             return EMPTY_REC
         bs = self.bs
-        use_frag = fragments == "always" or (fragments == "small" and size < bs)
+        use_frag = tail_in_fragment(fragments, size, bs)
         if use_frag and size < bs and src.segments is None:
             # a file smaller than a block, all of it a fragment (most files of a root): the
             # general loop below, without its generator, copies and block checks; no block
